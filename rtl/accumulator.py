@@ -1,0 +1,79 @@
+"""The accumulator under the array: sums the chunks of K of every output in ``acc_width`` bits.
+
+The PEs' partial sums are kept narrow (16 bits cost half the LUTs of 32), which bounds a pass to
+``sim.numerics.max_exact_k(psum_width)`` steps. A longer K runs as several passes over the same
+tile; their rows arrive here one per cycle and are added into a small memory holding one
+``cols``-wide row of ``acc_width`` sums per array row. After the tile's last chunk the sums leave
+on ``output`` instead of being written back.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+
+def psum_row_layout(rows: int, cols: int, psum_width: int) -> data.StructLayout:
+    """One drained row of partial sums, tagged with where it goes in the accumulator."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(psum_width), cols),
+        "row": range(max(rows, 2)),
+        "first_chunk": 1,   # start from these sums (do not read the memory)
+        "last_chunk": 1,    # emit the total instead of storing it
+        "last": 1,          # last row of the pass
+    })
+
+
+def result_row_layout(cols: int, acc_width: int) -> data.StructLayout:
+    """One row of finished results."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(acc_width), cols),
+        "last": 1,          # last row of the tile
+    })
+
+
+class ResultAccumulator(wiring.Component):
+    """Adds the partial sums of successive passes of the same tile.
+
+    Members
+    -------
+    input : In(stream.Signature(psum_row_layout(rows, cols, psum_width)))
+    output : Out(stream.Signature(result_row_layout(cols, acc_width)))
+        Only rows of a tile's last chunk appear here; other rows are absorbed without waiting.
+    """
+
+    def __init__(self, *, rows: int, cols: int, psum_width: int = 16, acc_width: int = 32):
+        if acc_width < psum_width:
+            raise ValueError(f"acc_width ({acc_width}) must be at least psum_width ({psum_width})")
+        self.rows, self.cols = rows, cols
+        self.psum_width, self.acc_width = psum_width, acc_width
+        super().__init__({
+            "input": In(stream.Signature(psum_row_layout(rows, cols, psum_width))),
+            "output": Out(stream.Signature(result_row_layout(cols, acc_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        row_shape = data.ArrayLayout(signed(self.acc_width), self.cols)
+        # Depth is one row per array row: small enough for LUT RAM, read asynchronously so that
+        # read, add and write-back happen in the cycle the row arrives.
+        m.submodules.sums = sums = Memory(shape=row_shape, depth=max(self.rows, 2), init=[])
+        read = sums.read_port(domain="comb")
+        write = sums.write_port()
+
+        beat = self.input.payload
+        total = Signal(row_shape)
+        for c in range(self.cols):
+            m.d.comb += total[c].eq(Mux(beat.first_chunk, 0, read.data[c]) + beat.data[c])
+
+        m.d.comb += [
+            read.addr.eq(beat.row),
+            write.addr.eq(beat.row),
+            write.data.eq(total),
+            write.en.eq(self.input.valid & ~beat.last_chunk),
+            self.output.valid.eq(self.input.valid & beat.last_chunk),
+            self.output.payload.data.eq(total),
+            self.output.payload.last.eq(beat.last),
+            self.input.ready.eq(~beat.last_chunk | self.output.ready),
+        ]
+        return m

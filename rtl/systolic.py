@@ -1,0 +1,169 @@
+"""The PE array and the matrix engine around it.
+
+Dataflow (see docs/architecture.md): output-stationary with streamed weights.
+
+* Every cycle a *weight beat* brings one trit per PE (``rows x cols``) from weight memory and an
+  *activation beat* brings one int8 per row, broadcast along the row. Each PE adds, subtracts or
+  skips its row's activation into its own partial sum: one step of K for ``rows x cols`` outputs.
+  Nothing has to be preloaded, so decode (M = 1, every weight used once) keeps every PE busy just
+  as prefill does.
+* A *pass* is a run of steps over one chunk of K, closed by a beat with ``last`` set. The last
+  step moves every sum into the PE's result register and clears the partial sum, so the next pass
+  starts on the very next cycle while the results drain: one row per cycle through a per-column
+  multiplexer. The next pass can only be captured once that drain is done, so passes longer than
+  ``rows`` steps never wait.
+* :class:`MatrixEngine` adds the accumulator (:mod:`rtl.accumulator`) that sums the chunks of K
+  in 32 bits, so the PE's partial sum can stay narrow (16 bits: 255 steps per pass).
+
+The golden definitions of the mapping and of the timing are ``sim.schedule`` and ``sim.cycles``.
+"""
+
+from amaranth.hdl import Array, Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .accumulator import ResultAccumulator, psum_row_layout
+from .ternary_pe import TernaryPE, Trit
+
+
+def activation_layout(rows: int, act_width: int) -> data.StructLayout:
+    """One activation beat: an int per row plus the flags that describe the pass."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(act_width), rows),
+        "last": 1,          # last step of the pass: capture the sums
+        "first_chunk": 1,   # (on the last step) this pass starts its tile's accumulation
+        "last_chunk": 1,    # (on the last step) this pass completes its tile
+    })
+
+
+def weight_layout(rows: int, cols: int) -> data.ArrayLayout:
+    """One weight beat: a trit per PE, indexed ``[row][col]``."""
+    return data.ArrayLayout(data.ArrayLayout(Trit, cols), rows)
+
+
+class SystolicArray(wiring.Component):
+    """A ``rows x cols`` grid of :class:`TernaryPE` with streamed operands and drained results.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Shape of the PE grid.
+    act_width : int
+        Width of the signed activations (8 for BitNet).
+    psum_width : int
+        Width of each PE's partial sum; bounds the length of a pass.
+
+    Members
+    -------
+    act : In(stream.Signature(activation_layout(rows, act_width)))
+    weights : In(stream.Signature(weight_layout(rows, cols)))
+        Taken together: a step happens when both are valid (and, for a ``last`` beat, when the
+        previous pass has drained).
+    result : Out(stream.Signature(psum_row_layout(rows, cols, psum_width)))
+        ``rows`` beats per pass, row 0 first.
+    """
+
+    def __init__(self, *, rows: int, cols: int, act_width: int = 8, psum_width: int = 16):
+        if rows < 1 or cols < 1:
+            raise ValueError(f"the array needs at least one row and column, not {rows}x{cols}")
+        self.rows, self.cols = rows, cols
+        self.act_width, self.psum_width = act_width, psum_width
+        super().__init__({
+            "act": In(stream.Signature(activation_layout(rows, act_width))),
+            "weights": In(stream.Signature(weight_layout(rows, cols))),
+            "result": Out(stream.Signature(psum_row_layout(rows, cols, psum_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+
+        drain_left = Signal(range(rows + 1))    # result rows still to send
+        drain_row = Signal(range(max(rows, 2)))
+        drain_first = Signal()
+        drain_final = Signal()
+
+        # A step needs both operands; the capturing step also needs the result registers free.
+        may_step = ~self.act.payload.last | (drain_left == 0)
+        step = Signal()
+        capture = Signal()
+        m.d.comb += [
+            self.act.ready.eq(self.weights.valid & may_step),
+            self.weights.ready.eq(self.act.valid & may_step),
+            step.eq(self.act.valid & self.act.ready),
+            capture.eq(step & self.act.payload.last),
+        ]
+
+        results = [[None] * cols for _ in range(rows)]
+        for r in range(rows):
+            for c in range(cols):
+                pe = TernaryPE(act_width=self.act_width, psum_width=self.psum_width)
+                m.submodules[f"pe_{r}_{c}"] = pe
+                m.d.comb += [
+                    pe.act.eq(self.act.payload.data[r]),
+                    pe.weight.eq(self.weights.payload[r][c]),
+                    pe.step.eq(step),
+                    pe.capture.eq(capture),
+                ]
+                results[r][c] = pe.result
+
+        # Drain: one row per beat through a rows:1 multiplexer per column.
+        for c in range(cols):
+            column = Array(results[r][c] for r in range(rows))
+            m.d.comb += self.result.payload.data[c].eq(column[drain_row])
+        m.d.comb += [
+            self.result.valid.eq(drain_left != 0),
+            self.result.payload.row.eq(drain_row),
+            self.result.payload.first_chunk.eq(drain_first),
+            self.result.payload.last_chunk.eq(drain_final),
+            self.result.payload.last.eq(drain_left == 1),
+        ]
+        with m.If(self.result.valid & self.result.ready):
+            m.d.sync += [
+                drain_left.eq(drain_left - 1),
+                drain_row.eq(drain_row + 1),
+            ]
+        with m.If(capture):     # only when drain_left == 0, so no conflict with the above
+            m.d.sync += [
+                drain_left.eq(rows),
+                drain_row.eq(0),
+                drain_first.eq(self.act.payload.first_chunk),
+                drain_final.eq(self.act.payload.last_chunk),
+            ]
+        return m
+
+
+class MatrixEngine(wiring.Component):
+    """The array plus the accumulator: exact int32 dot products for K up to ``sim.schedule``'s
+    ``ArrayConfig.k_max``, fed pass by pass as ``sim.schedule.plan_linear`` lays them out.
+
+    Members
+    -------
+    act, weights : as :class:`SystolicArray`.
+    result : Out(stream.Signature(ResultAccumulator's output layout))
+        ``rows`` beats per finished tile (after its last chunk of K), ``cols`` sums each.
+    """
+
+    def __init__(self, *, rows: int, cols: int, act_width: int = 8, psum_width: int = 16,
+                 acc_width: int = 32):
+        self.array = SystolicArray(rows=rows, cols=cols, act_width=act_width,
+                                   psum_width=psum_width)
+        self.accumulator = ResultAccumulator(rows=rows, cols=cols, psum_width=psum_width,
+                                             acc_width=acc_width)
+        self.rows, self.cols = rows, cols
+        self.act_width, self.psum_width, self.acc_width = act_width, psum_width, acc_width
+        super().__init__({
+            "act": In(stream.Signature(activation_layout(rows, act_width))),
+            "weights": In(stream.Signature(weight_layout(rows, cols))),
+            "result": Out(self.accumulator.output.signature),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.array = self.array
+        m.submodules.accumulator = self.accumulator
+        wiring.connect(m, wiring.flipped(self.act), self.array.act)
+        wiring.connect(m, wiring.flipped(self.weights), self.array.weights)
+        wiring.connect(m, self.array.result, self.accumulator.input)
+        wiring.connect(m, self.accumulator.output, wiring.flipped(self.result))
+        return m

@@ -1,0 +1,118 @@
+"""The cycle model of the array: the golden definition of how many cycles a plan takes.
+
+Timing rules of ``rtl.systolic.SystolicArray`` with its accumulator (``rtl.accumulator``):
+
+* A step (one weight beat and one activation beat) is taken in any cycle where both operand
+  streams are valid, except that the last step of a pass waits until the previous pass has been
+  drained completely (its results sit in the PEs' result registers until then).
+* Capturing a pass starts its drain on the next cycle: ``rows`` result beats, one row per cycle.
+  Beats of a pass that is not the last chunk of its tile go into the accumulator and need nothing
+  from outside; beats of a last chunk leave as output and wait for the sink's ``ready``.
+
+At full rate (operands always valid, sink always ready) this gives the closed form
+``L_1 + sum_{i>=2} max(L_i, rows + 1) + rows`` for passes of lengths ``L_i``: a pass costs its
+length, the drain hides behind the next pass when that pass is longer than ``rows``, and only the
+final drain (``rows`` cycles) is exposed. ``simulate`` follows the same rules cycle by cycle for
+arbitrary idle and back-pressure patterns; the RTL benches compare against both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+from .schedule import ArrayConfig, Plan
+
+
+@dataclass(frozen=True)
+class CycleCount:
+    total: int          # cycles from the first step to the last result beat, inclusive
+    busy: int           # cycles in which the array took a step (every PE accumulates)
+    stall_input: int    # cycles with work left but an operand stream not valid
+    stall_drain: int    # cycles in which the last step of a pass waited for the previous drain
+    drain_tail: int     # cycles after the last step, draining the final pass
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def full_rate_cycles(config: ArrayConfig, lengths: Sequence[int]) -> int:
+    """Total cycles of passes of ``lengths`` at full rate (closed form)."""
+    if not lengths:
+        return 0
+    R = config.rows
+    return lengths[0] + sum(max(L, R + 1) for L in lengths[1:]) + R
+
+
+def plan_cycles(plan: Plan) -> int:
+    return full_rate_cycles(plan.config, plan.lengths)
+
+
+def utilization(plan: Plan, cycles: int | None = None) -> float:
+    """Fraction of PE-cycles doing useful multiply-accumulates."""
+    cycles = plan_cycles(plan) if cycles is None else cycles
+    return plan.useful_macs / (plan.config.pes * cycles)
+
+
+def _always(_t: int) -> bool:
+    return True
+
+
+def simulate(config: ArrayConfig, lengths: Sequence[int], finals: Sequence[bool],
+             act_offer: Callable[[int], bool] = _always,
+             weight_offer: Callable[[int], bool] = _always,
+             out_ready: Callable[[int], bool] = _always,
+             max_cycles: int = 10**8) -> CycleCount:
+    """Cycle-by-cycle model of the array's handshakes.
+
+    ``act_offer(t)`` / ``weight_offer(t)``: whether that source, holding no pending beat, starts
+    offering its next beat in cycle ``t`` (once offered, a beat stays valid until taken, as the
+    stream rules require). ``out_ready(t)``: the sink's ready in cycle ``t``. Cycle 0 is the first
+    cycle in which a source may offer.
+    """
+    if len(lengths) != len(finals):
+        raise ValueError("lengths and finals differ in length")
+    if any(L < 1 for L in lengths):
+        raise ValueError("every pass needs at least one step")
+    R = config.rows
+    last_flags = []
+    for L in lengths:
+        last_flags += [False] * (L - 1) + [True]
+    pass_of_step = []
+    for i, L in enumerate(lengths):
+        pass_of_step += [i] * L
+    steps = len(last_flags)
+
+    next_step = 0
+    act_valid = weight_valid = False
+    drain_left, drain_final = 0, False
+    busy = stall_input = stall_drain = drain_tail = 0
+    t = 0
+    while next_step < steps or drain_left:
+        if t >= max_cycles:
+            raise RuntimeError(f"cycle model did not finish within {max_cycles} cycles")
+        if next_step < steps:
+            act_valid = act_valid or act_offer(t)
+            weight_valid = weight_valid or weight_offer(t)
+        out_fire = drain_left > 0 and (not drain_final or out_ready(t))
+        operands = next_step < steps and act_valid and weight_valid
+        step_fire = operands and (not last_flags[next_step] or drain_left == 0)
+        if step_fire:
+            busy += 1
+        elif next_step < steps:
+            if operands:
+                stall_drain += 1
+            else:
+                stall_input += 1
+        else:
+            drain_tail += 1
+        if out_fire:
+            drain_left -= 1
+        if step_fire:
+            if last_flags[next_step]:
+                drain_left, drain_final = R, finals[pass_of_step[next_step]]
+            next_step += 1
+            act_valid = weight_valid = False
+        t += 1
+    return CycleCount(total=t, busy=busy, stall_input=stall_input,
+                      stall_drain=stall_drain, drain_tail=drain_tail)

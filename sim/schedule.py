@@ -1,0 +1,217 @@
+"""How a ternary linear layer maps onto the array: the golden definition of the dataflow.
+
+The array is output-stationary: each PE owns one output ``y[m, n]`` for the length of a *pass*,
+receives a new weight every cycle (streamed from weight memory) and the activation of its row
+(broadcast along the row). A pass covers one chunk of K; its length is bounded by the PE's
+partial-sum width so that no partial sum can overflow (``ArrayConfig.pass_k_max``). The
+accumulator below the array adds the chunks of K in ``acc_bits`` (int32) and emits each tile of
+results once, after its last chunk.
+
+Two mappings of PEs to outputs, chosen per layer by the number of tiles they need:
+
+* ``outputs`` (decode, M = 1): every PE a different output of the same token; all rows see the
+  same activation. A tile is ``rows * cols`` outputs of one token.
+* ``tokens`` (prefill, M >= rows): row r holds token ``m0 + r``, column c output ``n0 + c``.
+  A tile is ``rows`` tokens by ``cols`` outputs.
+
+Either way every PE does useful work on every cycle of a pass, so utilization on a long stream
+only loses the partially filled edge tiles and the drain of the final pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import numerics
+
+MAPPINGS = ("outputs", "tokens")
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    """Parameters of the array as built: shape and widths."""
+    rows: int
+    cols: int
+    act_bits: int = numerics.ACT_BITS
+    psum_bits: int = 16
+    acc_bits: int = numerics.RESULT_BITS
+
+    def __post_init__(self):
+        for name in ("rows", "cols"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, not {v!r}")
+        if self.psum_bits <= self.act_bits:
+            raise ValueError(f"psum_bits ({self.psum_bits}) must exceed act_bits ({self.act_bits})")
+        if self.acc_bits < self.psum_bits:
+            raise ValueError(f"acc_bits ({self.acc_bits}) must be at least psum_bits "
+                             f"({self.psum_bits})")
+
+    @property
+    def pes(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def pass_k_max(self) -> int:
+        """Longest pass (steps of K) whose partial sums cannot overflow ``psum_bits``."""
+        return numerics.max_exact_k(self.psum_bits, self.act_bits)
+
+    @property
+    def k_max(self) -> int:
+        """Largest K whose results cannot overflow the ``acc_bits`` accumulator."""
+        return numerics.max_exact_k(self.acc_bits, self.act_bits)
+
+
+@dataclass(frozen=True, eq=False)
+class Pass:
+    """One pass through the array: a chunk ``[k0, k1)`` of K for one tile of outputs."""
+    tokens: np.ndarray       # (rows,) token of each row, -1 where the row is unused
+    outputs: np.ndarray      # (rows, cols) output index n of each PE, -1 where unused
+    k0: int
+    k1: int
+    first_chunk: bool        # the accumulator starts from this pass's sums
+    last_chunk: bool         # the accumulator emits the tile after this pass
+
+    @property
+    def length(self) -> int:
+        return self.k1 - self.k0
+
+
+@dataclass(eq=False)
+class Plan:
+    """Every pass of one ``(M, K) x (N, K)^T`` product, in the order the array runs them."""
+    config: ArrayConfig
+    M: int
+    N: int
+    K: int
+    mapping: str
+    chunks: list[tuple[int, int]]
+    passes: list[Pass] = field(repr=False)
+
+    @property
+    def useful_macs(self) -> int:
+        return self.M * self.N * self.K
+
+    @property
+    def lengths(self) -> list[int]:
+        return [p.length for p in self.passes]
+
+    @property
+    def finals(self) -> list[bool]:
+        return [p.last_chunk for p in self.passes]
+
+
+def k_chunks(K: int, pass_k_max: int) -> list[tuple[int, int]]:
+    """Split K into the fewest chunks of at most ``pass_k_max``, with lengths differing by at most 1
+    (balanced chunks keep every pass long enough to hide the drain of the one before)."""
+    if K < 1:
+        raise ValueError(f"K must be positive, not {K}")
+    n = -(-K // pass_k_max)
+    bounds = [K * i // n for i in range(n + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def tile_count(config: ArrayConfig, M: int, N: int, mapping: str) -> int:
+    """Number of output tiles a mapping needs (each tile costs one pass per chunk of K)."""
+    R, C = config.rows, config.cols
+    if mapping == "outputs":
+        return M * -(-N // (R * C))
+    if mapping == "tokens":
+        return -(-M // R) * -(-N // C)
+    raise ValueError(f"unknown mapping {mapping!r}; known: {', '.join(MAPPINGS)}")
+
+
+def choose_mapping(config: ArrayConfig, M: int, N: int) -> str:
+    """The mapping with fewer tiles; ``outputs`` on a tie (it streams activations per token)."""
+    return min(MAPPINGS, key=lambda mp: (tile_count(config, M, N, mp), MAPPINGS.index(mp)))
+
+
+def _tiles(config: ArrayConfig, M: int, N: int, mapping: str):
+    """Yield ``(tokens, outputs)`` index arrays for every tile, in run order."""
+    R, C = config.rows, config.cols
+    if mapping == "outputs":
+        per_tile = R * C
+        for n0 in range(0, N, per_tile):
+            n = np.arange(n0, n0 + per_tile).reshape(R, C)
+            n[n >= N] = -1
+            for m in range(M):
+                tokens = np.where((n >= 0).any(axis=1), m, -1)
+                yield tokens, n
+    else:
+        for n0 in range(0, N, C):
+            n_row = np.arange(n0, n0 + C)
+            n_row[n_row >= N] = -1
+            for m0 in range(0, M, R):
+                tokens = np.arange(m0, m0 + R)
+                tokens[tokens >= M] = -1
+                outputs = np.where(tokens[:, None] >= 0, n_row[None, :], -1)
+                yield tokens, outputs
+
+
+def plan_linear(config: ArrayConfig, M: int, N: int, K: int, mapping: str | None = None) -> Plan:
+    """Plan the passes of ``y (M, N) = x (M, K) @ W (N, K)^T`` on an array ``config``."""
+    for name, v in (("M", M), ("N", N), ("K", K)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    if K > config.k_max:
+        raise ValueError(f"K={K} exceeds {config.k_max}, the largest K whose sums fit the "
+                         f"{config.acc_bits}-bit accumulator")
+    mapping = mapping or choose_mapping(config, M, N)
+    tile_count(config, M, N, mapping)   # validates the name
+    chunks = k_chunks(K, config.pass_k_max)
+    passes = []
+    for tokens, outputs in _tiles(config, M, N, mapping):
+        for i, (k0, k1) in enumerate(chunks):
+            passes.append(Pass(tokens=tokens, outputs=outputs, k0=k0, k1=k1,
+                               first_chunk=(i == 0), last_chunk=(i == len(chunks) - 1)))
+    return Plan(config=config, M=M, N=N, K=K, mapping=mapping, chunks=chunks, passes=passes)
+
+
+def pass_operands(p: Pass, w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The operand beats of a pass: weights ``(L, rows, cols)`` trits and activations
+    ``(L, rows)`` int8, one beat per step. Unused PEs and rows get zeros."""
+    L = p.length
+    R, C = p.outputs.shape
+    weights = np.zeros((L, R, C), dtype=np.int8)
+    used = p.outputs >= 0
+    weights[:, used] = w[p.outputs[used], p.k0:p.k1].T
+    acts = np.zeros((L, R), dtype=np.int8)
+    rows = p.tokens >= 0
+    acts[:, rows] = x[p.tokens[rows], p.k0:p.k1].T
+    return weights, acts
+
+
+def scatter_tile(plan: Plan, p: Pass, tile: np.ndarray, y: np.ndarray) -> None:
+    """Write one finished tile ``(rows, cols)`` of results into ``y (M, N)``."""
+    used = p.outputs >= 0
+    rows = np.broadcast_to(p.tokens[:, None], p.outputs.shape)
+    y[rows[used], p.outputs[used]] = tile[used]
+
+
+def execute(plan: Plan, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Run a plan the way the array does, pass by pass, checking every width on the way.
+
+    This is the dataflow's golden model (the emulator device uses it); it must agree with
+    ``numerics.ternary_matmul`` and the RTL alike.
+    """
+    cfg = plan.config
+    w = numerics.check_ternary(w)
+    x = numerics.check_int8(x)
+    if w.shape != (plan.N, plan.K) or x.shape != (plan.M, plan.K):
+        raise ValueError(f"operands {w.shape}, {x.shape} do not match the plan "
+                         f"(N, K)=({plan.N}, {plan.K}), (M, K)=({plan.M}, {plan.K})")
+    psum_lim = 1 << (cfg.psum_bits - 1)
+    acc_lim = 1 << (cfg.acc_bits - 1)
+    y = np.zeros((plan.M, plan.N), dtype=np.int64)
+    acc = None
+    for p in plan.passes:
+        weights, acts = pass_operands(p, w, x)
+        psum = np.einsum("krc,kr->rc", weights.astype(np.int64), acts.astype(np.int64))
+        assert -psum_lim <= psum.min() and psum.max() < psum_lim, "partial sum overflow"
+        acc = psum if p.first_chunk else acc + psum
+        assert -acc_lim <= acc.min() and acc.max() < acc_lim, "accumulator overflow"
+        if p.last_chunk:
+            scatter_tile(plan, p, acc, y)
+    return numerics.to_int32(y)
