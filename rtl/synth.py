@@ -50,6 +50,31 @@ def yosys_binary() -> str:
     return exe
 
 
+def _run_yosys(text: str, script: str, outputs: list[str], what: str) -> dict[str, str]:
+    """Run a yosys script on RTLIL ``text`` in a scratch directory (YoWASP tools only see their
+    working directory) and return the contents of the named output files."""
+    with tempfile.TemporaryDirectory(prefix="tritium-yosys-") as tmp:
+        (Path(tmp) / "design.il").write_text(text)
+        proc = subprocess.run([yosys_binary(), "-q", "-p", f"read_rtlil design.il; {script}"],
+                              capture_output=True, text=True, cwd=tmp)
+        if proc.returncode != 0:
+            raise RuntimeError(f"yosys {what} failed:\n{proc.stderr[-4000:]}")
+        return {name: (Path(tmp) / name).read_text() for name in outputs}
+
+
+def to_verilog(component, *, name: str = "top") -> str:
+    """Flattened Verilog of ``component`` for simulation.
+
+    Flattening matters: Verilator turns Amaranth's one-module-per-PE hierarchy for a 16x16 array
+    into C++ that takes more than ten minutes to compile, the flattened netlist about 20 s.
+    Named signals are kept, so waveforms still show every PE's partial sum.
+    """
+    script = (f"hierarchy -top {name}; proc; flatten; opt; opt_clean; "
+              f"write_verilog -noattr design.v")
+    return _run_yosys(rtlil.convert(component, name=name), script, ["design.v"],
+                      "Verilog generation")["design.v"]
+
+
 def synthesize(component, family: str, *, name: str = "top") -> dict:
     """Synthesize ``component`` for ``family`` ('ecp5' or 'ice40') and count its cells.
 
@@ -59,18 +84,9 @@ def synthesize(component, family: str, *, name: str = "top") -> dict:
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     command, luts, ffs, dsps = FAMILIES[family]
-    text = rtlil.convert(component, name=name)
-    with tempfile.TemporaryDirectory(prefix="tritium-synth-") as tmp:
-        il = Path(tmp) / "design.il"
-        stat = Path(tmp) / "stat.json"
-        il.write_text(text)
-        # YoWASP tools see only the working directory: use relative paths inside it.
-        script = f"read_rtlil {il.name}; {command} -top {name}; tee -q -o {stat.name} stat -json"
-        proc = subprocess.run([yosys_binary(), "-q", "-p", script],
-                              capture_output=True, text=True, cwd=tmp)
-        if proc.returncode != 0:
-            raise RuntimeError(f"yosys {command} failed:\n{proc.stderr[-4000:]}")
-        data = json.loads(stat.read_text())
+    script = f"{command} -top {name}; tee -q -o stat.json stat -json"
+    stat = _run_yosys(rtlil.convert(component, name=name), script, ["stat.json"], command)
+    data = json.loads(stat["stat.json"])
     cells = {k: int(v) for k, v in data["design"]["num_cells_by_type"].items()}
     ff_count = sum(v for k, v in cells.items()
                    if (k in ffs if ffs is not None else k.startswith("SB_DFF")))

@@ -62,6 +62,9 @@ def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     trailing axis of 1, so that ``x ~= x_q / s``.
     """
     xf = np.asarray(x, dtype=np.float32)
+    if xf.ndim == 0 or xf.shape[-1] == 0:
+        raise ValueError(f"activations need a non-empty last axis (one token per row), "
+                         f"got shape {xf.shape}")
     if not np.isfinite(xf).all():
         raise ValueError("activations contain NaN or infinite values")
     amax = np.max(np.abs(xf), axis=-1, keepdims=True)

@@ -29,6 +29,11 @@ from . import numerics
 MAPPINGS = ("outputs", "tokens")
 
 
+def _is_count(v) -> bool:
+    """A positive integer (bools are not counts)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+
+
 @dataclass(frozen=True)
 class ArrayConfig:
     """Parameters of the array as built: shape and widths."""
@@ -41,7 +46,7 @@ class ArrayConfig:
     def __post_init__(self):
         for name in ("rows", "cols"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not _is_count(v):
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         if self.psum_bits <= self.act_bits:
             raise ValueError(f"psum_bits ({self.psum_bits}) must exceed act_bits ({self.act_bits})")
@@ -108,6 +113,8 @@ def k_chunks(K: int, pass_k_max: int) -> list[tuple[int, int]]:
     (balanced chunks keep every pass long enough to hide the drain of the one before)."""
     if K < 1:
         raise ValueError(f"K must be positive, not {K}")
+    if pass_k_max < 1:
+        raise ValueError(f"pass_k_max must be positive, not {pass_k_max}")
     n = -(-K // pass_k_max)
     bounds = [K * i // n for i in range(n + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
@@ -153,12 +160,13 @@ def _tiles(config: ArrayConfig, M: int, N: int, mapping: str):
 def plan_linear(config: ArrayConfig, M: int, N: int, K: int, mapping: str | None = None) -> Plan:
     """Plan the passes of ``y (M, N) = x (M, K) @ W (N, K)^T`` on an array ``config``."""
     for name, v in (("M", M), ("N", N), ("K", K)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
+        if not _is_count(v):
             raise ValueError(f"{name} must be a positive integer, not {v!r}")
     if K > config.k_max:
         raise ValueError(f"K={K} exceeds {config.k_max}, the largest K whose sums fit the "
                          f"{config.acc_bits}-bit accumulator")
-    mapping = mapping or choose_mapping(config, M, N)
+    if mapping is None:
+        mapping = choose_mapping(config, M, N)
     tile_count(config, M, N, mapping)   # validates the name
     chunks = k_chunks(K, config.pass_k_max)
     passes = []
@@ -166,7 +174,7 @@ def plan_linear(config: ArrayConfig, M: int, N: int, K: int, mapping: str | None
         for i, (k0, k1) in enumerate(chunks):
             passes.append(Pass(tokens=tokens, outputs=outputs, k0=k0, k1=k1,
                                first_chunk=(i == 0), last_chunk=(i == len(chunks) - 1)))
-    return Plan(config=config, M=M, N=N, K=K, mapping=mapping, chunks=chunks, passes=passes)
+    return Plan(config=config, M=int(M), N=int(N), K=int(K), mapping=mapping, chunks=chunks, passes=passes)
 
 
 def pass_operands(p: Pass, w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,184 @@
+"""``make bench``: the compute core's figures, written as JSON into ``bench/results/``.
+
+* resources: LUT4 and FF per PE and for a 16x16 array from yosys ``synth_ecp5`` and
+  ``synth_ice40`` (YoWASP), with LUT4 per partial-sum bit (the goal is about 2);
+* utilization of decode and prefill shapes from the golden cycle model and measured in RTL
+  (Verilator through cocotb), which must agree;
+* simulated cycles per second of a 16x16 engine in Verilator (cocotb) and in Amaranth's simulator.
+
+Usage: ``python -m bench [--quick] [--only resources,utilization,speed] [--out FILE]``.
+These are measurements, not tests: the machines are shared, so quote ratios and cycle counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from rtl.synth import synthesize
+from rtl.systolic import MatrixEngine, SystolicArray
+from rtl.ternary_pe import TernaryPE
+from sim import cycles, schedule
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# BitNet b1.58 2B-4T projection shapes (hidden 2560, FFN 6912), as (N, K).
+BITNET_2B = {"attn_qo": (2560, 2560), "attn_kv": (640, 2560), "ffn_gate_up": (6912, 2560),
+             "ffn_down": (2560, 6912)}
+
+
+def lut4_equivalent(stats: dict) -> int:
+    """LUT4 sites used: on ECP5 each CCU2C carry cell occupies two LUT4s; on iCE40 SB_CARRY
+    rides along with a LUT that is already counted."""
+    return stats["lut4"] + (2 * stats["carry"] if stats["family"] == "ecp5" else 0)
+
+
+def progress(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def bench_resources(quick: bool) -> dict:
+    out = {}
+    psum = 16
+    targets = [("pe", lambda: TernaryPE(psum_width=psum), 1)]
+    if not quick:
+        targets += [
+            ("array_16x16", lambda: SystolicArray(rows=16, cols=16, psum_width=psum), 256),
+            ("engine_16x16", lambda: MatrixEngine(rows=16, cols=16, psum_width=psum), 256),
+        ]
+    for family in ("ecp5", "ice40"):
+        for name, make, pes in targets:
+            progress(f"synth_{family} {name}")
+            start = time.perf_counter()
+            stats = synthesize(make(), family)
+            lut = lut4_equivalent(stats)
+            out[f"{family}_{name}"] = {
+                "family": family, "pes": pes, "psum_bits": psum,
+                "lut4": lut, "lut4_cells": stats["lut4"], "carry_cells": stats["carry"],
+                "ff": stats["ff"], "ram": stats["ram"], "dsp": stats["dsp"],
+                "lut4_per_pe": round(lut / pes, 2), "ff_per_pe": round(stats["ff"] / pes, 2),
+                "lut4_per_psum_bit": round(lut / pes / psum, 3),
+                "synth_seconds": round(time.perf_counter() - start, 1),
+            }
+    return out
+
+
+def model_utilization() -> dict:
+    out = {}
+    for shape in ((16, 16), (32, 64)):
+        cfg = schedule.ArrayConfig(*shape)
+        for proj, (N, K) in BITNET_2B.items():
+            for phase, M in (("decode", 1), ("prefill", 128)):
+                plan = schedule.plan_linear(cfg, M, N, K)
+                total = cycles.plan_cycles(plan)
+                out[f"{shape[0]}x{shape[1]}_{proj}_{phase}"] = {
+                    "rows": shape[0], "cols": shape[1], "M": M, "N": N, "K": K,
+                    "mapping": plan.mapping, "passes": len(plan.passes), "cycles": total,
+                    "utilization": round(cycles.utilization(plan, total), 4),
+                    "overhead_cycles_per_pass": round((total - sum(plan.lengths))
+                                                      / len(plan.passes), 3),
+                }
+    return out
+
+
+def rtl_utilization_and_verilator_speed(quick: bool) -> dict:
+    from sim.cocotb_runner import run_bench
+    R = C = 16
+    layers = {
+        "decode": (1, 2 * R * C, 2560),          # M = 1: each weight used once
+        "prefill": (2 * R, 4 * C, 2560),         # M >= rows
+    }
+    if quick:
+        layers = {k: (M, N, 510) for k, (M, N, _) in layers.items()}
+    report_path = RESULTS / "_verilator_run.json"
+    config = {"rows": R, "cols": C, "psum_width": 16, "acc_width": 32, "seed": 7,
+              "layers": layers, "report_path": str(report_path)}
+    progress("Verilator: building and running the 16x16 engine at full rate")
+    result = run_bench(MatrixEngine(rows=R, cols=C), name="bench_matrix_16x16",
+                       test_module="sim.tb_matrix_bench", config=config, sim="verilator",
+                       waves=False)
+    if result.failed:
+        raise RuntimeError(f"the throughput bench failed; see {result.log}")
+    report = json.loads(report_path.read_text())
+    report_path.unlink()
+    return report
+
+
+def amaranth_speed(cycles_to_run: int) -> dict:
+    """Cycles per second of Amaranth's Python simulator on the 16x16 engine at full rate."""
+    from amaranth.sim import Simulator
+    R = C = 16
+    dut = MatrixEngine(rows=R, cols=C)
+    rng = np.random.default_rng(3)
+    weights = [int(v) for v in rng.integers(0, 1 << (2 * R * C), 64, dtype=object)]
+    acts = [{"data": [int(a) for a in rng.integers(-128, 128, R)], "last": (i % 255) == 254,
+             "first_chunk": 1, "last_chunk": 1} for i in range(64)]
+    done = {}
+
+    async def drive(ctx):
+        ctx.set(dut.act.valid, 1)
+        ctx.set(dut.weights.valid, 1)
+        ctx.set(dut.result.ready, 1)
+        start = time.perf_counter()
+        for t in range(cycles_to_run):
+            ctx.set(dut.weights.payload, weights[t % 64] & ((1 << (2 * R * C)) - 1))
+            ctx.set(dut.act.payload, acts[t % 64])
+            await ctx.tick()
+        done["seconds"] = time.perf_counter() - start
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(drive)
+    sim.run()
+    return {"rows": R, "cols": C, "cycles": cycles_to_run,
+            "cycles_per_second": round(cycles_to_run / done["seconds"])}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small runs only (for a smoke test)")
+    parser.add_argument("--only", default="resources,utilization,speed")
+    parser.add_argument("--out", type=Path, default=RESULTS / "compute_core.json")
+    args = parser.parse_args(argv)
+    parts = set(args.only.split(","))
+    unknown = parts - {"resources", "utilization", "speed"}
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report = {
+        "bench": "compute_core",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpu": platform.machine()},
+        "quick": args.quick,
+    }
+    if "resources" in parts:
+        report["resources"] = bench_resources(args.quick)
+    if "utilization" in parts or "speed" in parts:
+        report["utilization_model"] = model_utilization()
+        rtl = rtl_utilization_and_verilator_speed(args.quick)
+        report["utilization_rtl"] = {k: {kk: v[kk] for kk in
+                                         ("M", "N", "K", "mapping", "rtl_cycles", "model_cycles",
+                                          "utilization")} for k, v in rtl.items()}
+        report["speed"] = {
+            "verilator_cocotb_16x16": {k: v["sim_cycles_per_second"] for k, v in rtl.items()},
+        }
+        if "speed" in parts:
+            progress("Amaranth simulator: 16x16 engine at full rate")
+            report["speed"]["amaranth_16x16"] = amaranth_speed(500 if args.quick else 3000)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    progress(f"wrote {args.out}")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

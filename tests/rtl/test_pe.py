@@ -1,0 +1,181 @@
+"""Tests of rtl.ternary_pe.TernaryPE in Amaranth's simulator, plus its synthesis cost.
+
+The PE is checked exhaustively against plain Python ints: every trit x every int8 activation
+at partial-sum corners. ``psum`` has no load input, so each corner is reached by accumulating
+(steps of +-128 and a remainder); from the corner, every (trit, act) step is applied, checked
+and undone by the inverse step (-trit, act). One simulation covers all corners of a width.
+"""
+
+from __future__ import annotations
+
+import gc
+import warnings
+
+import pytest
+from amaranth.hdl import Fragment, UnusedElaboratable
+from amaranth.sim import Simulator
+
+from rtl.ternary_pe import TernaryPE, Trit
+
+ACT_WIDTH = 8
+ACTS = range(-(1 << (ACT_WIDTH - 1)), 1 << (ACT_WIDTH - 1))     # -128..127
+TRITS = {Trit.NEG: -1, Trit.ZERO: 0, Trit.POS: 1}
+INVERSE = {Trit.NEG: Trit.POS, Trit.ZERO: Trit.ZERO, Trit.POS: Trit.NEG}
+INVALID_CODE = 3
+
+
+def corners(psum_width: int) -> list[int]:
+    """The extreme partial sums that still leave room for one more +-128 step, and -1, 0, 1.
+
+    psum_width=16: -32768 + 128 = -32640 and 32767 - 128 = 32639.
+    psum_width=10: -512 + 128 = -384 and 511 - 128 = 383.
+    """
+    lo, hi = -(1 << (psum_width - 1)), (1 << (psum_width - 1)) - 1
+    return [lo + 128, hi - 128, -1, 0, 1]
+
+
+def path_to(start: int, target: int) -> list[tuple[Trit, int]]:
+    """(trit, act) steps that take the partial sum from ``start`` to ``target``:
+    +-128 steps (NEG x -128 = +128, POS x -128 = -128), then one remainder step (|r| < 128)."""
+    steps = []
+    d = target - start
+    while d >= 128:
+        steps.append((Trit.NEG, -128))
+        d -= 128
+    while d <= -128:
+        steps.append((Trit.POS, -128))
+        d += 128
+    if d:
+        steps.append((Trit.POS, d))
+    return steps
+
+
+def run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+async def apply(ctx, pe, trit, act, *, step=1, capture=0):
+    """Drive one cycle; ``trit`` is a Trit or a raw 2-bit code."""
+    if isinstance(trit, Trit):
+        ctx.set(pe.weight, trit)
+    else:
+        ctx.set(pe.weight.as_value(), trit)
+    ctx.set(pe.act, act)
+    ctx.set(pe.step, step)
+    ctx.set(pe.capture, capture)
+    await ctx.tick()
+
+
+@pytest.mark.parametrize("psum_width", [10, 16])
+def test_pe_exhaustive_at_corners(psum_width):
+    pe = TernaryPE(act_width=ACT_WIDTH, psum_width=psum_width)
+    checked = []
+
+    async def bench(ctx):
+        assert ctx.get(pe.psum) == 0, "psum must reset to 0"
+        model = 0
+        for corner in corners(psum_width):
+            for trit, act in path_to(model, corner):
+                await apply(ctx, pe, trit, act)
+                model += TRITS[trit] * act
+                assert ctx.get(pe.psum) == model, (trit, act, model)
+            assert model == corner
+            for trit, t in TRITS.items():
+                for act in ACTS:
+                    await apply(ctx, pe, trit, act)
+                    got = ctx.get(pe.psum)
+                    assert got == corner + t * act, \
+                        f"width {psum_width}: psum {corner} + {t}*{act} gave {got}"
+                    await apply(ctx, pe, INVERSE[trit], act)
+                    got = ctx.get(pe.psum)
+                    assert got == corner, \
+                        f"width {psum_width}: inverse step {-t}*{act} from " \
+                        f"{corner + t * act} gave {got}, expected {corner}"
+                    checked.append((corner, t, act))
+
+    run(pe, bench)
+    assert len(checked) == len(corners(psum_width)) * 3 * 256
+
+
+@pytest.mark.parametrize("psum_width", [10, 16])
+def test_pe_step_zero_holds_and_invalid_code_is_zero(psum_width):
+    pe = TernaryPE(act_width=ACT_WIDTH, psum_width=psum_width)
+
+    async def bench(ctx):
+        model = 0
+        for corner in corners(psum_width):
+            for trit, act in path_to(model, corner):
+                await apply(ctx, pe, trit, act)
+            model = corner
+            assert ctx.get(pe.psum) == corner
+            # step=0 (and capture=0): nothing changes, whatever the operands.
+            for trit in (Trit.NEG, Trit.ZERO, Trit.POS, INVALID_CODE):
+                for act in (-128, -1, 0, 1, 127):
+                    await apply(ctx, pe, trit, act, step=0)
+                    assert ctx.get(pe.psum) == corner, (trit, act)
+            # The invalid code 3 reads as zero: a step leaves the partial sum unchanged.
+            for act in ACTS:
+                await apply(ctx, pe, INVALID_CODE, act)
+                assert ctx.get(pe.psum) == corner, f"code 3 with act {act} changed psum"
+
+    run(pe, bench)
+
+
+@pytest.mark.parametrize("psum_width", [10, 16])
+def test_pe_capture(psum_width):
+    pe = TernaryPE(act_width=ACT_WIDTH, psum_width=psum_width)
+
+    async def bench(ctx):
+        assert ctx.get(pe.result) == 0
+        ops = [(trit, act) for trit in (Trit.NEG, Trit.ZERO, Trit.POS, INVALID_CODE)
+               for act in (-128, -127, -1, 0, 1, 127)]
+        for corner in corners(psum_width):
+            for trit, act in ops:
+                for s, a in path_to(0, corner):
+                    await apply(ctx, pe, s, a)
+                assert ctx.get(pe.psum) == corner
+                t = TRITS.get(trit, 0)
+                await apply(ctx, pe, trit, act, capture=1)
+                expected = corner + t * act
+                assert ctx.get(pe.result) == expected, (corner, trit, act)
+                assert ctx.get(pe.psum) == 0, "capture must restart the partial sum at 0"
+                # result holds while the next pass accumulates (and while idle).
+                await apply(ctx, pe, Trit.POS, 5)
+                await apply(ctx, pe, Trit.NEG, 3, step=0)
+                assert ctx.get(pe.psum) == 5
+                assert ctx.get(pe.result) == expected
+                await apply(ctx, pe, Trit.NEG, 5)      # back to 0 for the next corner
+                assert ctx.get(pe.psum) == 0
+
+    run(pe, bench)
+
+
+def test_pe_rejects_narrow_psum():
+    # A constructor that raises still leaves an elaboratable object behind, which would warn
+    # (UnusedElaboratable) whenever it is collected: collect them here, with the warning off.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        for psum_width in (8, 7, 1):
+            with pytest.raises(ValueError, match="psum_width"):
+                TernaryPE(act_width=8, psum_width=psum_width)
+        with pytest.raises(ValueError, match="act_width"):
+            TernaryPE(act_width=1, psum_width=9)
+        gc.collect()
+    Fragment.get(TernaryPE(act_width=8, psum_width=9), None)    # the narrowest legal width
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("family", ["ecp5", "ice40"])
+def test_pe_synthesis_has_no_multiplier(family):
+    from rtl.synth import synthesize
+    psum_width = 16
+    stats = synthesize(TernaryPE(psum_width=psum_width), family)
+    assert stats["dsp"] == 0, stats["cells"]
+    if family == "ecp5":
+        luts = stats["lut4"] + 2 * stats["carry"]    # each CCU2C holds two LUT4s
+    else:
+        luts = stats["lut4"]
+    assert luts / psum_width <= 2.0, f"{family}: {luts} LUT4 for {psum_width} bits: {stats['cells']}"

@@ -1,0 +1,206 @@
+"""Tests of sim.cycles: the closed form, the cycle-by-cycle model and their agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim import cycles, schedule
+from sim.schedule import ArrayConfig
+
+SEED = 5150
+
+
+def pattern(rng, p_true: float, n: int = 4000):
+    """A per-cycle boolean pattern (True with probability ``p_true``); True beyond its end."""
+    bits = (rng.random(n) < p_true).tolist()
+    return lambda t: bits[t] if t < len(bits) else True
+
+
+def random_lengths(rng, rows):
+    n = int(rng.integers(1, 12))
+    # a mix of passes shorter than rows + 1 (the drain stalls them) and longer ones
+    hi = int(rng.choice([rows + 1, 2 * rows + 3, 40]))
+    return [int(v) for v in rng.integers(1, hi + 1, size=n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Full rate: simulate == closed form
+# ---------------------------------------------------------------------------------------------
+
+def test_full_rate_simulate_equals_closed_form_random():
+    rng = np.random.default_rng(SEED)
+    for i in range(300):
+        rows = int(rng.integers(1, 17))
+        cfg = ArrayConfig(rows, int(rng.integers(1, 17)))
+        lengths = random_lengths(rng, rows)
+        finals = [bool(b) for b in rng.integers(0, 2, size=len(lengths))]
+        c = cycles.simulate(cfg, lengths, finals)
+        assert c.total == cycles.full_rate_cycles(cfg, lengths), (i, rows, lengths)
+        assert c.busy == sum(lengths) and c.stall_input == 0
+        assert c.drain_tail == rows
+        assert c.total == c.busy + c.stall_input + c.stall_drain + c.drain_tail
+        # only passes shorter than rows+1 wait for the drain: rows+1-L cycles each
+        assert c.stall_drain == sum(max(0, rows + 1 - L) for L in lengths[1:])
+
+
+def test_full_rate_simulate_equals_closed_form_on_plans():
+    rng = np.random.default_rng(SEED + 1)
+    for _ in range(40):
+        cfg = ArrayConfig(int(rng.integers(1, 6)), int(rng.integers(1, 6)),
+                          psum_bits=int(rng.choice([10, 11, 12, 16])))
+        M, N, K = int(rng.integers(1, 12)), int(rng.integers(1, 30)), int(rng.integers(1, 80))
+        for mapping in schedule.MAPPINGS:
+            plan = schedule.plan_linear(cfg, M, N, K, mapping)
+            c = cycles.simulate(cfg, plan.lengths, plan.finals)
+            assert c.total == cycles.plan_cycles(plan) == \
+                cycles.full_rate_cycles(cfg, plan.lengths)
+
+
+def test_hand_computed_rows4():
+    # rows = 4, lengths [3, 2, 10], full rate:
+    #   cycles 0..2    pass 0 steps; its last step (cycle 2) captures
+    #   cycles 3..6    drain of pass 0 (4 beats)
+    #   cycle 3        pass 1 step 0; its last step must wait for the drain to finish:
+    #   cycles 4..6    stall_drain (3 cycles); cycle 7: pass 1's last step (drain_left == 0)
+    #   cycles 8..11   drain of pass 1, hidden behind
+    #   cycles 8..17   pass 2's 10 steps (its last step at 17: drain long done)
+    #   cycles 18..21  final drain (drain_tail = 4)
+    # total = 22 = 3 + max(2, 5) + max(10, 5) + 4; busy = 15
+    cfg = ArrayConfig(4, 4)
+    c = cycles.simulate(cfg, [3, 2, 10], [False, False, True])
+    assert c == cycles.CycleCount(total=22, busy=15, stall_input=0, stall_drain=3, drain_tail=4)
+    assert cycles.full_rate_cycles(cfg, [3, 2, 10]) == 22
+    assert c.as_dict() == {"total": 22, "busy": 15, "stall_input": 0, "stall_drain": 3,
+                           "drain_tail": 4}
+
+
+def test_hand_computed_rows1_and_single_pass():
+    # rows = 1, lengths [1, 1, 1]: step at 0 captures, drain at 1; next pass's only (last) step
+    # waits until drain_left == 0, i.e. cycle 2; drain 3; step 4; drain 5: total 6
+    # = 1 + max(1, 2) + max(1, 2) + 1
+    cfg = ArrayConfig(1, 3)
+    c = cycles.simulate(cfg, [1, 1, 1], [True] * 3)
+    assert c == cycles.CycleCount(total=6, busy=3, stall_input=0, stall_drain=2, drain_tail=1)
+    # single pass of length 5 on 3 rows: 5 steps + 3 drain beats
+    assert cycles.simulate(ArrayConfig(3, 3), [5], [True]).total == 8
+    assert cycles.full_rate_cycles(ArrayConfig(3, 3), []) == 0
+
+
+def test_hand_computed_with_idle_and_back_pressure():
+    # rows = 2, lengths [2, 3], finals [True, True]
+    # act offers at every cycle except 1; weights always; sink not ready at cycles 3 and 4.
+    #   cycle 0: step (pass 0, k=0)
+    #   cycle 1: act not offered -> stall_input
+    #   cycle 2: step (pass 0, last) -> capture, drain_left = 2
+    #   cycle 3: step (pass 1, k=0); drain beat not taken (not ready)
+    #   cycle 4: step (pass 1, k=1); not ready
+    #   cycle 5: pass 1's last step waits (drain_left 2) -> stall_drain; beat row 0 taken
+    #   cycle 6: stall_drain; beat row 1 taken
+    #   cycle 7: last step of pass 1 -> capture
+    #   cycles 8, 9: drain (drain_tail 2)
+    # total = 10, busy = 5, stall_input = 1, stall_drain = 2, drain_tail = 2
+    cfg = ArrayConfig(2, 2)
+    c = cycles.simulate(cfg, [2, 3], [True, True],
+                        act_offer=lambda t: t != 1,
+                        out_ready=lambda t: t not in (3, 4))
+    assert c == cycles.CycleCount(total=10, busy=5, stall_input=1, stall_drain=2, drain_tail=2)
+    # the same with finals [False, True]: the first drain does not wait for ready, so the last
+    # step of pass 1 goes at cycle 5, drain at 6, 7: total 8
+    c = cycles.simulate(cfg, [2, 3], [False, True],
+                        act_offer=lambda t: t != 1,
+                        out_ready=lambda t: t not in (3, 4))
+    assert c == cycles.CycleCount(total=8, busy=5, stall_input=1, stall_drain=0, drain_tail=2)
+
+
+def test_offer_is_held_until_taken():
+    # A source that offers only in cycle 0 keeps its beat valid until taken, then never offers
+    # again: with 1 step it completes; the weight stream offers late (cycle 3).
+    cfg = ArrayConfig(1, 1)
+    c = cycles.simulate(cfg, [1], [True], act_offer=lambda t: t == 0,
+                        weight_offer=lambda t: t >= 3)
+    assert c == cycles.CycleCount(total=5, busy=1, stall_input=3, stall_drain=0, drain_tail=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random idle and back-pressure: counter identities, monotonicity
+# ---------------------------------------------------------------------------------------------
+
+def test_counters_with_random_idle_and_back_pressure():
+    rng = np.random.default_rng(SEED + 2)
+    for i in range(200):
+        rows = int(rng.integers(1, 9))
+        cfg = ArrayConfig(rows, int(rng.integers(1, 9)))
+        lengths = random_lengths(rng, rows)
+        finals = [bool(b) for b in rng.integers(0, 2, size=len(lengths))]
+        ps = rng.uniform(0.2, 1.0, size=3)
+        c = cycles.simulate(cfg, lengths, finals, act_offer=pattern(rng, ps[0]),
+                            weight_offer=pattern(rng, ps[1]), out_ready=pattern(rng, ps[2]))
+        assert c.total == c.busy + c.stall_input + c.stall_drain + c.drain_tail, (i, c)
+        assert c.busy == sum(lengths)
+        assert c.total >= cycles.full_rate_cycles(cfg, lengths), (i, c)
+        assert c.drain_tail >= rows
+
+
+def test_monotonic_in_idle_and_back_pressure():
+    """Removing offers (or ready cycles) from a pattern never makes the run shorter."""
+    rng = np.random.default_rng(SEED + 3)
+    for i in range(150):
+        rows = int(rng.integers(1, 7))
+        cfg = ArrayConfig(rows, 2)
+        lengths = random_lengths(rng, rows)
+        finals = [bool(b) for b in rng.integers(0, 2, size=len(lengths))]
+        n = 3000
+        base = [rng.random(n) < rng.uniform(0.4, 1.0) for _ in range(3)]
+        fns = [lambda t, b=b: bool(b[t]) if t < n else True for b in base]
+        ref = cycles.simulate(cfg, lengths, finals, *fns)
+        for which in range(3):
+            # a sub-pattern: every True of the base pattern may become False
+            sub = base[which] & (rng.random(n) < 0.7)
+            more = list(fns)
+            more[which] = lambda t, b=sub: bool(b[t]) if t < n else True
+            c = cycles.simulate(cfg, lengths, finals, *more)
+            assert c.total >= ref.total, (i, which, lengths, c, ref)
+        # and full rate is the fastest of all
+        assert ref.total >= cycles.full_rate_cycles(cfg, lengths)
+
+
+def test_simulate_rejects_bad_input():
+    cfg = ArrayConfig(2, 2)
+    with pytest.raises(ValueError, match="differ in length"):
+        cycles.simulate(cfg, [1, 2], [True])
+    with pytest.raises(ValueError, match="at least one step"):
+        cycles.simulate(cfg, [3, 0], [False, True])
+    with pytest.raises(RuntimeError, match="did not finish"):
+        cycles.simulate(cfg, [3], [True], act_offer=lambda t: False, max_cycles=100)
+    with pytest.raises(RuntimeError, match="did not finish"):
+        cycles.simulate(cfg, [3], [True], out_ready=lambda t: False, max_cycles=100)
+    assert cycles.simulate(cfg, [], []).total == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Utilization
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("M", [1, 64])
+def test_utilization_decode_and_prefill(M):
+    cfg = ArrayConfig(16, 16)
+    plan = schedule.plan_linear(cfg, M, 2560, 2560)
+    if M == 1:
+        assert plan.mapping == "outputs"
+    u = cycles.utilization(plan)
+    assert 0.9 <= u <= 1.0, u
+    assert u == plan.useful_macs / (cfg.pes * cycles.plan_cycles(plan))
+    assert cycles.utilization(plan, 2 * cycles.plan_cycles(plan)) == pytest.approx(u / 2)
+
+
+def test_fill_and_drain_overhead_is_bounded():
+    rng = np.random.default_rng(SEED + 4)
+    for _ in range(60):
+        cfg = ArrayConfig(int(rng.integers(1, 17)), int(rng.integers(1, 17)),
+                          psum_bits=int(rng.choice([10, 12, 16])))
+        M, N, K = int(rng.integers(1, 40)), int(rng.integers(1, 300)), int(rng.integers(1, 700))
+        plan = schedule.plan_linear(cfg, M, N, K)
+        overhead = cycles.plan_cycles(plan) - sum(plan.lengths)
+        assert 0 <= overhead <= len(plan.passes) * (cfg.rows + cfg.cols), (cfg, M, N, K)
+        assert 0 < cycles.utilization(plan) <= 1.0
