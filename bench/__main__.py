@@ -101,7 +101,7 @@ def rtl_utilization_and_verilator_speed(quick: bool) -> dict:
     config = {"rows": R, "cols": C, "psum_width": 16, "acc_width": 32, "seed": 7,
               "layers": layers, "report_path": str(report_path)}
     progress("Verilator: building and running the 16x16 engine at full rate")
-    result = run_bench(MatrixEngine(rows=R, cols=C), name="bench_matrix_16x16",
+    result = run_bench(lambda: MatrixEngine(rows=R, cols=C), name="bench_matrix_16x16",
                        test_module="sim.tb_matrix_bench", config=config, sim="verilator",
                        waves=False)
     if result.failed:

@@ -38,6 +38,7 @@ class ResultAccumulator(wiring.Component):
     Members
     -------
     input : In(stream.Signature(psum_row_layout(rows, cols, psum_width)))
+        Rows of each pass in order 0 .. rows-1 (as the array drains them).
     output : Out(stream.Signature(result_row_layout(cols, acc_width)))
         Only rows of a tile's last chunk appear here; other rows are absorbed without waiting.
     """
@@ -55,19 +56,24 @@ class ResultAccumulator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         row_shape = data.ArrayLayout(signed(self.acc_width), self.cols)
-        # Depth is one row per array row: small enough for LUT RAM, read asynchronously so that
-        # read, add and write-back happen in the cycle the row arrives.
+        # One row of sums per array row. The read port is synchronous (block RAM on both
+        # families; iCE40 has no LUT RAM): rows arrive in order 0, 1, ..., rows-1, so when a row
+        # is taken the next one is read, ready for the cycle it can arrive in. The read is
+        # transparent so that with a single row the write-back is seen by the next read.
         m.submodules.sums = sums = Memory(shape=row_shape, depth=max(self.rows, 2), init=[])
-        read = sums.read_port(domain="comb")
         write = sums.write_port()
+        read = sums.read_port(transparent_for=(write,))
 
         beat = self.input.payload
         total = Signal(row_shape)
         for c in range(self.cols):
             m.d.comb += total[c].eq(Mux(beat.first_chunk, 0, read.data[c]) + beat.data[c])
 
+        taken = Signal()
         m.d.comb += [
-            read.addr.eq(beat.row),
+            taken.eq(self.input.valid & self.input.ready),
+            read.addr.eq(Mux(beat.last, 0, beat.row + 1)),
+            read.en.eq(taken),
             write.addr.eq(beat.row),
             write.data.eq(total),
             write.en.eq(self.input.valid & ~beat.last_chunk),

@@ -62,6 +62,9 @@ def tool_missing(sim: str) -> str | None:
     return None
 
 
+_verilog_cache: dict[str, str] = {}     # name -> Verilog, so one process converts each design once
+
+
 @dataclass
 class RunResult:
     tests: int
@@ -71,12 +74,13 @@ class RunResult:
     log: Path
 
 
-def run_bench(component, *, name: str, test_module: str, config: dict,
+def run_bench(make_component, *, name: str, test_module: str, config: dict,
               testcase: str | list[str] | None = None, sim: str | None = None,
               waves: bool | None = None, seed: int | None = None) -> RunResult:
-    """Convert ``component`` to Verilog as module ``top``, build it for ``sim`` in its own build
-    directory (``build/cocotb/<name>-<sim>``), and run the cocotb ``test_module`` with ``config``
-    (JSON, available to the bench through ``TRITIUM_TB_CONFIG``)."""
+    """Convert the component ``make_component()`` returns to Verilog as module ``top``, build it for ``sim`` in its own build
+    directory (``build/cocotb/<name>-<sim>``), and run the cocotb ``test_module`` (or only its
+    ``testcase``) with ``config`` (JSON, available to the bench through ``TRITIUM_TB_CONFIG``).
+    ``name`` identifies the design: one process converts each name to Verilog once."""
     from cocotb_tools.runner import get_results, get_runner
 
     sim = sim or selected_simulator()
@@ -88,7 +92,9 @@ def run_bench(component, *, name: str, test_module: str, config: dict,
     build_dir = BUILD_ROOT / f"{name}-{sim}{'-waves' if waves else ''}"
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / "top.v"
-    text = to_verilog(component, name="top")
+    if name not in _verilog_cache:
+        _verilog_cache[name] = to_verilog(make_component(), name="top")
+    text = _verilog_cache[name]
     if not source.exists() or source.read_text() != text:
         source.write_text(text)     # unchanged Verilog keeps Verilator's build up to date
 
@@ -132,7 +138,8 @@ def run_bench(component, *, name: str, test_module: str, config: dict,
         found = sorted(list(test_dir.glob("*.vcd")) + list(test_dir.glob("*.fst"))
                        + list(build_dir.glob("*.fst")))
         if found:
-            waveform = test_dir / f"{name}{found[-1].suffix}"
+            label = f"{name}-{testcase}" if isinstance(testcase, str) else name
+            waveform = test_dir / f"{label}{found[-1].suffix}"
             shutil.move(found[-1], waveform)
             print(f"waveform: {waveform}")
     return RunResult(tests=tests, failed=failed, results_xml=results, waveform=waveform,

@@ -31,9 +31,10 @@ def simulator():
 
 
 @pytest.mark.cocotb
+@pytest.mark.parametrize("testcase", TESTCASES)
 @pytest.mark.parametrize("rows,cols,psum_width", SHAPES, ids=lambda v: str(v))
-def test_matrix_engine(simulator, rows, cols, psum_width):
-    engine = MatrixEngine(rows=rows, cols=cols, psum_width=psum_width)
+def test_matrix_engine(simulator, rows, cols, psum_width, testcase):
+    """One cocotb test per pytest test, so that WAVES=1 gives one waveform each."""
     config = {
         "rows": rows, "cols": cols, "psum_width": psum_width, "acc_width": 32,
         "seed": 1000 * rows + cols, "layers": 4, "extreme_k": 16384,
@@ -42,6 +43,8 @@ def test_matrix_engine(simulator, rows, cols, psum_width):
         "full_rate_k": 2000,
     }
     name = f"matrix_{rows}x{cols}_p{psum_width}"
-    result = run_bench(engine, name=name, test_module="sim.tb_matrix", config=config)
-    assert result.tests == len(TESTCASES), f"ran {result.tests} tests, see {result.log}"
+    result = run_bench(lambda: MatrixEngine(rows=rows, cols=cols, psum_width=psum_width),
+                       name=name, test_module="sim.tb_matrix", config=config,
+                       testcase=testcase)
+    assert result.tests == 1, f"ran {result.tests} tests, see {result.log}"
     assert result.failed == 0, f"{result.failed} cocotb test(s) failed, see {result.log}"
