@@ -25,7 +25,7 @@ import numpy as np
 from rtl.synth import synthesize
 from rtl.systolic import MatrixEngine, SystolicArray
 from rtl.ternary_pe import TernaryPE
-from sim import cycles, schedule
+from sim import cycles, packing, schedule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -117,7 +117,8 @@ def amaranth_speed(cycles_to_run: int) -> dict:
     R = C = 16
     dut = MatrixEngine(rows=R, cols=C)
     rng = np.random.default_rng(3)
-    weights = [int(v) for v in rng.integers(0, 1 << (2 * R * C), 64, dtype=object)]
+    weights = [int.from_bytes(packing.pack_2bit(rng.integers(-1, 2, R * C)).tobytes(), "little")
+               for _ in range(64)]
     acts = [{"data": [int(a) for a in rng.integers(-128, 128, R)], "last": (i % 255) == 254,
              "first_chunk": 1, "last_chunk": 1} for i in range(64)]
     done = {}
@@ -128,7 +129,7 @@ def amaranth_speed(cycles_to_run: int) -> dict:
         ctx.set(dut.result.ready, 1)
         start = time.perf_counter()
         for t in range(cycles_to_run):
-            ctx.set(dut.weights.payload, weights[t % 64] & ((1 << (2 * R * C)) - 1))
+            ctx.set(dut.weights.payload.as_value(), weights[t % 64])
             ctx.set(dut.act.payload, acts[t % 64])
             await ctx.tick()
         done["seconds"] = time.perf_counter() - start
