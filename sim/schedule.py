@@ -110,13 +110,19 @@ class Plan:
 
 def k_chunks(K: int, pass_k_max: int) -> list[tuple[int, int]]:
     """Split K into the fewest chunks of at most ``pass_k_max``, with lengths differing by at most 1
-    (balanced chunks keep every pass long enough to hide the drain of the one before)."""
+    (balanced chunks keep every pass long enough to hide the drain of the one before).
+
+    With ``n`` chunks, ``q, r = divmod(K, n)``: the first ``r`` chunks have ``q + 1`` steps, the
+    rest ``q``. The device core derives the same split from K with two divisions."""
     if K < 1:
         raise ValueError(f"K must be positive, not {K}")
     if pass_k_max < 1:
         raise ValueError(f"pass_k_max must be positive, not {pass_k_max}")
     n = -(-K // pass_k_max)
-    bounds = [K * i // n for i in range(n + 1)]
+    q, r = divmod(K, n)
+    bounds = [0]
+    for i in range(n):
+        bounds.append(bounds[-1] + q + (1 if i < r else 0))
     return list(zip(bounds[:-1], bounds[1:]))
 
 

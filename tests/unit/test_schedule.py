@@ -33,13 +33,16 @@ def test_k_chunks_exhaustive_small_k(kmax):
 
 
 def test_k_chunks_examples():
-    assert schedule.k_chunks(10, 3) == [(0, 2), (2, 5), (5, 7), (7, 10)]
+    # 10 over 3: 4 chunks, divmod(10, 4) = (2, 2): the first two get 3 steps, the rest 2.
+    assert schedule.k_chunks(10, 3) == [(0, 3), (3, 6), (6, 8), (8, 10)]
     assert schedule.k_chunks(6, 3) == [(0, 3), (3, 6)]
     assert schedule.k_chunks(3, 3) == [(0, 3)]
     assert schedule.k_chunks(1, 255) == [(0, 1)]
     # 2560 over 255: ceil = 11 chunks of 232 or 233
     ch = schedule.k_chunks(2560, 255)
     assert len(ch) == 11 and {k1 - k0 for k0, k1 in ch} == {232, 233}
+    # divmod(2560, 11) = (232, 8): eight long chunks first
+    assert [k1 - k0 for k0, k1 in ch] == [233] * 8 + [232] * 3
 
 
 def test_k_chunks_rejects_nonpositive_k():

@@ -1,0 +1,230 @@
+"""The link protocol's vocabulary, defined once (docs/protocol.md, version 1).
+
+Everything both ends of the link must agree on lives here and nowhere else: the command and
+status codes (Amaranth enums with an 8-bit shape, so that gateware can switch on them and the
+host can still use them as Python enums), the sync bytes, the frame CRC (an
+``amaranth.lib.crc`` algorithm: ``FRAME_CRC(data_width=8).create()`` in gateware,
+``FRAME_CRC(data_width=8).compute(data)`` in software) and the binary layouts of the payloads
+that have a fixed structure (``struct`` format strings, little-endian, with small dataclasses
+that pack and unpack them).
+
+The emulator (``host.emu``), the host runtime (``host.device``) and the gateware
+(``rtl.core``) all import these definitions.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import asdict, dataclass, fields
+
+from amaranth.lib import enum
+from amaranth.lib.crc import catalog as _crc_catalog
+
+__all__ = [
+    "PROTOCOL_VERSION", "REQUEST_SYNC", "RESPONSE_SYNC", "FRAME_CRC", "HEADER_FORMAT", "HEADER_SIZE", "CRC_SIZE",
+    "FRAME_OVERHEAD", "MAX_LENGTH", "Command", "Status", "FORMAT_BASE3",
+    "INFO_FORMAT", "INFO_SIZE", "DeviceInfo",
+    "ADDRESS_FORMAT", "ADDRESS_SIZE",
+    "RUN_FORMAT", "RUN_SIZE", "RunArgs",
+    "READ_RESULTS_FORMAT", "READ_RESULTS_SIZE", "ReadResultsArgs", "RESULT_DTYPE",
+    "MAX_RESPONSE_PAYLOAD",
+    "COUNTER_NAMES", "COUNTERS_FORMAT", "COUNTERS_SIZE", "Counters",
+]
+
+PROTOCOL_VERSION = 1
+REQUEST_SYNC = 0xA5          # first byte of every request (host to device)
+RESPONSE_SYNC = 0x5A         # first byte of every response (device to host)
+
+#: CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor) over the frame
+#: from the code byte to the last payload byte; sent little-endian after the payload.
+FRAME_CRC = _crc_catalog.CRC16_CCITT_FALSE
+
+HEADER_FORMAT = "<BBBH"      # sync, code, seq, len
+HEADER_SIZE = struct.calcsize(HEADER_FORMAT)   # 5
+CRC_SIZE = 2
+FRAME_OVERHEAD = HEADER_SIZE + CRC_SIZE        # 7 bytes around every payload
+MAX_LENGTH = 0xFFFF          # the len field is u16
+
+
+class Command(enum.Enum, shape=8):
+    """Request codes (the ``code`` byte of a request frame)."""
+    INFO = 0x01
+    RESET = 0x02
+    WRITE_WEIGHTS = 0x10
+    WRITE_ACTS = 0x11
+    RUN = 0x20
+    READ_RESULTS = 0x21
+    READ_COUNTERS = 0x30
+    CLEAR_COUNTERS = 0x31
+
+
+class Status(enum.Enum, shape=8):
+    """Response codes (the ``code`` byte of a response frame).
+
+    docs/protocol.md names the statuses without giving their values; these are the values.
+    ``OK`` is 0 so that a status register resets to it.
+    """
+    OK = 0x00
+    BAD_CRC = 0x01
+    BAD_LENGTH = 0x02
+    UNKNOWN_COMMAND = 0x03
+    BAD_ARGUMENT = 0x04
+
+
+#: Bit of ``DeviceInfo.formats``: ``WRITE_WEIGHTS`` accepts base3 words.
+FORMAT_BASE3 = 1 << 0
+
+
+def _check_fields(obj, fmt: str) -> None:
+    """Raise ValueError naming the field if a value does not fit its struct code."""
+    limits = {"B": 8, "H": 16, "I": 32, "Q": 64}
+    codes = [c for c in fmt if c in limits]
+    for f, code in zip(fields(obj), codes):
+        v = getattr(obj, f.name)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < (1 << limits[code]):
+            raise ValueError(f"{type(obj).__name__}.{f.name} = {v!r} does not fit "
+                             f"u{limits[code]}")
+
+
+def _unpack(cls, fmt: str, size: int, data) -> tuple:
+    data = bytes(data)
+    if len(data) != size:
+        raise ValueError(f"{cls.__name__}: expected {size} bytes, got {len(data)}")
+    return struct.unpack(fmt, data)
+
+
+# ---------------------------------------------------------------------------------------------
+# INFO response
+# ---------------------------------------------------------------------------------------------
+
+#: version, rows, cols, act_bits, psum_bits, acc_bits, formats, weight_words, act_bytes,
+#: result_rows, max_payload, frame_timeout, clock_hz
+INFO_FORMAT = "<HHHBBBBIIIHII"
+INFO_SIZE = struct.calcsize(INFO_FORMAT)       # 32
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The payload of the ``INFO`` response (field order here is the wire order)."""
+    version: int = PROTOCOL_VERSION
+    rows: int = 16
+    cols: int = 16
+    act_bits: int = 8
+    psum_bits: int = 16
+    acc_bits: int = 32
+    formats: int = FORMAT_BASE3
+    weight_words: int = 0       # weight memory depth in words of rows*cols trits
+    act_bytes: int = 0          # activation buffer size in bytes
+    result_rows: int = 0        # result buffer depth in rows of cols int32 sums
+    max_payload: int = 0        # largest request payload the device accepts
+    frame_timeout: int = 0      # cycles of silence that drop a partial frame
+    clock_hz: int = 0           # core clock, 0 when unknown
+
+    def to_bytes(self) -> bytes:
+        _check_fields(self, INFO_FORMAT)
+        return struct.pack(INFO_FORMAT, *(getattr(self, f.name) for f in fields(self)))
+
+    @classmethod
+    def from_bytes(cls, data) -> "DeviceInfo":
+        return cls(*_unpack(cls, INFO_FORMAT, INFO_SIZE, data))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def word_bytes(self) -> int:
+        """Bytes of one base3 weight word on the link: ``ceil(rows * cols / 5)``."""
+        return -(-self.rows * self.cols // 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Request arguments
+# ---------------------------------------------------------------------------------------------
+
+#: The address in front of WRITE_WEIGHTS (first word) and WRITE_ACTS (first byte) data.
+ADDRESS_FORMAT = "<I"
+ADDRESS_SIZE = struct.calcsize(ADDRESS_FORMAT)  # 4
+
+#: weights (word), acts (byte), results (row), M, N, K
+RUN_FORMAT = "<IIIHII"
+RUN_SIZE = struct.calcsize(RUN_FORMAT)          # 22
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """The payload of a ``RUN`` request."""
+    weights: int      # first weight word of the layer (tile t, step k at weights + t*K + k)
+    acts: int         # first activation byte (x[m, k] at acts + m*K + k)
+    results: int      # first result row
+    M: int
+    N: int
+    K: int
+
+    def to_bytes(self) -> bytes:
+        _check_fields(self, RUN_FORMAT)
+        return struct.pack(RUN_FORMAT, self.weights, self.acts, self.results,
+                           self.M, self.N, self.K)
+
+    @classmethod
+    def from_bytes(cls, data) -> "RunArgs":
+        return cls(*_unpack(cls, RUN_FORMAT, RUN_SIZE, data))
+
+
+#: row, rows
+READ_RESULTS_FORMAT = "<IH"
+READ_RESULTS_SIZE = struct.calcsize(READ_RESULTS_FORMAT)   # 6
+#: each result sum in a READ_RESULTS response: int32, little-endian (a NumPy dtype)
+RESULT_DTYPE = "<i4"
+#: a response payload is at most this long (the len field); READ_RESULTS must stay below it
+MAX_RESPONSE_PAYLOAD = MAX_LENGTH
+
+
+@dataclass(frozen=True)
+class ReadResultsArgs:
+    """The payload of a ``READ_RESULTS`` request."""
+    row: int
+    rows: int
+
+    def to_bytes(self) -> bytes:
+        _check_fields(self, READ_RESULTS_FORMAT)
+        return struct.pack(READ_RESULTS_FORMAT, self.row, self.rows)
+
+    @classmethod
+    def from_bytes(cls, data) -> "ReadResultsArgs":
+        return cls(*_unpack(cls, READ_RESULTS_FORMAT, READ_RESULTS_SIZE, data))
+
+
+# ---------------------------------------------------------------------------------------------
+# READ_COUNTERS response
+# ---------------------------------------------------------------------------------------------
+
+COUNTER_NAMES = ("busy", "stall_input", "stall_drain", "drain_tail", "runs", "frames_ok",
+                 "frames_bad")
+COUNTERS_FORMAT = "<" + "Q" * len(COUNTER_NAMES)
+COUNTERS_SIZE = struct.calcsize(COUNTERS_FORMAT)   # 56
+
+
+@dataclass(frozen=True)
+class Counters:
+    """The payload of the ``READ_COUNTERS`` response (each counter u64)."""
+    busy: int = 0
+    stall_input: int = 0
+    stall_drain: int = 0
+    drain_tail: int = 0
+    runs: int = 0
+    frames_ok: int = 0
+    frames_bad: int = 0
+
+    def to_bytes(self) -> bytes:
+        _check_fields(self, COUNTERS_FORMAT)
+        return struct.pack(COUNTERS_FORMAT, *(getattr(self, n) for n in COUNTER_NAMES))
+
+    @classmethod
+    def from_bytes(cls, data) -> "Counters":
+        return cls(*_unpack(cls, COUNTERS_FORMAT, COUNTERS_SIZE, data))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+assert tuple(f.name for f in fields(Counters)) == COUNTER_NAMES

@@ -1,0 +1,506 @@
+"""The host runtime: open a device, load ternary weights, run exact linear layers.
+
+::
+
+    with open_device("emu") as dev:            # or "serial:/dev/ttyUSB1@3000000", "pcie:/dev/xdma0"
+        h = dev.load(w)                        # w: trits (N, K)
+        y = dev.linear(h, x)                   # x: int8 (M, K) -> int32 (M, N), exact
+
+Everything about numerics, packing and the mapping comes from ``sim``: weights are laid out
+with ``sim.schedule`` (``outputs`` mapping, tiles of ``rows*cols`` outputs, the word of tile
+``t``, step ``k`` at ``t*K + k``), packed with ``sim.packing`` (base3, one word at a time), and
+results are unscrambled with ``sim.schedule.scatter_tile``. Layers larger than the device's
+buffers are split on the host (tokens, tiles of outputs and, if a single token's inputs do not
+fit, K), which keeps the result exact: every piece is an exact integer sum.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import numpy as np
+
+from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, FORMAT_BASE3, FRAME_OVERHEAD,
+                               MAX_LENGTH, PROTOCOL_VERSION, RESPONSE_SYNC, RESULT_DTYPE,
+                               RUN_SIZE, Command, Counters, DeviceInfo, ReadResultsArgs, RunArgs,
+                               Status)
+from sim import cycles, numerics, packing, schedule
+
+from .protocol import (BadFrame, DeviceError, DeviceTimeout, FrameDecoder, PayloadTooLarge,
+                       ProtocolError, encode_request)
+from .transport import EmulatorTransport, PcieTransport, SerialTransport, Transport, \
+    parse_serial_spec
+
+__all__ = ["open_device", "Device", "WeightHandle", "DEVICE_COUNTERS", "HOST_STATS"]
+
+#: device counters summed into ``Device.stats`` (READ_COUNTERS after every ``linear``)
+DEVICE_COUNTERS = ("busy", "stall_input", "stall_drain", "drain_tail", "runs")
+#: host-side entries of ``Device.stats``
+HOST_STATS = ("bytes_sent", "bytes_received", "frames", "retries", "timeouts")
+_DEVICE_KWARGS = ("timeout", "retries", "name")
+
+
+def open_device(spec: str = "emu", **config) -> "Device":
+    """Open a device by spec.
+
+    * ``"emu"``: the Python emulator in this process; keyword arguments go to
+      :class:`host.emu.EmulatedDevice` (and ``fault`` to :class:`EmulatorTransport`);
+    * ``"serial:PATH"`` or ``"serial:PATH@BAUD"`` (default 3000000 baud);
+    * ``"pcie:/dev/xdma0"`` (keyword arguments ``h2c``, ``c2h``, ``channel`` go to
+      :class:`PcieTransport`);
+    * ``"sim"``: the RTL device core in simulation (not available yet).
+
+    ``timeout``, ``retries`` and ``name`` go to :class:`Device`.
+    """
+    dev_kw = {k: config.pop(k) for k in _DEVICE_KWARGS if k in config}
+    if not isinstance(spec, str):
+        raise ValueError(f"device spec must be a string, got {spec!r}")
+    if spec == "emu":
+        transport: Transport = EmulatorTransport(**config)
+    elif spec.startswith("serial:"):
+        path, baud = parse_serial_spec(spec[len("serial:"):])
+        if config:
+            raise TypeError(f"{spec}: unexpected arguments {sorted(config)}")
+        transport = SerialTransport(path, baud)
+    elif spec.startswith("pcie:"):
+        transport = PcieTransport(spec[len("pcie:"):] or "/dev/xdma0", **config)
+    elif spec == "sim" or spec.startswith("sim:"):
+        raise NotImplementedError(
+            f"{spec}: the RTL device core is not built yet, so there is no simulated device to "
+            f"open; use 'emu' (the Python emulator of the same protocol) for now")
+    else:
+        raise ValueError(f"unknown device spec {spec!r}; expected 'emu', 'sim', "
+                         f"'serial:PATH[@BAUD]' or 'pcie:/dev/xdmaN'")
+    try:
+        return Device(transport, **dev_kw)
+    except BaseException:
+        transport.close()
+        raise
+
+
+class WeightHandle:
+    """A layer's weights on (or for) a device; made by :meth:`Device.load`.
+
+    ``resident``: the words live in weight memory at ``base`` (``tiles * K`` words).
+    ``streamed``: they did not fit; the host keeps the packed words (``words``, uint8
+    ``(tiles, K, word_bytes)``) and :meth:`Device.linear` uploads them piece by piece.
+    """
+
+    def __init__(self, device: "Device", N: int, K: int, tiles: int, base: int | None,
+                 words: np.ndarray | None):
+        self.device, self.N, self.K, self.tiles = device, N, K, tiles
+        self.base, self.words = base, words
+        self.freed = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.N, self.K)
+
+    @property
+    def resident(self) -> bool:
+        return self.base is not None
+
+    @property
+    def streamed(self) -> bool:
+        return self.base is None
+
+    @property
+    def n_words(self) -> int:
+        return self.tiles * self.K
+
+    def free(self) -> None:
+        self.device.free(self)
+
+    def __repr__(self):
+        where = f"resident at word {self.base}" if self.resident else "streamed"
+        state = ", freed" if self.freed else ""
+        return f"<WeightHandle {self.N}x{self.K}, {self.tiles} tile(s), {where}{state}>"
+
+
+class Device:
+    """A tritium device behind a :class:`Transport`, speaking protocol v1.
+
+    ``timeout`` is the base wait for a response in seconds (stretched for long frames on slow
+    links and for long ``RUN`` commands when the clock is known); a request is sent again with
+    the same seq up to ``retries`` times on a timeout, a corrupted response or a ``BAD_CRC`` /
+    ``BAD_LENGTH`` answer, then :class:`DeviceTimeout` names the device and the command.
+    """
+
+    def __init__(self, transport: Transport, *, timeout: float = 1.0, retries: int = 3,
+                 name: str | None = None):
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self.transport = transport
+        self.name = name or transport.name
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self._decoder = FrameDecoder(RESPONSE_SYNC)
+        self._seq = 0
+        self._max_payload = 0          # until INFO tells
+        self._info_clock_hz = self._info_frame_timeout = 0
+        self._stats = dict.fromkeys(DEVICE_COUNTERS + HOST_STATS, 0)
+        self._stats.update(model_cycles=0, device_frames_ok=0, device_frames_bad=0)
+        self._closed = False
+        self._acts_key = None
+
+        info = DeviceInfo.from_bytes(self._request(Command.INFO))
+        if info.version != PROTOCOL_VERSION:
+            raise ProtocolError(f"{self.name}: device speaks protocol version {info.version}, "
+                                f"this host speaks {PROTOCOL_VERSION}")
+        if not info.formats & FORMAT_BASE3:
+            raise ProtocolError(f"{self.name}: device does not accept base3 weight words "
+                                f"(formats bitmap {info.formats:#04x})")
+        self._info = info
+        self.config = schedule.ArrayConfig(rows=info.rows, cols=info.cols,
+                                           act_bits=info.act_bits, psum_bits=info.psum_bits,
+                                           acc_bits=info.acc_bits)
+        self.word_bytes = packing.packed_size(self.config.pes, "base3")
+        self._max_payload = info.max_payload
+        self._info_clock_hz, self._info_frame_timeout = info.clock_hz, info.frame_timeout
+        self.words_per_frame = (info.max_payload - ADDRESS_SIZE) // self.word_bytes
+        self.rows_per_read = MAX_LENGTH // (4 * info.cols)
+        problems = []
+        if self.words_per_frame < 1:
+            problems.append(f"max_payload {info.max_payload} cannot carry one weight word "
+                            f"({ADDRESS_SIZE} + {self.word_bytes} bytes)")
+        if info.max_payload < RUN_SIZE:
+            problems.append(f"max_payload {info.max_payload} < {RUN_SIZE} (a RUN request)")
+        if info.result_rows < info.rows or self.rows_per_read < info.rows:
+            problems.append(f"result buffer of {info.result_rows} rows cannot hold one tile "
+                            f"({info.rows} rows)")
+        if info.weight_words < 1 or info.act_bytes < 1:
+            problems.append("weight memory or activation buffer is empty")
+        if problems:
+            raise ProtocolError(f"{self.name}: unusable device: " + "; ".join(problems))
+        self._free = [(0, info.weight_words)]        # free weight memory: (start, size)
+        self._request(Command.RESET)
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def info(self) -> dict:
+        """The device description from ``INFO``."""
+        return self._info.as_dict()
+
+    @property
+    def k_max(self) -> int:
+        return self.config.k_max
+
+    @property
+    def stats(self) -> dict:
+        """Device counters summed over ``linear`` calls (``busy``, ``stall_input``,
+        ``stall_drain``, ``drain_tail``, ``runs``, ``device_frames_ok/bad``), the cycle model's
+        prediction for the same runs (``model_cycles``), and host-side link statistics
+        (``bytes_sent``, ``bytes_received``, ``frames`` sent, ``retries``, ``timeouts``)."""
+        return dict(self._stats)
+
+    @property
+    def free_words(self) -> int:
+        """Weight memory words not held by resident handles."""
+        return sum(size for _, size in self._free)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        i = self._info
+        return (f"<Device {self.name}: {i.rows}x{i.cols} array, {i.weight_words} weight words, "
+                f"{i.act_bytes} act bytes, {i.result_rows} result rows>")
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _request(self, cmd: Command, payload: bytes = b"", *, response_size: int = 0,
+                 extra_time: float = 0.0) -> bytes:
+        """Send one request and return the payload of its OK response (with retries)."""
+        if self._closed:
+            raise ProtocolError(f"{self.name}: device is closed")
+        if len(payload) > self._max_payload:
+            raise PayloadTooLarge(f"{self.name}: {cmd.name} payload of {len(payload)} bytes "
+                                  f"exceeds the device's max_payload {self._max_payload}")
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFF
+        frame = encode_request(cmd, seq, payload)
+        wait = self.timeout + extra_time
+        bps = self.transport.bytes_per_second
+        if bps:
+            wait += 1.5 * (len(frame) + response_size + FRAME_OVERHEAD) / bps
+        if self._info_clock_hz:
+            # A retry must find the device hunting again: wait out its frame timeout.
+            wait = max(wait, 2.0 * self._info_frame_timeout / self._info_clock_hz)
+        problem = "no attempt"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._stats["retries"] += 1
+            self._decoder.reset()     # nothing before this request can be its response
+            self.transport.write(frame)
+            self._stats["bytes_sent"] += len(frame)
+            self._stats["frames"] += 1
+            status, resp, problem = self._await(seq, wait)
+            if status is None:
+                continue
+            if status is Status.OK:
+                return resp
+            if status in (Status.BAD_CRC, Status.BAD_LENGTH):
+                # The request was damaged on the way (the host never sends a frame longer
+                # than max_payload): send it again.
+                problem = f"device answered {status.name}"
+                continue
+            raise DeviceError(f"{self.name}: {cmd.name} failed: device answered {status.name}",
+                              status, cmd)
+        raise DeviceTimeout(f"{self.name}: no valid response to {cmd.name} (seq {seq}) after "
+                            f"{self.retries + 1} attempt(s); last problem: {problem}")
+
+    def _await(self, seq: int, wait: float):
+        """Wait for the response with ``seq``: ``(status, payload, None)`` or
+        ``(None, None, problem)`` on a timeout or a corrupted response."""
+        deadline = time.monotonic() + wait
+        corrupted = None
+        while True:
+            left = deadline - time.monotonic()
+            data = self.transport.read(MAX_LENGTH + FRAME_OVERHEAD, max(left, 0.0)) \
+                if left > 0 else b""
+            if not data:
+                self._stats["timeouts"] += 1
+                return None, None, corrupted or f"timeout after {wait:.3g} s"
+            self._stats["bytes_received"] += len(data)
+            for ev in self._decoder.feed_events(data):
+                if isinstance(ev, BadFrame):
+                    corrupted = f"corrupted response ({ev.kind})"
+                elif ev.seq == seq:
+                    try:
+                        return Status(ev.code), ev.payload, None
+                    except ValueError:
+                        corrupted = f"response with unknown status {ev.code:#04x}"
+                # a good frame with another seq is a late answer to an earlier request: skip
+            if corrupted:
+                return None, None, corrupted
+
+    def read_counters(self) -> Counters:
+        """The device's counters as they stand (``READ_COUNTERS``)."""
+        return Counters.from_bytes(self._request(Command.READ_COUNTERS))
+
+    def _collect_counters(self) -> None:
+        c = self.read_counters()
+        for name in DEVICE_COUNTERS:
+            self._stats[name] += getattr(c, name)
+        self._stats["device_frames_ok"] += c.frames_ok
+        self._stats["device_frames_bad"] += c.frames_bad
+        self._request(Command.CLEAR_COUNTERS)
+
+    # -- weight memory -------------------------------------------------------------------
+
+    def _alloc(self, n: int) -> int | None:
+        for i, (start, size) in enumerate(self._free):
+            if size >= n:
+                self._free[i] = (start + n, size - n)
+                if size == n:
+                    del self._free[i]
+                return start
+        return None
+
+    def _release(self, start: int, n: int) -> None:
+        free = sorted(self._free + [(start, n)])
+        merged = []
+        for s, z in free:
+            if merged and merged[-1][0] + merged[-1][1] == s:
+                merged[-1] = (merged[-1][0], merged[-1][1] + z)
+            else:
+                merged.append((s, z))
+        self._free = merged
+
+    def _largest_free(self) -> tuple[int, int]:
+        return max(self._free, key=lambda f: f[1], default=(0, 0))
+
+    def free(self, handle: WeightHandle) -> None:
+        """Give a handle's weight memory back (a streamed handle just drops its host copy)."""
+        self._check_handle(handle)
+        if handle.resident:
+            self._release(handle.base, handle.n_words)
+        handle.freed = True
+        handle.words = None
+
+    def _check_handle(self, h: WeightHandle) -> None:
+        if h.device is not self:
+            raise ValueError(f"weight handle {h!r} belongs to another device")
+        if h.freed:
+            raise ValueError(f"weight handle {h!r} has been freed")
+
+    # -- uploads -------------------------------------------------------------------------
+
+    def _layout(self, w: np.ndarray) -> np.ndarray:
+        """Weight words of ``w`` (N, K) for the ``outputs`` mapping: uint8
+        ``(tiles, K, word_bytes)`` base3, the word of tile t, step k at ``[t, k]``."""
+        cfg = self.config
+        N, K = w.shape
+        P = cfg.pes
+        plan = schedule.plan_linear(cfg, 1, N, K, mapping="outputs")
+        tiles = schedule.tile_count(cfg, 1, N, "outputs")
+        trits = np.zeros((tiles, K, 5 * self.word_bytes), dtype=np.int8)  # zero padding
+        x0 = np.zeros((1, K), dtype=np.int8)
+        for p in plan.passes:
+            t = int(p.outputs[0, 0]) // P
+            beats, _ = schedule.pass_operands(p, w, x0)         # (L, rows, cols)
+            trits[t, p.k0:p.k1, :P] = beats.reshape(p.length, P)
+        # Each word is padded to a multiple of 5 trits, so base3 bytes never straddle words.
+        return packing.pack_base3(trits).reshape(tiles, K, self.word_bytes)
+
+    def _write_weights(self, word: int, words: np.ndarray) -> None:
+        """Upload base3 words (uint8 (n, word_bytes)) from weight word ``word`` on."""
+        words = np.ascontiguousarray(words).reshape(-1, self.word_bytes)
+        step = self.words_per_frame
+        for i in range(0, len(words), step):
+            self._request(Command.WRITE_WEIGHTS,
+                          struct.pack(ADDRESS_FORMAT, word + i) + words[i:i + step].tobytes())
+
+    def _write_acts(self, offset: int, data: bytes) -> None:
+        step = self._max_payload - ADDRESS_SIZE
+        for i in range(0, len(data), step):
+            self._request(Command.WRITE_ACTS,
+                          struct.pack(ADDRESS_FORMAT, offset + i) + data[i:i + step])
+
+    def load(self, w) -> WeightHandle:
+        """Lay out, pack and upload trits ``w`` (N, K); return a handle for :meth:`linear`.
+
+        Resident when the layer's ``ceil(N / (rows*cols)) * K`` words fit in free weight
+        memory, streamed otherwise.
+        """
+        w = numerics.check_ternary(w, "weights")
+        if w.ndim != 2:
+            raise ValueError(f"weights must be a 2-D array (N, K), got shape {w.shape}")
+        N, K = w.shape
+        if N == 0 or K == 0:
+            raise ValueError(f"weights must not be empty, got shape {w.shape}")
+        if K > self.k_max:
+            raise ValueError(f"weights have K={K} inputs, more than this device's k_max "
+                             f"{self.k_max} ({self.config.acc_bits}-bit accumulator)")
+        words = self._layout(w)
+        tiles = words.shape[0]
+        base = self._alloc(tiles * K)
+        if base is None:
+            return WeightHandle(self, N, K, tiles, None, words)
+        try:
+            self._write_weights(base, words)
+        except BaseException:
+            self._release(base, tiles * K)
+            raise
+        return WeightHandle(self, N, K, tiles, base, None)
+
+    # -- compute -------------------------------------------------------------------------
+
+    def linear(self, h_or_w, x) -> np.ndarray:
+        """Exact ``y = x @ w.T``: ``x`` int8 (M, K) -> int32 (M, N).
+
+        ``h_or_w`` is a handle from :meth:`load` or trits (N, K) (loaded for this call and
+        freed afterwards). A 1-D ``x`` is one token and gives a 1-D result.
+        """
+        x = numerics.check_int8(x, "activations")
+        one = x.ndim == 1
+        if one:
+            x = x[None, :]
+        if x.ndim != 2:
+            raise ValueError(f"activations must be (M, K) or (K,), got shape {x.shape}")
+        if isinstance(h_or_w, WeightHandle):
+            h, temporary = h_or_w, False
+            self._check_handle(h)
+        else:
+            w = numerics.check_ternary(h_or_w, "weights")
+            if w.ndim == 2 and w.shape[1] != x.shape[1]:
+                raise ValueError(f"K mismatch: weights have K={w.shape[1]}, activations "
+                                 f"K={x.shape[1]}")
+            h, temporary = self.load(w), True
+        try:
+            if x.shape[1] != h.K:
+                raise ValueError(f"K mismatch: weights have K={h.K}, activations "
+                                 f"K={x.shape[1]}")
+            y = np.zeros((x.shape[0], h.N), dtype=np.int64)
+            if x.shape[0]:
+                self._acts_key = None
+                self._run_layer(h, x, y)
+                self._collect_counters()
+        finally:
+            if temporary:
+                self.free(h)
+        y = numerics.to_int32(y)
+        return y[0] if one else y
+
+    def _run_layer(self, h: WeightHandle, x: np.ndarray, y: np.ndarray) -> None:
+        """Split the layer so that every RUN fits the device's buffers; add into ``y``."""
+        info, cfg = self._info, self.config
+        R, P = cfg.rows, cfg.pes
+        M, N, K, T = x.shape[0], h.N, h.K, h.tiles
+        if h.resident:
+            k_cap = info.act_bytes
+        else:
+            scratch, scratch_words = self._largest_free()
+            if scratch_words == 0:
+                raise ProtocolError(f"{self.name}: no free weight memory to stream a "
+                                    f"{N}x{K} layer through; free some resident handles")
+            k_cap = min(info.act_bytes, scratch_words)
+        pieces = [(0, K)] if K <= k_cap else schedule.k_chunks(K, k_cap)
+        for k0, k1 in pieces:
+            Kp = k1 - k0
+            m_step = min(M, info.act_bytes // Kp, info.result_rows // R, 0xFFFF)
+            if h.resident and len(pieces) > 1:
+                t_step = 1         # tile t's words for [k0, k1) are contiguous only per tile
+            else:
+                t_step = min(T, info.result_rows // (m_step * R))
+                if h.streamed:
+                    t_step = min(t_step, scratch_words // Kp)
+            if h.resident:
+                for m0 in range(0, M, m_step):
+                    m1 = min(M, m0 + m_step)
+                    for t0 in range(0, T, t_step):
+                        t1 = min(T, t0 + t_step)
+                        self._run(h.base + t0 * K + k0, x, y, m0, m1, t0, t1, k0, k1, N)
+            else:
+                for t0 in range(0, T, t_step):
+                    t1 = min(T, t0 + t_step)
+                    self._write_weights(scratch, h.words[t0:t1, k0:k1])
+                    for m0 in range(0, M, m_step):
+                        m1 = min(M, m0 + m_step)
+                        self._run(scratch, x, y, m0, m1, t0, t1, k0, k1, N)
+
+    def _run(self, weights: int, x, y, m0, m1, t0, t1, k0, k1, N) -> None:
+        """One RUN: tokens [m0, m1), tiles [t0, t1), inputs [k0, k1); results added to y."""
+        cfg = self.config
+        R, C, P = cfg.rows, cfg.cols, cfg.pes
+        Mc, Kc = m1 - m0, k1 - k0
+        n0, n1 = t0 * P, min(N, t1 * P)
+        Nc = n1 - n0
+        key = (m0, m1, k0, k1)
+        if self._acts_key != key:
+            self._acts_key = None
+            self._write_acts(0, np.ascontiguousarray(x[m0:m1, k0:k1]).tobytes())
+            self._acts_key = key
+        plan = schedule.plan_linear(cfg, Mc, Nc, Kc, mapping="outputs")
+        model = cycles.plan_cycles(plan)
+        extra = 2.0 * model / self._info.clock_hz if self._info.clock_hz else 0.0
+        self._request(Command.RUN, RunArgs(weights, 0, 0, Mc, Nc, Kc).to_bytes(),
+                      extra_time=extra)
+        self._stats["model_cycles"] += model
+        finals = [p for p in plan.passes if p.last_chunk]     # tile-major, then token
+        rows = len(finals) * R
+        buf = np.empty((rows, C), dtype=np.int32)
+        for r0 in range(0, rows, self.rows_per_read):
+            n = min(self.rows_per_read, rows - r0)
+            data = self._request(Command.READ_RESULTS, ReadResultsArgs(r0, n).to_bytes(),
+                                 response_size=4 * C * n)
+            if len(data) != 4 * C * n:
+                raise ProtocolError(f"{self.name}: READ_RESULTS returned {len(data)} bytes, "
+                                    f"expected {4 * C * n}")
+            buf[r0:r0 + n] = np.frombuffer(data, dtype=RESULT_DTYPE).reshape(n, C)
+        part = np.zeros((Mc, Nc), dtype=np.int64)
+        for i, p in enumerate(finals):
+            schedule.scatter_tile(plan, p, buf[i * R:(i + 1) * R], part)
+        y[m0:m1, n0:n1] += part

@@ -1,0 +1,265 @@
+"""The device side of the link protocol in Python: the reference the RTL device core matches.
+
+:class:`EmulatedDevice` takes request bytes with :meth:`~EmulatedDevice.feed` and produces
+response bytes for :meth:`~EmulatedDevice.read`, with the observable behaviour docs/protocol.md
+specifies and ``rtl.core.DeviceCore`` implements:
+
+* the receiver hunts for ``REQUEST_SYNC``, answers ``BAD_LENGTH`` right after a header whose
+  length exceeds ``max_payload`` (and hunts again from the next byte), ``BAD_CRC`` after a
+  complete frame whose CRC does not match; a partial frame is dropped without a response after
+  ``frame_timeout`` cycles of silence. The emulator has no clock: :meth:`idle` stands for that
+  silence (transports call it when a read times out), so a partial frame followed by ``idle()``
+  and a new ``feed()`` is dropped;
+* arguments are checked before anything is written (``BAD_ARGUMENT``: nothing changes);
+* weight memory holds 2-bit codes (``t + 1``), decoded from base3 once, at the link;
+* ``RUN`` plans the layer with ``sim.schedule.plan_linear(..., mapping="outputs")`` and runs its
+  passes in order, with the operand beats of ``sim.schedule.pass_operands`` taken from the
+  memories exactly as the sequencer reads them (whole weight words, padding trits included;
+  the token's activation on every row), summing chunks of K like the accumulator and writing
+  one row of ``cols`` int32 sums per result beat in the layout of docs/protocol.md;
+* the cycle counters add the full-rate :class:`sim.cycles.CycleCount` of each plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import numpy as np
+
+from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, FORMAT_BASE3,
+                               PROTOCOL_VERSION, REQUEST_SYNC, RESULT_DTYPE, RUN_SIZE, Command,
+                               Counters, DeviceInfo, ReadResultsArgs, READ_RESULTS_SIZE, RunArgs,
+                               Status, MAX_LENGTH)
+from sim import cycles, packing, schedule
+
+from .protocol import BadFrame, Frame, FrameDecoder, encode_response
+
+__all__ = ["EmulatedDevice", "full_rate_count"]
+
+_COUNTER_MASK = (1 << 64) - 1
+
+
+def full_rate_count(plan: schedule.Plan) -> cycles.CycleCount:
+    """The :class:`sim.cycles.CycleCount` of ``plan`` with operands always valid and the sink
+    always ready: what ``sim.cycles.simulate(cfg, plan.lengths, plan.finals)`` returns, in
+    closed form (``simulate`` steps cycle by cycle, too slow for the long layers a device runs).
+
+    Every step is busy, no input stalls, the final drain is ``rows`` cycles, and the rest of
+    ``sim.cycles.plan_cycles`` is the wait of short passes for the previous drain.
+    """
+    total = cycles.plan_cycles(plan)
+    if not plan.passes:
+        return cycles.CycleCount(total=0, busy=0, stall_input=0, stall_drain=0, drain_tail=0)
+    busy = sum(plan.lengths)
+    tail = plan.config.rows
+    return cycles.CycleCount(total=total, busy=busy, stall_input=0,
+                             stall_drain=total - busy - tail, drain_tail=tail)
+
+
+class EmulatedDevice:
+    """A tritium device in Python, speaking protocol v1 over ``feed()`` / ``read()``.
+
+    Parameters follow ``rtl.core.DeviceCore``: the array (``rows``, ``cols``, ``psum_bits``,
+    ``acc_bits``), the memories (``weight_words`` words of ``rows*cols`` trits, ``act_bytes``,
+    ``result_words`` rows of ``cols`` int32 sums — INFO reports it as ``result_rows``, which is
+    accepted as an alias), ``max_payload`` (largest request payload), ``frame_timeout`` and
+    ``clock_hz`` (reported by INFO).
+    """
+
+    def __init__(self, rows: int = 16, cols: int = 16, psum_bits: int = 16, acc_bits: int = 32,
+                 weight_words: int = 8192, act_bytes: int = 65536, result_words: int = 65536,
+                 max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0,
+                 *, result_rows: int | None = None):
+        self.config = schedule.ArrayConfig(rows=rows, cols=cols, psum_bits=psum_bits,
+                                           acc_bits=acc_bits)
+        if result_rows is not None:
+            result_words = result_rows
+        for name, v in (("weight_words", weight_words), ("act_bytes", act_bytes),
+                        ("result_words", result_words)):
+            if not isinstance(v, int) or not 1 <= v < (1 << 32):
+                raise ValueError(f"{name} must be an integer in 1 .. 2**32-1, got {v!r}")
+        if not isinstance(max_payload, int) or not RUN_SIZE <= max_payload <= MAX_LENGTH:
+            raise ValueError(f"max_payload must be in {RUN_SIZE} .. {MAX_LENGTH} (a RUN request "
+                             f"carries {RUN_SIZE} bytes), got {max_payload!r}")
+        self.info = DeviceInfo(version=PROTOCOL_VERSION, rows=rows, cols=cols,
+                               act_bits=self.config.act_bits, psum_bits=psum_bits,
+                               acc_bits=acc_bits, formats=FORMAT_BASE3,
+                               weight_words=weight_words, act_bytes=act_bytes,
+                               result_rows=result_words, max_payload=max_payload,
+                               frame_timeout=frame_timeout, clock_hz=clock_hz)
+        self._info_bytes = self.info.to_bytes()   # validates every field's range
+        self.word_bytes = packing.packed_size(rows * cols, "base3")
+        # Memories start at zero, like the RTL's block RAM (weight code 0 is the trit -1).
+        self.weights = np.zeros((weight_words, rows * cols), dtype=np.uint8)
+        self.acts = np.zeros(act_bytes, dtype=np.int8)
+        self.results = np.zeros((result_words, cols), dtype=np.int32)
+        self.counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self._decoder = FrameDecoder(REQUEST_SYNC, max_payload)
+        self._out = bytearray()
+        self.last_plan: schedule.Plan | None = None   # the plan of the latest RUN
+
+    # -- byte stream ---------------------------------------------------------------------
+
+    def feed(self, data) -> None:
+        """Receive request bytes; every complete request is answered into the output queue."""
+        for ev in self._decoder.feed_events(data):
+            if isinstance(ev, BadFrame):
+                self._count("frames_bad")
+                status = Status.BAD_CRC if ev.kind == "bad_crc" else Status.BAD_LENGTH
+                self._respond(status, ev.seq)
+            else:
+                self._count("frames_ok")
+                status, payload = self._execute(ev)
+                self._respond(status, ev.seq, payload)
+
+    def read(self, max_bytes: int | None = None) -> bytes:
+        """Take up to ``max_bytes`` (default: all) pending response bytes."""
+        n = len(self._out) if max_bytes is None else min(max_bytes, len(self._out))
+        data = bytes(self._out[:n])
+        del self._out[:n]
+        return data
+
+    @property
+    def pending(self) -> int:
+        """Response bytes waiting to be read."""
+        return len(self._out)
+
+    def idle(self) -> None:
+        """The line stays silent for ``frame_timeout`` cycles: a partial frame is dropped."""
+        self._decoder.reset()
+
+    @property
+    def receiving(self) -> bool:
+        """A request frame has started and is not complete."""
+        return self._decoder.partial
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = (self.counters[name] + n) & _COUNTER_MASK
+
+    def _respond(self, status: Status, seq: int, payload: bytes = b"") -> None:
+        self._out += encode_response(status, seq, payload)
+
+    def _execute(self, frame: Frame) -> tuple[Status, bytes]:
+        try:
+            cmd = Command(frame.code)
+        except ValueError:
+            return Status.UNKNOWN_COMMAND, b""
+        p = frame.payload
+        handler = getattr(self, "_cmd_" + cmd.name.lower())
+        result = handler(p)
+        if result is None:
+            return Status.BAD_ARGUMENT, b""
+        return Status.OK, result
+
+    def _cmd_info(self, p: bytes):
+        return self._info_bytes if not p else None
+
+    def _cmd_reset(self, p: bytes):
+        # Clears counters and the sequencer (which is idle between requests); memories stay.
+        return self._cmd_clear_counters(p)
+
+    def _cmd_clear_counters(self, p: bytes):
+        if p:
+            return None
+        self.counters = dict.fromkeys(COUNTER_NAMES, 0)
+        return b""
+
+    def _cmd_read_counters(self, p: bytes):
+        if p:
+            return None
+        return Counters(**self.counters).to_bytes()
+
+    def _address(self, p: bytes) -> tuple[int, bytes] | None:
+        if len(p) < ADDRESS_SIZE:
+            return None
+        (addr,) = struct.unpack_from(ADDRESS_FORMAT, p)
+        return addr, p[ADDRESS_SIZE:]
+
+    def _cmd_write_acts(self, p: bytes):
+        a = self._address(p)
+        if a is None:
+            return None
+        offset, data = a
+        if offset + len(data) > self.info.act_bytes:
+            return None
+        self.acts[offset:offset + len(data)] = np.frombuffer(data, dtype=np.int8)
+        return b""
+
+    def _cmd_write_weights(self, p: bytes):
+        a = self._address(p)
+        if a is None:
+            return None
+        word, data = a
+        b = np.frombuffer(data, dtype=np.uint8)
+        words, rest = divmod(b.size, self.word_bytes)
+        if (rest or words == 0 or word + words > self.info.weight_words
+                or (b > packing.BASE3_MAX_BYTE).any()):
+            return None
+        trits = packing.unpack_base3(b, (words, 5 * self.word_bytes))
+        self.weights[word:word + words] = trits[:, :self.config.pes] + 1
+        return b""
+
+    def _cmd_read_results(self, p: bytes):
+        if len(p) != READ_RESULTS_SIZE:
+            return None
+        a = ReadResultsArgs.from_bytes(p)
+        if (a.rows == 0 or a.row + a.rows > self.info.result_rows
+                or a.rows * self.config.cols * 4 > MAX_LENGTH):
+            return None
+        return self.results[a.row:a.row + a.rows].astype(RESULT_DTYPE).tobytes()
+
+    def _cmd_run(self, p: bytes):
+        if len(p) != RUN_SIZE:
+            return None
+        a = RunArgs.from_bytes(p)
+        cfg = self.config
+        if a.M == 0 or a.N == 0 or a.K == 0 or a.K > cfg.k_max:
+            return None
+        R, P = cfg.rows, cfg.pes
+        tiles = -(-a.N // P)
+        if (a.weights + tiles * a.K > self.info.weight_words
+                or a.acts + a.M * a.K > self.info.act_bytes
+                or a.results + tiles * a.M * R > self.info.result_rows):
+            return None
+        plan = schedule.plan_linear(cfg, a.M, a.N, a.K, mapping="outputs")
+        self._run(plan, a)
+        count = full_rate_count(plan)
+        for name in ("busy", "stall_input", "stall_drain", "drain_tail"):
+            self._count(name, getattr(count, name))
+        self._count("runs")
+        self.last_plan = plan
+        return b""
+
+    def _run(self, plan: schedule.Plan, a: RunArgs) -> None:
+        """Run the passes of ``plan`` on the memories, as the sequencer streams them."""
+        cfg = plan.config
+        R, C, P = cfg.rows, cfg.cols, cfg.pes
+        M, K = plan.M, plan.K
+        tiles = -(-plan.N // P)
+        # What the sequencer reads: word weights + t*K + k holds outputs t*P .. t*P + P-1 at
+        # step k, all P trits of it (padding included); byte acts + m*K + k is x[m, k].
+        w = (self.weights[a.weights:a.weights + tiles * K].astype(np.int8) - 1)
+        w = w.reshape(tiles, K, P).transpose(0, 2, 1).reshape(tiles * P, K)
+        x = self.acts[a.acts:a.acts + M * K].reshape(M, K)
+        psum_lim = 1 << (cfg.psum_bits - 1)
+        acc_lim = 1 << (cfg.acc_bits - 1)
+        acc = None
+        for p in plan.passes:
+            t = int(p.outputs[0, 0]) // P           # the tile of this pass
+            m = int(p.tokens[0])                    # its token (row 0 is always used)
+            # The sequencer computes every PE (the padding ones see the padding trits) and
+            # broadcasts the token's activation to every row.
+            beat = dataclasses.replace(
+                p, outputs=np.arange(t * P, (t + 1) * P).reshape(R, C),
+                tokens=np.full(R, m))
+            weights, acts = schedule.pass_operands(beat, w, x)
+            psum = np.einsum("krc,kr->rc", weights.astype(np.int64), acts.astype(np.int64))
+            assert -psum_lim <= psum.min() and psum.max() < psum_lim, "partial sum overflow"
+            acc = psum if p.first_chunk else acc + psum
+            assert -acc_lim <= acc.min() and acc.max() < acc_lim, "accumulator overflow"
+            if p.last_chunk:
+                row = a.results + (t * M + m) * R
+                self.results[row:row + R] = acc

@@ -1,0 +1,631 @@
+"""The device core: one byte stream in, one byte stream out, the matrix engine inside.
+
+Every link (UART, a PCIe DMA stream, a simulation pipe) attaches to ``rx`` and ``tx``; the
+host speaks the framed protocol of docs/protocol.md over it. Inside:
+
+* the **receiver** hunts for a request frame, checks its length and CRC (``amaranth.lib.crc``
+  with ``firmware.commands.FRAME_CRC``) and keeps the payload in a buffer, so that nothing is
+  written to the device's memories until the whole frame has proved intact;
+* the **executor** runs the command: writes weights (decoding base3 at the link, once, through
+  a 243-entry ROM, into 2-bit codes) and activations, runs a whole layer, reads results and
+  counters;
+* the **sequencer** streams a layer through :class:`rtl.systolic.MatrixEngine` in the
+  ``outputs`` mapping of ``sim.schedule``: tiles of ``rows*cols`` outputs, every token, every
+  chunk of K (two divisions derive the chunks, as ``sim.schedule.k_chunks`` defines them),
+  one weight word and one activation per cycle, so the counters equal the cycle model;
+* the **sender** frames the response and appends its CRC.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from firmware.commands import (COUNTER_NAMES, FRAME_CRC, READ_RESULTS_SIZE, REQUEST_SYNC,
+                               RESPONSE_SYNC, RUN_SIZE, Command, DeviceInfo, Status)
+from sim import numerics, packing
+
+from .divider import Divider
+from .systolic import MatrixEngine
+
+ARGS_BYTES = RUN_SIZE    # the longest argument block
+COUNTER_BITS = 64        # as the READ_COUNTERS payload carries them
+
+
+def base3_rom() -> list[int]:
+    """Byte -> five 2-bit codes (trit j at bits 2j..2j+1), from the golden base3 format."""
+    table = []
+    for byte in range(256):
+        if byte > packing.BASE3_MAX_BYTE:
+            table.append(0)
+            continue
+        trits = packing.unpack_base3(bytes([byte]), (5,))
+        table.append(sum(packing.trit_code(int(t)) << (2 * j) for j, t in enumerate(trits)))
+    return table
+
+
+class FrameSender(wiring.Component):
+    """Frames one response: sync, status, seq, length, ``length`` bytes from ``payload``, CRC."""
+
+    def __init__(self):
+        super().__init__({
+            "start": In(1),
+            "status": In(8),
+            "seq": In(8),
+            "length": In(16),
+            "payload": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.crc = crc = FRAME_CRC(data_width=8).create()
+        status, seq = Signal(8), Signal(8)
+        length, left = Signal(16), Signal(16)
+        sent = Signal()
+        m.d.comb += sent.eq(self.tx.valid & self.tx.ready)
+
+        def emit(byte, next_state, checksum=True):
+            m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(byte)]
+            if checksum:
+                m.d.comb += [crc.data.eq(byte), crc.valid.eq(sent)]
+            with m.If(sent):
+                m.next = next_state
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [status.eq(self.status), seq.eq(self.seq),
+                                 length.eq(self.length), left.eq(self.length)]
+                    m.d.comb += crc.start.eq(1)
+                    m.next = "SYNC"
+            with m.State("SYNC"):
+                m.d.comb += self.busy.eq(1)
+                emit(RESPONSE_SYNC, "STATUS", checksum=False)
+            with m.State("STATUS"):
+                m.d.comb += self.busy.eq(1)
+                emit(status, "SEQ")
+            with m.State("SEQ"):
+                m.d.comb += self.busy.eq(1)
+                emit(seq, "LEN0")
+            with m.State("LEN0"):
+                m.d.comb += self.busy.eq(1)
+                emit(length[:8], "LEN1")
+            with m.State("LEN1"):
+                m.d.comb += self.busy.eq(1)
+                emit(length[8:], "PAYLOAD")
+                with m.If(sent & (length == 0)):
+                    m.next = "CRC0"
+            with m.State("PAYLOAD"):
+                m.d.comb += self.busy.eq(1)
+                wiring.connect(m, wiring.flipped(self.payload), wiring.flipped(self.tx))
+                m.d.comb += [crc.data.eq(self.payload.payload), crc.valid.eq(sent)]
+                with m.If(sent):
+                    m.d.sync += left.eq(left - 1)
+                    with m.If(left == 1):
+                        m.next = "CRC0"
+            with m.State("CRC0"):
+                m.d.comb += self.busy.eq(1)
+                emit(crc.crc[:8], "CRC1", checksum=False)
+            with m.State("CRC1"):
+                m.d.comb += self.busy.eq(1)
+                emit(crc.crc[8:], "IDLE", checksum=False)
+        return m
+
+
+class DeviceCore(wiring.Component):
+    """The byte-stream device core (see the module docstring and docs/protocol.md).
+
+    Parameters
+    ----------
+    rows, cols, psum_width, acc_width : array parameters (:class:`rtl.systolic.MatrixEngine`).
+    weight_words : int
+        Depth of the weight memory in words of ``rows*cols`` trits (2-bit codes).
+    act_bytes : int
+        Size of the activation buffer.
+    result_rows : int
+        Depth of the result buffer in rows of ``cols`` sums (one engine result beat each).
+    max_payload : int
+        Largest request payload (the payload buffer's size).
+    frame_timeout : int
+        Cycles of silence after which a partial frame is dropped.
+    clock_hz : int
+        Core clock reported by INFO (0 when unknown).
+    """
+
+    def __init__(self, *, rows: int, cols: int, psum_width: int = 16, acc_width: int = 32,
+                 weight_words: int = 1024, act_bytes: int = 4096, result_rows: int = 256,
+                 max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0):
+        if max_payload < ARGS_BYTES:
+            raise ValueError(f"max_payload must be at least {ARGS_BYTES}")
+        self.rows, self.cols = rows, cols
+        self.psum_width, self.acc_width = psum_width, acc_width
+        self.weight_words, self.act_bytes, self.result_rows = weight_words, act_bytes, result_rows
+        self.max_payload, self.frame_timeout, self.clock_hz = max_payload, frame_timeout, clock_hz
+        self.word_bytes = -(-rows * cols // packing.FORMATS["base3"].trits_per_byte)
+        self.pass_k_max = numerics.max_exact_k(psum_width)
+        self.k_max = numerics.max_exact_k(acc_width)
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "busy": Out(1),     # a frame is arriving or a command is running (for LEDs, and
+                                # so that a simulation harness knows when it may sleep)
+        })
+
+    @property
+    def info(self) -> DeviceInfo:
+        return DeviceInfo(rows=self.rows, cols=self.cols, act_bits=numerics.ACT_BITS,
+                          psum_bits=self.psum_width, acc_bits=self.acc_width,
+                          weight_words=self.weight_words, act_bytes=self.act_bytes,
+                          result_rows=self.result_rows, max_payload=self.max_payload,
+                          frame_timeout=self.frame_timeout, clock_hz=self.clock_hz)
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self.rows, self.cols
+        word_bits = 2 * R * C
+
+        # -- memories ------------------------------------------------------------------------
+        m.submodules.payload_mem = payload_mem = Memory(shape=8, depth=self.max_payload, init=[])
+        payload_w = payload_mem.write_port()
+        payload_r = payload_mem.read_port()
+        m.submodules.weight_mem = weight_mem = Memory(shape=unsigned(word_bits),
+                                                      depth=self.weight_words, init=[])
+        weight_w = weight_mem.write_port()
+        weight_r = weight_mem.read_port()
+        m.submodules.act_mem = act_mem = Memory(shape=8, depth=self.act_bytes, init=[])
+        act_w = act_mem.write_port()
+        act_r = act_mem.read_port()
+        m.submodules.result_mem = result_mem = Memory(shape=unsigned(C * self.acc_width),
+                                                      depth=self.result_rows, init=[])
+        result_w = result_mem.write_port()
+        result_r = result_mem.read_port()
+        m.submodules.base3 = base3 = Memory(shape=10, depth=256, init=base3_rom())
+        base3_r = base3.read_port()
+
+        m.submodules.engine = engine = MatrixEngine(rows=R, cols=C, psum_width=self.psum_width,
+                                                    acc_width=self.acc_width)
+        m.submodules.sender = sender = FrameSender()
+        m.submodules.divider = divider = Divider(32)
+        wiring.connect(m, sender.tx, wiring.flipped(self.tx))
+
+        counters = {name: Signal(COUNTER_BITS, name=f"count_{name}") for name in COUNTER_NAMES}
+        clear_counters = Signal()
+        with m.If(clear_counters):
+            m.d.sync += [c.eq(0) for c in counters.values()]
+
+        # -- receiver -----------------------------------------------------------------------
+        m.submodules.rx_crc = rx_crc = FRAME_CRC(data_width=8).create()
+        code, seq = Signal(8), Signal(8)
+        length, index = Signal(16), Signal(16)
+        crc_low = Signal(8)
+        frame_ready = Signal()            # a complete frame waits for the executor
+        frame_status = Signal(Status)     # OK (well formed) or the error to report
+        release = Signal()                # the executor is done with the frame
+        silence = Signal(range(self.frame_timeout + 1))
+        byte = self.rx.payload
+        got = Signal()
+        m.d.comb += [
+            self.rx.ready.eq(~frame_ready),
+            got.eq(self.rx.valid & self.rx.ready),
+            payload_w.addr.eq(index),
+            payload_w.data.eq(byte),
+            rx_crc.data.eq(byte),
+        ]
+        with m.If(release):
+            m.d.sync += frame_ready.eq(0)
+        with m.If(got):
+            m.d.sync += silence.eq(0)
+        with m.Elif(silence != self.frame_timeout):
+            m.d.sync += silence.eq(silence + 1)
+
+        def drop_if_silent():
+            # A frame that stops arriving is dropped, so that the device never hangs on it.
+            with m.If(silence == self.frame_timeout):
+                m.next = "HUNT"
+
+        def hand_over(status):
+            m.d.sync += [frame_ready.eq(1), frame_status.eq(status)]
+            m.next = "HUNT"
+
+        with m.FSM(name="receiver") as receiver:
+            with m.State("HUNT"):
+                with m.If(got & (byte == REQUEST_SYNC)):
+                    m.d.comb += rx_crc.start.eq(1)
+                    m.next = "CODE"
+            for state, target, nxt in (("CODE", code, "SEQ"), ("SEQ", seq, "LEN0"),
+                                       ("LEN0", length[:8], "LEN1")):
+                with m.State(state):
+                    drop_if_silent()
+                    with m.If(got):
+                        m.d.comb += rx_crc.valid.eq(1)
+                        m.d.sync += target.eq(byte)
+                        m.next = nxt
+            with m.State("LEN1"):
+                drop_if_silent()
+                with m.If(got):
+                    m.d.comb += rx_crc.valid.eq(1)
+                    m.d.sync += [length[8:].eq(byte), index.eq(0)]
+                    with m.If(Cat(length[:8], byte) > self.max_payload):
+                        hand_over(Status.BAD_LENGTH)
+                    with m.Elif(Cat(length[:8], byte) == 0):
+                        m.next = "CRC0"
+                    with m.Else():
+                        m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                drop_if_silent()
+                with m.If(got):
+                    m.d.comb += [rx_crc.valid.eq(1), payload_w.en.eq(1)]
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == length - 1):
+                        m.next = "CRC0"
+            with m.State("CRC0"):
+                drop_if_silent()
+                with m.If(got):
+                    m.d.sync += crc_low.eq(byte)
+                    m.next = "CRC1"
+            with m.State("CRC1"):
+                drop_if_silent()
+                with m.If(got):
+                    with m.If(Cat(crc_low, byte) == rx_crc.crc):
+                        hand_over(Status.OK)
+                    with m.Else():
+                        hand_over(Status.BAD_CRC)
+
+        # -- executor -----------------------------------------------------------------------
+        args = Signal(8 * ARGS_BYTES)
+        arg_index = Signal(range(ARGS_BYTES + 2))
+        arg_count = Signal(range(ARGS_BYTES + 1))
+
+        def arg(offset, size):
+            return args[8 * offset:8 * (offset + size)]
+
+        resp_status = Signal(Status)
+        resp_length = Signal(16)
+        resp_source = Signal(range(3))     # 0: INFO, 1: counters, 2: results
+        info_bytes = self.info.to_bytes()
+        counter_bytes = 8 * len(COUNTER_NAMES)
+
+        # Scratch registers of the commands.
+        addr = Signal(32)           # memory address being written / base of a loop
+        count = Signal(32)          # loop counter
+        limit = Signal(32)
+        pipe_valid = Signal()       # a payload byte read last cycle is on payload_r.data
+        pipe_index = Signal(16)
+        shift = Signal(10 * self.word_bytes)
+        word_fill = Signal(range(self.word_bytes + 1))
+        words = Signal(32)
+        bad = Signal()
+
+        # RUN parameters and derived values.
+        run_w, run_a, run_r = Signal(32), Signal(32), Signal(32)
+        run_m, run_n, run_k = Signal(16), Signal(32), Signal(32)
+        tiles = Signal(32)
+        need_words, need_acts, need_rows, tile_rows = Signal(33), Signal(33), Signal(33), Signal(33)
+        n_chunks, chunk_q, chunk_r = Signal(32), Signal(32), Signal(32)
+        seq_start = Signal()
+        seq_done = Signal()
+
+        m.d.comb += payload_r.addr.eq(pipe_index)
+
+        def respond(status, length=0, source=0):
+            m.d.sync += [resp_status.eq(status), resp_length.eq(length),
+                         resp_source.eq(source)]
+            m.next = "RESPOND"
+
+        with m.FSM(name="executor") as executor:
+            with m.State("IDLE"):
+                with m.If(frame_ready):
+                    with m.If(frame_status == Status.OK):
+                        m.d.sync += [counters["frames_ok"].eq(counters["frames_ok"] + 1),
+                                     args.eq(0), arg_index.eq(0), pipe_index.eq(0),
+                                     arg_count.eq(Mux(length > ARGS_BYTES, ARGS_BYTES, length))]
+                        m.next = "ARGS"
+                    with m.Else():
+                        m.d.sync += counters["frames_bad"].eq(counters["frames_bad"] + 1)
+                        respond(frame_status)
+
+            # Read the first bytes of the payload into ``args`` (sync read: one cycle behind).
+            with m.State("ARGS"):
+                for i in range(ARGS_BYTES):
+                    with m.If(arg_index == i + 1):
+                        m.d.sync += args[8 * i:8 * (i + 1)].eq(payload_r.data)
+                m.d.sync += [arg_index.eq(arg_index + 1), pipe_index.eq(pipe_index + 1)]
+                with m.If(arg_index == arg_count):
+                    m.next = "DISPATCH"
+
+            with m.State("DISPATCH"):
+                with m.Switch(code):
+                    with m.Case(Command.INFO):
+                        with m.If(length == 0):
+                            respond(Status.OK, len(info_bytes), 0)
+                        with m.Else():
+                            respond(Status.BAD_ARGUMENT)
+                    with m.Case(Command.RESET, Command.CLEAR_COUNTERS):
+                        with m.If(length == 0):
+                            m.d.comb += clear_counters.eq(1)
+                            respond(Status.OK)
+                        with m.Else():
+                            respond(Status.BAD_ARGUMENT)
+                    with m.Case(Command.READ_COUNTERS):
+                        with m.If(length == 0):
+                            respond(Status.OK, counter_bytes, 1)
+                        with m.Else():
+                            respond(Status.BAD_ARGUMENT)
+                    with m.Case(Command.WRITE_ACTS):
+                        m.d.sync += [addr.eq(arg(0, 4)), count.eq(0),
+                                     limit.eq(length - 4), pipe_index.eq(4), pipe_valid.eq(0)]
+                        with m.If((length < 4) |
+                                  (arg(0, 4) + (length - 4) > self.act_bytes)):
+                            respond(Status.BAD_ARGUMENT)
+                        with m.Else():
+                            m.next = "WRITE_ACTS"
+                    with m.Case(Command.WRITE_WEIGHTS):
+                        m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), limit.eq(length - 4),
+                                     pipe_index.eq(4), pipe_valid.eq(0), bad.eq(0),
+                                     word_fill.eq(0), words.eq(0)]
+                        with m.If(length < 4):
+                            respond(Status.BAD_ARGUMENT)
+                        with m.Else():
+                            m.next = "SCAN_WEIGHTS"
+                    with m.Case(Command.RUN):
+                        m.d.sync += [run_w.eq(arg(0, 4)), run_a.eq(arg(4, 4)),
+                                     run_r.eq(arg(8, 4)), run_m.eq(arg(12, 2)),
+                                     run_n.eq(arg(14, 4)), run_k.eq(arg(18, 4)),
+                                     tiles.eq(0), need_words.eq(0), tile_rows.eq(0),
+                                     count.eq(0)]
+                        with m.If((length != ARGS_BYTES) | (arg(12, 2) == 0) |
+                                  (arg(14, 4) == 0) | (arg(18, 4) == 0) |
+                                  (arg(18, 4) > self.k_max)):
+                            respond(Status.BAD_ARGUMENT)
+                        with m.Else():
+                            m.next = "RUN_TILES"
+                    with m.Case(Command.READ_RESULTS):
+                        m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), resp_length.eq(0)]
+                        with m.If((length != READ_RESULTS_SIZE) | (arg(4, 2) == 0) |
+                                  (arg(0, 4) + arg(4, 2) > self.result_rows) |
+                                  (arg(4, 2) > 0xFFFF // (4 * C))):
+                            respond(Status.BAD_ARGUMENT)
+                        with m.Else():
+                            m.next = "RESULTS_LENGTH"
+                    with m.Default():
+                        respond(Status.UNKNOWN_COMMAND)
+
+            # WRITE_ACTS: copy payload bytes 4.. into the activation buffer.
+            # The payload read port is one cycle behind ``pipe_index``: ``pipe_valid`` says the
+            # byte on ``payload_r.data`` belongs to the data part (offset 4 .. 4 + limit).
+            read_ahead = [pipe_index.eq(pipe_index + 1), pipe_valid.eq(pipe_index < limit + 4)]
+            with m.State("WRITE_ACTS"):
+                m.d.sync += read_ahead
+                with m.If(pipe_valid):
+                    m.d.comb += [act_w.addr.eq(addr), act_w.data.eq(payload_r.data),
+                                 act_w.en.eq(1)]
+                    m.d.sync += [addr.eq(addr + 1), count.eq(count + 1)]
+                with m.If(count == limit):
+                    respond(Status.OK)
+
+            # WRITE_WEIGHTS, first pass: every byte a valid base3 byte, whole words only, and
+            # the words inside the memory; nothing is written unless all of that holds.
+            with m.State("SCAN_WEIGHTS"):
+                m.d.sync += read_ahead
+                with m.If(pipe_valid):
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(payload_r.data > packing.BASE3_MAX_BYTE):
+                        m.d.sync += bad.eq(1)
+                    with m.If(word_fill == self.word_bytes - 1):
+                        m.d.sync += [word_fill.eq(0), words.eq(words + 1)]
+                    with m.Else():
+                        m.d.sync += word_fill.eq(word_fill + 1)
+                with m.If(~pipe_valid & (count == limit)):
+                    m.d.sync += [count.eq(0), pipe_index.eq(4), pipe_valid.eq(0),
+                                 word_fill.eq(0)]
+                    with m.If(bad | (word_fill != 0) | (words == 0) |
+                              (addr + words > self.weight_words)):
+                        respond(Status.BAD_ARGUMENT)
+                    with m.Else():
+                        m.next = "WRITE_WEIGHTS"
+
+            # Second pass: decode each byte into five 2-bit codes and assemble words.
+            m.d.comb += base3_r.addr.eq(payload_r.data)
+            decoded_valid = Signal()
+            with m.State("WRITE_WEIGHTS"):
+                m.d.sync += read_ahead + [decoded_valid.eq(pipe_valid)]
+                with m.If(decoded_valid):
+                    m.d.sync += count.eq(count + 1)
+                    new_shift = Cat(shift[10:], base3_r.data)
+                    m.d.sync += shift.eq(new_shift)
+                    with m.If(word_fill == self.word_bytes - 1):
+                        m.d.comb += [weight_w.addr.eq(addr), weight_w.data.eq(new_shift[:word_bits]),
+                                     weight_w.en.eq(1)]
+                        m.d.sync += [word_fill.eq(0), addr.eq(addr + 1)]
+                    with m.Else():
+                        m.d.sync += word_fill.eq(word_fill + 1)
+                with m.If(count == limit):
+                    respond(Status.OK)
+
+            # RUN: count tiles and check the memories hold the layer (no multiplier: sums).
+            with m.State("RUN_TILES"):
+                with m.If(count < run_n):
+                    m.d.sync += [count.eq(count + R * C), tiles.eq(tiles + 1),
+                                 need_words.eq(need_words + run_k), tile_rows.eq(tile_rows + R)]
+                    with m.If(run_w + need_words > self.weight_words):
+                        respond(Status.BAD_ARGUMENT)
+                with m.Else():
+                    m.d.sync += [count.eq(0), need_acts.eq(0), need_rows.eq(0)]
+                    m.next = "RUN_TOKENS"
+            with m.State("RUN_TOKENS"):
+                with m.If((run_w + need_words > self.weight_words) |
+                          (run_a + need_acts > self.act_bytes) |
+                          (run_r + need_rows > self.result_rows)):
+                    respond(Status.BAD_ARGUMENT)
+                with m.Elif(count < run_m):
+                    m.d.sync += [count.eq(count + 1), need_acts.eq(need_acts + run_k),
+                                 need_rows.eq(need_rows + tile_rows)]
+                with m.Else():
+                    m.d.comb += [divider.start.eq(1),
+                                 divider.dividend.eq(run_k + self.pass_k_max - 1),
+                                 divider.divisor.eq(self.pass_k_max)]
+                    m.next = "RUN_CHUNKS"
+            with m.State("RUN_CHUNKS"):
+                with m.If(divider.done):
+                    m.d.sync += n_chunks.eq(divider.quotient)
+                    m.next = "RUN_SPLIT"
+            with m.State("RUN_SPLIT"):
+                m.d.comb += [divider.start.eq(1), divider.dividend.eq(run_k),
+                             divider.divisor.eq(n_chunks)]
+                m.next = "RUN_SPLIT_WAIT"
+            with m.State("RUN_SPLIT_WAIT"):
+                with m.If(divider.done):
+                    m.d.sync += [chunk_q.eq(divider.quotient), chunk_r.eq(divider.remainder),
+                                 counters["runs"].eq(counters["runs"] + 1)]
+                    m.d.comb += seq_start.eq(1)
+                    m.next = "RUN_STREAM"
+            with m.State("RUN_STREAM"):
+                with m.If(seq_done):
+                    respond(Status.OK)
+
+            # READ_RESULTS: the response length is rows * cols * 4, summed up.
+            with m.State("RESULTS_LENGTH"):
+                with m.If(count < arg(4, 2)):
+                    m.d.sync += [count.eq(count + 1), resp_length.eq(resp_length + 4 * C)]
+                with m.Else():
+                    m.d.sync += resp_status.eq(Status.OK)
+                    m.d.sync += resp_source.eq(2)
+                    m.next = "RESPOND"
+
+            with m.State("RESPOND"):
+                m.d.comb += [sender.start.eq(1), sender.status.eq(resp_status),
+                             sender.seq.eq(seq), sender.length.eq(resp_length)]
+                m.next = "SENDING"
+            with m.State("SENDING"):
+                with m.If(~sender.busy):
+                    m.d.comb += release.eq(1)
+                    m.next = "IDLE"
+
+        m.d.comb += self.busy.eq(~receiver.ongoing("HUNT") | ~executor.ongoing("IDLE") |
+                                 frame_ready)
+
+        # -- response payloads ------------------------------------------------------------
+        out_index = Signal(16)
+        with m.If(sender.start):
+            m.d.sync += out_index.eq(0)
+        info_rom = Array(Const(b, 8) for b in info_bytes)
+        counter_vector = Cat(*(counters[name] for name in COUNTER_NAMES))
+        # READ_RESULTS: read a row, then send its cols*4 bytes.
+        row_data = Signal(C * self.acc_width)
+        row_addr = Signal(32)
+        row_byte = Signal(range(4 * C + 1))
+        row_loaded = Signal()
+        row_reading = Signal()
+        with m.If(sender.start):
+            m.d.sync += [row_addr.eq(addr), row_byte.eq(0), row_loaded.eq(0),
+                         row_reading.eq(0)]
+        m.d.comb += result_r.addr.eq(row_addr)
+        with m.Switch(resp_source):
+            with m.Case(0):
+                m.d.comb += [sender.payload.valid.eq(1),
+                             sender.payload.payload.eq(info_rom[out_index])]
+            with m.Case(1):
+                m.d.comb += [sender.payload.valid.eq(1),
+                             sender.payload.payload.eq(counter_vector.word_select(out_index, 8))]
+            with m.Case(2):
+                with m.If(~row_loaded & ~row_reading & sender.busy):
+                    m.d.sync += row_reading.eq(1)
+                with m.If(row_reading):
+                    m.d.sync += [row_data.eq(result_r.data), row_loaded.eq(1),
+                                 row_reading.eq(0), row_byte.eq(0)]
+                m.d.comb += [sender.payload.valid.eq(row_loaded),
+                             sender.payload.payload.eq(row_data.word_select(row_byte, 8))]
+                with m.If(sender.payload.valid & sender.payload.ready):
+                    m.d.sync += row_byte.eq(row_byte + 1)
+                    with m.If(row_byte == 4 * C - 1):
+                        m.d.sync += [row_loaded.eq(0), row_addr.eq(row_addr + 1)]
+        with m.If(sender.payload.valid & sender.payload.ready):
+            m.d.sync += out_index.eq(out_index + 1)
+
+        # -- sequencer: stream the layer through the engine at one step per cycle ----------
+        active = Signal()          # steps remain to be issued
+        draining = Signal()        # all steps taken, results still coming
+        s1_valid = Signal()
+        tile, token = Signal(32), Signal(16)
+        n_base = Signal(33)
+        w_base, a_base = Signal(32), Signal(32)
+        k_glob, k_in, chunk = Signal(32), Signal(32), Signal(32)
+        chunk_len = Signal(32)
+        rows_expected, rows_written = Signal(33), Signal(33)
+        last_flag, first_flag, final_flag = Signal(), Signal(), Signal()
+
+        taken = Signal()
+        advance = Signal()
+        m.d.comb += [
+            taken.eq(engine.act.valid & engine.act.ready),
+            advance.eq(~s1_valid | taken),
+            chunk_len.eq(Mux(chunk < chunk_r, chunk_q + 1, chunk_q)),
+            weight_r.addr.eq(w_base + k_glob),
+            weight_r.en.eq(advance),
+            act_r.addr.eq(a_base + k_glob),
+            act_r.en.eq(advance),
+            engine.weights.valid.eq(s1_valid),
+            engine.weights.payload.as_value().eq(weight_r.data),
+            engine.act.valid.eq(s1_valid),
+            engine.act.payload.last.eq(last_flag),
+            engine.act.payload.first_chunk.eq(first_flag),
+            engine.act.payload.last_chunk.eq(final_flag),
+        ]
+        for r in range(R):
+            m.d.comb += engine.act.payload.data[r].eq(act_r.data)
+
+        with m.If(seq_start):
+            m.d.sync += [active.eq(1), tile.eq(0), token.eq(0), n_base.eq(0), w_base.eq(run_w),
+                         a_base.eq(run_a), k_glob.eq(0), k_in.eq(0), chunk.eq(0),
+                         rows_expected.eq(need_rows), rows_written.eq(0)]
+        with m.If(advance):
+            m.d.sync += s1_valid.eq(active)
+            with m.If(active):
+                is_last = k_in == chunk_len - 1
+                is_final = chunk == n_chunks - 1
+                m.d.sync += [last_flag.eq(is_last), first_flag.eq(chunk == 0),
+                             final_flag.eq(is_final), k_in.eq(k_in + 1), k_glob.eq(k_glob + 1)]
+                with m.If(is_last):
+                    m.d.sync += [k_in.eq(0), chunk.eq(chunk + 1)]
+                    with m.If(is_final):
+                        m.d.sync += [chunk.eq(0), k_glob.eq(0), token.eq(token + 1),
+                                     a_base.eq(a_base + run_k)]
+                        with m.If(token == run_m - 1):
+                            m.d.sync += [token.eq(0), a_base.eq(run_a), tile.eq(tile + 1),
+                                         w_base.eq(w_base + run_k), n_base.eq(n_base + R * C)]
+                            with m.If(n_base + R * C >= run_n):
+                                m.d.sync += active.eq(0)
+
+        # Results: one row per cycle into the result buffer, always ready (full rate).
+        m.d.comb += [
+            engine.result.ready.eq(1),
+            result_w.addr.eq(run_r + rows_written),
+            result_w.data.eq(engine.result.payload.data.as_value()),
+            result_w.en.eq(engine.result.valid),
+        ]
+        with m.If(engine.result.valid):
+            m.d.sync += rows_written.eq(rows_written + 1)
+        m.d.comb += seq_done.eq(~active & ~s1_valid & ~seq_start &
+                                (rows_written == rows_expected) & ~draining)
+
+        # Counters, as sim.cycles.CycleCount counts them.
+        started = Signal()         # the first operands have been offered
+        with m.If(seq_start):
+            m.d.sync += started.eq(0)
+        with m.Elif(s1_valid):
+            m.d.sync += started.eq(1)
+        with m.If(taken):
+            m.d.sync += counters["busy"].eq(counters["busy"] + 1)
+        with m.Elif(active & started & ~s1_valid):
+            m.d.sync += counters["stall_input"].eq(counters["stall_input"] + 1)
+        with m.Elif(s1_valid):
+            m.d.sync += counters["stall_drain"].eq(counters["stall_drain"] + 1)
+        with m.Elif(draining):
+            m.d.sync += counters["drain_tail"].eq(counters["drain_tail"] + 1)
+        with m.If(taken & ~active):           # the last step has been taken
+            m.d.sync += draining.eq(1)
+        with m.If(draining & engine.result.valid & (rows_written + 1 == rows_expected)):
+            m.d.sync += draining.eq(0)
+        return m

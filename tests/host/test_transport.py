@@ -1,0 +1,155 @@
+"""Transports: PCIe against a simulated XDMA endpoint (two FIFOs served by an emulator thread),
+serial against a pseudo-terminal, and the errors for missing and busy devices."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import threading
+
+import numpy as np
+import pytest
+
+from host import DeviceBusy, DeviceNotFound, EmulatedDevice, PcieTransport, open_device
+from sim import numerics
+
+
+def serve(dev: EmulatedDevice, rx: int, tx: int, stop: threading.Event,
+          silence: float = 0.05, drop: frozenset = frozenset()) -> None:
+    """Pump bytes between a file descriptor pair and an emulated device until EOF or stop.
+
+    ``silence`` seconds without input stand for the device's frame timeout; the responses
+    numbered in ``drop`` (counting output chunks from 0) are lost on the way back."""
+    chunk = 0
+    while not stop.is_set():
+        ready, _, _ = select.select([rx], [], [], silence)
+        if not ready:
+            dev.idle()
+            continue
+        try:
+            data = os.read(rx, 65536)
+        except OSError:           # pty master after the slave closed
+            return
+        if not data:
+            return
+        dev.feed(data)
+        out = memoryview(dev.read())
+        if out:
+            chunk += 1
+            if chunk - 1 in drop:
+                continue
+        while out:
+            out = out[os.write(tx, out):]
+
+
+@contextlib.contextmanager
+def fifo_endpoint(tmp_path, dev: EmulatedDevice, name="xdma0"):
+    """A simulated XDMA endpoint: FIFOs ``<name>_h2c_0`` and ``<name>_c2h_0`` in tmp_path."""
+    h2c, c2h = tmp_path / f"{name}_h2c_0", tmp_path / f"{name}_c2h_0"
+    os.mkfifo(h2c)
+    os.mkfifo(c2h)
+    stop = threading.Event()
+    fds = []
+
+    def run():
+        rx = os.open(h2c, os.O_RDONLY)      # waits for the host to open its write end
+        fds.append(rx)
+        tx = os.open(c2h, os.O_WRONLY)
+        fds.append(tx)
+        serve(dev, rx, tx, stop)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        yield str(tmp_path / name), str(h2c), str(c2h)
+    finally:
+        stop.set()
+        t.join(timeout=2)
+        for fd in fds:
+            os.close(fd)
+
+
+def check_linear(dev, M=3, N=21, K=70, seed=0):
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    assert (dev.linear(dev.load(w), x) == numerics.ternary_matmul(w, x)).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# PCIe
+# ---------------------------------------------------------------------------------------------
+
+def test_pcie_against_fifo_endpoint(tmp_path):
+    emu = EmulatedDevice(rows=4, cols=4, max_payload=256)
+    with fifo_endpoint(tmp_path, emu) as (node, _, _):
+        with open_device(f"pcie:{node}", timeout=2.0) as dev:
+            assert dev.name == f"pcie:{node}"
+            assert dev.info["rows"] == 4 and dev.info["max_payload"] == 256
+            check_linear(dev)
+            assert dev.stats["retries"] == 0 and dev.stats["runs"] == 1
+
+
+def test_pcie_explicit_paths_and_large_response(tmp_path):
+    # READ_RESULTS of 1023 rows x 64 bytes: a response larger than a pipe's buffer.
+    emu = EmulatedDevice(rows=16, cols=16)
+    with fifo_endpoint(tmp_path, emu, name="ep") as (_, h2c, c2h):
+        with open_device("pcie:/dev/xdma9", h2c=h2c, c2h=c2h, timeout=2.0) as dev:
+            check_linear(dev, M=70, N=300, K=40)
+            assert dev.stats["bytes_received"] > 70000
+
+
+def test_pcie_missing_node_is_a_clear_error(tmp_path):
+    with pytest.raises(DeviceNotFound, match=r"xdma7_c2h_0 does not exist"):
+        open_device(f"pcie:{tmp_path}/xdma7")
+    with pytest.raises(DeviceNotFound, match="pcie:"):
+        PcieTransport(h2c=str(tmp_path / "a"), c2h=str(tmp_path / "b"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Serial
+# ---------------------------------------------------------------------------------------------
+
+def test_serial_missing_port_is_a_clear_error():
+    with pytest.raises(DeviceNotFound, match=r"/dev/ttyTRITIUM_NONE") as e:
+        open_device("serial:/dev/ttyTRITIUM_NONE@115200")
+    assert "no such serial port" in str(e.value)
+
+
+@contextlib.contextmanager
+def pty_endpoint(dev: EmulatedDevice, **serve_args):
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    stop = threading.Event()
+    t = threading.Thread(target=serve, args=(dev, master, master, stop), kwargs=serve_args,
+                         daemon=True)
+    t.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        t.join(timeout=2)
+        os.close(master)
+        os.close(slave)
+
+
+def test_serial_over_pty():
+    pytest.importorskip("serial")
+    with pty_endpoint(EmulatedDevice(rows=2, cols=3, max_payload=128)) as path:
+        with open_device(f"serial:{path}", timeout=2.0) as dev:
+            assert dev.name == f"serial:{path}@3000000"
+            check_linear(dev, M=2, N=9, K=50)
+            # The port is held exclusively while open.
+            with pytest.raises(DeviceBusy, match=path):
+                open_device(f"serial:{path}")
+
+
+def test_serial_retry_after_lost_response():
+    pytest.importorskip("serial")
+    # Responses 0 (INFO) and 3 are lost: the host waits out its timeout and asks again.
+    with pty_endpoint(EmulatedDevice(rows=2, cols=3, max_payload=128),
+                      drop=frozenset({0, 3})) as path:
+        with open_device(f"serial:{path}@1000000", timeout=0.2) as dev:
+            check_linear(dev, M=1, N=4, K=20)
+            assert dev.stats["timeouts"] == 2 and dev.stats["retries"] == 2

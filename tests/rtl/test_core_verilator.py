@@ -1,0 +1,239 @@
+"""The RTL device core (Verilator) against the emulator, byte for byte.
+
+The same request bytes go to ``rtl.core.DeviceCore`` compiled by ``sim.verilator_device`` and to
+``host.emu.EmulatedDevice`` with the same configuration; every response must be identical.
+Random sequences mix valid commands (weights, activations, runs, reads, counters) with
+malformed frames: bad CRC, over-long length, unknown commands, wrong argument sizes,
+out-of-range addresses, invalid base3 bytes, truncated frames and garbage between frames.
+Runs are checked for exact results, and the device's cycle counters against the cycle model.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+import time
+
+import numpy as np
+import pytest
+
+from firmware.commands import (RESPONSE_SYNC, Command, Counters, ReadResultsArgs, RunArgs,
+                               Status)
+from host.emu import EmulatedDevice
+from host.protocol import FrameDecoder, encode_request
+from sim import cycles, numerics, packing, schedule
+from sim.cocotb_runner import tool_missing
+from sim.verilator_device import core_config, spawn
+
+CONFIG = core_config(2, 3, weight_words=2048, act_bytes=1024, result_rows=64, max_payload=64,
+                     frame_timeout=200)
+
+
+class Pair:
+    """One RTL device process and one emulator, fed the same bytes."""
+
+    def __init__(self, config):
+        self.proc = spawn(config, progress=lambda msg: None)
+        self.emu = EmulatedDevice(rows=config["rows"], cols=config["cols"],
+                                  psum_bits=config["psum_width"], acc_bits=config["acc_width"],
+                                  weight_words=config["weight_words"],
+                                  act_bytes=config["act_bytes"],
+                                  result_rows=config["result_rows"],
+                                  max_payload=config["max_payload"],
+                                  frame_timeout=config["frame_timeout"])
+        self.decoder = FrameDecoder(RESPONSE_SYNC)
+        self.seq = 0
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+    def _read_rtl(self, n_frames: int, timeout: float = 20.0) -> bytes:
+        data = bytearray()
+        deadline = time.monotonic() + timeout
+        got = 0
+        while got < n_frames:
+            left = deadline - time.monotonic()
+            assert left > 0, f"RTL device sent {got} of {n_frames} responses: {data.hex()}"
+            ready, _, _ = select.select([self.proc.stdout], [], [], left)
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                data += chunk
+                got += len(self.decoder.feed(chunk))
+        return bytes(data)
+
+    def send(self, raw: bytes, responses: int = 1, truncated: bool = False) -> bytes:
+        """Send ``raw`` to both; compare the responses; return them."""
+        self.proc.stdin.write(raw)
+        self.emu.feed(raw)
+        if truncated:
+            time.sleep(0.25)          # the harness forwards the silence as idle cycles
+            self.emu.idle()
+        rtl = self._read_rtl(responses) if responses else b""
+        emu = self.emu.read()
+        assert rtl == emu, f"request {raw.hex()}:\n RTL {rtl.hex()}\n emu {emu.hex()}"
+        return rtl
+
+    def request(self, cmd, payload=b"") -> tuple[int, bytes]:
+        self.seq = (self.seq + 1) & 0xFF
+        raw = self.send(encode_request(cmd, self.seq, payload))
+        (frame,) = FrameDecoder(RESPONSE_SYNC).feed(raw)
+        return Status(frame.code), frame.payload
+
+
+@pytest.fixture(scope="module")
+def pair():
+    missing = tool_missing("verilator")
+    if missing:
+        pytest.skip(missing)
+    p = Pair(CONFIG)
+    yield p
+    p.close()
+
+
+def upload_layer(pair, w, x, word0=0):
+    """Weights as the device lays them out (outputs mapping), activations at 0."""
+    R, C = CONFIG["rows"], CONFIG["cols"]
+    N, K = w.shape
+    cfg = schedule.ArrayConfig(R, C)
+    plan = schedule.plan_linear(cfg, 1, N, K, mapping="outputs")
+    words = []
+    for p in plan.passes:
+        if p.first_chunk:
+            t = int(p.outputs[0, 0]) // (R * C)
+            full = schedule.Pass(tokens=np.zeros(R, dtype=int),
+                                 outputs=np.arange(t * R * C, (t + 1) * R * C).reshape(R, C),
+                                 k0=0, k1=K, first_chunk=True, last_chunk=True)
+            wpad = np.zeros((-(-N // (R * C)) * R * C, K), dtype=np.int8)
+            wpad[:N] = w
+            blocks, _ = schedule.pass_operands(full, wpad, np.zeros((1, K), dtype=np.int8))
+            words += [b.ravel() for b in blocks]
+    data = b"".join(packing.pack_base3(wd).tobytes() for wd in words)
+    word_bytes = packing.packed_size(R * C, "base3")
+    per_frame = (CONFIG["max_payload"] - 4) // word_bytes
+    for i in range(0, len(words), per_frame):
+        chunk = data[i * word_bytes:(i + per_frame) * word_bytes]
+        status, _ = pair.request(Command.WRITE_WEIGHTS, struct.pack("<I", word0 + i) + chunk)
+        assert status == Status.OK
+    xb = x.astype(np.int8).tobytes()
+    for i in range(0, len(xb), CONFIG["max_payload"] - 4):
+        status, _ = pair.request(Command.WRITE_ACTS, struct.pack("<I", i) + xb[i:i + 60])
+        assert status == Status.OK
+    return len(words)
+
+
+def run_and_read(pair, M, N, K, word0=0):
+    R, C = CONFIG["rows"], CONFIG["cols"]
+    status, _ = pair.request(Command.RUN, RunArgs(weights=word0, acts=0, results=0, M=M, N=N,
+                                                  K=K).to_bytes())
+    assert status == Status.OK
+    rows = -(-N // (R * C)) * M * R
+    out = bytearray()
+    step = 0xFFFF // (4 * C)
+    step = min(step, (CONFIG["result_rows"]))
+    for r0 in range(0, rows, step):
+        n = min(step, rows - r0)
+        status, payload = pair.request(Command.READ_RESULTS,
+                                       ReadResultsArgs(row=r0, rows=n).to_bytes())
+        assert status == Status.OK
+        out += payload
+    vals = np.frombuffer(bytes(out), dtype="<i4").reshape(rows, C)
+    plan = schedule.plan_linear(schedule.ArrayConfig(R, C), M, N, K, mapping="outputs")
+    y = np.zeros((M, N), dtype=np.int64)
+    i = 0
+    for p in plan.passes:
+        if p.last_chunk:
+            schedule.scatter_tile(plan, p, vals[i:i + R], y)
+            i += R
+    return y, plan
+
+
+def test_info_and_counters(pair):
+    status, info = pair.request(Command.INFO)
+    assert status == Status.OK and len(info) == 32
+    status, _ = pair.request(Command.CLEAR_COUNTERS)
+    assert status == Status.OK
+    status, payload = pair.request(Command.READ_COUNTERS)
+    assert Counters.from_bytes(payload).frames_ok == 1   # this READ_COUNTERS itself
+
+
+@pytest.mark.parametrize("M,N,K", [(1, 7, 300), (3, 6, 1), (2, 13, 256), (1, 1, 600)])
+def test_layer_exact_and_counters(pair, M, N, K):
+    rng = np.random.default_rng(M * 1000 + N * 10 + K)
+    w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    pair.request(Command.CLEAR_COUNTERS)
+    upload_layer(pair, w, x)
+    y, plan = run_and_read(pair, M, N, K)
+    assert np.array_equal(y, numerics.ternary_matmul(w, x))
+    _, payload = pair.request(Command.READ_COUNTERS)
+    c = Counters.from_bytes(payload)
+    model = cycles.simulate(plan.config, plan.lengths, plan.finals)
+    assert (c.busy, c.stall_input, c.stall_drain, c.drain_tail) == \
+        (model.busy, model.stall_input, model.stall_drain, model.drain_tail)
+
+
+def test_extremes_k_16384_rejected_or_exact(pair):
+    """K larger than the activation buffer is refused; the largest K that fits is exact at the
+    extremes (all -1 weights against -128)."""
+    K = CONFIG["act_bytes"]
+    w = np.full((6, K), -1, dtype=np.int8)
+    x = np.full((1, K), -128, dtype=np.int8)
+    upload_layer(pair, w[:, :K], x)
+    y, _ = run_and_read(pair, 1, 6, K)
+    assert (y == 128 * K).all()
+    status, _ = pair.request(Command.RUN, RunArgs(weights=0, acts=0, results=0, M=1, N=6,
+                                                  K=K + 1).to_bytes())
+    assert status == Status.BAD_ARGUMENT
+
+
+def test_malformed_frames_fuzz(pair):
+    """Random valid and malformed requests: identical answers, and the device always answers
+    the next valid request."""
+    rng = np.random.default_rng(77)
+    maxp = CONFIG["max_payload"]
+    commands = [c.value for c in Command]
+    for i in range(300):
+        kind = rng.integers(0, 9)
+        seq = int(rng.integers(0, 256))
+        if kind == 0:      # bad CRC
+            raw = bytearray(encode_request(Command.INFO, seq))
+            raw[-1] ^= 1 << int(rng.integers(0, 8))
+            pair.send(bytes(raw))
+        elif kind == 1:    # over-long
+            raw = bytes([0xA5, Command.WRITE_ACTS.value, seq]) + struct.pack("<H", maxp + 1 +
+                                                                           int(rng.integers(0, 100)))
+            pair.send(raw)
+        elif kind == 2:    # unknown command
+            code = int(rng.integers(0, 256))
+            while code in commands:
+                code = int(rng.integers(0, 256))
+            pair.send(encode_request(code, seq, bytes(rng.integers(0, 256, int(rng.integers(0, 8)),
+                                                                    dtype=np.uint8))))
+        elif kind == 3:    # wrong argument sizes for any command
+            cmd = commands[int(rng.integers(0, len(commands)))]
+            pair.send(encode_request(cmd, seq, bytes(rng.integers(0, 256,
+                                                                  int(rng.integers(0, 30)),
+                                                                  dtype=np.uint8))))
+        elif kind == 4:    # out-of-range addresses and sizes
+            args = RunArgs(weights=int(rng.integers(0, 1 << 32)), acts=int(rng.integers(0, 2000)),
+                           results=int(rng.integers(0, 100)), M=int(rng.integers(0, 4)),
+                           N=int(rng.integers(0, 20)), K=int(rng.integers(0, 2000)))
+            pair.send(encode_request(Command.RUN, seq, args.to_bytes()))
+        elif kind == 5:    # weights with an invalid base3 byte or a partial word
+            body = bytes(rng.integers(0, 256, int(rng.integers(0, 12)), dtype=np.uint8))
+            pair.send(encode_request(Command.WRITE_WEIGHTS, seq,
+                                     struct.pack("<I", int(rng.integers(0, 600))) + body))
+        elif kind == 6:    # truncated frame: no answer, then silence drops it
+            raw = encode_request(Command.WRITE_ACTS, seq, struct.pack("<I", 0) + b"\x01" * 8)
+            pair.send(raw[:int(rng.integers(1, len(raw)))], responses=0, truncated=True)
+        elif kind == 7:    # garbage before a valid frame
+            junk = bytes(b for b in rng.integers(0, 256, int(rng.integers(1, 20)), dtype=np.uint8)
+                         if b != 0xA5)
+            pair.send(junk + encode_request(Command.INFO, seq))
+        else:              # valid small writes and reads
+            pair.send(encode_request(Command.WRITE_ACTS, seq,
+                                     struct.pack("<I", int(rng.integers(0, 900))) + b"\x05" * 3))
+        status, _ = pair.request(Command.INFO)
+        assert status == Status.OK, f"step {i}: the device did not answer a valid request"
