@@ -29,8 +29,8 @@ from sim import cycles, numerics, packing, schedule
 
 from .protocol import (BadFrame, DeviceError, DeviceTimeout, FrameDecoder, PayloadTooLarge,
                        ProtocolError, encode_request)
-from .transport import EmulatorTransport, PcieTransport, SerialTransport, Transport, \
-    parse_serial_spec
+from .transport import (EmulatorTransport, PcieTransport, SerialTransport, SimTransport,
+                        Transport, parse_serial_spec)
 
 __all__ = ["open_device", "Device", "WeightHandle", "DEVICE_COUNTERS", "HOST_STATS"]
 
@@ -49,7 +49,8 @@ def open_device(spec: str = "emu", **config) -> "Device":
     * ``"serial:PATH"`` or ``"serial:PATH@BAUD"`` (default 3000000 baud);
     * ``"pcie:/dev/xdma0"`` (keyword arguments ``h2c``, ``c2h``, ``channel`` go to
       :class:`PcieTransport`);
-    * ``"sim"``: the RTL device core in simulation (not available yet).
+    * ``"sim"``: the RTL device core (``rtl.core.DeviceCore``) in Verilator; keyword arguments
+      as for ``"emu"``.
 
     ``timeout``, ``retries`` and ``name`` go to :class:`Device`.
     """
@@ -65,10 +66,10 @@ def open_device(spec: str = "emu", **config) -> "Device":
         transport = SerialTransport(path, baud)
     elif spec.startswith("pcie:"):
         transport = PcieTransport(spec[len("pcie:"):] or "/dev/xdma0", **config)
-    elif spec == "sim" or spec.startswith("sim:"):
-        raise NotImplementedError(
-            f"{spec}: the RTL device core is not built yet, so there is no simulated device to "
-            f"open; use 'emu' (the Python emulator of the same protocol) for now")
+    elif spec == "sim":
+        # Simulated cycles are not wall-clock time: give long layers room by default.
+        dev_kw.setdefault("timeout", 60.0)
+        transport = SimTransport(**config)
     else:
         raise ValueError(f"unknown device spec {spec!r}; expected 'emu', 'sim', "
                          f"'serial:PATH[@BAUD]' or 'pcie:/dev/xdmaN'")
