@@ -1,7 +1,7 @@
 """The tritium host runtime: talk to a device over the link protocol (docs/protocol.md).
 
-``open_device(spec)`` opens ``"emu"`` (the Python emulator), ``"serial:PATH[@BAUD]"``,
-``"pcie:/dev/xdmaN"`` (and later ``"sim"``, the RTL core in simulation) and returns a
+``open_device(spec)`` opens ``"emu"`` (the Python emulator), ``"sim"`` (the RTL device core in
+Verilator), ``"serial:PATH[@BAUD]"`` or ``"pcie:/dev/xdmaN"`` and returns a
 :class:`Device` with ``load(w)``, ``linear(h, x)``, ``info`` and ``stats``.
 """
 
@@ -9,11 +9,11 @@ from .device import Device, WeightHandle, open_device
 from .emu import EmulatedDevice
 from .protocol import (DeviceBusy, DeviceError, DeviceNotFound, DeviceTimeout, FrameError,
                        PayloadTooLarge, ProtocolError, TransportError)
-from .transport import EmulatorTransport, PcieTransport, SerialTransport, Transport
+from .transport import EmulatorTransport, PcieTransport, SerialTransport, SimTransport, Transport
 
 __all__ = [
     "open_device", "Device", "WeightHandle", "EmulatedDevice",
-    "Transport", "EmulatorTransport", "SerialTransport", "PcieTransport",
+    "Transport", "EmulatorTransport", "SimTransport", "SerialTransport", "PcieTransport",
     "ProtocolError", "FrameError", "PayloadTooLarge", "TransportError", "DeviceNotFound",
     "DeviceBusy", "DeviceTimeout", "DeviceError",
 ]

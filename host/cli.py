@@ -34,6 +34,30 @@ def _cmd_plan(args) -> int:
     return 0
 
 
+def _cmd_selftest(args) -> int:
+    """Round trips, exact random layers, throughput and error counts on one device."""
+    from . import open_device
+    from .selftest import run_selftest
+    say = (lambda msg: None) if args.json else (lambda msg: print(f"selftest: {msg}",
+                                                                    file=sys.stderr))
+    with open_device(args.device) as dev:
+        report = run_selftest(dev, frames=args.frames, progress=say)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        rt = report["round_trips"]
+        print(f"device {report['device']}: {report['info']['rows']}x{report['info']['cols']} "
+              f"array, protocol v{report['info']['version']}")
+        print(f"round trips: {rt['frames']} in {rt['seconds']} s ({rt['per_second']}/s)")
+        for layer in report["layers"]:
+            print(f"layer M={layer['M']} N={layer['N']} K={layer['K']}: "
+                  f"{'exact' if layer['exact'] else 'WRONG'}, {layer['bytes_sent']} bytes sent "
+                  f"in {layer['seconds']} s")
+        print("errors: " + ", ".join(f"{k} {v}" for k, v in report["errors"].items()))
+        print("PASS" if report["ok"] else "FAIL")
+    return 0 if report["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritium", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,15 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, required=True, help="inputs (K)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("selftest", help="check a device link: round trips, exact random "
+                                        "layers, throughput, error counts")
+    p.add_argument("--device", default="emu", help="emu, sim, serial:PATH[@BAUD] or pcie:DEV")
+    p.add_argument("--frames", type=int, default=100, help="round trips to time")
+    p.add_argument("--json", action="store_true", help="print one JSON report and nothing else")
+    p.set_defaults(func=_cmd_selftest)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .protocol import ProtocolError
     try:
         return args.func(args)
-    except ValueError as e:
+    except (ValueError, ProtocolError) as e:
         print(f"tritium: error: {e}", file=sys.stderr)
         return 2
 

@@ -35,26 +35,9 @@ from sim import cycles, packing, schedule
 
 from .protocol import BadFrame, Frame, FrameDecoder, encode_response
 
-__all__ = ["EmulatedDevice", "full_rate_count"]
+__all__ = ["EmulatedDevice"]
 
 _COUNTER_MASK = (1 << 64) - 1
-
-
-def full_rate_count(plan: schedule.Plan) -> cycles.CycleCount:
-    """The :class:`sim.cycles.CycleCount` of ``plan`` with operands always valid and the sink
-    always ready: what ``sim.cycles.simulate(cfg, plan.lengths, plan.finals)`` returns, in
-    closed form (``simulate`` steps cycle by cycle, too slow for the long layers a device runs).
-
-    Every step is busy, no input stalls, the final drain is ``rows`` cycles, and the rest of
-    ``sim.cycles.plan_cycles`` is the wait of short passes for the previous drain.
-    """
-    total = cycles.plan_cycles(plan)
-    if not plan.passes:
-        return cycles.CycleCount(total=0, busy=0, stall_input=0, stall_drain=0, drain_tail=0)
-    busy = sum(plan.lengths)
-    tail = plan.config.rows
-    return cycles.CycleCount(total=total, busy=busy, stall_input=0,
-                             stall_drain=total - busy - tail, drain_tail=tail)
 
 
 class EmulatedDevice:
@@ -226,7 +209,7 @@ class EmulatedDevice:
             return None
         plan = schedule.plan_linear(cfg, a.M, a.N, a.K, mapping="outputs")
         self._run(plan, a)
-        count = full_rate_count(plan)
+        count = cycles.full_rate_count(plan)
         for name in ("busy", "stall_input", "stall_drain", "drain_tail"):
             self._count(name, getattr(count, name))
         self._count("runs")

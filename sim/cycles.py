@@ -44,6 +44,22 @@ def full_rate_cycles(config: ArrayConfig, lengths: Sequence[int]) -> int:
     return lengths[0] + sum(max(L, R + 1) for L in lengths[1:]) + R
 
 
+def full_rate_count(plan: Plan) -> CycleCount:
+    """The :class:`CycleCount` of ``plan`` at full rate, in closed form: what
+    ``simulate(cfg, plan.lengths, plan.finals)`` returns, without stepping every cycle.
+
+    Every step is busy, no input stalls, the final drain is ``rows`` cycles, and the rest of
+    :func:`plan_cycles` is the wait of short passes for the previous drain.
+    """
+    total = plan_cycles(plan)
+    if not plan.passes:
+        return CycleCount(total=0, busy=0, stall_input=0, stall_drain=0, drain_tail=0)
+    busy = sum(plan.lengths)
+    tail = plan.config.rows
+    return CycleCount(total=total, busy=busy, stall_input=0, stall_drain=total - busy - tail,
+                      drain_tail=tail)
+
+
 def plan_cycles(plan: Plan) -> int:
     return full_rate_cycles(plan.config, plan.lengths)
 

@@ -6,7 +6,7 @@ Verilator by default; ``SIM=icarus`` selects Icarus, ``WAVES=1`` records a wavef
 import pytest
 
 from rtl.systolic import MatrixEngine
-from sim.cocotb_runner import run_bench, selected_simulator, tool_missing
+from sim.cocotb_runner import run_bench
 
 # (rows, cols, psum_width): the shapes the issue asks for, plus non-square ones and a narrow
 # partial sum that forces many chunks of K even for short layers.
@@ -19,15 +19,6 @@ SHAPES = [
     (3, 8, 12),
 ]
 TESTCASES = ["random_layers", "extremes", "full_rate"]
-
-
-@pytest.fixture(scope="session")
-def simulator():
-    sim = selected_simulator()
-    missing = tool_missing(sim)
-    if missing:
-        pytest.skip(missing)
-    return sim
 
 
 @pytest.mark.cocotb

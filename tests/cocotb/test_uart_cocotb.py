@@ -7,7 +7,7 @@ Verilator by default; ``SIM=icarus`` selects Icarus, ``WAVES=1`` records a wavef
 import pytest
 
 from rtl.uart import UARTLoopback, divisor_for
-from sim.cocotb_runner import run_bench, selected_simulator, tool_missing
+from sim.cocotb_runner import run_bench
 
 CLK_HZ = 100_000_000
 # (nominal baud, divisor): exact rates, and 3 Mbaud whose divisor 33 gives 3.03 Mbaud (+1.0%).
@@ -17,15 +17,6 @@ RATES = [
     (12_500_000, 8),
 ]
 TESTCASES = ["random_bytes", "back_to_back", "baud_fast", "baud_slow", "framing_error"]
-
-
-@pytest.fixture(scope="session")
-def simulator():
-    sim = selected_simulator()
-    missing = tool_missing(sim)
-    if missing:
-        pytest.skip(missing)
-    return sim
 
 
 def test_rates_are_what_they_claim():

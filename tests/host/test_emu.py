@@ -10,7 +10,7 @@ import pytest
 
 from firmware.commands import (RESPONSE_SYNC, Command, Counters, DeviceInfo, ReadResultsArgs,
                                RunArgs, Status)
-from host.emu import EmulatedDevice, full_rate_count
+from host.emu import EmulatedDevice
 from host.protocol import Frame, FrameDecoder, encode_request
 from sim import cycles, numerics, packing, schedule
 
@@ -298,7 +298,7 @@ def test_full_rate_count_matches_simulate():
                                    psum_bits=rng.choice([9, 10, 16]))
         plan = schedule.plan_linear(cfg, rng.randint(1, 4), rng.randint(1, 30),
                                     rng.randint(1, 700), mapping="outputs")
-        assert full_rate_count(plan) == cycles.simulate(cfg, plan.lengths, plan.finals)
+        assert cycles.full_rate_count(plan) == cycles.simulate(cfg, plan.lengths, plan.finals)
 
 
 @pytest.mark.parametrize("args", [

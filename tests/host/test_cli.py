@@ -1,0 +1,33 @@
+"""The ``tritium`` command line: plan and selftest."""
+
+import json
+
+from host.cli import main
+
+
+def test_plan_json(capsys):
+    assert main(["plan", "-m", "1", "-n", "2560", "-k", "2560", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # 10 tiles of 256 outputs x 11 chunks of K (255 steps at most per pass)
+    assert report["passes"] == 110 and report["k_chunks"] == 11
+    assert report["utilization"] >= 0.99
+
+
+def test_plan_rejects_huge_k(capsys):
+    assert main(["plan", "-n", "3", "-k", "99999999"]) == 2
+    assert "exceeds" in capsys.readouterr().err
+
+
+def test_selftest_emu_json(capsys):
+    assert main(["selftest", "--device", "emu", "--frames", "5", "--json"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out)          # nothing but the JSON on stdout
+    assert report["ok"] and all(layer["exact"] for layer in report["layers"])
+    assert report["round_trips"]["frames"] == 5
+    assert report["errors"]["retries"] == 0
+
+
+def test_selftest_missing_port(capsys):
+    assert main(["selftest", "--device", "serial:/dev/does-not-exist"]) == 2
+    err = capsys.readouterr().err
+    assert "does-not-exist" in err and "Traceback" not in err
