@@ -4,7 +4,8 @@
   ``synth_ice40`` (YoWASP), with LUT4 per partial-sum bit (the goal is about 2);
 * utilization of decode and prefill shapes from the golden cycle model and measured in RTL
   (Verilator through cocotb), which must agree;
-* simulated cycles per second of a 16x16 engine in Verilator (cocotb) and in Amaranth's simulator.
+* simulated cycles per second of a 16x16 engine in Verilator (cocotb) and in Amaranth's simulator;
+* link efficiency: bits on the link per weight uploaded, framing included (goal <= 1.65).
 
 Usage: ``python -m bench [--quick] [--only resources,utilization,speed] [--out FILE]``.
 These are measurements, not tests: the machines are shared, so quote ratios and cycle counts.
@@ -142,15 +143,34 @@ def amaranth_speed(cycles_to_run: int) -> dict:
             "cycles_per_second": round(cycles_to_run / done["seconds"])}
 
 
+def link_efficiency() -> dict:
+    """Bytes on the link per weight uploaded (base3 words plus framing), on the emulator:
+    the protocol's bytes do not depend on the device behind it."""
+    from host import open_device
+    out = {}
+    for rows, cols, max_payload in ((16, 16, 1024), (16, 16, 4096), (8, 8, 1024)):
+        with open_device("emu", rows=rows, cols=cols, weight_words=1 << 17,
+                         max_payload=max_payload) as dev:
+            w = np.random.default_rng(0).integers(-1, 2, (2560, 2560)).astype(np.int8)
+            before = dev.stats["bytes_sent"]
+            dev.load(w)
+            sent = dev.stats["bytes_sent"] - before
+        out[f"{rows}x{cols}_payload{max_payload}"] = {
+            "weights": int(w.size), "bytes_sent": sent,
+            "bits_per_weight": round(8 * sent / w.size, 4),
+        }
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small runs only (for a smoke test)")
-    parser.add_argument("--only", default="resources,utilization,speed")
+    parser.add_argument("--only", default="resources,utilization,speed,link")
     parser.add_argument("--out", type=Path, default=RESULTS / "compute_core.json")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
-    unknown = parts - {"resources", "utilization", "speed"}
+    unknown = parts - {"resources", "utilization", "speed", "link"}
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
 
@@ -175,6 +195,8 @@ def main(argv=None) -> int:
         if "speed" in parts:
             progress("Amaranth simulator: 16x16 engine at full rate")
             report["speed"]["amaranth_16x16"] = amaranth_speed(500 if args.quick else 3000)
+    if "link" in parts:
+        report["link"] = link_efficiency()
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     progress(f"wrote {args.out}")
     print(json.dumps(report, indent=2))
