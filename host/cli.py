@@ -58,6 +58,22 @@ def _cmd_selftest(args) -> int:
     return 0 if report["ok"] else 1
 
 
+def _cmd_sim_serve(args) -> int:
+    """Run the simulated board (UART included) behind a pseudo-terminal."""
+    from .sim_serve import SimServer
+    server = SimServer(rows=args.rows, cols=args.cols, divisor=args.divisor)
+    print(server.path, flush=True)
+    print(f"sim-serve: {args.rows}x{args.cols} device on {server.path}; "
+          f"open_device('serial:{server.path}'); Ctrl-C stops", file=sys.stderr, flush=True)
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritium", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=100, help="round trips to time")
     p.add_argument("--json", action="store_true", help="print one JSON report and nothing else")
     p.set_defaults(func=_cmd_selftest)
+
+    p = sub.add_parser("sim-serve", help="run the simulated board (device core + UART, bit "
+                                         "level) behind a pseudo-terminal and print its path")
+    p.add_argument("--rows", type=int, default=4)
+    p.add_argument("--cols", type=int, default=4)
+    p.add_argument("--divisor", type=int, default=8, help="simulated clock cycles per UART bit")
+    p.set_defaults(func=_cmd_sim_serve)
     return parser
 
 

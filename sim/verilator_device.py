@@ -29,11 +29,17 @@ def core_config(rows: int = 4, cols: int = 4, *, psum_width: int = 16, acc_width
                 max_payload=max_payload, frame_timeout=frame_timeout)
 
 
-def build(config: dict, *, progress=print) -> Path:
-    """Build (or reuse) the simulator binary of ``config``; return its path."""
+def build(config: dict, *, uart_divisor: int | None = None, progress=print) -> Path:
+    """Build (or reuse) the simulator binary of ``config``; return its path.
+
+    With ``uart_divisor`` the top is ``rtl.uart_device.UARTDevice`` and the harness moves the
+    bytes over its rx/tx pins bit by bit, ``uart_divisor`` cycles per bit (``sim-serve``)."""
     from rtl.core import DeviceCore
-    key = json.dumps(config, sort_keys=True) + HARNESS.read_text()
-    name = f"core_{config['rows']}x{config['cols']}_" + hashlib.sha1(key.encode()).hexdigest()[:10]
+    from rtl.uart_device import UARTDevice
+    key = json.dumps([config, uart_divisor], sort_keys=True) + HARNESS.read_text()
+    kind = f"uart{uart_divisor}_" if uart_divisor else "core_"
+    name = f"{kind}{config['rows']}x{config['cols']}_" + \
+        hashlib.sha1(key.encode()).hexdigest()[:10]
     build_dir = BUILD_ROOT / name
     binary = build_dir / "Vdevice"
     if binary.exists():
@@ -42,11 +48,13 @@ def build(config: dict, *, progress=print) -> Path:
     build_dir.mkdir(parents=True, exist_ok=True)
     progress(f"building the simulated device {config['rows']}x{config['cols']} "
              f"with Verilator in {build_dir} (once per configuration)...")
-    (build_dir / "top.v").write_text(to_verilog(DeviceCore(**config), name="top"))
+    top = UARTDevice(divisor=uart_divisor, **config) if uart_divisor else DeviceCore(**config)
+    (build_dir / "top.v").write_text(to_verilog(top, name="top"))
     env = dict(os.environ)
     env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
     cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "-O3", "-Wno-fatal",
            "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "--top-module", "top", "--prefix", "Vtop",
+           "-CFLAGS", f"-DUART_DIVISOR={uart_divisor or 0}",
            "-Mdir", str(build_dir / "obj"), "-o", str(binary), str(build_dir / "top.v"),
            str(HARNESS)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -56,8 +64,10 @@ def build(config: dict, *, progress=print) -> Path:
     return binary
 
 
-def spawn(config: dict, *, progress=print) -> subprocess.Popen:
-    """Start a simulated device; its stdin/stdout are the link."""
-    binary = build(config, progress=progress)
+def spawn(config: dict, *, uart_divisor: int | None = None,
+          progress=print) -> subprocess.Popen:
+    """Start a simulated device; its stdin/stdout are the link (bytes, or with
+    ``uart_divisor`` bytes that cross a simulated UART bit by bit)."""
+    binary = build(config, uart_divisor=uart_divisor, progress=progress)
     return subprocess.Popen([str(binary)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
