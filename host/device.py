@@ -438,7 +438,7 @@ class Device:
     def _run_layer(self, h: WeightHandle, x: np.ndarray, y: np.ndarray) -> None:
         """Split the layer so that every RUN fits the device's buffers; add into ``y``."""
         info, cfg = self._info, self.config
-        R, P = cfg.rows, cfg.pes
+        R = cfg.rows
         M, N, K, T = x.shape[0], h.N, h.K, h.tiles
         if h.resident:
             k_cap = info.act_bytes

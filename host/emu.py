@@ -227,22 +227,16 @@ class EmulatedDevice:
         w = (self.weights[a.weights:a.weights + tiles * K].astype(np.int8) - 1)
         w = w.reshape(tiles, K, P).transpose(0, 2, 1).reshape(tiles * P, K)
         x = self.acts[a.acts:a.acts + M * K].reshape(M, K)
-        psum_lim = 1 << (cfg.psum_bits - 1)
-        acc_lim = 1 << (cfg.acc_bits - 1)
-        acc = None
-        for p in plan.passes:
-            t = int(p.outputs[0, 0]) // P           # the tile of this pass
-            m = int(p.tokens[0])                    # its token (row 0 is always used)
+
+        def whole_words(p, w, x):
             # The sequencer computes every PE (the padding ones see the padding trits) and
             # broadcasts the token's activation to every row.
-            beat = dataclasses.replace(
-                p, outputs=np.arange(t * P, (t + 1) * P).reshape(R, C),
-                tokens=np.full(R, m))
-            weights, acts = schedule.pass_operands(beat, w, x)
-            psum = np.einsum("krc,kr->rc", weights.astype(np.int64), acts.astype(np.int64))
-            assert -psum_lim <= psum.min() and psum.max() < psum_lim, "partial sum overflow"
-            acc = psum if p.first_chunk else acc + psum
-            assert -acc_lim <= acc.min() and acc.max() < acc_lim, "accumulator overflow"
-            if p.last_chunk:
-                row = a.results + (t * M + m) * R
-                self.results[row:row + R] = acc
+            t = int(p.outputs[0, 0]) // P           # the tile of this pass
+            beat = dataclasses.replace(p, outputs=np.arange(t * P, (t + 1) * P).reshape(R, C),
+                                       tokens=np.full(R, int(p.tokens[0])))
+            return schedule.pass_operands(beat, w, x)
+
+        for p, sums in schedule.tile_sums(plan, w, x, whole_words):
+            t, m = int(p.outputs[0, 0]) // P, int(p.tokens[0])   # row 0 is always used
+            row = a.results + (t * M + m) * R
+            self.results[row:row + R] = sums

@@ -301,7 +301,6 @@ class DeviceCore(wiring.Component):
         # RUN parameters and derived values.
         run_w, run_a, run_r = Signal(32), Signal(32), Signal(32)
         run_m, run_n, run_k = Signal(16), Signal(32), Signal(32)
-        tiles = Signal(32)
         need_words, need_acts, need_rows, tile_rows = Signal(33), Signal(33), Signal(33), Signal(33)
         n_chunks, chunk_q, chunk_r = Signal(32), Signal(32), Signal(32)
         seq_start = Signal()
@@ -373,7 +372,7 @@ class DeviceCore(wiring.Component):
                         m.d.sync += [run_w.eq(arg(0, 4)), run_a.eq(arg(4, 4)),
                                      run_r.eq(arg(8, 4)), run_m.eq(arg(12, 2)),
                                      run_n.eq(arg(14, 4)), run_k.eq(arg(18, 4)),
-                                     tiles.eq(0), need_words.eq(0), tile_rows.eq(0),
+                                     need_words.eq(0), tile_rows.eq(0),
                                      count.eq(0)]
                         with m.If((length != ARGS_BYTES) | (arg(12, 2) == 0) |
                                   (arg(14, 4) == 0) | (arg(18, 4) == 0) |
@@ -447,7 +446,7 @@ class DeviceCore(wiring.Component):
             # RUN: count tiles and check the memories hold the layer (no multiplier: sums).
             with m.State("RUN_TILES"):
                 with m.If(count < run_n):
-                    m.d.sync += [count.eq(count + R * C), tiles.eq(tiles + 1),
+                    m.d.sync += [count.eq(count + R * C),
                                  need_words.eq(need_words + run_k), tile_rows.eq(tile_rows + R)]
                     with m.If(run_w + need_words > self.weight_words):
                         respond(Status.BAD_ARGUMENT)

@@ -204,28 +204,37 @@ def scatter_tile(plan: Plan, p: Pass, tile: np.ndarray, y: np.ndarray) -> None:
     y[rows[used], p.outputs[used]] = tile[used]
 
 
-def execute(plan: Plan, w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Run a plan the way the array does, pass by pass, checking every width on the way.
+def tile_sums(plan: Plan, w: np.ndarray, x: np.ndarray, operands=None):
+    """Run a plan the way the array does, pass by pass, checking every width on the way, and
+    yield ``(pass, sums)`` with the ``(rows, cols)`` totals of each finished tile.
 
-    This is the dataflow's golden model (the emulator device uses it); it must agree with
-    ``numerics.ternary_matmul`` and the RTL alike.
+    ``operands(pass, w, x)`` gives a pass's beats (default :func:`pass_operands`); the emulator
+    passes one that reads whole weight words, padding included, as the device's sequencer does.
     """
     cfg = plan.config
-    w = numerics.check_ternary(w)
-    x = numerics.check_int8(x)
-    if w.shape != (plan.N, plan.K) or x.shape != (plan.M, plan.K):
-        raise ValueError(f"operands {w.shape}, {x.shape} do not match the plan "
-                         f"(N, K)=({plan.N}, {plan.K}), (M, K)=({plan.M}, {plan.K})")
+    operands = operands or pass_operands
     psum_lim = 1 << (cfg.psum_bits - 1)
     acc_lim = 1 << (cfg.acc_bits - 1)
-    y = np.zeros((plan.M, plan.N), dtype=np.int64)
     acc = None
     for p in plan.passes:
-        weights, acts = pass_operands(p, w, x)
+        weights, acts = operands(p, w, x)
         psum = np.einsum("krc,kr->rc", weights.astype(np.int64), acts.astype(np.int64))
         assert -psum_lim <= psum.min() and psum.max() < psum_lim, "partial sum overflow"
         acc = psum if p.first_chunk else acc + psum
         assert -acc_lim <= acc.min() and acc.max() < acc_lim, "accumulator overflow"
         if p.last_chunk:
-            scatter_tile(plan, p, acc, y)
+            yield p, acc
+
+
+def execute(plan: Plan, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The product a plan computes, through :func:`tile_sums`: the dataflow's golden model;
+    it must agree with ``numerics.ternary_matmul`` and the RTL alike."""
+    w = numerics.check_ternary(w)
+    x = numerics.check_int8(x)
+    if w.shape != (plan.N, plan.K) or x.shape != (plan.M, plan.K):
+        raise ValueError(f"operands {w.shape}, {x.shape} do not match the plan "
+                         f"(N, K)=({plan.N}, {plan.K}), (M, K)=({plan.M}, {plan.K})")
+    y = np.zeros((plan.M, plan.N), dtype=np.int64)
+    for p, sums in tile_sums(plan, w, x):
+        scatter_tile(plan, p, sums, y)
     return numerics.to_int32(y)
