@@ -5,9 +5,13 @@
 * utilization of decode and prefill shapes from the golden cycle model and measured in RTL
   (Verilator through cocotb), which must agree;
 * simulated cycles per second of a 16x16 engine in Verilator (cocotb) and in Amaranth's simulator;
-* link efficiency: bits on the link per weight uploaded, framing included (goal <= 1.65).
+* link efficiency: bits on the link per weight uploaded, framing included (goal <= 1.65);
+* the device core (``device``): the ``sim`` device (16x16 core in Verilator) running whole
+  layers: simulated cycles per second (goal >= 1M), utilization from the device's own
+  counters, link bytes per ``linear`` call with resident weights, and the control program's
+  cycles before the first operand (Amaranth simulator).
 
-Usage: ``python -m bench [--quick] [--only resources,utilization,speed] [--out FILE]``.
+Usage: ``python -m bench [--quick] [--only resources,utilization,speed,link,device] [--out FILE]``.
 These are measurements, not tests: the machines are shared, so quote ratios and cycle counts.
 """
 
@@ -162,15 +166,116 @@ def link_efficiency() -> dict:
     return out
 
 
+def control_cycles(rows: int, cols: int, M: int, N: int, K: int) -> dict:
+    """Cycles the ``linear`` program spends before its first sweep and in total, with the
+    sequencer always ready and idle (Amaranth simulator of rtl.controller)."""
+    from amaranth.sim import Simulator
+
+    from firmware.isa import param_values
+    from firmware.programs import FIRMWARE, linear_args
+    from rtl.controller import Controller
+    cfg = schedule.ArrayConfig(rows, cols)
+    params = param_values(rows=rows, cols=cols, weight_words=1 << 16, act_bytes=1 << 16,
+                          result_rows=1 << 12, pass_k_max=cfg.pass_k_max, k_max=cfg.k_max)
+    dut = Controller(program_words=64, params=params, init=FIRMWARE.words)
+    a = linear_args(0, 0, 0, M, N, K)
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(dut.entry, a.entry)
+        for i, v in enumerate(a.args):
+            ctx.set(dut.args[i], v)
+        ctx.set(dut.start, 1)
+        ctx.set(dut.idle, 1)
+        ctx.set(dut.sweep.ready, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        t = 1
+        while not ctx.get(dut.done):
+            if ctx.get(dut.sweep.valid):
+                seen.setdefault("first_sweep", t)
+            await ctx.tick()
+            t += 1
+        seen["done"] = t
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    plan = schedule.plan_linear(schedule.ArrayConfig(rows, cols), M, N, K, mapping="outputs")
+    stream = cycles.plan_cycles(plan)
+    return {"rows": rows, "cols": cols, "M": M, "N": N, "K": K,
+            "cycles_to_first_sweep": seen["first_sweep"], "stream_cycles": stream,
+            "control_fraction": round(seen["first_sweep"] / (seen["first_sweep"] + stream), 4)}
+
+
+def device_core(quick: bool) -> dict:
+    """Whole layers on the ``sim`` device, measured from its own counters; link bytes per
+    resident ``linear`` call on ``emu`` (the protocol's bytes do not depend on the device)."""
+    from firmware.commands import Command
+    from firmware.programs import linear_args
+    from host import open_device
+    out = {"control": {"linear_decode_16x16": control_cycles(16, 16, 1, 512, 2560)}}
+    rng = np.random.default_rng(1)
+    rows = cols = 8 if quick else 16
+    layers = {"decode": (1, 512, 2560), "prefill": (16, 256, 2560)}
+    progress(f"sim device {rows}x{cols}: building / running whole layers")
+    sim_out = {}
+    with open_device("sim", rows=rows, cols=cols, weight_words=8192, act_bytes=65536,
+                     result_rows=1024, max_payload=4096) as dev:
+        for name, (M, N, K) in layers.items():
+            w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+            x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+            h = dev.load(w)
+            dev._write_acts(0, x.tobytes())
+            dev._request(Command.CLEAR_COUNTERS)
+            t0 = time.perf_counter()
+            dev._request(Command.RUN, linear_args(h.base, 0, 0, M, N, K).to_bytes(),
+                         extra_time=120.0)
+            seconds = time.perf_counter() - t0
+            c = dev.read_counters()
+            counted = c.busy + c.stall_input + c.stall_drain + c.drain_tail
+            plan = schedule.plan_linear(dev.config, M, N, K, mapping="outputs")
+            y = dev.linear(h, x)
+            assert (y == x.astype(np.int64) @ w.T.astype(np.int64)).all(), "sim device wrong"
+            sim_out[name] = {
+                "M": M, "N": N, "K": K, "device_cycles": counted,
+                "model_cycles": cycles.plan_cycles(plan),
+                "utilization": round(plan.useful_macs / (dev.config.pes * counted), 4),
+                "run_seconds": round(seconds, 3),
+                "simulated_cycles_per_second": round(counted / seconds),
+            }
+            dev.free(h)
+    out[f"sim_{rows}x{cols}"] = sim_out
+    link = {}
+    with open_device("emu", rows=16, cols=16, weight_words=1 << 15) as dev:
+        for name, (M, N, K) in {"decode_2560x2560": (1, 2560, 2560),
+                                "prefill16_2560x2560": (16, 2560, 2560)}.items():
+            h = dev.load(rng.integers(-1, 2, (N, K)).astype(np.int8))
+            x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+            before = dev.stats
+            dev.linear(h, x)
+            after = dev.stats
+            sent = after["bytes_sent"] - before["bytes_sent"]
+            received = after["bytes_received"] - before["bytes_received"]
+            link[name] = {"M": M, "N": N, "K": K, "bytes_sent": sent,
+                          "bytes_received": received, "frames": after["frames"] - before["frames"],
+                          "payload_bytes": M * K + 4 * M * N,
+                          "overhead": round((sent + received) / (M * K + 4 * M * N) - 1, 4)}
+            dev.free(h)
+    out["resident_linear_link_bytes"] = link
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small runs only (for a smoke test)")
-    parser.add_argument("--only", default="resources,utilization,speed,link")
+    parser.add_argument("--only", default="resources,utilization,speed,link,device")
     parser.add_argument("--out", type=Path, default=RESULTS / "compute_core.json")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
-    unknown = parts - {"resources", "utilization", "speed", "link"}
+    unknown = parts - {"resources", "utilization", "speed", "link", "device"}
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
 
@@ -197,6 +302,8 @@ def main(argv=None) -> int:
             report["speed"]["amaranth_16x16"] = amaranth_speed(500 if args.quick else 3000)
     if "link" in parts:
         report["link"] = link_efficiency()
+    if "device" in parts:
+        report["device"] = device_core(args.quick)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     progress(f"wrote {args.out}")
     print(json.dumps(report, indent=2))

@@ -1,4 +1,4 @@
-"""The link protocol's vocabulary, defined once (docs/protocol.md, version 1).
+"""The link protocol's vocabulary, defined once (docs/protocol.md, version 2).
 
 Everything both ends of the link must agree on lives here and nowhere else: the command and
 status codes (Amaranth enums with an 8-bit shape, so that gateware can switch on them and the
@@ -25,13 +25,14 @@ __all__ = [
     "FRAME_OVERHEAD", "MAX_LENGTH", "Command", "Status", "FORMAT_BASE3",
     "INFO_FORMAT", "INFO_SIZE", "DeviceInfo",
     "ADDRESS_FORMAT", "ADDRESS_SIZE",
-    "RUN_FORMAT", "RUN_SIZE", "RunArgs",
+    "RUN_FORMAT", "RUN_SIZE", "RUN_ARGS", "RunArgs", "FAULT_FORMAT", "FAULT_SIZE",
+    "INSTRUCTION_BYTES",
     "READ_RESULTS_FORMAT", "READ_RESULTS_SIZE", "ReadResultsArgs", "RESULT_DTYPE",
     "MAX_RESPONSE_PAYLOAD",
     "COUNTER_NAMES", "COUNTERS_FORMAT", "COUNTERS_SIZE", "Counters",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 REQUEST_SYNC = 0xA5          # first byte of every request (host to device)
 RESPONSE_SYNC = 0x5A         # first byte of every response (device to host)
 
@@ -52,6 +53,7 @@ class Command(enum.Enum, shape=8):
     RESET = 0x02
     WRITE_WEIGHTS = 0x10
     WRITE_ACTS = 0x11
+    WRITE_PROGRAM = 0x12
     RUN = 0x20
     READ_RESULTS = 0x21
     READ_COUNTERS = 0x30
@@ -69,6 +71,7 @@ class Status(enum.Enum, shape=8):
     BAD_LENGTH = 0x02
     UNKNOWN_COMMAND = 0x03
     BAD_ARGUMENT = 0x04
+    PROGRAM_FAULT = 0x05
 
 
 #: Bit of ``DeviceInfo.formats``: ``WRITE_WEIGHTS`` accepts base3 words.
@@ -98,9 +101,9 @@ def _unpack(cls, fmt: str, size: int, data) -> tuple:
 # ---------------------------------------------------------------------------------------------
 
 #: version, rows, cols, act_bits, psum_bits, acc_bits, formats, weight_words, act_bytes,
-#: result_rows, max_payload, frame_timeout, clock_hz
-INFO_FORMAT = "<HHHBBBBIIIHII"
-INFO_SIZE = struct.calcsize(INFO_FORMAT)       # 32
+#: result_rows, max_payload, frame_timeout, clock_hz, program_words
+INFO_FORMAT = "<HHHBBBBIIIHIIH"
+INFO_SIZE = struct.calcsize(INFO_FORMAT)       # 34
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class DeviceInfo:
     max_payload: int = 0        # largest request payload the device accepts
     frame_timeout: int = 0      # cycles of silence that drop a partial frame
     clock_hz: int = 0           # core clock, 0 when unknown
+    program_words: int = 0      # program memory depth in 32-bit instructions
 
     def to_bytes(self) -> bytes:
         _check_fields(self, INFO_FORMAT)
@@ -145,29 +149,45 @@ class DeviceInfo:
 ADDRESS_FORMAT = "<I"
 ADDRESS_SIZE = struct.calcsize(ADDRESS_FORMAT)  # 4
 
-#: weights (word), acts (byte), results (row), M, N, K
-RUN_FORMAT = "<IIIHII"
-RUN_SIZE = struct.calcsize(RUN_FORMAT)          # 22
+#: entry (program address), then r0 .. r5 for the program (firmware.isa)
+RUN_FORMAT = "<H6I"
+RUN_SIZE = struct.calcsize(RUN_FORMAT)          # 26
+RUN_ARGS = 6
 
 
 @dataclass(frozen=True)
 class RunArgs:
-    """The payload of a ``RUN`` request."""
-    weights: int      # first weight word of the layer (tile t, step k at weights + t*K + k)
-    acts: int         # first activation byte (x[m, k] at acts + m*K + k)
-    results: int      # first result row
-    M: int
-    N: int
-    K: int
+    """The payload of a ``RUN`` request: where the program starts and its six arguments
+    (``firmware.programs.linear_args`` builds them for a layer)."""
+    entry: int
+    args: tuple = (0, 0, 0, 0, 0, 0)
+
+    def __post_init__(self):
+        args = tuple(self.args) + (0,) * (RUN_ARGS - len(tuple(self.args)))
+        object.__setattr__(self, "args", args)
 
     def to_bytes(self) -> bytes:
-        _check_fields(self, RUN_FORMAT)
-        return struct.pack(RUN_FORMAT, self.weights, self.acts, self.results,
-                           self.M, self.N, self.K)
+        if len(self.args) != RUN_ARGS:
+            raise ValueError(f"RunArgs: at most {RUN_ARGS} arguments, got {len(self.args)}")
+        for i, v in enumerate((self.entry,) + self.args):
+            bits = 16 if i == 0 else 32
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < (1 << bits):
+                name = "entry" if i == 0 else f"r{i - 1}"
+                raise ValueError(f"RunArgs.{name} = {v!r} does not fit u{bits}")
+        return struct.pack(RUN_FORMAT, self.entry, *self.args)
 
     @classmethod
     def from_bytes(cls, data) -> "RunArgs":
-        return cls(*_unpack(cls, RUN_FORMAT, RUN_SIZE, data))
+        entry, *args = _unpack(cls, RUN_FORMAT, RUN_SIZE, data)
+        return cls(entry, tuple(args))
+
+
+#: A PROGRAM_FAULT response's payload: the program address and the cause (firmware.isa.Fault).
+FAULT_FORMAT = "<HB"
+FAULT_SIZE = struct.calcsize(FAULT_FORMAT)      # 3
+
+#: WRITE_PROGRAM data: little-endian 32-bit instruction words after the address.
+INSTRUCTION_BYTES = 4
 
 
 #: row, rows

@@ -74,6 +74,25 @@ def _cmd_sim_serve(args) -> int:
     return 0
 
 
+def _cmd_asm(args) -> int:
+    """Assemble a control program: listing, or the words as hex / JSON."""
+    from firmware.asm import assemble
+    from firmware.programs import FIRMWARE
+    try:
+        text = open(args.file).read() if args.file != "-" else sys.stdin.read()
+    except OSError as e:
+        raise ValueError(f"cannot read {args.file}: {e.strerror}") from None
+    base = len(FIRMWARE) if args.base is None else args.base
+    prog = assemble(text, base=base, source=args.file)
+    if args.json:
+        print(json.dumps({"base": prog.base, "words": prog.words, "labels": prog.labels}))
+    else:
+        print(prog.listing())
+        print(f"{len(prog)} words at {prog.base} .. {prog.base + len(prog) - 1}; entry points: "
+              + ", ".join(f"{n}={a}" for n, a in prog.labels.items()), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritium", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cols", type=int, default=4)
     p.add_argument("--divisor", type=int, default=8, help="simulated clock cycles per UART bit")
     p.set_defaults(func=_cmd_sim_serve)
+
+    p = sub.add_parser("asm", help="assemble a control program (docs/firmware.md) and print "
+                                   "its listing")
+    p.add_argument("file", help="assembly source ('-' for stdin)")
+    p.add_argument("--base", type=int, default=None,
+                   help="program address of the first instruction (default: right after the "
+                        "shipped firmware)")
+    p.add_argument("--json", action="store_true", help="print {base, words, labels} as JSON")
+    p.set_defaults(func=_cmd_asm)
     return parser
 
 

@@ -21,10 +21,12 @@ import time
 
 import numpy as np
 
-from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, FORMAT_BASE3, FRAME_OVERHEAD,
-                               MAX_LENGTH, PROTOCOL_VERSION, RESPONSE_SYNC, RESULT_DTYPE,
-                               RUN_SIZE, Command, Counters, DeviceInfo, ReadResultsArgs, RunArgs,
-                               Status)
+from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, FAULT_FORMAT, FAULT_SIZE,
+                               FORMAT_BASE3, FRAME_OVERHEAD, INSTRUCTION_BYTES, MAX_LENGTH,
+                               PROTOCOL_VERSION, RESPONSE_SYNC, RESULT_DTYPE, RUN_SIZE, Command,
+                               Counters, DeviceInfo, ReadResultsArgs, RunArgs, Status)
+from firmware.isa import Fault
+from firmware.programs import FIRMWARE, linear_args
 from sim import cycles, numerics, packing, schedule
 
 from .protocol import (BadFrame, DeviceError, DeviceTimeout, FrameDecoder, PayloadTooLarge,
@@ -120,7 +122,7 @@ class WeightHandle:
 
 
 class Device:
-    """A tritium device behind a :class:`Transport`, speaking protocol v1.
+    """A tritium device behind a :class:`Transport`, speaking the link protocol (docs/protocol.md).
 
     ``timeout`` is the base wait for a response in seconds (stretched for long frames on slow
     links and for long ``RUN`` commands when the clock is known); a request is sent again with
@@ -172,10 +174,15 @@ class Device:
                             f"({info.rows} rows)")
         if info.weight_words < 1 or info.act_bytes < 1:
             problems.append("weight memory or activation buffer is empty")
+        if info.program_words < len(FIRMWARE):
+            problems.append(f"program memory of {info.program_words} words cannot hold the "
+                            f"{len(FIRMWARE)}-word firmware")
         if problems:
             raise ProtocolError(f"{self.name}: unusable device: " + "; ".join(problems))
         self._free = [(0, info.weight_words)]        # free weight memory: (start, size)
         self._request(Command.RESET)
+        # The device may hold another build's firmware (or a user's programs): load ours.
+        self.load_program(FIRMWARE.words)
 
     # -- properties ----------------------------------------------------------------------
 
@@ -257,8 +264,16 @@ class Device:
                 # than max_payload): send it again.
                 problem = f"device answered {status.name}"
                 continue
-            raise DeviceError(f"{self.name}: {cmd.name} failed: device answered {status.name}",
-                              status, cmd)
+            detail = ""
+            if status is Status.PROGRAM_FAULT and len(resp) == FAULT_SIZE:
+                pc, cause = struct.unpack(FAULT_FORMAT, resp)
+                try:
+                    cause = Fault(cause).name
+                except ValueError:
+                    pass
+                detail = f" (control program fault at pc {pc}: {cause})"
+            raise DeviceError(f"{self.name}: {cmd.name} failed: device answered "
+                              f"{status.name}{detail}", status, cmd)
         raise DeviceTimeout(f"{self.name}: no valid response to {cmd.name} (seq {seq}) after "
                             f"{self.retries + 1} attempt(s); last problem: {problem}")
 
@@ -286,6 +301,30 @@ class Device:
                 # a good frame with another seq is a late answer to an earlier request: skip
             if corrupted:
                 return None, None, corrupted
+
+    def load_program(self, words, at: int = 0) -> None:
+        """Write control program words (``firmware.asm``) into program memory from ``at``.
+
+        :meth:`linear` needs the shipped firmware at address 0 (loaded when the device
+        opens); put your own programs after it (``at=len(firmware.programs.FIRMWARE)``)."""
+        words = [int(w) for w in words]
+        if any(not 0 <= w < (1 << 32) for w in words):
+            raise ValueError("program words must be 32-bit unsigned integers")
+        if at < 0 or at + len(words) > self._info.program_words:
+            raise ValueError(f"{len(words)} words from {at} do not fit the "
+                             f"{self._info.program_words}-word program memory")
+        step = (self._max_payload - ADDRESS_SIZE) // INSTRUCTION_BYTES
+        for i in range(0, len(words), step):
+            chunk = b"".join(w.to_bytes(INSTRUCTION_BYTES, "little")
+                             for w in words[i:i + step])
+            self._request(Command.WRITE_PROGRAM, struct.pack(ADDRESS_FORMAT, at + i) + chunk)
+
+    def run_program(self, entry: int, *args: int, timeout: float | None = None) -> None:
+        """Run the control program at ``entry`` with up to six arguments in r0..r5; returns
+        when it halts. A FAIL raises :class:`DeviceError` with ``BAD_ARGUMENT``, a fault with
+        ``PROGRAM_FAULT`` (the message names the pc and the cause)."""
+        self._request(Command.RUN, RunArgs(entry, tuple(args)).to_bytes(),
+                      extra_time=timeout or 0.0)
 
     def read_counters(self) -> Counters:
         """The device's counters as they stand (``READ_COUNTERS``)."""
@@ -487,7 +526,7 @@ class Device:
         plan = schedule.plan_linear(cfg, Mc, Nc, Kc, mapping="outputs")
         model = cycles.plan_cycles(plan)
         extra = 2.0 * model / self._info.clock_hz if self._info.clock_hz else 0.0
-        self._request(Command.RUN, RunArgs(weights, 0, 0, Mc, Nc, Kc).to_bytes(),
+        self._request(Command.RUN, linear_args(weights, 0, 0, Mc, Nc, Kc).to_bytes(),
                       extra_time=extra)
         self._stats["model_cycles"] += model
         finals = [p for p in plan.passes if p.last_chunk]     # tile-major, then token

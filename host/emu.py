@@ -12,12 +12,16 @@ specifies and ``rtl.core.DeviceCore`` implements:
   and a new ``feed()`` is dropped;
 * arguments are checked before anything is written (``BAD_ARGUMENT``: nothing changes);
 * weight memory holds 2-bit codes (``t + 1``), decoded from base3 once, at the link;
-* ``RUN`` plans the layer with ``sim.schedule.plan_linear(..., mapping="outputs")`` and runs its
-  passes in order, with the operand beats of ``sim.schedule.pass_operands`` taken from the
-  memories exactly as the sequencer reads them (whole weight words, padding trits included;
-  the token's activation on every row), summing chunks of K like the accumulator and writing
-  one row of ``cols`` int32 sums per result beat in the layout of docs/protocol.md;
-* the cycle counters add the full-rate :class:`sim.cycles.CycleCount` of each plan.
+* ``RUN`` runs the control program in program memory with ``firmware.machine`` (the reference
+  of ``rtl.controller``) and carries out the sweeps it issues: each sweep is planned with
+  ``sim.schedule.plan_linear(..., mapping="outputs", n_chunks=...)`` over one tile of whole
+  weight words (padding trits included) and run pass by pass through
+  ``sim.schedule.tile_sums``, writing one row of ``cols`` int32 sums per result beat from the
+  result pointer on (docs/protocol.md);
+* the cycle counters add the full-rate :class:`sim.cycles.CycleCount` of the passes streamed
+  back to back (sweeps separated by an instruction that waits for the sequencer, such as
+  ``SPLIT`` or ``SETR``, are counted as separate streams). That is what the RTL counts when
+  sweeps come from a one-instruction ``LOOP`` body, as in the shipped programs.
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ import struct
 
 import numpy as np
 
-from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, FORMAT_BASE3,
-                               PROTOCOL_VERSION, REQUEST_SYNC, RESULT_DTYPE, RUN_SIZE, Command,
-                               Counters, DeviceInfo, ReadResultsArgs, READ_RESULTS_SIZE, RunArgs,
-                               Status, MAX_LENGTH)
+from firmware import machine
+from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, FAULT_FORMAT,
+                               FORMAT_BASE3, INSTRUCTION_BYTES, MAX_LENGTH, PROTOCOL_VERSION,
+                               READ_RESULTS_SIZE, REQUEST_SYNC, RESULT_DTYPE, RUN_SIZE, Command,
+                               Counters, DeviceInfo, ReadResultsArgs, RunArgs, Status)
+from firmware.isa import param_values
+from firmware.programs import FIRMWARE
 from sim import cycles, packing, schedule
 
 from .protocol import BadFrame, Frame, FrameDecoder, encode_response
@@ -41,19 +48,20 @@ _COUNTER_MASK = (1 << 64) - 1
 
 
 class EmulatedDevice:
-    """A tritium device in Python, speaking protocol v1 over ``feed()`` / ``read()``.
+    """A tritium device in Python, speaking the link protocol (docs/protocol.md) over ``feed()`` / ``read()``.
 
     Parameters follow ``rtl.core.DeviceCore``: the array (``rows``, ``cols``, ``psum_bits``,
     ``acc_bits``), the memories (``weight_words`` words of ``rows*cols`` trits, ``act_bytes``,
     ``result_words`` rows of ``cols`` int32 sums — INFO reports it as ``result_rows``, which is
     accepted as an alias), ``max_payload`` (largest request payload), ``frame_timeout`` and
-    ``clock_hz`` (reported by INFO).
+    ``clock_hz`` (reported by INFO) and ``program_words`` (the control program memory, which
+    starts with ``firmware.programs.FIRMWARE`` like the RTL's).
     """
 
     def __init__(self, rows: int = 16, cols: int = 16, psum_bits: int = 16, acc_bits: int = 32,
                  weight_words: int = 8192, act_bytes: int = 65536, result_words: int = 65536,
                  max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0,
-                 *, result_rows: int | None = None):
+                 *, result_rows: int | None = None, program_words: int = 64):
         self.config = schedule.ArrayConfig(rows=rows, cols=cols, psum_bits=psum_bits,
                                            acc_bits=acc_bits)
         if result_rows is not None:
@@ -62,6 +70,9 @@ class EmulatedDevice:
                         ("result_words", result_words)):
             if not isinstance(v, int) or not 1 <= v < (1 << 32):
                 raise ValueError(f"{name} must be an integer in 1 .. 2**32-1, got {v!r}")
+        if not isinstance(program_words, int) or not len(FIRMWARE) <= program_words < (1 << 16):
+            raise ValueError(f"program_words must be in {len(FIRMWARE)} .. 65535 (the firmware "
+                             f"has {len(FIRMWARE)} words), got {program_words!r}")
         if not isinstance(max_payload, int) or not RUN_SIZE <= max_payload <= MAX_LENGTH:
             raise ValueError(f"max_payload must be in {RUN_SIZE} .. {MAX_LENGTH} (a RUN request "
                              f"carries {RUN_SIZE} bytes), got {max_payload!r}")
@@ -70,17 +81,23 @@ class EmulatedDevice:
                                acc_bits=acc_bits, formats=FORMAT_BASE3,
                                weight_words=weight_words, act_bytes=act_bytes,
                                result_rows=result_words, max_payload=max_payload,
-                               frame_timeout=frame_timeout, clock_hz=clock_hz)
+                               frame_timeout=frame_timeout, clock_hz=clock_hz,
+                               program_words=program_words)
         self._info_bytes = self.info.to_bytes()   # validates every field's range
         self.word_bytes = packing.packed_size(rows * cols, "base3")
         # Memories start at zero, like the RTL's block RAM (weight code 0 is the trit -1).
         self.weights = np.zeros((weight_words, rows * cols), dtype=np.uint8)
         self.acts = np.zeros(act_bytes, dtype=np.int8)
         self.results = np.zeros((result_words, cols), dtype=np.int32)
+        self.program = list(FIRMWARE.words) + [0] * (program_words - len(FIRMWARE))
+        self.params = param_values(rows=rows, cols=cols, weight_words=weight_words,
+                                   act_bytes=act_bytes, result_rows=result_words,
+                                   pass_k_max=self.config.pass_k_max, k_max=self.config.k_max)
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._decoder = FrameDecoder(REQUEST_SYNC, max_payload)
         self._out = bytearray()
-        self.last_plan: schedule.Plan | None = None   # the plan of the latest RUN
+        self.last_outcome: machine.Outcome | None = None   # how the latest RUN went
+        self.result_row = 0        # the sequencer's result pointer (SETR moves it)
 
     # -- byte stream ---------------------------------------------------------------------
 
@@ -135,6 +152,8 @@ class EmulatedDevice:
         result = handler(p)
         if result is None:
             return Status.BAD_ARGUMENT, b""
+        if isinstance(result, tuple):          # a status of its own (RUN)
+            return result
         return Status.OK, result
 
     def _cmd_info(self, p: bytes):
@@ -194,49 +213,71 @@ class EmulatedDevice:
             return None
         return self.results[a.row:a.row + a.rows].astype(RESULT_DTYPE).tobytes()
 
+    def _cmd_write_program(self, p: bytes):
+        a = self._address(p)
+        if a is None:
+            return None
+        addr, data = a
+        n, rest = divmod(len(data), INSTRUCTION_BYTES)
+        if rest or addr + n > self.info.program_words:
+            return None
+        self.program[addr:addr + n] = [int.from_bytes(data[i:i + 4], "little")
+                                       for i in range(0, len(data), INSTRUCTION_BYTES)]
+        return b""
+
     def _cmd_run(self, p: bytes):
         if len(p) != RUN_SIZE:
             return None
         a = RunArgs.from_bytes(p)
-        cfg = self.config
-        if a.M == 0 or a.N == 0 or a.K == 0 or a.K > cfg.k_max:
+        if a.entry >= self.info.program_words:
             return None
-        R, P = cfg.rows, cfg.pes
-        tiles = -(-a.N // P)
-        if (a.weights + tiles * a.K > self.info.weight_words
-                or a.acts + a.M * a.K > self.info.act_bytes
-                or a.results + tiles * a.M * R > self.info.result_rows):
-            return None
-        plan = schedule.plan_linear(cfg, a.M, a.N, a.K, mapping="outputs")
-        self._run(plan, a)
-        count = cycles.full_rate_count(plan)
+        self._count("runs")
+        out = machine.run(self.program, a.entry, a.args, self.params)
+        self.last_outcome = out
+        stream: list[int] = []             # pass lengths streamed back to back
+        for ev in out.events:
+            if isinstance(ev, machine.Sweep):
+                stream += self._sweep(ev)
+            else:                          # SPLIT and SETR wait until the stream has drained
+                self._count_stream(stream)
+                stream = []
+                if isinstance(ev, machine.SetResults):
+                    self.result_row = ev.row
+        self._count_stream(stream)
+        if out.status is Status.PROGRAM_FAULT:
+            return out.status, struct.pack(FAULT_FORMAT, out.fault_pc, out.fault.value)
+        return out.status, b""
+
+    def _count_stream(self, lengths: list[int]) -> None:
+        count = cycles.full_rate_count_of(self.config, lengths)
         for name in ("busy", "stall_input", "stall_drain", "drain_tail"):
             self._count(name, getattr(count, name))
-        self._count("runs")
-        self.last_plan = plan
-        return b""
 
-    def _run(self, plan: schedule.Plan, a: RunArgs) -> None:
-        """Run the passes of ``plan`` on the memories, as the sequencer streams them."""
-        cfg = plan.config
-        R, C, P = cfg.rows, cfg.cols, cfg.pes
-        M, K = plan.M, plan.K
-        tiles = -(-plan.N // P)
-        # What the sequencer reads: word weights + t*K + k holds outputs t*P .. t*P + P-1 at
-        # step k, all P trits of it (padding included); byte acts + m*K + k is x[m, k].
-        w = (self.weights[a.weights:a.weights + tiles * K].astype(np.int8) - 1)
-        w = w.reshape(tiles, K, P).transpose(0, 2, 1).reshape(tiles * P, K)
-        x = self.acts[a.acts:a.acts + M * K].reshape(M, K)
+    def _sweep(self, sw: machine.Sweep) -> list[int]:
+        """Carry out one sweep as the sequencer streams it; return its pass lengths.
 
-        def whole_words(p, w, x):
-            # The sequencer computes every PE (the padding ones see the padding trits) and
-            # broadcasts the token's activation to every row.
-            t = int(p.outputs[0, 0]) // P           # the tile of this pass
-            beat = dataclasses.replace(p, outputs=np.arange(t * P, (t + 1) * P).reshape(R, C),
-                                       tokens=np.full(R, int(p.tokens[0])))
-            return schedule.pass_operands(beat, w, x)
+        Words and bytes outside the memories read as zero and result rows outside the buffer
+        are dropped (the shipped programs check their bounds; other programs get what they
+        ask for)."""
+        cfg = self.config
+        R, P, K, M = cfg.rows, cfg.pes, sw.split.k, sw.tokens
+        plan = schedule.plan_linear(cfg, M, P, K, mapping="outputs", n_chunks=sw.split.n)
+        words = _window(self.weights, sw.weights, K)                 # (K, P) codes
+        w = words.T.astype(np.int8) - 1                              # (P, K) trits
+        x = _window(self.acts, sw.acts, M * K).reshape(M, K)
+        for p, sums in schedule.tile_sums(plan, w, x):
+            row = self.result_row
+            for j in range(R):
+                if row + j < self.info.result_rows:
+                    self.results[row + j] = sums[j]
+            self.result_row = (row + R) & 0xFFFFFFFF
+        return plan.lengths
 
-        for p, sums in schedule.tile_sums(plan, w, x, whole_words):
-            t, m = int(p.outputs[0, 0]) // P, int(p.tokens[0])   # row 0 is always used
-            row = a.results + (t * M + m) * R
-            self.results[row:row + R] = sums
+
+def _window(mem: np.ndarray, start: int, n: int) -> np.ndarray:
+    """``mem[start:start + n]``, reading zeros past the end."""
+    out = np.zeros((n,) + mem.shape[1:], dtype=mem.dtype)
+    if start < len(mem):
+        part = mem[start:start + n]
+        out[:len(part)] = part
+    return out

@@ -7,12 +7,14 @@ host speaks the framed protocol of docs/protocol.md over it. Inside:
   with ``firmware.commands.FRAME_CRC``) and keeps the payload in a buffer, so that nothing is
   written to the device's memories until the whole frame has proved intact;
 * the **executor** runs the command: writes weights (decoding base3 at the link, once, through
-  a 243-entry ROM, into 2-bit codes) and activations, runs a whole layer, reads results and
-  counters;
-* the **sequencer** streams a layer through :class:`rtl.systolic.MatrixEngine` in the
-  ``outputs`` mapping of ``sim.schedule``: tiles of ``rows*cols`` outputs, every token, every
-  chunk of K (two divisions derive the chunks, as ``sim.schedule.k_chunks`` defines them),
-  one weight word and one activation per cycle, so the counters equal the cycle model;
+  a 243-entry ROM, into 2-bit codes), activations and control programs, starts a program
+  (``RUN``), reads results and counters;
+* the **controller** (:class:`rtl.controller.Controller`) runs the control program
+  (``firmware.isa``; the shipped ``linear`` program runs a whole layer: bounds checks, the K
+  split of ``sim.schedule.k_chunks``, one sweep per tile) and hands sweeps to
+* the **sequencer**, which streams each sweep (one tile of weights, every token, every pass of
+  K) through :class:`rtl.systolic.MatrixEngine`, one weight word and one activation per cycle,
+  taking the next sweep without a gap, so the counters equal the cycle model;
 * the **sender** frames the response and appends its CRC.
 """
 
@@ -21,11 +23,14 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from firmware.commands import (COUNTER_NAMES, FRAME_CRC, READ_RESULTS_SIZE, REQUEST_SYNC,
-                               RESPONSE_SYNC, RUN_SIZE, Command, DeviceInfo, Status)
+from firmware.commands import (COUNTER_NAMES, FAULT_SIZE, FRAME_CRC, INSTRUCTION_BYTES,
+                               READ_RESULTS_SIZE, REQUEST_SYNC, RESPONSE_SYNC, RUN_ARGS, RUN_SIZE,
+                               Command, DeviceInfo, Status)
+from firmware.isa import SWEEP_LAYOUT, param_values
+from firmware.programs import FIRMWARE
 from sim import numerics, packing
 
-from .divider import Divider
+from .controller import Controller
 from .systolic import MatrixEngine
 
 ARGS_BYTES = RUN_SIZE    # the longest argument block
@@ -132,13 +137,19 @@ class DeviceCore(wiring.Component):
         Cycles of silence after which a partial frame is dropped.
     clock_hz : int
         Core clock reported by INFO (0 when unknown).
+    program_words : int
+        Depth of the control program memory (it starts with ``firmware.programs.FIRMWARE``).
     """
 
     def __init__(self, *, rows: int, cols: int, psum_width: int = 16, acc_width: int = 32,
                  weight_words: int = 1024, act_bytes: int = 4096, result_rows: int = 256,
-                 max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0):
+                 max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0,
+                 program_words: int = 64):
         if max_payload < ARGS_BYTES:
             raise ValueError(f"max_payload must be at least {ARGS_BYTES}")
+        if program_words < len(FIRMWARE):
+            raise ValueError(f"program_words must hold the {len(FIRMWARE)}-word firmware")
+        self.program_words = program_words
         self.rows, self.cols = rows, cols
         self.psum_width, self.acc_width = psum_width, acc_width
         self.weight_words, self.act_bytes, self.result_rows = weight_words, act_bytes, result_rows
@@ -159,7 +170,15 @@ class DeviceCore(wiring.Component):
                           psum_bits=self.psum_width, acc_bits=self.acc_width,
                           weight_words=self.weight_words, act_bytes=self.act_bytes,
                           result_rows=self.result_rows, max_payload=self.max_payload,
-                          frame_timeout=self.frame_timeout, clock_hz=self.clock_hz)
+                          frame_timeout=self.frame_timeout, clock_hz=self.clock_hz,
+                          program_words=self.program_words)
+
+    @property
+    def params(self) -> dict:
+        """What control programs read with ``CFG``."""
+        return param_values(rows=self.rows, cols=self.cols, weight_words=self.weight_words,
+                            act_bytes=self.act_bytes, result_rows=self.result_rows,
+                            pass_k_max=self.pass_k_max, k_max=self.k_max)
 
     def elaborate(self, platform):
         m = Module()
@@ -187,7 +206,8 @@ class DeviceCore(wiring.Component):
         m.submodules.engine = engine = MatrixEngine(rows=R, cols=C, psum_width=self.psum_width,
                                                     acc_width=self.acc_width)
         m.submodules.sender = sender = FrameSender()
-        m.submodules.divider = divider = Divider(32)
+        m.submodules.controller = controller = Controller(
+            program_words=self.program_words, params=self.params, init=FIRMWARE.words)
         wiring.connect(m, sender.tx, wiring.flipped(self.tx))
 
         counters = {name: Signal(COUNTER_BITS, name=f"count_{name}") for name in COUNTER_NAMES}
@@ -283,7 +303,7 @@ class DeviceCore(wiring.Component):
 
         resp_status = Signal(Status)
         resp_length = Signal(16)
-        resp_source = Signal(range(3))     # 0: INFO, 1: counters, 2: results
+        resp_source = Signal(range(4))     # 0: INFO, 1: counters, 2: results, 3: fault
         info_bytes = self.info.to_bytes()
         counter_bytes = 8 * len(COUNTER_NAMES)
 
@@ -298,13 +318,7 @@ class DeviceCore(wiring.Component):
         words = Signal(32)
         bad = Signal()
 
-        # RUN parameters and derived values.
-        run_w, run_a, run_r = Signal(32), Signal(32), Signal(32)
-        run_m, run_n, run_k = Signal(16), Signal(32), Signal(32)
-        need_words, need_acts, need_rows, tile_rows = Signal(33), Signal(33), Signal(33), Signal(33)
-        n_chunks, chunk_q, chunk_r = Signal(32), Signal(32), Signal(32)
-        seq_start = Signal()
-        seq_done = Signal()
+        program_word = Signal(8 * INSTRUCTION_BYTES)
 
         m.d.comb += payload_r.addr.eq(pipe_index)
 
@@ -368,18 +382,25 @@ class DeviceCore(wiring.Component):
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
                             m.next = "SCAN_WEIGHTS"
-                    with m.Case(Command.RUN):
-                        m.d.sync += [run_w.eq(arg(0, 4)), run_a.eq(arg(4, 4)),
-                                     run_r.eq(arg(8, 4)), run_m.eq(arg(12, 2)),
-                                     run_n.eq(arg(14, 4)), run_k.eq(arg(18, 4)),
-                                     need_words.eq(0), tile_rows.eq(0),
-                                     count.eq(0)]
-                        with m.If((length != ARGS_BYTES) | (arg(12, 2) == 0) |
-                                  (arg(14, 4) == 0) | (arg(18, 4) == 0) |
-                                  (arg(18, 4) > self.k_max)):
+                    with m.Case(Command.WRITE_PROGRAM):
+                        m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), limit.eq(length - 4),
+                                     pipe_index.eq(4), pipe_valid.eq(0), word_fill.eq(0)]
+                        data_bytes = length - 4
+                        with m.If((length < 4) | (data_bytes[:2] != 0) |
+                                  (arg(0, 4) + (data_bytes >> 2) > self.program_words)):
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
-                            m.next = "RUN_TILES"
+                            m.next = "WRITE_PROGRAM"
+                    with m.Case(Command.RUN):
+                        m.d.comb += [controller.entry.eq(arg(0, 2))]
+                        for i in range(RUN_ARGS):
+                            m.d.comb += controller.args[i].eq(arg(2 + 4 * i, 4))
+                        with m.If((length != ARGS_BYTES) | (arg(0, 2) >= self.program_words)):
+                            respond(Status.BAD_ARGUMENT)
+                        with m.Else():
+                            m.d.comb += controller.start.eq(1)
+                            m.d.sync += counters["runs"].eq(counters["runs"] + 1)
+                            m.next = "RUN"
                     with m.Case(Command.READ_RESULTS):
                         m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), resp_length.eq(0)]
                         with m.If((length != READ_RESULTS_SIZE) | (arg(4, 2) == 0) |
@@ -401,6 +422,21 @@ class DeviceCore(wiring.Component):
                     m.d.comb += [act_w.addr.eq(addr), act_w.data.eq(payload_r.data),
                                  act_w.en.eq(1)]
                     m.d.sync += [addr.eq(addr + 1), count.eq(count + 1)]
+                with m.If(count == limit):
+                    respond(Status.OK)
+
+            # WRITE_PROGRAM: little-endian 32-bit words into the controller's program memory.
+            with m.State("WRITE_PROGRAM"):
+                m.d.sync += read_ahead
+                with m.If(pipe_valid):
+                    new_word = Cat(program_word[8:], payload_r.data)
+                    m.d.sync += [program_word.eq(new_word), count.eq(count + 1),
+                                 word_fill.eq(word_fill + 1)]
+                    with m.If(word_fill == INSTRUCTION_BYTES - 1):
+                        m.d.comb += [controller.write_addr.eq(addr),
+                                     controller.write_data.eq(new_word),
+                                     controller.write_en.eq(1)]
+                        m.d.sync += [addr.eq(addr + 1), word_fill.eq(0)]
                 with m.If(count == limit):
                     respond(Status.OK)
 
@@ -443,46 +479,13 @@ class DeviceCore(wiring.Component):
                 with m.If(count == limit):
                     respond(Status.OK)
 
-            # RUN: count tiles and check the memories hold the layer (no multiplier: sums).
-            with m.State("RUN_TILES"):
-                with m.If(count < run_n):
-                    m.d.sync += [count.eq(count + R * C),
-                                 need_words.eq(need_words + run_k), tile_rows.eq(tile_rows + R)]
-                    with m.If(run_w + need_words > self.weight_words):
-                        respond(Status.BAD_ARGUMENT)
-                with m.Else():
-                    m.d.sync += [count.eq(0), need_acts.eq(0), need_rows.eq(0)]
-                    m.next = "RUN_TOKENS"
-            with m.State("RUN_TOKENS"):
-                with m.If((run_w + need_words > self.weight_words) |
-                          (run_a + need_acts > self.act_bytes) |
-                          (run_r + need_rows > self.result_rows)):
-                    respond(Status.BAD_ARGUMENT)
-                with m.Elif(count < run_m):
-                    m.d.sync += [count.eq(count + 1), need_acts.eq(need_acts + run_k),
-                                 need_rows.eq(need_rows + tile_rows)]
-                with m.Else():
-                    m.d.comb += [divider.start.eq(1),
-                                 divider.dividend.eq(run_k + self.pass_k_max - 1),
-                                 divider.divisor.eq(self.pass_k_max)]
-                    m.next = "RUN_CHUNKS"
-            with m.State("RUN_CHUNKS"):
-                with m.If(divider.done):
-                    m.d.sync += n_chunks.eq(divider.quotient)
-                    m.next = "RUN_SPLIT"
-            with m.State("RUN_SPLIT"):
-                m.d.comb += [divider.start.eq(1), divider.dividend.eq(run_k),
-                             divider.divisor.eq(n_chunks)]
-                m.next = "RUN_SPLIT_WAIT"
-            with m.State("RUN_SPLIT_WAIT"):
-                with m.If(divider.done):
-                    m.d.sync += [chunk_q.eq(divider.quotient), chunk_r.eq(divider.remainder),
-                                 counters["runs"].eq(counters["runs"] + 1)]
-                    m.d.comb += seq_start.eq(1)
-                    m.next = "RUN_STREAM"
-            with m.State("RUN_STREAM"):
-                with m.If(seq_done):
-                    respond(Status.OK)
+            # RUN: the controller runs the program; it reports once the sequencer is idle.
+            with m.State("RUN"):
+                with m.If(controller.done):
+                    with m.If(controller.status == Status.PROGRAM_FAULT):
+                        respond(Status.PROGRAM_FAULT, FAULT_SIZE, 3)
+                    with m.Else():
+                        respond(controller.status)
 
             # READ_RESULTS: the response length is rows * cols * 4, summed up.
             with m.State("RESULTS_LENGTH"):
@@ -511,6 +514,7 @@ class DeviceCore(wiring.Component):
             m.d.sync += out_index.eq(0)
         info_rom = Array(Const(b, 8) for b in info_bytes)
         counter_vector = Cat(*(counters[name] for name in COUNTER_NAMES))
+        fault_vector = Cat(controller.fault_pc, controller.fault_cause)   # FAULT_FORMAT
         # READ_RESULTS: read a row, then send its cols*4 bytes.
         row_data = Signal(C * self.acc_width)
         row_addr = Signal(32)
@@ -528,6 +532,9 @@ class DeviceCore(wiring.Component):
             with m.Case(1):
                 m.d.comb += [sender.payload.valid.eq(1),
                              sender.payload.payload.eq(counter_vector.word_select(out_index, 8))]
+            with m.Case(3):
+                m.d.comb += [sender.payload.valid.eq(1),
+                             sender.payload.payload.eq(fault_vector.word_select(out_index, 8))]
             with m.Case(2):
                 with m.If(~row_loaded & ~row_reading & sender.busy):
                     m.d.sync += row_reading.eq(1)
@@ -543,24 +550,35 @@ class DeviceCore(wiring.Component):
         with m.If(sender.payload.valid & sender.payload.ready):
             m.d.sync += out_index.eq(out_index + 1)
 
-        # -- sequencer: stream the layer through the engine at one step per cycle ----------
-        active = Signal()          # steps remain to be issued
-        draining = Signal()        # all steps taken, results still coming
-        s1_valid = Signal()
-        tile, token = Signal(32), Signal(16)
-        n_base = Signal(33)
-        w_base, a_base = Signal(32), Signal(32)
+        # -- sequencer: stream sweeps through the engine at one step per cycle ---------------
+        # A sweep is one tile of weights (words weights + k) for ``tokens`` tokens (activations
+        # acts + m*K + k), every token all passes of the controller's K split. One sweep waits
+        # in ``pending`` while the current one streams and is taken on the current one's last
+        # step, so back-to-back sweeps leave no gap.
+        split = controller.split
+        active = Signal()          # steps of the current sweep remain to be issued
+        s1_valid = Signal()        # the operands read last cycle are offered to the engine
+        pending = Signal(SWEEP_LAYOUT)
+        pending_valid = Signal()
+        w_base, a_base, tokens_left = Signal(32), Signal(32), Signal(32)
         k_glob, k_in, chunk = Signal(32), Signal(32), Signal(32)
         chunk_len = Signal(32)
-        rows_expected, rows_written = Signal(33), Signal(33)
+        result_row = Signal(32)    # where the next result row goes
+        rows_due = Signal(16)      # result rows of issued final passes not yet written
         last_flag, first_flag, final_flag = Signal(), Signal(), Signal()
 
         taken = Signal()
         advance = Signal()
+        is_last, is_final, sweep_ends, load = Signal(), Signal(), Signal(), Signal()
         m.d.comb += [
             taken.eq(engine.act.valid & engine.act.ready),
             advance.eq(~s1_valid | taken),
-            chunk_len.eq(Mux(chunk < chunk_r, chunk_q + 1, chunk_q)),
+            chunk_len.eq(Mux(chunk < split.r, split.q + 1, split.q)),
+            is_last.eq(k_in == chunk_len - 1),
+            is_final.eq(chunk == split.n - 1),
+            sweep_ends.eq(active & advance & is_last & is_final & (tokens_left == 1)),
+            load.eq(pending_valid & (~active | sweep_ends)),
+            controller.sweep.ready.eq(~pending_valid | load),
             weight_r.addr.eq(w_base + k_glob),
             weight_r.en.eq(advance),
             act_r.addr.eq(a_base + k_glob),
@@ -575,56 +593,55 @@ class DeviceCore(wiring.Component):
         for r in range(R):
             m.d.comb += engine.act.payload.data[r].eq(act_r.data)
 
-        with m.If(seq_start):
-            m.d.sync += [active.eq(1), tile.eq(0), token.eq(0), n_base.eq(0), w_base.eq(run_w),
-                         a_base.eq(run_a), k_glob.eq(0), k_in.eq(0), chunk.eq(0),
-                         rows_expected.eq(need_rows), rows_written.eq(0)]
+        with m.If(controller.sweep.valid & controller.sweep.ready):
+            m.d.sync += [pending.eq(controller.sweep.payload), pending_valid.eq(1)]
+        with m.Elif(load):
+            m.d.sync += pending_valid.eq(0)
+
         with m.If(advance):
             m.d.sync += s1_valid.eq(active)
             with m.If(active):
-                is_last = k_in == chunk_len - 1
-                is_final = chunk == n_chunks - 1
                 m.d.sync += [last_flag.eq(is_last), first_flag.eq(chunk == 0),
                              final_flag.eq(is_final), k_in.eq(k_in + 1), k_glob.eq(k_glob + 1)]
                 with m.If(is_last):
                     m.d.sync += [k_in.eq(0), chunk.eq(chunk + 1)]
                     with m.If(is_final):
-                        m.d.sync += [chunk.eq(0), k_glob.eq(0), token.eq(token + 1),
-                                     a_base.eq(a_base + run_k)]
-                        with m.If(token == run_m - 1):
-                            m.d.sync += [token.eq(0), a_base.eq(run_a), tile.eq(tile + 1),
-                                         w_base.eq(w_base + run_k), n_base.eq(n_base + R * C)]
-                            with m.If(n_base + R * C >= run_n):
-                                m.d.sync += active.eq(0)
+                        m.d.sync += [chunk.eq(0), k_glob.eq(0), tokens_left.eq(tokens_left - 1),
+                                     a_base.eq(a_base + split.k)]
+                        with m.If(tokens_left == 1):
+                            m.d.sync += active.eq(0)
+        with m.If(load):           # after the updates above: a loaded sweep starts afresh
+            m.d.sync += [active.eq(1), w_base.eq(pending.weights), a_base.eq(pending.acts),
+                         tokens_left.eq(pending.tokens), k_glob.eq(0), k_in.eq(0), chunk.eq(0)]
 
         # Results: one row per cycle into the result buffer, always ready (full rate).
+        issued_final = active & advance & is_last & is_final
         m.d.comb += [
             engine.result.ready.eq(1),
-            result_w.addr.eq(run_r + rows_written),
+            result_w.addr.eq(result_row),
             result_w.data.eq(engine.result.payload.data.as_value()),
             result_w.en.eq(engine.result.valid),
         ]
-        with m.If(engine.result.valid):
-            m.d.sync += rows_written.eq(rows_written + 1)
-        m.d.comb += seq_done.eq(~active & ~s1_valid & ~seq_start &
-                                (rows_written == rows_expected) & ~draining)
+        m.d.sync += rows_due.eq(rows_due + Mux(issued_final, R, 0) - engine.result.valid)
+        with m.If(controller.set_results):
+            m.d.sync += result_row.eq(controller.results)
+        with m.Elif(engine.result.valid):
+            m.d.sync += result_row.eq(result_row + 1)
+        m.d.comb += controller.idle.eq(~active & ~pending_valid & ~s1_valid & (rows_due == 0))
 
-        # Counters, as sim.cycles.CycleCount counts them.
-        started = Signal()         # the first operands have been offered
-        with m.If(seq_start):
+        # Counters, as sim.cycles.CycleCount counts them for a stream of passes: from its first
+        # operands until its last result row. A stream ends when the sequencer goes idle.
+        started = Signal()
+        with m.If(controller.idle):
             m.d.sync += started.eq(0)
         with m.Elif(s1_valid):
             m.d.sync += started.eq(1)
         with m.If(taken):
             m.d.sync += counters["busy"].eq(counters["busy"] + 1)
-        with m.Elif(active & started & ~s1_valid):
+        with m.Elif((active | pending_valid) & started & ~s1_valid):
             m.d.sync += counters["stall_input"].eq(counters["stall_input"] + 1)
         with m.Elif(s1_valid):
             m.d.sync += counters["stall_drain"].eq(counters["stall_drain"] + 1)
-        with m.Elif(draining):
+        with m.Elif(started & (rows_due != 0)):
             m.d.sync += counters["drain_tail"].eq(counters["drain_tail"] + 1)
-        with m.If(taken & ~active):           # the last step has been taken
-            m.d.sync += draining.eq(1)
-        with m.If(draining & engine.result.valid & (rows_written + 1 == rows_expected)):
-            m.d.sync += draining.eq(0)
         return m

@@ -46,16 +46,21 @@ def full_rate_cycles(config: ArrayConfig, lengths: Sequence[int]) -> int:
 
 def full_rate_count(plan: Plan) -> CycleCount:
     """The :class:`CycleCount` of ``plan`` at full rate, in closed form: what
-    ``simulate(cfg, plan.lengths, plan.finals)`` returns, without stepping every cycle.
+    ``simulate(cfg, plan.lengths, plan.finals)`` returns, without stepping every cycle."""
+    return full_rate_count_of(plan.config, plan.lengths)
+
+
+def full_rate_count_of(config: ArrayConfig, lengths: Sequence[int]) -> CycleCount:
+    """The :class:`CycleCount` of passes of ``lengths`` streamed back to back at full rate.
 
     Every step is busy, no input stalls, the final drain is ``rows`` cycles, and the rest of
-    :func:`plan_cycles` is the wait of short passes for the previous drain.
+    :func:`full_rate_cycles` is the wait of short passes for the previous drain.
     """
-    total = plan_cycles(plan)
-    if not plan.passes:
+    total = full_rate_cycles(config, lengths)
+    if not lengths:
         return CycleCount(total=0, busy=0, stall_input=0, stall_drain=0, drain_tail=0)
-    busy = sum(plan.lengths)
-    tail = plan.config.rows
+    busy = sum(lengths)
+    tail = config.rows
     return CycleCount(total=total, busy=busy, stall_input=0, stall_drain=total - busy - tail,
                       drain_tail=tail)
 

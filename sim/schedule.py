@@ -113,12 +113,19 @@ def k_chunks(K: int, pass_k_max: int) -> list[tuple[int, int]]:
     (balanced chunks keep every pass long enough to hide the drain of the one before).
 
     With ``n`` chunks, ``q, r = divmod(K, n)``: the first ``r`` chunks have ``q + 1`` steps, the
-    rest ``q``. The device core derives the same split from K with two divisions."""
+    rest ``q`` (:func:`split_k`). The device's ``linear`` program computes the same ``n``."""
     if K < 1:
         raise ValueError(f"K must be positive, not {K}")
     if pass_k_max < 1:
         raise ValueError(f"pass_k_max must be positive, not {pass_k_max}")
-    n = -(-K // pass_k_max)
+    return split_k(K, -(-K // pass_k_max))
+
+
+def split_k(K: int, n: int) -> list[tuple[int, int]]:
+    """K steps in ``n`` balanced chunks: the first ``K mod n`` one step longer (the split the
+    device's ``SPLIT`` instruction sets up)."""
+    if not 1 <= n <= K:
+        raise ValueError(f"cannot split K={K} into {n} chunks")
     q, r = divmod(K, n)
     bounds = [0]
     for i in range(n):
@@ -163,8 +170,12 @@ def _tiles(config: ArrayConfig, M: int, N: int, mapping: str):
                 yield tokens, outputs
 
 
-def plan_linear(config: ArrayConfig, M: int, N: int, K: int, mapping: str | None = None) -> Plan:
-    """Plan the passes of ``y (M, N) = x (M, K) @ W (N, K)^T`` on an array ``config``."""
+def plan_linear(config: ArrayConfig, M: int, N: int, K: int, mapping: str | None = None,
+                n_chunks: int | None = None) -> Plan:
+    """Plan the passes of ``y (M, N) = x (M, K) @ W (N, K)^T`` on an array ``config``.
+
+    K is split as :func:`k_chunks` does unless ``n_chunks`` asks for another (balanced) split;
+    no chunk may be longer than ``config.pass_k_max``."""
     for name, v in (("M", M), ("N", N), ("K", K)):
         if not _is_count(v):
             raise ValueError(f"{name} must be a positive integer, not {v!r}")
@@ -174,7 +185,13 @@ def plan_linear(config: ArrayConfig, M: int, N: int, K: int, mapping: str | None
     if mapping is None:
         mapping = choose_mapping(config, M, N)
     tile_count(config, M, N, mapping)   # validates the name
-    chunks = k_chunks(K, config.pass_k_max)
+    if n_chunks is None:
+        chunks = k_chunks(K, config.pass_k_max)
+    else:
+        chunks = split_k(K, n_chunks)
+        if chunks[0][1] - chunks[0][0] > config.pass_k_max:
+            raise ValueError(f"{n_chunks} chunks of K={K} are longer than pass_k_max "
+                             f"{config.pass_k_max}")
     passes = []
     for tokens, outputs in _tiles(config, M, N, mapping):
         for i, (k0, k1) in enumerate(chunks):

@@ -22,11 +22,22 @@ BUILD_ROOT = PROJECT_ROOT / "build" / "devsim"
 
 def core_config(rows: int = 4, cols: int = 4, *, psum_width: int = 16, acc_width: int = 32,
                 weight_words: int = 4096, act_bytes: int = 16384, result_rows: int = 1024,
-                max_payload: int = 1024, frame_timeout: int = 1 << 14) -> dict:
+                max_payload: int = 1024, frame_timeout: int = 1 << 14,
+                program_words: int = 64) -> dict:
     """The DeviceCore parameters of a simulated device (defaults sized for fast builds)."""
     return dict(rows=rows, cols=cols, psum_width=psum_width, acc_width=acc_width,
                 weight_words=weight_words, act_bytes=act_bytes, result_rows=result_rows,
-                max_payload=max_payload, frame_timeout=frame_timeout)
+                max_payload=max_payload, frame_timeout=frame_timeout,
+                program_words=program_words)
+
+
+def _design_sources() -> str:
+    """Everything the simulated design is made of: a change to any of it means a new build."""
+    files = sorted((PROJECT_ROOT / "rtl").glob("*.py")) + \
+        sorted((PROJECT_ROOT / "firmware").rglob("*.py")) + \
+        sorted((PROJECT_ROOT / "firmware").rglob("*.s")) + \
+        [PROJECT_ROOT / "sim" / "numerics.py", PROJECT_ROOT / "sim" / "packing.py", HARNESS]
+    return "".join(f.read_text() for f in files)
 
 
 def build(config: dict, *, uart_divisor: int | None = None, progress=print) -> Path:
@@ -36,7 +47,7 @@ def build(config: dict, *, uart_divisor: int | None = None, progress=print) -> P
     bytes over its rx/tx pins bit by bit, ``uart_divisor`` cycles per bit (``sim-serve``)."""
     from rtl.core import DeviceCore
     from rtl.uart_device import UARTDevice
-    key = json.dumps([config, uart_divisor], sort_keys=True) + HARNESS.read_text()
+    key = json.dumps([config, uart_divisor], sort_keys=True) + _design_sources()
     kind = f"uart{uart_divisor}_" if uart_divisor else "core_"
     name = f"{kind}{config['rows']}x{config['cols']}_" + \
         hashlib.sha1(key.encode()).hexdigest()[:10]

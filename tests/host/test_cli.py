@@ -1,4 +1,4 @@
-"""The ``tritium`` command line: plan and selftest."""
+"""The ``tritium`` command line: plan, selftest and asm."""
 
 import json
 
@@ -31,3 +31,20 @@ def test_selftest_missing_port(capsys):
     assert main(["selftest", "--device", "serial:/dev/does-not-exist"]) == 2
     err = capsys.readouterr().err
     assert "does-not-exist" in err and "Traceback" not in err
+
+
+def test_asm_listing_json_and_errors(tmp_path, capsys):
+    src = tmp_path / "p.s"
+    src.write_text("start: LI r0, 7\nBEQ r0, r1, done\ndone: HALT\n")
+    assert main(["asm", str(src), "--base", "40", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["base"] == 40 and len(out["words"]) == 3
+    assert out["labels"] == {"start": 40, "done": 42}
+    assert main(["asm", str(src)]) == 0          # default base: after the shipped firmware
+    assert "BEQ   r0, r1, done" in capsys.readouterr().out
+    src.write_text("HALT\nJUMP r0\n")
+    assert main(["asm", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert f"{src}:2: unknown instruction 'JUMP'" in err and "Traceback" not in err
+    assert main(["asm", str(tmp_path / "missing.s")]) == 2
+    assert "cannot read" in capsys.readouterr().err

@@ -287,7 +287,7 @@ def test_timeout_names_device_and_command():
 def test_device_error_not_retried():
     with open_device("emu", **SMALL) as dev:
         with pytest.raises(DeviceError, match="RUN.*BAD_ARGUMENT") as e:
-            dev._request(Command.RUN, bytes(22))            # M = N = K = 0
+            dev._request(Command.RUN, bytes(26))            # linear with M = N = K = 0
         assert e.value.status is Status.BAD_ARGUMENT and e.value.command is Command.RUN
         assert dev.stats["retries"] == 0
 
@@ -331,7 +331,7 @@ def test_bad_inputs_raise_value_error():
 def test_info_and_specs():
     with open_device("emu", rows=4, cols=8, weight_words=123) as dev:
         assert dev.info["rows"] == 4 and dev.info["cols"] == 8
-        assert dev.info["weight_words"] == 123 and dev.info["version"] == 1
+        assert dev.info["weight_words"] == 123 and dev.info["version"] == 2
         assert set(dev.stats) >= {"busy", "stall_input", "stall_drain", "drain_tail", "runs",
                                   "bytes_sent", "bytes_received", "frames", "retries",
                                   "timeouts"}
@@ -351,3 +351,42 @@ def test_unusable_device_config_is_reported():
         open_device("emu", rows=16, cols=16, result_words=8)
     with pytest.raises(Exception, match="cannot carry one weight word"):
         open_device("emu", rows=16, cols=16, max_payload=40)
+
+
+# ---------------------------------------------------------------------------------------------
+# control programs
+# ---------------------------------------------------------------------------------------------
+
+def test_user_program_runs_after_the_firmware_and_faults_are_named():
+    from firmware.asm import assemble
+    from firmware.programs import FIRMWARE
+    prog = assemble("""
+    twice:  SETR    r2              ; a layer's first tile, for two token sets at once
+            LI      r6, 1
+            SPLIT   r5, r6
+            SWEEP   r0, r1, r3
+            SUB     r0, r0, r5      ; SWEEP moved r0 on by K: back to the same tile
+            SWEEP   r0, r4, r3
+            HALT
+    bad:    LI      r6, 0
+            SWEEP   r0, r1, r6
+            HALT
+    """, base=len(FIRMWARE))
+    rng = np.random.default_rng(4)
+    with open_device("emu", **SMALL) as dev:
+        w = rng.integers(-1, 2, (6, 5)).astype(np.int8)
+        h = dev.load(w)
+        x = rng.integers(-128, 128, (4, 5)).astype(np.int8)
+        dev._write_acts(0, x.tobytes())
+        dev.load_program(prog.words, at=prog.base)
+        dev.run_program(prog.labels["twice"], h.base, 0, 0, 2, 10, 5)
+        emu = dev.transport.device
+        got = emu.results[:4 * 2].reshape(4, 6)          # 4 tokens x (2 rows of 3)
+        assert (got == numerics.ternary_matmul(w, x)).all()
+        with pytest.raises(DeviceError, match=r"PROGRAM_FAULT \(control program fault at pc "
+                                              rf"{prog.labels['bad'] + 1}: NO_SPLIT\)"):
+            dev.run_program(prog.labels["bad"])
+        with pytest.raises(ValueError, match="do not fit"):
+            dev.load_program(prog.words, at=60)
+        # linear still works: the firmware at 0 is untouched.
+        assert (dev.linear(h, x) == numerics.ternary_matmul(w, x)).all()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from firmware.commands import (RESPONSE_SYNC, Command, Counters, DeviceInfo, ReadResultsArgs,
-                               RunArgs, Status)
+                               Status)
+from firmware.programs import linear_args
 from host.emu import EmulatedDevice
 from host.protocol import Frame, FrameDecoder, encode_request
 from sim import cycles, numerics, packing, schedule
@@ -72,8 +73,8 @@ def test_info():
     info = DeviceInfo.from_bytes(link.ok(Command.INFO))
     assert (info.version, info.rows, info.cols, info.act_bits, info.psum_bits, info.acc_bits,
             info.formats, info.weight_words, info.act_bytes, info.result_rows,
-            info.max_payload, info.frame_timeout, info.clock_hz) == \
-        (1, 4, 3, 8, 16, 32, 1, 100, 200, 50, 64, 1234, 0)
+            info.max_payload, info.frame_timeout, info.clock_hz, info.program_words) == \
+        (2, 4, 3, 8, 16, 32, 1, 100, 200, 50, 64, 1234, 0, 64)
     assert link.status(Command.INFO, b"\x00") is Status.BAD_ARGUMENT
 
 
@@ -88,7 +89,7 @@ def test_bad_crc_answered_with_received_seq():
 
 def test_unknown_command():
     link = Link()
-    for code in (0x00, 0x03, 0x12, 0xFF):
+    for code in (0x00, 0x03, 0x13, 0xFF):
         f = link.send(code, b"abc")
         assert Status(f.code) is Status.UNKNOWN_COMMAND and f.payload == b""
     link.alive()
@@ -248,8 +249,8 @@ def run_layer(link: Link, w, x, weights=0, acts=0, results=0):
     words = layout_words(cfg, w)
     link.ok(Command.WRITE_WEIGHTS, addr(weights) + base3_words(words, dev.word_bytes))
     link.ok(Command.WRITE_ACTS, addr(acts) + x.astype(np.int8).tobytes())
-    link.ok(Command.RUN, RunArgs(weights, acts, results, M, N, K).to_bytes())
-    return dev.last_plan
+    link.ok(Command.RUN, linear_args(weights, acts, results, M, N, K).to_bytes())
+    return schedule.plan_linear(cfg, M, N, K, mapping="outputs")
 
 
 @pytest.mark.parametrize("R,C,M,N,K", [(2, 3, 1, 5, 7), (2, 3, 3, 13, 600), (4, 4, 5, 16, 255),
@@ -287,7 +288,7 @@ def test_run_uses_memory_contents_like_the_sequencer():
     link = Link(rows=2, cols=2, weight_words=8, act_bytes=8, result_words=8)
     link.ok(Command.WRITE_WEIGHTS, addr(0) + base3_words(np.ones((2, 4), np.int8), 1))
     link.ok(Command.WRITE_ACTS, addr(0) + bytes([3, 4]))
-    link.ok(Command.RUN, RunArgs(0, 0, 0, 1, 1, 2).to_bytes())
+    link.ok(Command.RUN, linear_args(0, 0, 0, 1, 1, 2).to_bytes())
     assert link.dev.results[:2].tolist() == [[7, 7], [7, 7]]
 
 
@@ -302,18 +303,19 @@ def test_full_rate_count_matches_simulate():
 
 
 @pytest.mark.parametrize("args", [
-    RunArgs(0, 0, 0, 0, 4, 4), RunArgs(0, 0, 0, 1, 0, 4), RunArgs(0, 0, 0, 1, 4, 0),
-    RunArgs(0, 0, 0, 1, 4, numerics.max_exact_k(32) + 1),
-    RunArgs(1, 0, 0, 1, 17, 4),     # 2 tiles * 4 words from word 1 > 8 words
-    RunArgs(0, 30, 0, 1, 4, 4),     # acts 30 + 4 > 32
-    RunArgs(0, 0, 0, 5, 4, 6),      # acts 5 * 6 = 30 fit, results 5 * 4 rows > 16
+    linear_args(0, 0, 0, 0, 4, 4), linear_args(0, 0, 0, 1, 0, 4), linear_args(0, 0, 0, 1, 4, 0),
+    linear_args(0, 0, 0, 1, 4, numerics.max_exact_k(32) + 1),
+    linear_args(1, 0, 0, 1, 17, 4),     # 2 tiles * 4 words from word 1 > 8 words
+    linear_args(0, 30, 0, 1, 4, 4),     # acts 30 + 4 > 32
+    linear_args(0, 0, 0, 5, 4, 6),      # acts 5 * 6 = 30 fit, results 5 * 4 rows > 16
 ])
 def test_run_bad_argument(args):
     link = Link(rows=4, cols=4, weight_words=8, act_bytes=32, result_words=16)
     link.dev.results[:] = 5
     assert link.status(Command.RUN, args.to_bytes()) is Status.BAD_ARGUMENT
     assert (link.dev.results == 5).all()
-    assert link.counters().runs == 0
+    assert link.counters().runs == 1          # the program ran, and refused
+    assert link.counters().busy == 0
     assert link.status(Command.RUN, args.to_bytes()[:-1]) is Status.BAD_ARGUMENT
 
 

@@ -31,12 +31,13 @@ def ref_crc16_ccitt_false(data: bytes) -> int:
 
 def test_codes_match_protocol_doc():
     assert {c.name: c.value for c in Command} == {
-        "INFO": 0x01, "RESET": 0x02, "WRITE_WEIGHTS": 0x10, "WRITE_ACTS": 0x11, "RUN": 0x20,
-        "READ_RESULTS": 0x21, "READ_COUNTERS": 0x30, "CLEAR_COUNTERS": 0x31}
-    assert {s.name for s in Status} == {"OK", "BAD_CRC", "BAD_LENGTH", "UNKNOWN_COMMAND",
-                                        "BAD_ARGUMENT"}
-    assert Status.OK.value == 0
-    assert (REQUEST_SYNC, RESPONSE_SYNC, commands.PROTOCOL_VERSION) == (0xA5, 0x5A, 1)
+        "INFO": 0x01, "RESET": 0x02, "WRITE_WEIGHTS": 0x10, "WRITE_ACTS": 0x11,
+        "WRITE_PROGRAM": 0x12, "RUN": 0x20, "READ_RESULTS": 0x21, "READ_COUNTERS": 0x30,
+        "CLEAR_COUNTERS": 0x31}
+    assert {s.name: s.value for s in Status} == {
+        "OK": 0, "BAD_CRC": 1, "BAD_LENGTH": 2, "UNKNOWN_COMMAND": 3, "BAD_ARGUMENT": 4,
+        "PROGRAM_FAULT": 5}
+    assert (REQUEST_SYNC, RESPONSE_SYNC, commands.PROTOCOL_VERSION) == (0xA5, 0x5A, 2)
 
 
 def test_codes_are_amaranth_enums_of_one_byte():
@@ -46,8 +47,9 @@ def test_codes_are_amaranth_enums_of_one_byte():
 
 
 def test_payload_sizes():
-    assert commands.INFO_SIZE == 32
-    assert commands.RUN_SIZE == 22
+    assert commands.INFO_SIZE == 34
+    assert commands.RUN_SIZE == 26
+    assert commands.FAULT_SIZE == 3
     assert commands.READ_RESULTS_SIZE == 6
     assert commands.COUNTERS_SIZE == 56
     assert commands.FRAME_OVERHEAD == 7
@@ -56,29 +58,34 @@ def test_payload_sizes():
 def test_device_info_round_trip_and_layout():
     info = DeviceInfo(rows=16, cols=8, psum_bits=16, acc_bits=32, weight_words=0x01020304,
                       act_bytes=65536, result_rows=300, max_payload=1024, frame_timeout=99,
-                      clock_hz=48_000_000)
+                      clock_hz=48_000_000, program_words=300)
     b = info.to_bytes()
-    assert len(b) == 32
-    assert b[:6] == bytes([1, 0, 16, 0, 8, 0])             # version, rows, cols (LE u16)
+    assert len(b) == 34
+    assert b[:6] == bytes([2, 0, 16, 0, 8, 0])             # version, rows, cols (LE u16)
     assert b[6:10] == bytes([8, 16, 32, 1])               # act/psum/acc bits, formats
     assert b[10:14] == bytes([4, 3, 2, 1])                # weight_words LE
+    assert b[32:34] == bytes([44, 1])                     # program_words LE
     assert DeviceInfo.from_bytes(b) == info
     assert info.word_bytes == 26                          # ceil(128 / 5)
     with pytest.raises(ValueError, match="rows"):
         DeviceInfo(rows=70000).to_bytes()
-    with pytest.raises(ValueError, match="expected 32 bytes"):
+    with pytest.raises(ValueError, match="expected 34 bytes"):
         DeviceInfo.from_bytes(b[:-1])
 
 
 def test_run_args_and_counters_round_trip():
-    a = RunArgs(weights=5, acts=6, results=7, M=65535, N=0x12345678, K=16384)
+    a = RunArgs(entry=0x0102, args=(5, 6, 7, 65536, 0x12345678, 16384))
     b = a.to_bytes()
-    assert b == (5).to_bytes(4, "little") + (6).to_bytes(4, "little") + \
-        (7).to_bytes(4, "little") + (65535).to_bytes(2, "little") + \
-        (0x12345678).to_bytes(4, "little") + (16384).to_bytes(4, "little")
+    assert b == bytes([2, 1]) + b"".join(v.to_bytes(4, "little")
+                                         for v in (5, 6, 7, 65536, 0x12345678, 16384))
     assert RunArgs.from_bytes(b) == a
-    with pytest.raises(ValueError, match="M"):
-        RunArgs(0, 0, 0, 65536, 1, 1).to_bytes()
+    assert RunArgs(3, (1, 2)).args == (1, 2, 0, 0, 0, 0)       # missing arguments are 0
+    with pytest.raises(ValueError, match="r3"):
+        RunArgs(0, (0, 0, 0, 1 << 32)).to_bytes()
+    with pytest.raises(ValueError, match="entry"):
+        RunArgs(1 << 16).to_bytes()
+    with pytest.raises(ValueError, match="at most 6"):
+        RunArgs(0, tuple(range(7))).to_bytes()
     r = ReadResultsArgs(row=3, rows=9)
     assert r.to_bytes() == bytes([3, 0, 0, 0, 9, 0])
     assert ReadResultsArgs.from_bytes(r.to_bytes()) == r
@@ -174,10 +181,10 @@ def test_round_trip_one_byte_at_a_time():
 
 
 def test_garbage_is_skipped():
-    f = encode_request(Command.RUN, 3, bytes(22))
+    f = encode_request(Command.RUN, 3, bytes(26))
     garbage = bytes(b for b in os.urandom(500) if b != REQUEST_SYNC)
     dec = FrameDecoder(REQUEST_SYNC)
-    assert dec.feed(garbage + f + garbage + f) == [Frame(0x20, 3, bytes(22))] * 2
+    assert dec.feed(garbage + f + garbage + f) == [Frame(0x20, 3, bytes(26))] * 2
     assert dec.skipped == 2 * len(garbage)
 
 

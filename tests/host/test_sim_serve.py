@@ -10,7 +10,7 @@ import pytest
 
 from host import open_device
 from host.protocol import encode_request
-from firmware.commands import Command
+from firmware.commands import PROTOCOL_VERSION, Command
 from sim import numerics
 from sim.cocotb_runner import tool_missing
 
@@ -50,4 +50,4 @@ def test_garbage_on_the_line_then_a_valid_request(served):
     finally:
         os.close(fd)
     with open_device(f"serial:{served}", timeout=20, retries=5) as dev:
-        assert dev.info["version"] == 1
+        assert dev.info["version"] == PROTOCOL_VERSION

@@ -18,8 +18,9 @@ import time
 import numpy as np
 import pytest
 
-from firmware.commands import (RESPONSE_SYNC, Command, Counters, ReadResultsArgs, RunArgs,
-                               Status)
+from firmware.commands import (INFO_SIZE, RESPONSE_SYNC, Command, Counters, ReadResultsArgs,
+                               RunArgs, Status)
+from firmware.programs import linear_args
 from host.emu import EmulatedDevice
 from host.protocol import FrameDecoder, encode_request
 from sim import cycles, numerics, packing, schedule
@@ -125,7 +126,7 @@ def upload_layer(pair, w, x, word0=0):
 
 def run_and_read(pair, M, N, K, word0=0):
     R, C = CONFIG["rows"], CONFIG["cols"]
-    status, _ = pair.request(Command.RUN, RunArgs(weights=word0, acts=0, results=0, M=M, N=N,
+    status, _ = pair.request(Command.RUN, linear_args(weights=word0, acts=0, results=0, M=M, N=N,
                                                   K=K).to_bytes())
     assert status == Status.OK
     rows = -(-N // (R * C)) * M * R
@@ -151,7 +152,7 @@ def run_and_read(pair, M, N, K, word0=0):
 
 def test_info_and_counters(pair):
     status, info = pair.request(Command.INFO)
-    assert status == Status.OK and len(info) == 32
+    assert status == Status.OK and len(info) == INFO_SIZE
     status, _ = pair.request(Command.CLEAR_COUNTERS)
     assert status == Status.OK
     status, payload = pair.request(Command.READ_COUNTERS)
@@ -183,9 +184,77 @@ def test_extremes_k_16384_rejected_or_exact(pair):
     upload_layer(pair, w[:, :K], x)
     y, _ = run_and_read(pair, 1, 6, K)
     assert (y == 128 * K).all()
-    status, _ = pair.request(Command.RUN, RunArgs(weights=0, acts=0, results=0, M=1, N=6,
+    status, _ = pair.request(Command.RUN, linear_args(weights=0, acts=0, results=0, M=1, N=6,
                                                   K=K + 1).to_bytes())
     assert status == Status.BAD_ARGUMENT
+
+
+# Programs loaded after the firmware: a K split changed between sweeps (the sequencer drains in
+# between, and each stream is counted on its own), results moved with SETR, and a fault after
+# sweeps have run (their results stay written; the response carries pc and cause).
+CUSTOM = """
+two:    SETR    r2
+        SPLIT   r5, r4          ; K in r4 passes
+        LOOP    r3, first
+first:  SWEEP   r0, r1, r3      ; r3 tokens from word r0, then r0 += K
+        LI      r6, 1
+        SPLIT   r5, r6          ; K in one pass
+        SWEEP   r0, r1, r6
+        HALT
+crash:  SETR    r2
+        LI      r6, 2
+        SPLIT   r5, r6
+        SWEEP   r0, r1, r6
+        LI      r6, 0
+        DIVU    r7, r5, r6
+        HALT
+"""
+
+
+def test_loaded_programs_match_emulator(pair):
+    from firmware.asm import assemble
+    from firmware.commands import FAULT_FORMAT
+    from firmware.isa import Fault
+    from firmware.programs import FIRMWARE
+    base = len(FIRMWARE)
+    prog = assemble(CUSTOM, base=base)
+    status, _ = pair.request(Command.WRITE_PROGRAM, struct.pack("<I", base) + prog.to_bytes())
+    assert status == Status.OK
+    rng = np.random.default_rng(3)
+    K = 9
+    w = rng.integers(-1, 2, (4 * 6, K)).astype(np.int8)
+    x = rng.integers(-128, 128, (3, K)).astype(np.int8)
+    upload_layer(pair, w, x)
+    pair.request(Command.CLEAR_COUNTERS)
+    run = lambda entry, *a: pair.request(Command.RUN, RunArgs(entry, a).to_bytes())
+    assert run(prog.labels["two"], 0, 0, 5, 3, 2, K) == (Status.OK, b"")
+    # 3 sweeps of 3 tokens in 2 passes, then 1 sweep of 1 token in 1 pass.
+    rows = (3 * 3 + 1) * CONFIG["rows"]
+    status, data = pair.request(Command.READ_RESULTS, ReadResultsArgs(5, rows).to_bytes())
+    assert status == Status.OK
+    got = np.frombuffer(data, dtype="<i4").reshape(-1, CONFIG["rows"] * CONFIG["cols"])
+    for t in range(4):
+        for m in range(3 if t < 3 else 1):
+            want = numerics.ternary_matmul(w[t * 6:(t + 1) * 6], x[m:m + 1])[0]
+            assert np.array_equal(got[3 * t + m], want), (t, m)
+    status, payload = pair.request(Command.READ_COUNTERS)
+    c = Counters.from_bytes(payload)
+    cfg = schedule.ArrayConfig(CONFIG["rows"], CONFIG["cols"])
+    first = cycles.full_rate_count_of(cfg, [5, 4] * 9)
+    second = cycles.full_rate_count_of(cfg, [9])
+    assert (c.busy, c.stall_drain, c.drain_tail) == (
+        first.busy + second.busy, first.stall_drain + second.stall_drain,
+        first.drain_tail + second.drain_tail)
+    status, payload = run(prog.labels["crash"], 0, 0, 40, 0, 0, K)
+    assert status == Status.PROGRAM_FAULT
+    assert struct.unpack(FAULT_FORMAT, payload) == (prog.labels["crash"] + 5,
+                                                   Fault.DIVIDE_BY_ZERO.value)
+    status, data = pair.request(Command.READ_RESULTS, ReadResultsArgs(40, 2).to_bytes())
+    assert np.array_equal(np.frombuffer(data, dtype="<i4"),
+                          numerics.ternary_matmul(w[:6], x[:1])[0])
+    # The firmware at address 0 still runs layers.
+    y, _ = run_and_read(pair, 2, 7, K)
+    assert np.array_equal(y, numerics.ternary_matmul(w[:7], x[:2]))
 
 
 def test_malformed_frames_fuzz(pair):
@@ -217,7 +286,7 @@ def test_malformed_frames_fuzz(pair):
                                                                   int(rng.integers(0, 30)),
                                                                   dtype=np.uint8))))
         elif kind == 4:    # out-of-range addresses and sizes
-            args = RunArgs(weights=int(rng.integers(0, 1 << 32)), acts=int(rng.integers(0, 2000)),
+            args = linear_args(weights=int(rng.integers(0, 1 << 32)), acts=int(rng.integers(0, 2000)),
                            results=int(rng.integers(0, 100)), M=int(rng.integers(0, 4)),
                            N=int(rng.integers(0, 20)), K=int(rng.integers(0, 2000)))
             pair.send(encode_request(Command.RUN, seq, args.to_bytes()))

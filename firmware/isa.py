@@ -1,0 +1,175 @@
+"""The control processor's instruction set, defined once (docs/firmware.md).
+
+The device core's ``RUN`` command starts a *control program* held in the core's program memory
+(``rtl.controller.Controller``); the program checks its arguments, splits K into passes and
+issues *sweeps* to the sequencer, which streams them through the array at one step per cycle.
+The host loads programs with ``WRITE_PROGRAM`` (``firmware.programs`` assembles the shipped
+ones); ``firmware.asm`` turns assembly text into the words defined here and
+``firmware.machine`` is the reference interpreter that the emulator runs and the RTL matches.
+
+Every instruction is one 32-bit word::
+
+    31      26 25  23 22  20 19  17 16                0
+    [  op   ] [ rd ] [ ra ] [ rb ] [       imm        ]
+
+Eight 32-bit registers ``r0``..``r7``; ``RUN`` loads ``r0``..``r5`` with its arguments and
+clears ``r6``, ``r7``. Arithmetic is unsigned and *saturating* (no wrap-around), so that a
+bounds check computed with it can never pass by overflow. ``LI`` takes a 23-bit value from
+bits 22..0. Branch and loop targets are absolute program addresses.
+
+Programs always terminate: branches may only go forward (a backward target is a fault) and the
+only way back is ``LOOP``, a zero-overhead counted loop that cannot nest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import unsigned
+from amaranth.lib import data, enum
+
+__all__ = ["REGISTERS", "ARG_REGISTERS", "WORD_BITS", "IMM_BITS", "LI_BITS", "Op", "Param",
+           "Fault", "Instruction", "INSTRUCTION_LAYOUT", "SPLIT_LAYOUT", "SWEEP_LAYOUT",
+           "encode", "decode", "signed_imm", "saturate", "param_values", "FORMS"]
+
+REGISTERS = 8
+ARG_REGISTERS = 6        # r0..r5 come from RUN
+WORD_BITS = 32
+IMM_BITS = 17
+LI_BITS = 23             # LI's value: the ra, rb and imm fields together
+REG_MAX = (1 << WORD_BITS) - 1
+
+
+class Op(enum.Enum, shape=6):
+    """Opcodes. 0 is illegal, so that an empty program memory faults instead of running."""
+    ILLEGAL = 0x00
+    LI = 0x01       # rd = value (23 bits)
+    ADD = 0x02      # rd = ra + rb            (saturates at 2**32 - 1)
+    SUB = 0x03      # rd = ra - rb            (saturates at 0)
+    ADDI = 0x04     # rd = ra + signed imm    (saturates both ways)
+    DIVU = 0x05     # rd = ra // rb           (rb = 0 faults)
+    REMU = 0x06     # rd = ra % rb            (rb = 0 faults)
+    CFG = 0x07      # rd = device parameter imm (Param)
+    BEQ = 0x08      # if ra == rb: pc = imm   (imm must be > pc)
+    BNE = 0x09
+    BLTU = 0x0A
+    BGEU = 0x0B
+    LOOP = 0x0C     # run pc+1 .. imm (inclusive) ra times; ra = 0 skips to imm + 1
+    SPLIT = 0x0D    # K = ra in rb passes (waits for the sequencer to finish what it has)
+    SETR = 0x0E     # results go to row ra on (waits for the sequencer)
+    SWEEP = 0x0F    # stream M = rb tokens: weights from rd, acts from ra; then rd += K
+    HALT = 0x10     # wait for the sequencer, answer OK
+    FAIL = 0x11     # wait for the sequencer, answer BAD_ARGUMENT
+
+
+class Param(enum.Enum, shape=IMM_BITS):
+    """Device parameters a program reads with ``CFG`` (so one program fits every build)."""
+    ROWS = 0
+    COLS = 1
+    PES = 2             # rows * cols: outputs per tile
+    WEIGHT_WORDS = 3
+    ACT_BYTES = 4
+    RESULT_ROWS = 5
+    PASS_K_MAX = 6      # longest pass the PE partial sums hold exactly
+    K_MAX = 7           # largest K the accumulator holds exactly
+
+
+class Fault(enum.Enum, shape=8):
+    """Why a program stopped with ``Status.PROGRAM_FAULT`` (the response carries pc, cause)."""
+    NONE = 0
+    ILLEGAL_INSTRUCTION = 1     # unknown opcode or CFG parameter
+    PC_OUT_OF_RANGE = 2         # ran past the end of program memory
+    BACKWARD_BRANCH = 3         # branch or loop end not after the instruction
+    NESTED_LOOP = 4             # LOOP inside a LOOP body
+    DIVIDE_BY_ZERO = 5
+    BAD_SPLIT = 6               # K = 0, K > k_max, n = 0, n > K or a pass longer than pass_k_max
+    NO_SPLIT = 7                # SWEEP before SPLIT
+    EMPTY_SWEEP = 8             # SWEEP of zero tokens
+
+
+#: Field layout of an instruction word (LSB first, as ``amaranth.lib.data`` lays it out).
+INSTRUCTION_LAYOUT = data.StructLayout({
+    "imm": unsigned(IMM_BITS),
+    "rb": unsigned(3),
+    "ra": unsigned(3),
+    "rd": unsigned(3),
+    "op": Op,
+})
+assert INSTRUCTION_LAYOUT.size == WORD_BITS
+
+#: The K split a SPLIT sets up for the sequencer: n passes, the first r of q + 1 steps.
+SPLIT_LAYOUT = data.StructLayout({
+    "k": unsigned(WORD_BITS),
+    "n": unsigned(WORD_BITS),
+    "q": unsigned(WORD_BITS),
+    "r": unsigned(WORD_BITS),
+})
+
+#: One sweep for the sequencer: M tokens, each all K steps, of one tile of weights.
+SWEEP_LAYOUT = data.StructLayout({
+    "weights": unsigned(WORD_BITS),     # first weight word (word weights + k at step k)
+    "acts": unsigned(WORD_BITS),        # first activation byte (acts + m*K + k)
+    "tokens": unsigned(WORD_BITS),
+})
+
+#: Operand forms of each opcode, for the assembler and disassembler:
+#: d = rd, a = ra, b = rb, i = imm (unsigned), s = imm (signed), v = 23-bit value,
+#: t = target address (imm), p = parameter name (imm).
+FORMS = {
+    Op.LI: "dv", Op.ADD: "dab", Op.SUB: "dab", Op.ADDI: "das", Op.DIVU: "dab",
+    Op.REMU: "dab", Op.CFG: "dp", Op.BEQ: "abt", Op.BNE: "abt", Op.BLTU: "abt",
+    Op.BGEU: "abt", Op.LOOP: "at", Op.SPLIT: "ab", Op.SETR: "a", Op.SWEEP: "dab",
+    Op.HALT: "", Op.FAIL: "",
+}
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """A decoded instruction (fields that an opcode does not use are 0)."""
+    op: Op
+    rd: int = 0
+    ra: int = 0
+    rb: int = 0
+    imm: int = 0
+
+    @property
+    def value(self) -> int:
+        """LI's 23-bit value."""
+        return (self.ra << (IMM_BITS + 3)) | (self.rb << IMM_BITS) | self.imm
+
+
+def param_values(*, rows: int, cols: int, weight_words: int, act_bytes: int, result_rows: int,
+                 pass_k_max: int, k_max: int) -> dict:
+    """What ``CFG`` reads on a device built with these parameters (RTL and emulator alike)."""
+    return {Param.ROWS: rows, Param.COLS: cols, Param.PES: rows * cols,
+            Param.WEIGHT_WORDS: weight_words, Param.ACT_BYTES: act_bytes,
+            Param.RESULT_ROWS: result_rows, Param.PASS_K_MAX: pass_k_max, Param.K_MAX: k_max}
+
+
+def signed_imm(imm: int) -> int:
+    """The imm field as a two's-complement number (ADDI)."""
+    return imm - (1 << IMM_BITS) if imm >> (IMM_BITS - 1) else imm
+
+
+def saturate(v: int) -> int:
+    """Clamp to the registers' unsigned range, as the ALU does."""
+    return min(max(v, 0), REG_MAX)
+
+
+def encode(op: Op, rd: int = 0, ra: int = 0, rb: int = 0, imm: int = 0) -> int:
+    for name, v, bits in (("rd", rd, 3), ("ra", ra, 3), ("rb", rb, 3), ("imm", imm, IMM_BITS)):
+        if not 0 <= v < (1 << bits):
+            raise ValueError(f"{Op(op).name}: {name} = {v} does not fit {bits} bits")
+    return (Op(op).value << 26) | (rd << 23) | (ra << 20) | (rb << 17) | imm
+
+
+def decode(word: int) -> Instruction:
+    """Decode a word; an unknown opcode decodes as ``Op.ILLEGAL``."""
+    if not 0 <= word < (1 << WORD_BITS):
+        raise ValueError(f"instruction word {word!r} is not a 32-bit value")
+    try:
+        op = Op(word >> 26)
+    except ValueError:
+        op = Op.ILLEGAL
+    return Instruction(op, (word >> 23) & 7, (word >> 20) & 7, (word >> 17) & 7,
+                       word & ((1 << IMM_BITS) - 1))

@@ -1,0 +1,164 @@
+"""The reference interpreter of the control processor: what ``rtl.controller`` does, in Python.
+
+:func:`run` executes a program from an entry point with ``RUN``'s arguments and returns what
+the sequencer is asked to do, in order (:class:`Split`, :class:`SetResults`, :class:`Sweep`),
+and how the program ended. The emulator (``host.emu``) carries out those events on its
+memories; the RTL controller must produce the same events and the same ending for every
+program (tests/rtl/test_controller.py).
+
+Timing is not modelled here, only order: the controller runs one instruction per cycle
+(DIVU, REMU and SPLIT take a division, SPLIT, SETR, HALT and FAIL wait for the sequencer to go
+idle), and a sweep issued from a one-instruction ``LOOP`` body follows the previous one without
+a gap, so the array's cycle counters equal the cycle model of the concatenated passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .commands import Status
+from .isa import (ARG_REGISTERS, REGISTERS, Fault, Op, Param, decode, saturate, signed_imm)
+
+__all__ = ["Split", "SetResults", "Sweep", "Outcome", "chunk_split", "run"]
+
+
+@dataclass(frozen=True)
+class Split:
+    """K steps in ``n`` passes: the first ``r`` of ``q + 1`` steps, the rest of ``q``."""
+    k: int
+    n: int
+    q: int
+    r: int
+
+
+@dataclass(frozen=True)
+class SetResults:
+    row: int
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """M = ``tokens`` tokens, each all K steps of ``split``, weights from word ``weights``."""
+    weights: int
+    acts: int
+    tokens: int
+    split: Split
+
+
+@dataclass
+class Outcome:
+    status: Status
+    events: list = field(default_factory=list)
+    fault_pc: int = 0
+    fault: Fault | None = None
+    steps: int = 0              # instructions executed
+
+
+def chunk_split(k: int, n: int, k_max: int, pass_k_max: int) -> Split | None:
+    """The split SPLIT sets up, or None when it faults (BAD_SPLIT)."""
+    if k == 0 or k > k_max or n == 0 or n > k:
+        return None
+    q, r = divmod(k, n)
+    if q + (r != 0) > pass_k_max:
+        return None
+    return Split(k, n, q, r)
+
+
+def run(program, entry: int, args, params: dict[Param, int],
+        max_steps: int = 10_000_000) -> Outcome:
+    """Execute ``program`` (a sequence of 32-bit words; its length is the program memory's
+    depth) from ``entry`` with ``args`` in r0.. (at most six)."""
+    depth = len(program)
+    if not 0 <= entry < depth:
+        raise ValueError(f"entry {entry} outside program memory (0 .. {depth - 1})")
+    if len(args) > ARG_REGISTERS:
+        raise ValueError(f"at most {ARG_REGISTERS} arguments, got {len(args)}")
+    regs = [0] * REGISTERS
+    for i, a in enumerate(args):
+        regs[i] = saturate(int(a))
+    out = Outcome(Status.OK)
+    split: Split | None = None
+    loop = None                  # [start, end, count left]
+    pc = entry
+
+    def fault(cause: Fault, at: int) -> Outcome:
+        out.status, out.fault, out.fault_pc = Status.PROGRAM_FAULT, cause, at
+        return out
+
+    while True:
+        if out.steps >= max_steps:
+            raise RuntimeError(f"control program ran {max_steps} instructions without ending "
+                               f"(the emulator's limit; the device would go on)")
+        ins = decode(int(program[pc]))
+        out.steps += 1
+        a, b = regs[ins.ra], regs[ins.rb]
+        next_pc = pc + 1
+        op = ins.op
+        if op is Op.LI:
+            regs[ins.rd] = ins.value
+        elif op is Op.ADD:
+            regs[ins.rd] = saturate(a + b)
+        elif op is Op.SUB:
+            regs[ins.rd] = saturate(a - b)
+        elif op is Op.ADDI:
+            regs[ins.rd] = saturate(a + signed_imm(ins.imm))
+        elif op in (Op.DIVU, Op.REMU):
+            if b == 0:
+                return fault(Fault.DIVIDE_BY_ZERO, pc)
+            regs[ins.rd] = a // b if op is Op.DIVU else a % b
+        elif op is Op.CFG:
+            try:
+                regs[ins.rd] = params[Param(ins.imm)]
+            except ValueError:
+                return fault(Fault.ILLEGAL_INSTRUCTION, pc)
+        elif op in (Op.BEQ, Op.BNE, Op.BLTU, Op.BGEU, Op.LOOP):
+            if ins.imm <= pc:
+                return fault(Fault.BACKWARD_BRANCH, pc)
+            if op is Op.LOOP:
+                if loop is not None:
+                    return fault(Fault.NESTED_LOOP, pc)
+                if a == 0:
+                    next_pc = ins.imm + 1          # checked against the depth below
+                else:
+                    loop = [pc + 1, ins.imm, a]
+            else:
+                taken = {Op.BEQ: a == b, Op.BNE: a != b, Op.BLTU: a < b, Op.BGEU: a >= b}[op]
+                if taken:
+                    if ins.imm >= depth:
+                        return fault(Fault.PC_OUT_OF_RANGE, pc)
+                    if loop is not None and ins.imm > loop[1]:
+                        loop = None          # leaving the loop body ends the loop
+                    pc = ins.imm
+                    continue
+        elif op is Op.SPLIT:
+            split = chunk_split(a, b, params[Param.K_MAX], params[Param.PASS_K_MAX])
+            if split is None:
+                return fault(Fault.BAD_SPLIT, pc)
+            out.events.append(split)
+        elif op is Op.SETR:
+            out.events.append(SetResults(a))
+        elif op is Op.SWEEP:
+            if split is None:
+                return fault(Fault.NO_SPLIT, pc)
+            if b == 0:
+                return fault(Fault.EMPTY_SWEEP, pc)
+            out.events.append(Sweep(regs[ins.rd], a, b, split))
+            regs[ins.rd] = saturate(regs[ins.rd] + split.k)
+        elif op is Op.HALT:
+            return out
+        elif op is Op.FAIL:
+            out.status = Status.BAD_ARGUMENT
+            return out
+        else:
+            return fault(Fault.ILLEGAL_INSTRUCTION, pc)
+        # Sequential flow: the zero-overhead loop jumps back from its last instruction.
+        if loop is not None and pc == loop[1]:
+            loop[2] -= 1
+            if loop[2]:
+                next_pc = loop[0]
+            else:
+                loop = None
+        if next_pc >= depth:
+            # Leaving program memory is a fault of the instruction that would leave it.
+            return fault(Fault.PC_OUT_OF_RANGE, pc)
+        pc = next_pc
