@@ -79,7 +79,11 @@ def _cmd_asm(args) -> int:
     from firmware.asm import assemble
     from firmware.programs import FIRMWARE
     try:
-        text = open(args.file).read() if args.file != "-" else sys.stdin.read()
+        if args.file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.file) as f:
+                text = f.read()
     except OSError as e:
         raise ValueError(f"cannot read {args.file}: {e.strerror}") from None
     base = len(FIRMWARE) if args.base is None else args.base

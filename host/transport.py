@@ -154,14 +154,18 @@ class SimTransport(Transport):
 
     def close(self) -> None:
         proc = getattr(self, "proc", None)
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        try:
-            proc.stdin.close()
-            proc.wait(timeout=5)
-        except Exception:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            try:
+                proc.stdin.close()
+                proc.wait(timeout=5)
+            except Exception:
+                proc.kill()
+                proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
 
 
 # ---------------------------------------------------------------------------------------------
