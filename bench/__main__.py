@@ -218,7 +218,8 @@ def device_core(quick: bool) -> dict:
     out = {"control": {"linear_decode_16x16": control_cycles(16, 16, 1, 512, 2560)}}
     rng = np.random.default_rng(1)
     rows = cols = 8 if quick else 16
-    layers = {"decode": (1, 512, 2560), "prefill": (16, 256, 2560)}
+    # Two tiles of outputs for decode, one for prefill (16x16: N = 512 and 256).
+    layers = {"decode": (1, 2 * rows * cols, 2560), "prefill": (16, rows * cols, 2560)}
     progress(f"sim device {rows}x{cols}: building / running whole layers")
     sim_out = {}
     with open_device("sim", rows=rows, cols=cols, weight_words=8192, act_bytes=65536,

@@ -42,6 +42,8 @@ int main(int argc, char **argv) {
     top->rst = 0;
 
     std::deque<uint8_t> in;
+    const int POLL_EVERY = 256;
+    int since_poll = 0;
     uint8_t out[4096];
     size_t out_len = 0;
     bool eof = false;
@@ -118,8 +120,10 @@ int main(int argc, char **argv) {
         if (gave) out[out_len++] = byte;
         if (out_len == sizeof(out) || (out_len && (!gave || idle))) flush();
 
-        if (in.empty() && !eof) {
-            // Sleep in poll() only when the device has nothing left to do; otherwise just peek.
+        // Sleep in poll() only when the device has nothing left to do; otherwise peek, but only
+        // every POLL_EVERY cycles: a system call per cycle would cost more than the cycle.
+        if (in.empty() && !eof && (idle || ++since_poll >= POLL_EVERY)) {
+            since_poll = 0;
             struct pollfd p = {0, POLLIN, 0};
             if (poll(&p, 1, idle ? -1 : 0) > 0) {
                 uint8_t buf[4096];
