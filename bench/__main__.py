@@ -231,8 +231,8 @@ def device_core(quick: bool) -> dict:
             dev._write_acts(0, x.tobytes())
             dev._request(Command.CLEAR_COUNTERS)
             t0 = time.perf_counter()
-            dev._request(Command.RUN, linear_args(h.base, 0, 0, M, N, K).to_bytes(),
-                         extra_time=120.0)
+            run = linear_args(h.base, 0, 0, M, N, K)
+            dev.run_program(run.entry, *run.args, timeout=120.0)
             seconds = time.perf_counter() - t0
             c = dev.read_counters()
             counted = c.busy + c.stall_input + c.stall_drain + c.drain_tail

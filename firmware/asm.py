@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import isa
+from .commands import pack_instructions
 from .isa import FORMS, IMM_BITS, LI_BITS, Op, Param
 
 __all__ = ["AsmError", "Program", "assemble", "disassemble"]
@@ -49,7 +50,7 @@ class Program:
 
     def to_bytes(self) -> bytes:
         """The words as ``WRITE_PROGRAM`` carries them (little-endian u32)."""
-        return b"".join(w.to_bytes(4, "little") for w in self.words)
+        return pack_instructions(self.words)
 
     def listing(self) -> str:
         names = {a: n for n, a in self.labels.items()}

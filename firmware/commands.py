@@ -26,7 +26,7 @@ __all__ = [
     "INFO_FORMAT", "INFO_SIZE", "DeviceInfo",
     "ADDRESS_FORMAT", "ADDRESS_SIZE",
     "RUN_FORMAT", "RUN_SIZE", "RUN_ARGS", "RunArgs", "FAULT_FORMAT", "FAULT_SIZE",
-    "INSTRUCTION_BYTES",
+    "INSTRUCTION_BYTES", "pack_instructions", "unpack_instructions",
     "READ_RESULTS_FORMAT", "READ_RESULTS_SIZE", "ReadResultsArgs", "RESULT_DTYPE",
     "MAX_RESPONSE_PAYLOAD",
     "COUNTER_NAMES", "COUNTERS_FORMAT", "COUNTERS_SIZE", "Counters",
@@ -188,6 +188,20 @@ FAULT_SIZE = struct.calcsize(FAULT_FORMAT)      # 3
 
 #: WRITE_PROGRAM data: little-endian 32-bit instruction words after the address.
 INSTRUCTION_BYTES = 4
+
+
+def pack_instructions(words) -> bytes:
+    """Instruction words as ``WRITE_PROGRAM`` carries them."""
+    return b"".join(int(w).to_bytes(INSTRUCTION_BYTES, "little") for w in words)
+
+
+def unpack_instructions(data) -> list[int]:
+    """The words of ``WRITE_PROGRAM`` data (a whole number of instructions)."""
+    data = bytes(data)
+    if len(data) % INSTRUCTION_BYTES:
+        raise ValueError(f"{len(data)} bytes are not whole {INSTRUCTION_BYTES}-byte instructions")
+    return [int.from_bytes(data[i:i + INSTRUCTION_BYTES], "little")
+            for i in range(0, len(data), INSTRUCTION_BYTES)]
 
 
 #: row, rows

@@ -24,7 +24,8 @@ import numpy as np
 from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, FAULT_FORMAT, FAULT_SIZE,
                                FORMAT_BASE3, FRAME_OVERHEAD, INSTRUCTION_BYTES, MAX_LENGTH,
                                PROTOCOL_VERSION, RESPONSE_SYNC, RESULT_DTYPE, RUN_SIZE, Command,
-                               Counters, DeviceInfo, ReadResultsArgs, RunArgs, Status)
+                               Counters, DeviceInfo, ReadResultsArgs, RunArgs, Status,
+                               pack_instructions)
 from firmware.isa import Fault
 from firmware.programs import FIRMWARE, linear_args
 from sim import cycles, numerics, packing, schedule
@@ -315,9 +316,8 @@ class Device:
                              f"{self._info.program_words}-word program memory")
         step = (self._max_payload - ADDRESS_SIZE) // INSTRUCTION_BYTES
         for i in range(0, len(words), step):
-            chunk = b"".join(w.to_bytes(INSTRUCTION_BYTES, "little")
-                             for w in words[i:i + step])
-            self._request(Command.WRITE_PROGRAM, struct.pack(ADDRESS_FORMAT, at + i) + chunk)
+            self._request(Command.WRITE_PROGRAM, struct.pack(ADDRESS_FORMAT, at + i) +
+                          pack_instructions(words[i:i + step]))
 
     def run_program(self, entry: int, *args: int, timeout: float | None = None) -> None:
         """Run the control program at ``entry`` with up to six arguments in r0..r5; returns

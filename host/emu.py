@@ -26,7 +26,6 @@ specifies and ``rtl.core.DeviceCore`` implements:
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 
 import numpy as np
@@ -35,7 +34,8 @@ from firmware import machine
 from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, FAULT_FORMAT,
                                FORMAT_BASE3, INSTRUCTION_BYTES, MAX_LENGTH, PROTOCOL_VERSION,
                                READ_RESULTS_SIZE, REQUEST_SYNC, RESULT_DTYPE, RUN_SIZE, Command,
-                               Counters, DeviceInfo, ReadResultsArgs, RunArgs, Status)
+                               Counters, DeviceInfo, ReadResultsArgs, RunArgs, Status,
+                               unpack_instructions)
 from firmware.isa import param_values
 from firmware.programs import FIRMWARE
 from sim import cycles, packing, schedule
@@ -221,8 +221,7 @@ class EmulatedDevice:
         n, rest = divmod(len(data), INSTRUCTION_BYTES)
         if rest or addr + n > self.info.program_words:
             return None
-        self.program[addr:addr + n] = [int.from_bytes(data[i:i + 4], "little")
-                                       for i in range(0, len(data), INSTRUCTION_BYTES)]
+        self.program[addr:addr + n] = unpack_instructions(data)
         return b""
 
     def _cmd_run(self, p: bytes):

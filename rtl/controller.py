@@ -11,18 +11,16 @@ splits, result pointers and sweeps in the same order and end with the same statu
 pc and cause).
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from firmware.commands import Status
-from firmware.isa import (ARG_REGISTERS, INSTRUCTION_LAYOUT, REGISTERS, SPLIT_LAYOUT,
+from firmware.isa import (ARG_REGISTERS, INSTRUCTION_LAYOUT, REG_MAX, REGISTERS, SPLIT_LAYOUT,
                           SWEEP_LAYOUT, WORD_BITS, Fault, Op, Param)
 
 from .divider import Divider
-
-REG_MAX = (1 << WORD_BITS) - 1
 
 
 class Controller(wiring.Component):

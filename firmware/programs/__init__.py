@@ -29,9 +29,6 @@ class Firmware:
     def __len__(self) -> int:
         return len(self.words)
 
-    def to_bytes(self) -> bytes:
-        return b"".join(w.to_bytes(4, "little") for w in self.words)
-
 
 def build_firmware(names=PROGRAM_NAMES) -> Firmware:
     words: list[int] = []
