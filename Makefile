@@ -8,7 +8,7 @@ WAVES  ?= 0
 # With WAVES=1 let the benches print where each waveform went.
 PYTEST_WAVES := $(if $(filter-out 0,$(WAVES)),-s,)
 
-.PHONY: all install test sim bench clean
+.PHONY: all install demo test sim bench model clean
 
 all: test
 
@@ -19,6 +19,13 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 install: $(STAMP)
+
+# The main job: the bundled model (models/tiny) writes text on the simulated device (the RTL
+# device core in Verilator, built on first use), then prints where cycles, bytes and time went.
+DEMO_PROMPT ?= The with statement
+demo: $(STAMP)
+	$(BIN)/tritium run models/tiny --device sim --prompt "$(DEMO_PROMPT)" --max-new-tokens 64 \
+		--temperature 0.8 --top-k 40 --seed 1
 
 # The whole test suite: golden model, Amaranth-simulator unit tests and the cocotb benches.
 test: $(STAMP)
@@ -31,6 +38,10 @@ sim: $(STAMP)
 # Benchmarks: JSON into bench/results/ (not timed tests).
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Retrain the bundled model from scratch (python -m train; about 25 minutes on 2 cores).
+model: $(STAMP)
+	$(BIN)/python -m train --out models/tiny
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -9,9 +9,13 @@
 * the device core (``device``): the ``sim`` device (16x16 core in Verilator) running whole
   layers: simulated cycles per second (goal >= 1M), utilization from the device's own
   counters, link bytes per ``linear`` call with resident weights, and the control program's
-  cycles before the first operand (Amaranth simulator).
+  cycles before the first operand (Amaranth simulator);
+* the bundled model (``model``, into ``bench/results/model.json``): ``models/tiny`` generating
+  on ``emu`` and ``sim``: tokens per second, host overhead per token, device cycles and link
+  bytes per token, and projected tokens per second on each board of ``sim.boards``.
 
-Usage: ``python -m bench [--quick] [--only resources,utilization,speed,link,device] [--out FILE]``.
+Usage: ``python -m bench [--quick] [--only resources,utilization,speed,link,device,model]
+[--out FILE]``.
 These are measurements, not tests: the machines are shared, so quote ratios and cycle counts.
 """
 
@@ -32,7 +36,10 @@ from rtl.systolic import MatrixEngine, SystolicArray
 from rtl.ternary_pe import TernaryPE
 from sim import cycles, packing, schedule
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+#: what the model benchmark (and make demo) asks the bundled model to continue
+MODEL_PROMPT = "The with statement"
 
 # BitNet b1.58 2B-4T projection shapes (hidden 2560, FFN 6912), as (N, K).
 BITNET_2B = {"attn_qo": (2560, 2560), "attn_kv": (640, 2560), "ffn_gate_up": (6912, 2560),
@@ -268,25 +275,81 @@ def device_core(quick: bool) -> dict:
     return out
 
 
+def model_runs(quick: bool) -> dict:
+    """The bundled model (models/tiny) generating text on ``emu`` and ``sim``: tokens per
+    second of wall time, where a decode token's host time goes (device calls vs the rest),
+    device cycles and link bytes per token, and the projection onto each board."""
+    from host import run_model
+    folder = ROOT / "models" / "tiny"
+    new = 8 if quick else 48
+    out = {"model": str(folder.relative_to(ROOT)), "prompt": MODEL_PROMPT,
+           "max_new_tokens": new, "greedy": True}
+    tokens = {}
+    for spec in ("emu", "sim"):
+        progress(f"models/tiny on {spec}: {new} tokens")
+        r = run_model(folder, MODEL_PROMPT, device=spec, max_new_tokens=new)
+        tokens[spec] = r.tokens
+        s = r.stats
+        steps = s["generated_tokens"] - 1
+        dec = s["decode"]
+        out[spec] = {
+            "array": f"{s['array']['rows']}x{s['array']['cols']}",
+            "prompt_tokens": s["prompt_tokens"], "generated_tokens": s["generated_tokens"],
+            "resident_projections": s["upload"]["resident"],
+            "streamed_projections": s["upload"]["streamed"],
+            "tokens_per_second": round(s["tokens_per_second"], 2),
+            "decode_tokens_per_second": round(s["decode_tokens_per_second"], 2),
+            "per_decode_token": {
+                "host_ms": round(1e3 * s["decode_seconds"] / steps, 3),
+                "device_calls_ms": round(1e3 * dec["linear_seconds"] / steps, 3),
+                "host_overhead_ms": round(1e3 * (s["decode_seconds"] - dec["linear_seconds"])
+                                          / steps, 3),
+                "device_cycles": dec["device_cycles"] / steps,
+                "bytes_sent": dec["bytes_sent"] / steps,
+                "bytes_received": dec["bytes_received"] / steps,
+                "linear_calls": dec["linear_calls"] / steps,
+            },
+            "device_cycles_equal_model": dec["device_cycles"] == dec["model_cycles"],
+        }
+        out["projected"] = {name: {k: (round(v, 6) if isinstance(v, float) else v)
+                                   for k, v in p.items()}
+                            for name, p in s["projected"].items()}
+    out["same_tokens_emu_sim"] = tokens["emu"] == tokens["sim"]
+    return out
+
+
+PARTS = ("resources", "utilization", "speed", "link", "device", "model")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small runs only (for a smoke test)")
-    parser.add_argument("--only", default="resources,utilization,speed,link,device")
-    parser.add_argument("--out", type=Path, default=RESULTS / "compute_core.json")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"comma-separated parts of {', '.join(PARTS)}")
+    parser.add_argument("--out", type=Path, default=RESULTS / "compute_core.json",
+                        help="where the compute core's parts go (model: bench/results/model.json)")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
-    unknown = parts - {"resources", "utilization", "speed", "link", "device"}
+    unknown = parts - set(PARTS)
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    report = {
-        "bench": "compute_core",
+    header = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpu": platform.machine()},
         "quick": args.quick,
     }
+    if "model" in parts:
+        out = RESULTS / "model.json"
+        out.write_text(json.dumps({"bench": "model", **header, **model_runs(args.quick)},
+                                  indent=2) + "\n")
+        progress(f"wrote {out}")
+        parts.discard("model")
+        if not parts:
+            return 0
+    report = {"bench": "compute_core", **header}
     if "resources" in parts:
         report["resources"] = bench_resources(args.quick)
     if "utilization" in parts or "speed" in parts:

@@ -97,6 +97,113 @@ def _cmd_asm(args) -> int:
     return 0
 
 
+def _parse_ids(text: str) -> list[int]:
+    try:
+        ids = [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(f"--ids must be token ids separated by commas, got {text!r}") from None
+    if not ids:
+        raise ValueError("--ids is empty: give at least one token id")
+    return ids
+
+
+class _TextStream:
+    """Prints generated tokens as they come: text through the tokenizer when there is one
+    (holding back a token that ends inside a multi-byte character), ids otherwise."""
+
+    def __init__(self, tokenizer, out, prompt):
+        self.tokenizer, self.out = tokenizer, out
+        if tokenizer is None:
+            self.prompt = " ".join(map(str, prompt)) + " |"
+        else:
+            self.prompt = prompt if isinstance(prompt, str) else tokenizer.decode(prompt)
+        self.tokens: list[int] = []
+        self.shown = 0
+
+    def start(self) -> None:
+        """Echo the prompt (once, when the run has got past checking its arguments)."""
+        if self.prompt is not None:
+            self.out.write(self.prompt)
+            self.prompt = None
+
+    def __call__(self, token: int) -> None:
+        self.start()
+        self.tokens.append(token)
+        if self.tokenizer is None:
+            self.out.write(f" {token}")
+        else:
+            text = self.tokenizer.decode(self.tokens)
+            if text.endswith("\ufffd"):
+                return
+            self.out.write(text[self.shown:])
+            self.shown = len(text)
+        self.out.flush()
+
+
+def _summary(stats: dict) -> str:
+    """The short table after a run: where the time, cycles and bytes went."""
+    up = stats["upload"]
+    rows = [("phase", "tokens", "device cycles", "bytes sent", "bytes recv", "host s")]
+    rows.append((f"upload ({up['resident']} resident, {up['streamed']} streamed)", "",
+                 "", f"{up['bytes_sent']:,}", f"{up['bytes_received']:,}",
+                 f"{up['seconds']:.2f}"))
+    for phase, n in (("prefill", stats["prompt_tokens"]),
+                     ("decode", max(0, stats["generated_tokens"] - 1))):
+        p = stats[phase]
+        rows.append((phase, str(n), f"{p['device_cycles']:,}", f"{p['bytes_sent']:,}",
+                     f"{p['bytes_received']:,}", f"{p['host_seconds']:.2f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    rate = stats["decode_tokens_per_second"]
+    lines.append(f"{stats['generated_tokens']} tokens ({stats['stop_reason']}) on "
+                 f"{stats['device']} {stats['array']['rows']}x{stats['array']['cols']}: "
+                 f"{stats['tokens_per_second']:.1f} tokens/s here"
+                 + (f", {rate:.1f} while decoding" if rate else ""))
+    for name, p in (stats.get("projected") or {}).items():
+        lines.append(f"projected on {name} ({p['array']} at {p['clock_mhz']:g} MHz, "
+                     f"{p['baud'] / 1e6:g} Mbaud, {p['basis']} figures): "
+                     f"{p['tokens_per_second']:.1f} tokens/s, {p['bound']}-bound"
+                     + ("" if p["resident"] else ", weights streamed (do not fit)"))
+    return "\n".join(lines)
+
+
+def _cmd_run(args) -> int:
+    """Generate text from a BitNet checkpoint with every projection on a device."""
+    from .checkpoint import load_checkpoint
+    from .device import open_device
+    from .model import load_tokenizer, run_model
+
+    quiet = args.json
+    say = (lambda msg: None) if quiet else (lambda msg: print(f"tritium: {msg}",
+                                                              file=sys.stderr, flush=True))
+    ckpt = load_checkpoint(args.model)
+    cfg = ckpt.config
+    trits = sum(lin.trits.size for _, _, lin in ckpt.projections())
+    say(f"{args.model}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
+        f"{trits:,} ternary weights, vocabulary {cfg.vocab_size}")
+    prompt = _parse_ids(args.ids) if args.ids is not None else args.prompt
+    tokenizer = load_tokenizer(ckpt, needed=isinstance(prompt, str))
+    options = {k: v for k, v in (("rows", args.rows), ("cols", args.cols)) if v is not None}
+    if args.device == "sim":
+        say("opening the simulated device (the first run compiles it with Verilator: "
+            "about a minute)")
+    stream = None if quiet else _TextStream(tokenizer, sys.stdout, prompt)
+    with open_device(args.device, **options) as dev:
+        say(f"device {dev.name}: {dev.info['rows']}x{dev.info['cols']} array; uploading "
+            f"weights, then generating up to {args.max_new_tokens} tokens")
+        r = run_model(ckpt, prompt, device=dev, max_new_tokens=args.max_new_tokens,
+                      temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                      on_token=stream)
+    if args.json:
+        print(json.dumps({"tokens": r.tokens, "text": r.text, "stats": r.stats}))
+    else:
+        stream.start()
+        print("\n")
+        print(_summary(r.stats))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritium", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +232,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--divisor", type=int, default=8, help="simulated clock cycles per UART bit")
     p.set_defaults(func=_cmd_sim_serve)
 
+    p = sub.add_parser("run", help="generate text from a BitNet b1.58 checkpoint with every "
+                                   "ternary projection on a device")
+    p.add_argument("model", help="checkpoint folder (config.json, model.safetensors, "
+                                 "tokenizer.json), e.g. models/tiny")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--prompt", help="prompt text (needs the folder's tokenizer.json)")
+    g.add_argument("--ids", help="prompt as token ids, e.g. 1,17,42")
+    p.add_argument("--device", default="emu", help="emu, sim, serial:PATH[@BAUD] or pcie:DEV")
+    p.add_argument("--rows", type=int, help="array rows of an emu or sim device")
+    p.add_argument("--cols", type=int, help="array columns of an emu or sim device")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--json", action="store_true",
+                   help='print {"tokens", "text", "stats"} as JSON and nothing else')
+    p.set_defaults(func=_cmd_run)
+
     p = sub.add_parser("asm", help="assemble a control program (docs/firmware.md) and print "
                                    "its listing")
     p.add_argument("file", help="assembly source ('-' for stdin)")
@@ -139,10 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .model import TokenizerUnavailable
     from .protocol import ProtocolError
     try:
         return args.func(args)
-    except (ValueError, ProtocolError) as e:
+    except (ValueError, ProtocolError, TokenizerUnavailable) as e:
         print(f"tritium: error: {e}", file=sys.stderr)
         return 2
 

@@ -436,6 +436,35 @@ class Device:
             raise
         return WeightHandle(self, N, K, tiles, base, None)
 
+    def load_many(self, ws) -> list[WeightHandle]:
+        """Load several layers (a whole model) at once; handles in the same order.
+
+        All resident when they fit together. When they do not, a streamed layer needs free
+        weight memory to pass through, so one tile of the widest layer (K words) is kept free
+        while the others are placed, in order, for as long as they fit; the rest stream. (Loading
+        them one by one with :meth:`load` could fill memory to the last word first.)
+        """
+        ws = [numerics.check_ternary(w, "weights") for w in ws]
+        shapes = [w.shape for w in ws if w.ndim == 2]
+        words = sum(schedule.tile_count(self.config, 1, N, "outputs") * K for N, K in shapes)
+        reserve = None
+        if shapes and words > self.free_words:
+            K = min(max(K for _, K in shapes), self.free_words)
+            reserve = self._alloc(K) if K else None
+            reserve = None if reserve is None else (reserve, K)
+        handles: list[WeightHandle] = []
+        try:
+            for w in ws:
+                handles.append(self.load(w))
+        except BaseException:
+            for h in handles:
+                self.free(h)
+            raise
+        finally:
+            if reserve is not None:
+                self._release(*reserve)
+        return handles
+
     # -- compute -------------------------------------------------------------------------
 
     def linear(self, h_or_w, x) -> np.ndarray:
@@ -530,16 +559,25 @@ class Device:
                       extra_time=extra)
         self._stats["model_cycles"] += model
         finals = [p for p in plan.passes if p.last_chunk]     # tile-major, then token
-        rows = len(finals) * R
-        buf = np.empty((rows, C), dtype=np.int32)
-        for r0 in range(0, rows, self.rows_per_read):
-            n = min(self.rows_per_read, rows - r0)
-            data = self._request(Command.READ_RESULTS, ReadResultsArgs(r0, n).to_bytes(),
-                                 response_size=4 * C * n)
-            if len(data) != 4 * C * n:
-                raise ProtocolError(f"{self.name}: READ_RESULTS returned {len(data)} bytes, "
-                                    f"expected {4 * C * n}")
-            buf[r0:r0 + n] = np.frombuffer(data, dtype=RESULT_DTYPE).reshape(n, C)
+        buf = np.zeros((len(finals) * R, C), dtype=np.int32)
+        # Read only the rows that hold outputs (a tile wider than N leaves the last rows of
+        # its passes unused: they are a suffix), in runs of consecutive rows.
+        spans: list[list[int]] = []
+        for i, p in enumerate(finals):
+            used = int((p.tokens >= 0).sum())
+            if spans and spans[-1][0] + spans[-1][1] == i * R:
+                spans[-1][1] += used
+            else:
+                spans.append([i * R, used])
+        for start, count in spans:
+            for r0 in range(start, start + count, self.rows_per_read):
+                n = min(self.rows_per_read, start + count - r0)
+                data = self._request(Command.READ_RESULTS, ReadResultsArgs(r0, n).to_bytes(),
+                                     response_size=4 * C * n)
+                if len(data) != 4 * C * n:
+                    raise ProtocolError(f"{self.name}: READ_RESULTS returned {len(data)} "
+                                        f"bytes, expected {4 * C * n}")
+                buf[r0:r0 + n] = np.frombuffer(data, dtype=RESULT_DTYPE).reshape(n, C)
         part = np.zeros((Mc, Nc), dtype=np.int64)
         for i, p in enumerate(finals):
             schedule.scatter_tile(plan, p, buf[i * R:(i + 1) * R], part)

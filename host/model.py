@@ -30,12 +30,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from sim import numerics, schedule
+from sim import boards, numerics
 
 from .checkpoint import Checkpoint, TernaryLinear, load_checkpoint
 from .device import Device, WeightHandle, open_device
 
-__all__ = ["run_model", "RunResult", "TokenizerUnavailable"]
+__all__ = ["run_model", "RunResult", "TokenizerUnavailable", "load_tokenizer"]
 
 #: ``Device.stats`` counters whose sum is the device's cycle count (busy plus every stall)
 CYCLE_COUNTERS = ("busy", "stall_input", "stall_drain", "drain_tail")
@@ -62,7 +62,11 @@ class RunResult:
     spent in :meth:`Device.linear`) and ``device_seconds`` (cycles / clock; None when the device
     reports no clock); ``tokens_per_second`` of wall time (prefill included) and
     ``decode_tokens_per_second``; ``device_stats`` (every ``Device.stats`` counter's change
-    while generating: retries, timeouts, frames, ...).
+    while generating: retries, timeouts, frames, ...); ``projected``: per board of
+    :mod:`sim.boards`, decode tokens per second from the cycle model on that board's array,
+    its clock and this run's link bytes per token at its baud rate (``bound`` says which of
+    compute, weight memory or link dominates; ``basis`` whether the board's figures are
+    targets or measured; None when no token was decoded).
     """
 
     tokens: list[int]
@@ -105,7 +109,7 @@ def run_model(model, prompt, *, device="emu", max_new_tokens: int = 32,
     if on_token is not None and not callable(on_token):
         raise TypeError(f"on_token must be callable, got {on_token!r}")
 
-    tokenizer = _tokenizer(ckpt, needed=isinstance(prompt, str))
+    tokenizer = load_tokenizer(ckpt, needed=isinstance(prompt, str))
     if isinstance(prompt, str):
         ids = list(tokenizer.encode(prompt).ids)
     else:
@@ -159,8 +163,9 @@ def run_model(model, prompt, *, device="emu", max_new_tokens: int = 32,
                      logits=logits, stop_reason=stop)
 
 
-def _tokenizer(ckpt: Checkpoint, needed: bool):
-    """The folder's tokenizer, or None when there is none and none is needed."""
+def load_tokenizer(ckpt: Checkpoint, needed: bool = False):
+    """The folder's ``tokenizer.json`` as a ``tokenizers.Tokenizer``; None when there is none
+    (or the package is missing) and ``needed`` is false."""
     if ckpt.tokenizer_path is None:
         if needed:
             raise ValueError(f"{ckpt.path}: a text prompt needs the folder's tokenizer.json, "
@@ -254,26 +259,10 @@ class _Runner:
         self.head_seconds = {"prefill": 0.0, "decode": 0.0}
         self.before = dev.stats
         start = time.perf_counter()
-        placeholder = None
-        try:
-            # A streamed projection passes through free weight memory. If resident ones
-            # filled it to the last word, streaming would have nowhere to go: when the model
-            # does not fit, hold one tile of the widest projection free while loading.
-            shapes = [lin.shape for _, _, lin in ckpt.projections()]
-            words = sum(schedule.tile_count(dev.config, 1, N, "outputs") * K for N, K in shapes)
-            if words > dev.free_words:
-                placeholder = dev.load(np.zeros((1, max(K for _, K in shapes)), np.int8))
-            for layer in ckpt.layers:
-                hs: dict[str, WeightHandle] = {}
-                self.handles.append(hs)
-                for name, lin in layer.projections():
-                    hs[name] = dev.load(lin.trits)
-        except BaseException:
-            self.free()
-            raise
-        finally:
-            if placeholder is not None:
-                dev.free(placeholder)
+        # All at once, so that a model which does not fit keeps room to stream the rest.
+        handles = iter(dev.load_many([lin.trits for _, _, lin in ckpt.projections()]))
+        for layer in ckpt.layers:
+            self.handles.append({name: next(handles) for name, _ in layer.projections()})
         after = dev.stats
         self.upload = {
             "seconds": time.perf_counter() - start,
@@ -376,6 +365,17 @@ class _Runner:
         self.length = L
         return logits.astype(np.float32, copy=False)
 
+    def _projected(self, decode: dict, n_new: int) -> dict | None:
+        """Decode tokens per second on each board of :mod:`sim.boards`, from the cycle model
+        on the board's array and the link bytes this run's decode steps moved per token."""
+        steps = n_new - 1                     # the first new token comes out of the prefill
+        if steps < 1:
+            return None
+        per_token = (decode["bytes_sent"] + decode["bytes_received"]) / steps
+        shapes = [lin.shape for _, _, lin in self.ckpt.projections()]
+        return {name: boards.project_decode(b, shapes, per_token)
+                for name, b in boards.BOARDS.items()}
+
     def report(self, n_prompt: int, n_new: int, stop: str, prefill_seconds: float,
                total_seconds: float) -> dict:
         """The run's statistics as a plain JSON-serializable dict."""
@@ -414,6 +414,7 @@ class _Runner:
             "lm_head_seconds": sum(self.head_seconds.values()),
             "prefill": total(self.phases["prefill"]),
             "decode": total(self.phases["decode"]),
+            "projected": self._projected(total(self.phases["decode"]), n_new),
             "total": total(layers),
             # everything the device counted while generating (retries, timeouts, frames, ...)
             "device_stats": {k: after[k] - self.before[k] for k in after},

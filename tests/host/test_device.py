@@ -10,7 +10,7 @@ import pytest
 
 from firmware.commands import Command, Status
 from host import (Device, DeviceError, DeviceTimeout, EmulatedDevice, EmulatorTransport,
-                  open_device)
+                  ProtocolError, open_device)
 from sim import cycles, numerics, schedule
 
 SMALL = dict(rows=2, cols=3)
@@ -100,6 +100,38 @@ def test_streamed_when_weight_memory_is_too_small():
         assert (dev.linear(h2, x2) == numerics.ternary_matmul(w2, x2)).all()
         dev.free(h2)
         assert dev.free_words == 700
+
+
+def test_load_many_keeps_room_to_stream():
+    """Three layers of 300 words in 700: one by one, the first two would leave 100 words; with
+    exactly 600 words the third would have nowhere to stream. load_many keeps one tile of the
+    widest layer (K words) free while placing them, so the third streams through it."""
+    rng = np.random.default_rng(4)
+    layers = [rand_layer(rng, 2, 4, 300) for _ in range(3)]      # 4x4: one tile of 300 words
+    with open_device("emu", rows=4, cols=4, weight_words=600) as dev:
+        one_by_one = [dev.load(w) for w, _ in layers]
+        assert [h.resident for h in one_by_one] == [True, True, False]
+        assert dev.free_words == 0
+        with pytest.raises(ProtocolError, match="no free weight memory to stream"):
+            dev.linear(one_by_one[2], layers[2][1])
+        for h in one_by_one:
+            dev.free(h)
+        handles = dev.load_many([w for w, _ in layers])
+        assert [h.resident for h in handles] == [True, False, False]
+        assert dev.free_words == 300
+        for h, (w, x) in zip(handles, layers):
+            assert (dev.linear(h, x) == numerics.ternary_matmul(w, x)).all()
+        # When everything fits nothing is held back.
+        for h in handles:
+            dev.free(h)
+        handles = dev.load_many([w for w, _ in layers[:2]])
+        assert all(h.resident for h in handles) and dev.free_words == 0
+        # A bad layer in the list loads nothing.
+        for h in handles:
+            dev.free(h)
+        with pytest.raises(ValueError, match="ternary"):
+            dev.load_many([layers[0][0], np.full((4, 300), 2, np.int8)])
+        assert dev.free_words == 600
 
 
 def test_streamed_with_k_larger_than_weight_memory():

@@ -1,0 +1,51 @@
+"""The bundled model, models/tiny, as users run it: text in, text out, exact against the
+independent float32 reference, resident on an iCEBreaker-sized device."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from host import load_checkpoint, open_device, run_model
+from sim import boards
+from sim.cocotb_runner import tool_missing
+
+from reference import Reference
+
+TINY = Path(__file__).resolve().parents[2] / "models" / "tiny"
+PROMPT = "The with statement"
+
+
+def test_shape_fits_the_small_boards():
+    ckpt = load_checkpoint(TINY)
+    cfg = ckpt.config
+    assert ckpt.forms == {"packed": 7 * cfg.num_hidden_layers}
+    assert ckpt.tokenizer_path is not None
+    shapes = [lin.shape for _, _, lin in ckpt.projections()]
+    icebreaker = boards.project_decode(boards.board("icebreaker"), shapes, 0)
+    assert icebreaker["resident"]
+
+
+def test_greedy_text_matches_reference_resident_on_icebreaker_shape():
+    b = boards.board("icebreaker")
+    words = b.weight_trits // b.pes           # the UP5K's SPRAM as 128-trit words
+    r = run_model(TINY, PROMPT, device="emu", max_new_tokens=16,
+                  device_options=dict(rows=b.rows, cols=b.cols, weight_words=words))
+    up = r.stats["upload"]
+    assert up["streamed"] == 0 and up["resident"] == 28
+    tokens, logits = Reference(TINY).generate(r.prompt_tokens, 16)
+    assert r.tokens == tokens
+    assert np.allclose(r.logits, logits, rtol=1e-4, atol=1e-4 * np.abs(logits).max())
+    assert isinstance(r.text, str) and len(r.text) > 16
+
+
+def test_on_the_rtl_simulator():
+    missing = tool_missing("verilator")
+    if missing:
+        pytest.skip(missing)
+    from test_run_model import SIM              # one Verilator build for the model tests
+    with open_device("sim", progress=lambda msg: None, **SIM) as dev:
+        r = run_model(TINY, PROMPT, device=dev, max_new_tokens=3)
+    assert r.stats["total"]["device_cycles"] == r.stats["total"]["model_cycles"]
+    tokens, _ = Reference(TINY).generate(r.prompt_tokens, 3)
+    assert r.tokens == tokens
