@@ -39,7 +39,7 @@ sim: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# Retrain the bundled model from scratch (python -m train; about 25 minutes on 2 cores).
+# Retrain the bundled model from scratch (python -m train; about 20 minutes on 2 cores).
 model: $(STAMP)
 	$(BIN)/python -m train --out models/tiny
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from sim import boards, numerics
 
-from .checkpoint import Checkpoint, TernaryLinear, load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint
 from .device import Device, WeightHandle, open_device
 
 __all__ = ["run_model", "RunResult", "TokenizerUnavailable", "load_tokenizer"]
@@ -54,8 +54,9 @@ class RunResult:
     ``stop_reason`` is ``"eos"``, ``"max_new_tokens"``, ``"context"`` (the model's
     ``max_position_embeddings`` is full) or ``"callback"`` (``on_token`` returned False).
 
-    ``stats`` is plain JSON: ``upload`` (the one-time weight upload: seconds, bytes, how many
-    projections are resident or streamed); ``layers`` (one dict per layer) and ``prefill``,
+    ``stats`` is plain JSON: ``upload`` (the one-time weight upload: seconds, bytes, and how
+    many of the stacked weights of the device calls, four per layer (``GROUPS``), are resident
+    or streamed); ``layers`` (one dict per layer) and ``prefill``,
     ``decode``, ``total`` (summed), each with ``device_cycles`` (the device's own counters),
     ``model_cycles`` (the cycle model's prediction), link ``bytes_sent`` / ``bytes_received``,
     ``linear_calls``, ``host_seconds`` (wall time of the layer), ``linear_seconds`` (the part
@@ -230,6 +231,13 @@ def _rotate_half(x: np.ndarray) -> np.ndarray:
     return np.concatenate((-x[..., h:], x[..., :h]), axis=-1)
 
 
+#: Projections that read the same quantized input run as one device call: their weights are
+#: stacked along N (fewer calls and frames per token, and fewer padded tiles on wide arrays);
+#: each keeps its own scale when its outputs are turned back into floats.
+QKV, O, GATE_UP, DOWN = ("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), \
+    ("down_proj",)
+GROUPS = (QKV, O, GATE_UP, DOWN)
+
 _STAT_KEYS = ("device_cycles", "model_cycles", "bytes_sent", "bytes_received", "linear_calls",
               "host_seconds", "linear_seconds")
 
@@ -241,7 +249,8 @@ class _Runner:
         cfg = ckpt.config
         self.ckpt, self.cfg, self.dev = ckpt, cfg, dev
         self.eps = np.float32(cfg.rms_norm_eps)
-        self.handles: list[dict[str, WeightHandle]] = []
+        # One handle per group of GROUPS in each layer: its projections' rows stacked.
+        self.handles: list[dict[tuple[str, ...], WeightHandle]] = []
         self.length = 0                          # tokens in the KV cache
         L = min(max_tokens, cfg.max_position_embeddings)
         shape = (cfg.num_hidden_layers, cfg.num_key_value_heads, L, cfg.head_dim)
@@ -260,9 +269,13 @@ class _Runner:
         self.before = dev.stats
         start = time.perf_counter()
         # All at once, so that a model which does not fit keeps room to stream the rest.
-        handles = iter(dev.load_many([lin.trits for _, _, lin in ckpt.projections()]))
+        stacked = [np.concatenate([getattr(layer, name).trits for name in group])
+                   for layer in ckpt.layers for group in GROUPS]
+        #: (N, K) of every device call a token makes, in order
+        self.shapes = [w.shape for w in stacked]
+        handles = iter(dev.load_many(stacked))
         for layer in ckpt.layers:
-            self.handles.append({name: next(handles) for name, _ in layer.projections()})
+            self.handles.append({group: next(handles) for group in GROUPS})
         after = dev.stats
         self.upload = {
             "seconds": time.perf_counter() - start,
@@ -282,11 +295,13 @@ class _Runner:
                     self.dev.free(h)
         self.handles = []
 
-    def _linear(self, acc: dict, h: WeightHandle, lin: TernaryLinear, q: np.ndarray,
-                s: np.ndarray) -> np.ndarray:
+    def _linear(self, acc: dict, i: int, group: tuple[str, ...], q: np.ndarray,
+                s: np.ndarray) -> list[np.ndarray]:
+        """One device call for the projections of ``group`` in layer ``i`` (they read the
+        same quantized input ``q`` with scales ``s``); each one's float32 outputs."""
         before = self.dev.stats
         t0 = time.perf_counter()
-        y_int = self.dev.linear(h, q)
+        y_int = self.dev.linear(self.handles[i][group], q)
         acc["linear_seconds"] += time.perf_counter() - t0
         after = self.dev.stats
         acc["device_cycles"] += sum(after[c] - before[c] for c in CYCLE_COUNTERS)
@@ -294,7 +309,9 @@ class _Runner:
         acc["bytes_sent"] += after["bytes_sent"] - before["bytes_sent"]
         acc["bytes_received"] += after["bytes_received"] - before["bytes_received"]
         acc["linear_calls"] += 1
-        return lin.dequantize(y_int, s)
+        lins = [getattr(self.ckpt.layers[i], name) for name in group]
+        ends = np.cumsum([lin.shape[0] for lin in lins])[:-1]
+        return [lin.dequantize(part, s) for lin, part in zip(lins, np.split(y_int, ends, 1))]
 
     def _attention(self, q: np.ndarray, K: np.ndarray, V: np.ndarray,
                    masked: np.ndarray) -> np.ndarray:
@@ -334,29 +351,26 @@ class _Runner:
         for i, layer in enumerate(self.ckpt.layers):
             acc = self.phases[phase][i]
             t0 = time.perf_counter()
-            hs = self.handles[i]
 
-            # Attention: q/k/v share one quantized input (the same tokens, the same scales).
+            # Attention: q/k/v share one quantized input, so they are one device call.
             qa, sa = numerics.quantize_activations(_rms_norm(x, layer.input_layernorm, self.eps))
-            q = self._linear(acc, hs["q_proj"], layer.q_proj, qa, sa).reshape(T, nh, d)
-            k = self._linear(acc, hs["k_proj"], layer.k_proj, qa, sa).reshape(T, nkv, d)
-            v = self._linear(acc, hs["v_proj"], layer.v_proj, qa, sa).reshape(T, nkv, d)
+            q, k, v = self._linear(acc, i, QKV, qa, sa)
+            q, k, v = q.reshape(T, nh, d), k.reshape(T, nkv, d), v.reshape(T, nkv, d)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             self.k_cache[i, :, p0:L] = k.transpose(1, 0, 2)
             self.v_cache[i, :, p0:L] = v.transpose(1, 0, 2)
             o = self._attention(q, self.k_cache[i, :, :L], self.v_cache[i, :, :L], causal)
             oa, so = numerics.quantize_activations(_rms_norm(o, layer.attn_sub_norm, self.eps))
-            x = x + self._linear(acc, hs["o_proj"], layer.o_proj, oa, so)
+            x = x + self._linear(acc, i, O, oa, so)[0]
 
             # Gated feed-forward with relu^2.
             fa, sf = numerics.quantize_activations(
                 _rms_norm(x, layer.post_attention_layernorm, self.eps))
-            gate = self._linear(acc, hs["gate_proj"], layer.gate_proj, fa, sf)
-            up = self._linear(acc, hs["up_proj"], layer.up_proj, fa, sf)
+            gate, up = self._linear(acc, i, GATE_UP, fa, sf)
             f = np.square(np.maximum(gate, np.float32(0))) * up
             da, sd = numerics.quantize_activations(_rms_norm(f, layer.ffn_sub_norm, self.eps))
-            x = x + self._linear(acc, hs["down_proj"], layer.down_proj, da, sd)
+            x = x + self._linear(acc, i, DOWN, da, sd)[0]
             acc["host_seconds"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         last = _rms_norm(x[-1:], self.ckpt.norm, self.eps)
@@ -372,8 +386,7 @@ class _Runner:
         if steps < 1:
             return None
         per_token = (decode["bytes_sent"] + decode["bytes_received"]) / steps
-        shapes = [lin.shape for _, _, lin in self.ckpt.projections()]
-        return {name: boards.project_decode(b, shapes, per_token)
+        return {name: boards.project_decode(b, self.shapes, per_token)
                 for name, b in boards.BOARDS.items()}
 
     def report(self, n_prompt: int, n_new: int, stop: str, prefill_seconds: float,

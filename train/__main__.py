@@ -150,7 +150,9 @@ def model_card(report: dict) -> str:
         f"- {report['settings']['steps']} steps of {report['settings']['batch']} x "
         f"{d['context']} tokens, AdamW, peak lr {report['settings']['lr']}",
         "",
-        "| held-out text | nats/token | bits/byte |",
+        "Held-out text (the last 5% of each source's documents, never trained on):",
+        "",
+        "| model | nats/token | bits/byte |",
         "| --- | --- | --- |",
     ]
     for key, what in (("ternary", "ternary, as trained (QAT)"),
@@ -163,8 +165,8 @@ def model_card(report: dict) -> str:
     for s in report["samples"]:
         how = "greedy" if not s["temperature"] else \
             f"temperature {s['temperature']}, top-k 40, seed {s['seed']}"
-        lines += [f"- {how}:", "", "  ```", *("  " + ln for ln in s["text"].splitlines()),
-                  "  ```"]
+        text = s["prompt"] + s["text"]
+        lines += [f"- {how}:", "", "  ```", *("  " + ln for ln in text.splitlines()), "  ```"]
     return "\n".join(lines) + "\n"
 
 
