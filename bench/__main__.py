@@ -295,8 +295,8 @@ def model_runs(quick: bool) -> dict:
         out[spec] = {
             "array": f"{s['array']['rows']}x{s['array']['cols']}",
             "prompt_tokens": s["prompt_tokens"], "generated_tokens": s["generated_tokens"],
-            "resident_projections": s["upload"]["resident"],
-            "streamed_projections": s["upload"]["streamed"],
+            "resident_calls": s["upload"]["resident"],
+            "streamed_calls": s["upload"]["streamed"],
             "tokens_per_second": round(s["tokens_per_second"], 2),
             "decode_tokens_per_second": round(s["decode_tokens_per_second"], 2),
             "per_decode_token": {
