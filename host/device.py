@@ -21,11 +21,11 @@ import time
 
 import numpy as np
 
-from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, FAULT_FORMAT, FAULT_SIZE,
-                               FORMAT_BASE3, FRAME_OVERHEAD, INSTRUCTION_BYTES, MAX_LENGTH,
-                               PROTOCOL_VERSION, RESPONSE_SYNC, RESULT_DTYPE, RUN_SIZE, Command,
-                               Counters, DeviceInfo, ReadResultsArgs, RunArgs, Status,
-                               pack_instructions)
+from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, FAULT_FORMAT,
+                               FAULT_SIZE, FORMAT_BASE3, FRAME_OVERHEAD, INSTRUCTION_BYTES,
+                               MAX_LENGTH, PROTOCOL_VERSION, RESPONSE_SYNC, RESULT_DTYPE,
+                               RUN_SIZE, Command, Counters, DeviceInfo, ReadResultsArgs, RunArgs,
+                               Status, pack_instructions)
 from firmware.isa import Fault
 from firmware.programs import FIRMWARE, linear_args
 from sim import cycles, numerics, packing, schedule
@@ -181,6 +181,7 @@ class Device:
         if problems:
             raise ProtocolError(f"{self.name}: unusable device: " + "; ".join(problems))
         self._free = [(0, info.weight_words)]        # free weight memory: (start, size)
+        self._counters_seen = Counters()             # the last READ_COUNTERS (see stats)
         self._request(Command.RESET)
         # The device may hold another build's firmware (or a user's programs): load ours.
         self.load_program(FIRMWARE.words)
@@ -259,6 +260,8 @@ class Device:
             if status is None:
                 continue
             if status is Status.OK:
+                if cmd in (Command.CLEAR_COUNTERS, Command.RESET):
+                    self._counters_seen = Counters()
                 return resp
             if status in (Status.BAD_CRC, Status.BAD_LENGTH):
                 # The request was damaged on the way (the host never sends a frame longer
@@ -331,12 +334,20 @@ class Device:
         return Counters.from_bytes(self._request(Command.READ_COUNTERS))
 
     def _collect_counters(self) -> None:
+        """Add what the device counted since the last look to ``stats``.
+
+        The counters are 64-bit and only grow until a ``CLEAR_COUNTERS`` or ``RESET``, which
+        this object sees go out: keeping the last reading and taking differences saves a round
+        trip per call over clearing them each time."""
         c = self.read_counters()
+        seen = self._counters_seen
+        if any(getattr(c, n) < getattr(seen, n) for n in COUNTER_NAMES):
+            seen = Counters()         # cleared behind our back (a failed request that ran)
         for name in DEVICE_COUNTERS:
-            self._stats[name] += getattr(c, name)
-        self._stats["device_frames_ok"] += c.frames_ok
-        self._stats["device_frames_bad"] += c.frames_bad
-        self._request(Command.CLEAR_COUNTERS)
+            self._stats[name] += getattr(c, name) - getattr(seen, name)
+        self._stats["device_frames_ok"] += c.frames_ok - seen.frames_ok
+        self._stats["device_frames_bad"] += c.frames_bad - seen.frames_bad
+        self._counters_seen = c
 
     # -- weight memory -------------------------------------------------------------------
 

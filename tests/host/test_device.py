@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from firmware.commands import Command, Status
+from firmware.commands import Command, ReadResultsArgs, Status
 from host import (Device, DeviceError, DeviceTimeout, EmulatedDevice, EmulatorTransport,
                   ProtocolError, open_device)
 from sim import cycles, numerics, schedule
@@ -422,3 +422,44 @@ def test_user_program_runs_after_the_firmware_and_faults_are_named():
             dev.load_program(prog.words, at=60)
         # linear still works: the firmware at 0 is untouched.
         assert (dev.linear(h, x) == numerics.ternary_matmul(w, x)).all()
+
+
+def test_counters_are_differences_of_readings():
+    """stats add what the device counted since the last reading (no CLEAR per call): the sum
+    stays the cycle model's across calls, a user's CLEAR_COUNTERS and a RESET."""
+    rng = np.random.default_rng(7)
+    with open_device("emu", rows=4, cols=4) as dev:
+        w, x = rand_layer(rng, 3, 16, 50)         # one tile: its results in one READ_RESULTS
+        h = dev.load(w)
+        frames = dev.stats["frames"]
+        dev.linear(h, x)
+        # WRITE_ACTS, RUN, READ_RESULTS and READ_COUNTERS: no CLEAR_COUNTERS round trip.
+        assert dev.stats["frames"] - frames == 4
+        for clear in (None, Command.CLEAR_COUNTERS, Command.RESET, None):
+            if clear is not None:
+                dev._request(clear)
+            assert (dev.linear(h, x) == numerics.ternary_matmul(w, x)).all()
+        s = dev.stats
+        assert device_cycles(s) == s["model_cycles"] and s["runs"] == 5
+
+
+def test_reads_only_result_rows_that_hold_outputs():
+    """N = 20 on a 4x4 array: the second tile uses 1 of its 4 rows. Two tokens: results are
+    tile 0 token 0 (rows 0-3), token 1 (4-7), tile 1 token 0 (row 8 used), token 1 (row 12
+    used): read as rows 0-8 and row 12, 10 rows instead of 16."""
+    rng = np.random.default_rng(8)
+    with open_device("emu", rows=4, cols=4) as dev:
+        w, x = rand_layer(rng, 2, 20, 10)
+        h = dev.load(w)
+        reads = []
+        request = dev._request
+
+        def spy(cmd, payload=b"", **kw):
+            if cmd is Command.READ_RESULTS:
+                a = ReadResultsArgs.from_bytes(payload)
+                reads.append((a.row, a.rows))
+            return request(cmd, payload, **kw)
+
+        dev._request = spy
+        assert (dev.linear(h, x) == numerics.ternary_matmul(w, x)).all()
+    assert reads == [(0, 9), (12, 1)]
