@@ -8,7 +8,7 @@ WAVES  ?= 0
 # With WAVES=1 let the benches print where each waveform went.
 PYTEST_WAVES := $(if $(filter-out 0,$(WAVES)),-s,)
 
-.PHONY: all install demo test sim bench model clean
+.PHONY: all install demo test sim bench model bitstream clean
 
 all: test
 
@@ -38,6 +38,11 @@ sim: $(STAMP)
 # Benchmarks: JSON into bench/results/ (not timed tests).
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# A board's bitstream and report (tritium boards lists them): make bitstream BOARD=ulx3s-12f
+BOARD ?= ulx3s-12f
+bitstream: $(STAMP)
+	$(BIN)/tritium build --board $(BOARD)
 
 # Retrain the bundled model from scratch (python -m train; about 20 minutes on 2 cores).
 model: $(STAMP)

@@ -204,6 +204,61 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_boards(args) -> int:
+    """The boards that build, with their default configuration and limits."""
+    import boards
+    rows = []
+    for b in boards.BOARDS.values():
+        rows.append({"board": b.name, "family": b.family, "rows": b.rows, "cols": b.cols,
+                     "pes": b.rows * b.cols, "target_mhz": b.freq_mhz, "baud": b.baud,
+                     "weight_words": b.weight_words, "basis": b.basis, "note": b.note})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for r in rows:
+        print(f"{r['board']:<11} {r['family']}  {r['rows']}x{r['cols']} ({r['pes']} PEs) at "
+              f"{r['target_mhz']:g} MHz, UART {r['baud']} baud, {r['weight_words']} weight "
+              f"words ({r['basis']}){'; ' + r['note'] if r['note'] else ''}")
+    return 0
+
+
+def _cmd_build(args) -> int:
+    """Build a board's bitstream and report.json; non-zero when timing is not met."""
+    import shutil
+    import subprocess
+
+    from boards.build import BuildFailed, build
+    out = args.out or f"build/boards/{args.board}"
+    say = (lambda msg: None) if args.json else (
+        lambda msg: print(f"tritium: {msg}", file=sys.stderr, flush=True))
+    try:
+        r = build(args.board, rows=args.rows, cols=args.cols, freq_mhz=args.freq, out=out,
+                  progress=say)
+    except BuildFailed as e:
+        raise ValueError(str(e)) from None
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"{r['board']}: {r['rows']}x{r['cols']} ({r['pes']} PEs), {r['lut4']} LUT4 of "
+              f"{r['lut4_available']} ({r['lut4_per_pe']} per PE), {r['ff']} FF, "
+              f"{r['ebr']} EBR, {r['dsp']} DSP")
+        print(f"clock: {r['achieved_mhz']} MHz achieved, {r['target_mhz']} MHz target: "
+              f"{'met' if r['timing_met'] else 'NOT MET'}; {r['seconds']} s")
+        print(f"bitstream: {r['bitstream']}; report: {out}/report.json")
+    if not r["timing_met"]:
+        print(f"tritium: error: {args.board} misses timing: {r['achieved_mhz']} MHz < "
+              f"{r['target_mhz']} MHz (lower --freq or the array size)", file=sys.stderr)
+        return 1
+    if args.program:
+        loader = shutil.which("openFPGALoader")
+        if loader is None:
+            raise ValueError("--program needs openFPGALoader on PATH (e.g. apt-get install "
+                             "openfpgaloader); the bitstream is built: " + r["bitstream"])
+        from boards import board
+        subprocess.run([loader, *board(args.board).loader, r["bitstream"]], check=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritium", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -249,6 +304,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help='print {"tokens", "text", "stats"} as JSON and nothing else')
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("boards", help="list the boards that build, with their defaults")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_boards)
+
+    p = sub.add_parser("build", help="synthesize, place and route a board (YoWASP tools); "
+                                     "writes the bitstream and report.json")
+    p.add_argument("--board", required=True, help="a name from 'tritium boards'")
+    p.add_argument("--rows", type=int, help="array rows (default: the board's)")
+    p.add_argument("--cols", type=int, help="array columns (default: the board's)")
+    p.add_argument("--freq", type=float, help="array clock in MHz (default: the board's)")
+    p.add_argument("--out", help="output folder (default build/boards/BOARD)")
+    p.add_argument("--program", action="store_true", help="load it with openFPGALoader")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("asm", help="assemble a control program (docs/firmware.md) and print "
                                    "its listing")

@@ -1,0 +1,59 @@
+"""Boards: each one's platform (pins, oscillator, from amaranth-boards), its link and the device
+configuration it is built with. ``python -m boards`` / ``tritium build`` build them.
+
+Boards with a projection in ``sim.boards.BOARDS`` (shared with ``run_model``'s stats) take
+their default array, clock and baud rate from there; this adds what a bitstream needs.
+Only ECP5 boards are here so far: the device core does not fit an iCE40 UP5K yet
+(docs/architecture.md, "Resources").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from sim import boards as targets
+
+
+@dataclass(frozen=True)
+class BoardDef:
+    name: str
+    platform: Callable          # the amaranth-boards platform class
+    family: str                 # "ecp5" or "ice40"
+    rows: int                   # default build
+    cols: int
+    freq_mhz: float
+    baud: int
+    weight_words: int
+    basis: str                  # "target" (issue #4's goal, sim.boards) or "measured"
+    loader: tuple = ()          # openFPGALoader arguments that name the board
+    note: str = ""
+
+
+def _ulx3s(size: str):
+    def platform():
+        from amaranth_boards import ulx3s
+        return getattr(ulx3s, f"ULX3S_{size}_Platform")()
+    return platform
+
+
+_ulx3s_85f = targets.board("ulx3s-85f")
+
+BOARDS: dict[str, BoardDef] = {b.name: b for b in (
+    # The goal: 2048 PEs at 100 MHz, 512 words of 2048 trits in 114 of the 208 DP16KD.
+    BoardDef("ulx3s-85f", _ulx3s("85F"), "ecp5", _ulx3s_85f.rows, _ulx3s_85f.cols,
+             _ulx3s_85f.clock_hz / 1e6, _ulx3s_85f.baud, weight_words=512,
+             basis=_ulx3s_85f.basis, loader=("--board", "ulx3s")),
+    # The small build CI checks: 2x2 at 30 MHz (3 Mbaud needs a clock that divides to within
+    # 2%: 30 MHz is 10 cycles a bit). Measured: 43.8 MHz achieved, 6816 TRELLIS_COMB.
+    BoardDef("ulx3s-12f", _ulx3s("12F"), "ecp5", 2, 2, 30.0, 3_000_000, weight_words=128,
+             basis="measured", loader=("--board", "ulx3s"), note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
+)}
+
+
+def board(name: str) -> BoardDef:
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise ValueError(f"unknown board {name!r}; boards that build: "
+                         f"{', '.join(BOARDS)}") from None

@@ -1,0 +1,108 @@
+"""Synthesis, place and route and packing of one board with the YoWASP tools; ``report.json``.
+
+The flow is amaranth-boards' own (``platform.build``), with two changes: the YoWASP tools are
+set up here (no environment variables asked of the user), and yosys maps LUTs with classic ABC
+instead of ABC9 (YoWASP's ABC9 exits without a message on designs of a few thousand cells;
+``rtl/synth.py``). nextpnr writes a JSON report; the build's report takes its cell use and
+its fmax for the array's clock from there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from rtl.synth import SYNTH_SCRIPTS, setup_yowasp_env
+
+from . import board as board_def
+from .pll import ecp5_pll
+from .top import BoardTop
+
+#: nextpnr cell types: (LUTs, flip-flops, block RAM, multipliers) per family
+CELLS = {"ecp5": ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D")}
+
+
+class BuildFailed(RuntimeError):
+    """A tool failed; the message names the log to read."""
+
+
+def core_config(rows: int, cols: int, weight_words: int) -> dict:
+    """The device core a board is built with: memories sized for the board, not the tests."""
+    return dict(rows=rows, cols=cols, weight_words=weight_words, act_bytes=4096,
+                result_rows=max(64, rows * 4), max_payload=1024, program_words=64)
+
+
+def build(name: str, *, rows: int | None = None, cols: int | None = None,
+          freq_mhz: float | None = None, out: Path | str = "build/boards",
+          weight_words: int | None = None, progress=print) -> dict:
+    """Build board ``name``; write the bitstream and ``report.json`` into ``out``; return the
+    report. Array shape and frequency default to the board's table (``sim.boards``)."""
+    b = board_def(name)
+    rows = rows or b.rows
+    cols = cols or b.cols
+    freq = (freq_mhz or b.freq_mhz) * 1e6
+    platform = b.platform()
+    pll = ecp5_pll(platform.default_clk_frequency, freq)
+    core = core_config(rows, cols, weight_words or b.weight_words)
+    top = BoardTop(b, pll, b.baud, core)          # checks the UART rate before anything runs
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    setup_yowasp_env()
+    synth = SYNTH_SCRIPTS[b.family].split("; ")
+    # platform.build's script runs "synth_ecp5 {synth_opts} -top top": stop it before LUT
+    # mapping, then map with classic ABC and finish, as rtl.synth does.
+    plan = platform.build(
+        top, name="top", build_dir=str(out), do_build=False,
+        synth_opts=synth[0].split("-top {top} ", 1)[1],
+        script_after_synth="; ".join(synth[1:]).format(top="top"),
+        nextpnr_opts="--report pnr.json --timing-allow-fail")   # relative: WASI sees only the cwd
+    progress(f"{name}: {rows}x{cols} array ({rows * cols} PEs) at {pll.f_out / 1e6:g} MHz, "
+             f"UART {b.baud} baud; synthesis, place and route, packing in {out} ...")
+    t0 = time.perf_counter()
+    plan.extract(str(out))
+    script = out / "build_top.sh"
+    proc = subprocess.run(["sh", script.name], cwd=out, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    (out / "build.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not (out / "top.bit").exists():
+        raise BuildFailed(f"{name}: the build failed after {seconds:.0f} s; see "
+                          f"{out / 'build.log'} and {out / 'top.tim'}")
+    report = _report(name, b, rows, cols, core["weight_words"], pll.f_out, out,
+                     seconds)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _report(name, b, rows, cols, weight_words, f_target, out: Path,
+            seconds: float) -> dict:
+    """``lut4`` counts nextpnr's TRELLIS_COMB cells: LUT4s and halves of carry cells (CCU2C)."""
+    pnr = json.loads((out / "pnr.json").read_text())
+    luts, ffs, brams, dsps = CELLS[b.family]
+    use = pnr.get("utilization", {})
+
+    def used(cell):
+        return use.get(cell, {}).get("used", 0), use.get(cell, {}).get("available", 0)
+
+    # One clock domain: the PLL's output (nextpnr names it after the global net, "$glbnet$clk").
+    fmax = [v["achieved"] for v in pnr.get("fmax", {}).values()]
+    achieved = min(fmax) * 1e6 if fmax else None
+    pes = rows * cols
+    return {
+        "board": name, "fpga": b.family, "rows": rows, "cols": cols, "pes": pes,
+        "lut4": used(luts)[0], "lut4_available": used(luts)[1],
+        "ff": used(ffs)[0], "ebr": used(brams)[0], "ebr_available": used(brams)[1],
+        "dsp": used(dsps)[0],
+        "lut4_per_pe": round(used(luts)[0] / pes, 1),
+        "target_mhz": round(f_target / 1e6, 3),
+        "achieved_mhz": None if achieved is None else round(achieved / 1e6, 2),
+        "timing_met": achieved is not None and achieved >= f_target,
+        "peak_ternary_macs_per_second": pes * f_target,
+        "baud": b.baud,
+        "resident_weight_trits": weight_words * pes,
+        "seconds": round(seconds, 1),
+        "bitstream": str((out / "top.bit").resolve()),
+    }
+

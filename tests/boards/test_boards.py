@@ -1,0 +1,51 @@
+"""Board builds: the PLL settings, the board list, and one small real build (YoWASP yosys,
+nextpnr-ecp5, ecppack) checked through its report."""
+
+import json
+
+import pytest
+
+from boards.pll import ecp5_pll
+from host.cli import main
+
+
+@pytest.mark.parametrize("f_out", [30e6, 50e6, 100e6, 125e6])
+def test_ecp5_pll_hits_the_target_within_the_limits(f_out):
+    p = ecp5_pll(25e6, f_out)
+    assert p.f_out == pytest.approx(f_out)
+    assert 400e6 <= p.f_vco <= 800e6 and 3.125e6 <= 25e6 / p.clki_div <= 400e6
+
+
+def test_ecp5_pll_closest_and_refusal():
+    p = ecp5_pll(25e6, 33.3e6)             # 25 * 4 / 3 = 33.33 is the closest setting
+    assert p.f_out == pytest.approx(100e6 / 3)
+    with pytest.raises(ValueError, match="cannot make 2000 MHz"):
+        ecp5_pll(25e6, 2e9)
+
+
+def test_boards_list(capsys):
+    assert main(["boards", "--json"]) == 0
+    boards = {b["board"]: b for b in json.loads(capsys.readouterr().out)}
+    assert boards["ulx3s-85f"]["pes"] >= 2048 and boards["ulx3s-85f"]["basis"] == "target"
+
+
+def test_build_mistakes(capsys):
+    assert main(["build", "--board", "nope"]) == 2
+    assert "unknown board 'nope'" in capsys.readouterr().err
+    # 3 Mbaud from 25 MHz is 8.33 cycles a bit: the UART would be 4% off.
+    assert main(["build", "--board", "ulx3s-12f", "--freq", "25"]) == 2
+    assert "4.17% off" in capsys.readouterr().err
+
+
+@pytest.mark.synth
+def test_small_ulx3s_build(tmp_path, capsys):
+    out = tmp_path / "ulx3s"
+    assert main(["build", "--board", "ulx3s-12f", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads((out / "report.json").read_text())
+    assert printed == report
+    assert report["timing_met"] and report["achieved_mhz"] >= report["target_mhz"] == 30
+    assert report["dsp"] == 0 and report["pes"] == 4
+    assert 0 < report["lut4"] < report["lut4_available"]
+    assert report["resident_weight_trits"] == 128 * 4
+    assert (out / "top.bit").stat().st_size > 100_000
