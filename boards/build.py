@@ -60,20 +60,52 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
         script_after_synth="; ".join(synth[1:]).format(top="top"),
         nextpnr_opts="--report pnr.json --timing-allow-fail")   # relative: WASI sees only the cwd
     progress(f"{name}: {rows}x{cols} array ({rows * cols} PEs) at {pll.f_out / 1e6:g} MHz, "
-             f"UART {b.baud} baud; synthesis, place and route, packing in {out} ...")
+             f"UART {b.baud} baud, building in {out}")
     t0 = time.perf_counter()
     plan.extract(str(out))
-    script = out / "build_top.sh"
-    proc = subprocess.run(["sh", script.name], cwd=out, capture_output=True, text=True)
+    returncode = _run_with_progress(out, progress, name)
     seconds = time.perf_counter() - t0
-    (out / "build.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0 or not (out / "top.bit").exists():
+    if returncode != 0 or not (out / "top.bit").exists():
         raise BuildFailed(f"{name}: the build failed after {seconds:.0f} s; see "
                           f"{out / 'build.log'} and {out / 'top.tim'}")
     report = _report(name, b, rows, cols, core["weight_words"], pll.f_out, out,
                      seconds)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+#: what each stage leaves behind (amaranth-boards' build script runs them in this order)
+STAGES = (("synthesis (yosys)", "top.json"), ("place and route (nextpnr)", "top.config"),
+          ("packing (ecppack)", "top.bit"))
+#: seconds between "still running" lines
+PROGRESS_EVERY = 60
+
+
+def _run_with_progress(out: Path, progress, name: str) -> int:
+    """Run the build script, saying which stage it is in (from the files each stage writes)
+    and, during long stages, how long it has been running. Its output goes to build.log."""
+    for _, product in STAGES:
+        (out / product).unlink(missing_ok=True)       # a previous build's files mislead
+    (out / "pnr.json").unlink(missing_ok=True)
+    with open(out / "build.log", "w") as log:
+        proc = subprocess.Popen(["sh", "build_top.sh"], cwd=out, stdout=log,
+                                stderr=subprocess.STDOUT)
+        stage, since, said = -1, time.perf_counter(), time.perf_counter()
+        while True:
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+            now = sum(1 for _, product in STAGES if (out / product).exists())
+            if proc.returncode is None and now != stage and now < len(STAGES):
+                stage, since, said = now, time.perf_counter(), time.perf_counter()
+                progress(f"{name}: {STAGES[stage][0]} ...")
+            elif proc.returncode is None and time.perf_counter() - said >= PROGRESS_EVERY:
+                said = time.perf_counter()
+                progress(f"{name}: still in {STAGES[stage][0]}, "
+                         f"{time.perf_counter() - since:.0f} s so far")
+            if proc.returncode is not None:
+                return proc.returncode
 
 
 def _report(name, b, rows, cols, weight_words, f_target, out: Path,
