@@ -44,7 +44,7 @@ BOARD ?= ulx3s-12f
 bitstream: $(STAMP)
 	$(BIN)/tritium build --board $(BOARD)
 
-# Retrain the bundled model from scratch (python -m train; about 20 minutes on 2 cores).
+# Retrain the bundled model from scratch (python -m train; about 17 minutes on 2 cores).
 model: $(STAMP)
 	$(BIN)/python -m train --out models/tiny
 

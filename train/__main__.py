@@ -218,6 +218,7 @@ def main(argv=None) -> int:
     common = dict(batch=a.batch, weight_decay=a.weight_decay, decay_off=0.3, seed=a.seed,
                   eval_every=a.eval_every)
 
+    torch.manual_seed(a.seed)                 # the initial weights, so that a run repeats
     model = TinyBitNet(d, ternary=True)
     log(f"ternary model: {count_parameters(model):,} parameters, "
         f"{d.ternary_weights():,} of them ternary")
@@ -236,6 +237,7 @@ def main(argv=None) -> int:
     baseline_steps = a.steps if a.baseline_steps is None else a.baseline_steps
     baseline_curve = []
     if baseline_steps:
+        torch.manual_seed(a.seed)
         twin = TinyBitNet(d, ternary=False)
         baseline_curve = train(twin, train_ids, val_ids, token_bytes, steps=baseline_steps,
                                lr=a.baseline_lr, what="float twin", **common)

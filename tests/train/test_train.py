@@ -90,3 +90,13 @@ def test_ternarize_and_bf16_helpers():
     assert trits.tolist() == [[1, 0, -1, 0]] and float(scale) == pytest.approx(0.2125)
     x = np.array([1.0, 3.14159, -2.5e-3], np.float32)
     assert np.allclose(bf16_to_float32(float32_to_bf16(x)), x, rtol=4e-3)
+
+
+def test_a_second_run_gives_the_same_model(trained, tmp_path):
+    """Reproducible: the same command writes the same checkpoint and the same figures."""
+    out, report = trained
+    assert main(["--out", str(tmp_path), *ARGS]) == 0
+    assert (tmp_path / "model.safetensors").read_bytes() == \
+        (out / "model.safetensors").read_bytes()
+    again = json.loads((tmp_path / "training.json").read_text())
+    assert again["results"] == report["results"] and again["samples"] == report["samples"]
