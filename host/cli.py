@@ -144,7 +144,7 @@ def _summary(stats: dict) -> str:
     """The short table after a run: where the time, cycles and bytes went."""
     up = stats["upload"]
     rows = [("phase", "tokens", "device cycles", "bytes sent", "bytes recv", "host s")]
-    rows.append((f"upload ({up['resident']} resident, {up['streamed']} streamed)", "",
+    rows.append((f"upload ({up['resident']} calls resident, {up['streamed']} streamed)", "",
                  "", f"{up['bytes_sent']:,}", f"{up['bytes_received']:,}",
                  f"{up['seconds']:.2f}"))
     for phase, n in (("prefill", stats["prompt_tokens"]),

@@ -41,7 +41,7 @@ def test_text_streams_then_summary(make_model, capsys):
     text, summary = out.split("\n\n", 1)
     assert text == prompt + r.text                    # WordLevel decodes with spaces
     assert r.text.count("w") == 5
-    assert "upload (8 resident, 0 streamed)" in summary
+    assert "upload (8 calls resident, 0 streamed)" in summary
     assert "on emu 4x4" in summary and "projected on icebreaker" in summary
     assert "2 layers" in err and "uploading" in err
 
