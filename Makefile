@@ -8,7 +8,7 @@ WAVES  ?= 0
 # With WAVES=1 let the benches print where each waveform went.
 PYTEST_WAVES := $(if $(filter-out 0,$(WAVES)),-s,)
 
-.PHONY: all install demo test sim bench model bitstream clean
+.PHONY: all install demo test sim bench model bitstream sweep clean
 
 all: test
 
@@ -43,6 +43,10 @@ bench: $(STAMP)
 BOARD ?= ulx3s-12f
 bitstream: $(STAMP)
 	$(BIN)/tritium build --board $(BOARD)
+
+# Build BOARD at growing array shapes; the figures go to boards/sweeps/BOARD.json.
+sweep: $(STAMP)
+	$(BIN)/python -m boards.sweep --board $(BOARD)
 
 # Retrain the bundled model from scratch (python -m train; about 17 minutes on 2 cores).
 model: $(STAMP)

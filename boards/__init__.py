@@ -44,10 +44,12 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     BoardDef("ulx3s-85f", _ulx3s("85F"), "ecp5", _ulx3s_85f.rows, _ulx3s_85f.cols,
              _ulx3s_85f.clock_hz / 1e6, _ulx3s_85f.baud, weight_words=512,
              basis=_ulx3s_85f.basis, loader=("--board", "ulx3s")),
-    # The small build CI checks: 2x2 at 30 MHz (3 Mbaud needs a clock that divides to within
-    # 2%: 30 MHz is 10 cycles a bit). Measured: 43.8 MHz achieved, 6816 TRELLIS_COMB.
-    BoardDef("ulx3s-12f", _ulx3s("12F"), "ecp5", 2, 2, 30.0, 3_000_000, weight_words=128,
-             basis="measured", loader=("--board", "ulx3s"), note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
+    # From `make sweep BOARD=ulx3s-12f` (boards/sweeps/ulx3s-12f.json): 16x16 is the largest
+    # shape tried that fits (20,346 of 24,288 cells) and meets 30 MHz (43.8 achieved). 30 MHz
+    # because 3 Mbaud needs a clock that divides to within 2%: 10 cycles a bit.
+    BoardDef("ulx3s-12f", _ulx3s("12F"), "ecp5", 16, 16, 30.0, 3_000_000, weight_words=128,
+             basis="measured", loader=("--board", "ulx3s"),
+             note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
 )}
 
 

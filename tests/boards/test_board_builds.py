@@ -40,7 +40,8 @@ def test_build_mistakes(capsys):
 @pytest.mark.synth
 def test_small_ulx3s_build(tmp_path, capsys):
     out = tmp_path / "ulx3s"
-    assert main(["build", "--board", "ulx3s-12f", "--out", str(out), "--json"]) == 0
+    assert main(["build", "--board", "ulx3s-12f", "--rows", "2", "--cols", "2", "--freq", "30",
+                 "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     report = json.loads((out / "report.json").read_text())
     assert printed == report
@@ -49,3 +50,8 @@ def test_small_ulx3s_build(tmp_path, capsys):
     assert 0 < report["lut4"] < report["lut4_available"]
     assert report["resident_weight_trits"] == 128 * 4
     assert (out / "top.bit").stat().st_size > 100_000
+
+
+def test_sweep_shapes_grow_square_then_wide():
+    from boards.sweep import shapes
+    assert list(shapes(2, 16)) == [(2, 2), (2, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16)]

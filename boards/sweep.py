@@ -1,0 +1,68 @@
+"""``python -m boards.sweep --board NAME`` (``make sweep BOARD=NAME``): build a board at
+growing array shapes and keep the figures, to choose its default configuration.
+
+Each shape is a full build (``boards.build``); the table goes to ``boards/sweeps/NAME.json``
+with every build's report and which shape is the largest that fits and meets timing. Square
+shapes first, doubling, then the wide one between (4x4, 4x8, 8x8, ...), until a build fails
+to fit or to meet timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import board
+from .build import BuildFailed, build
+
+SWEEPS = Path(__file__).resolve().parent / "sweeps"
+
+
+def shapes(start: int = 2, stop: int = 64):
+    r = start
+    while r <= stop:
+        yield r, r
+        if 2 * r <= stop:
+            yield r, 2 * r
+        r *= 2
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m boards.sweep", description=__doc__)
+    ap.add_argument("--board", required=True)
+    ap.add_argument("--freq", type=float, help="clock in MHz (default: the board's)")
+    ap.add_argument("--start", type=int, default=2, help="first (square) shape's rows")
+    ap.add_argument("--stop", type=int, default=64, help="largest rows or columns to try")
+    ap.add_argument("--out", type=Path, default=Path("build/sweep"))
+    a = ap.parse_args(argv)
+    b = board(a.board)
+    freq = a.freq or b.freq_mhz
+    runs, best = [], None
+    for rows, cols in shapes(a.start, a.stop):
+        print(f"sweep {a.board}: {rows}x{cols} at {freq:g} MHz", file=sys.stderr, flush=True)
+        try:
+            r = build(a.board, rows=rows, cols=cols, freq_mhz=freq,
+                      out=a.out / f"{a.board}_{rows}x{cols}",
+                      progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+        except BuildFailed as e:
+            runs.append({"rows": rows, "cols": cols, "built": False, "error": str(e)})
+            break
+        r.pop("bitstream")
+        runs.append({"built": True, **r})
+        if not r["timing_met"]:
+            break
+        best = {"rows": rows, "cols": cols}
+    table = {"board": a.board, "freq_mhz": freq, "largest_that_meets_timing": best,
+             "runs": runs, "command": f"python -m boards.sweep --board {a.board}"
+             + (f" --freq {a.freq:g}" if a.freq else "")}
+    SWEEPS.mkdir(exist_ok=True)
+    path = SWEEPS / f"{a.board}.json"
+    path.write_text(json.dumps(table, indent=2) + "\n")
+    print(json.dumps({"board": a.board, "best": best, "table": str(path)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
