@@ -38,7 +38,7 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
           freq_mhz: float | None = None, out: Path | str = "build/boards",
           weight_words: int | None = None, progress=print) -> dict:
     """Build board ``name``; write the bitstream and ``report.json`` into ``out``; return the
-    report. Array shape and frequency default to the board's table (``sim.boards``)."""
+    report. Array shape, frequency and weight memory default to the board's (``boards.BOARDS``)."""
     b = board_def(name)
     rows = rows or b.rows
     cols = cols or b.cols
@@ -46,7 +46,7 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     platform = b.platform()
     pll = ecp5_pll(platform.default_clk_frequency, freq)
     core = core_config(rows, cols, weight_words or b.weight_words)
-    top = BoardTop(b, pll, b.baud, core)          # checks the UART rate before anything runs
+    top = BoardTop(pll, b.baud, core)             # checks the UART rate before anything runs
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -18,9 +18,8 @@ ACTIVITY_BITS = 22
 class BoardTop(Elaboratable):
     """``core`` are :class:`rtl.core.DeviceCore` parameters; ``pll`` the clock setting."""
 
-    def __init__(self, board, pll: Ecp5Pll, baud: int, core: dict):
-        self.board, self.pll, self.baud = board, pll, baud
-        self.clock_hz = pll.f_out
+    def __init__(self, pll: Ecp5Pll, baud: int, core: dict):
+        self.pll = pll
         self.device = UARTDevice(divisor=divisor_for(pll.f_out, baud),
                                  clock_hz=round(pll.f_out), **core)
 
@@ -42,7 +41,7 @@ class BoardTop(Elaboratable):
             i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1,
             i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
         # Held in reset until the PLL locks (and for a few cycles after).
-        platform.add_clock_constraint(sync.clk, self.clock_hz)
+        platform.add_clock_constraint(sync.clk, p.f_out)
         ready = Signal(4)
         m.d.comb += sync.rst.eq(~ready[-1])
         with m.If(~locked):

@@ -457,12 +457,12 @@ class Device:
         """
         ws = [numerics.check_ternary(w, "weights") for w in ws]
         shapes = [w.shape for w in ws if w.ndim == 2]
-        words = sum(schedule.tile_count(self.config, 1, N, "outputs") * K for N, K in shapes)
-        reserve = None
+        words = sum(schedule.resident_words(self.config, N, K) for N, K in shapes)
+        reserve = None                                  # (start, words) held free
         if shapes and words > self.free_words:
             K = min(max(K for _, K in shapes), self.free_words)
-            reserve = self._alloc(K) if K else None
-            reserve = None if reserve is None else (reserve, K)
+            if K:
+                reserve = (self._alloc(K), K)
         handles: list[WeightHandle] = []
         try:
             for w in ws:

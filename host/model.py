@@ -273,6 +273,9 @@ class _Runner:
                    for layer in ckpt.layers for group in GROUPS]
         #: (N, K) of every device call a token makes, in order
         self.shapes = [w.shape for w in stacked]
+        #: where a group's stacked outputs divide into its projections' (the same every layer)
+        self.splits = {group: np.cumsum([cfg.projection_shape(name)[0] for name in group])[:-1]
+                       for group in GROUPS}
         handles = iter(dev.load_many(stacked))
         for layer in ckpt.layers:
             self.handles.append({group: next(handles) for group in GROUPS})
@@ -310,8 +313,8 @@ class _Runner:
         acc["bytes_received"] += after["bytes_received"] - before["bytes_received"]
         acc["linear_calls"] += 1
         lins = [getattr(self.ckpt.layers[i], name) for name in group]
-        ends = np.cumsum([lin.shape[0] for lin in lins])[:-1]
-        return [lin.dequantize(part, s) for lin, part in zip(lins, np.split(y_int, ends, 1))]
+        return [lin.dequantize(part, s)
+                for lin, part in zip(lins, np.split(y_int, self.splits[group], axis=1))]
 
     def _attention(self, q: np.ndarray, K: np.ndarray, V: np.ndarray,
                    masked: np.ndarray) -> np.ndarray:

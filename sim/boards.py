@@ -81,11 +81,10 @@ def project_decode(b: Board, shapes: Iterable[tuple[int, int]], link_bytes_per_t
     ``link_bytes_per_token`` both directions together.
     """
     cfg = b.array
-    compute = memory = words = 0
+    compute = words = 0
     for N, K in shapes:
-        plan = schedule.plan_linear(cfg, 1, N, K, mapping="outputs")
-        compute += cycles.plan_cycles(plan)
-        words += schedule.tile_count(cfg, 1, N, "outputs") * K
+        compute += cycles.plan_cycles(schedule.plan_linear(cfg, 1, N, K, mapping="outputs"))
+        words += schedule.resident_words(cfg, N, K)
     memory = words * math.ceil(b.pes * TRIT_BITS / b.memory_bits_per_cycle)
     resident = words * b.pes <= b.weight_trits
     if not resident:

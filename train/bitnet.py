@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from host.checkpoint import NORMS, PROJECTIONS
+from host.checkpoint import NORMS, PROJECTIONS, BitNetConfig
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,10 @@ class Dims:
         return self.hidden // self.heads
 
     def ternary_weights(self) -> int:
-        """Weights in all projections (what the device holds)."""
-        H, d = self.hidden, self.head_dim
-        per_layer = (2 * self.heads * d * H + 2 * self.kv_heads * d * H + 3 * self.ffn * H)
-        return self.layers * per_layer
+        """Weights in all projections (what the device holds), from the shapes the runtime
+        reads the config with."""
+        cfg = BitNetConfig.from_dict(self.hf_config(bos=None, eos=None))
+        return self.layers * sum(N * K for N, K in map(cfg.projection_shape, PROJECTIONS))
 
     def hf_config(self, bos: int | None, eos: int | None) -> dict:
         return {

@@ -20,6 +20,9 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
 #: standard-library folders left out: tests, vendored or generated code, GUI demos
 SKIP_DIRS = {"test", "tests", "site-packages", "idlelib", "lib2to3", "tkinter", "turtledemo",
              "ensurepip", "__pycache__"}
@@ -85,8 +88,6 @@ def build(holdout: float = 0.05) -> Corpus:
 
 def train_tokenizer(texts: list[str], vocab_size: int):
     """A byte-level BPE tokenizer (any text encodes, nothing is unknown) with ``EOS`` as id 0."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -99,8 +100,6 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 def encode(tok, docs: list[str]):
     """All documents as one token stream, each followed by ``EOS``."""
-    import numpy as np
-
     eos = tok.token_to_id(EOS)
     ids = []
     for enc in tok.encode_batch(docs):
