@@ -17,21 +17,39 @@ from pathlib import Path
 from rtl.synth import SYNTH_SCRIPTS, setup_yowasp_env
 
 from . import board as board_def
-from .pll import ecp5_pll
+from .pll import PLLS
 from .top import BoardTop
 
-#: nextpnr cell types: (LUTs, flip-flops, block RAM, multipliers) per family
-CELLS = {"ecp5": ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D")}
+#: nextpnr cell types: (LUTs, flip-flops, block RAM, multipliers) per family. An iCE40 logic
+#: cell holds a LUT4, a flip-flop and a carry: nextpnr counts cells (``ICESTORM_LC``), and the
+#: flip-flops are counted in the synthesized netlist instead (None here).
+CELLS = {"ecp5": ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D"),
+         "ice40": ("ICESTORM_LC", None, "ICESTORM_RAM", "ICESTORM_DSP")}
+
+#: what each stage of a family's build script leaves behind, in order
+STAGES = {
+    "ecp5": (("synthesis (yosys)", "top.json"), ("place and route (nextpnr)", "top.config"),
+             ("packing (ecppack)", "top.bit")),
+    "ice40": (("synthesis (yosys)", "top.json"), ("place and route (nextpnr)", "top.asc"),
+              ("packing (icepack)", "top.bin")),
+}
 
 
 class BuildFailed(RuntimeError):
     """A tool failed; the message names the log to read."""
 
 
-def core_config(rows: int, cols: int, weight_words: int) -> dict:
-    """The device core a board is built with: memories sized for the board, not the tests."""
-    return dict(rows=rows, cols=cols, weight_words=weight_words, act_bytes=4096,
-                result_rows=max(64, rows * 4), max_payload=1024, program_words=64)
+def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5") -> dict:
+    """The device core a board is built with: memories sized for the board, not the tests.
+    An iCE40 has a few thousand logic cells and no LUT RAM: 32-bit counters (about 220 cells
+    fewer than 64-bit ones), the accumulator's sums in block RAM and half the activation
+    buffer (2 KiB, 4 of the UP5K's 30 EBR; the host splits longer inputs)."""
+    small = family == "ice40"
+    return dict(rows=rows, cols=cols, weight_words=weight_words,
+                act_bytes=2048 if small else 4096,
+                result_rows=max(64, rows * 4), max_payload=1024, program_words=64,
+                counter_bits=32 if small else 64,
+                accumulator_ram_style="block" if small else None)
 
 
 def build(name: str, *, rows: int | None = None, cols: int | None = None,
@@ -44,15 +62,15 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     cols = cols or b.cols
     freq = (freq_mhz or b.freq_mhz) * 1e6
     platform = b.platform()
-    pll = ecp5_pll(platform.default_clk_frequency, freq)
-    core = core_config(rows, cols, weight_words or b.weight_words)
+    pll = PLLS[b.family](platform.default_clk_frequency, freq)
+    core = core_config(rows, cols, weight_words or b.weight_words, b.family)
     top = BoardTop(pll, b.baud, core)             # checks the UART rate before anything runs
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
     setup_yowasp_env()
     synth = SYNTH_SCRIPTS[b.family].split("; ")
-    # platform.build's script runs "synth_ecp5 {synth_opts} -top top": stop it before LUT
+    # platform.build's script runs "synth_<family> {synth_opts} -top top": stop it before LUT
     # mapping, then map with classic ABC and finish, as rtl.synth does.
     plan = platform.build(
         top, name="top", build_dir=str(out), do_build=False,
@@ -63,28 +81,27 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
              f"UART {b.baud} baud, building in {out}")
     t0 = time.perf_counter()
     plan.extract(str(out))
-    returncode = _run_with_progress(out, progress, name)
+    stages = STAGES[b.family]
+    returncode = _run_with_progress(out, progress, name, stages)
     seconds = time.perf_counter() - t0
-    if returncode != 0 or not (out / "top.bit").exists():
+    bitstream = out / stages[-1][1]
+    if returncode != 0 or not bitstream.exists():
         raise BuildFailed(f"{name}: the build failed after {seconds:.0f} s; see "
                           f"{out / 'build.log'} and {out / 'top.tim'}")
-    report = _report(name, b, rows, cols, core["weight_words"], pll.f_out, out,
+    report = _report(name, b, rows, cols, core["weight_words"], pll.f_out, out, bitstream,
                      seconds)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-#: what each stage leaves behind (amaranth-boards' build script runs them in this order)
-STAGES = (("synthesis (yosys)", "top.json"), ("place and route (nextpnr)", "top.config"),
-          ("packing (ecppack)", "top.bit"))
 #: seconds between "still running" lines
 PROGRESS_EVERY = 60
 
 
-def _run_with_progress(out: Path, progress, name: str) -> int:
+def _run_with_progress(out: Path, progress, name: str, stages) -> int:
     """Run the build script, saying which stage it is in (from the files each stage writes)
     and, during long stages, how long it has been running. Its output goes to build.log."""
-    for _, product in STAGES:
+    for _, product in stages:
         (out / product).unlink(missing_ok=True)       # a previous build's files mislead
     (out / "pnr.json").unlink(missing_ok=True)
     with open(out / "build.log", "w") as log:
@@ -96,21 +113,22 @@ def _run_with_progress(out: Path, progress, name: str) -> int:
                 proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 pass
-            now = sum(1 for _, product in STAGES if (out / product).exists())
-            if proc.returncode is None and now != stage and now < len(STAGES):
+            now = sum(1 for _, product in stages if (out / product).exists())
+            if proc.returncode is None and now != stage and now < len(stages):
                 stage, since, said = now, time.perf_counter(), time.perf_counter()
-                progress(f"{name}: {STAGES[stage][0]} ...")
+                progress(f"{name}: {stages[stage][0]} ...")
             elif proc.returncode is None and time.perf_counter() - said >= PROGRESS_EVERY:
                 said = time.perf_counter()
-                progress(f"{name}: still in {STAGES[stage][0]}, "
+                progress(f"{name}: still in {stages[stage][0]}, "
                          f"{time.perf_counter() - since:.0f} s so far")
             if proc.returncode is not None:
                 return proc.returncode
 
 
-def _report(name, b, rows, cols, weight_words, f_target, out: Path,
+def _report(name, b, rows, cols, weight_words, f_target, out: Path, bitstream: Path,
             seconds: float) -> dict:
-    """``lut4`` counts nextpnr's TRELLIS_COMB cells: LUT4s and halves of carry cells (CCU2C)."""
+    """``lut4`` counts nextpnr's logic cells: on ECP5 TRELLIS_COMB (LUT4s and halves of carry
+    cells, CCU2C), on iCE40 ICESTORM_LC (a LUT4 with its flip-flop and carry)."""
     pnr = json.loads((out / "pnr.json").read_text())
     luts, ffs, brams, dsps = CELLS[b.family]
     use = pnr.get("utilization", {})
@@ -125,7 +143,7 @@ def _report(name, b, rows, cols, weight_words, f_target, out: Path,
     return {
         "board": name, "fpga": b.family, "rows": rows, "cols": cols, "pes": pes,
         "lut4": used(luts)[0], "lut4_available": used(luts)[1],
-        "ff": used(ffs)[0], "ebr": used(brams)[0], "ebr_available": used(brams)[1],
+        "ff": used(ffs)[0] if ffs else _netlist_ffs(out / "top.json"), "ebr": used(brams)[0], "ebr_available": used(brams)[1],
         "dsp": used(dsps)[0],
         "lut4_per_pe": round(used(luts)[0] / pes, 1),
         "target_mhz": round(f_target / 1e6, 3),
@@ -135,6 +153,13 @@ def _report(name, b, rows, cols, weight_words, f_target, out: Path,
         "baud": b.baud,
         "resident_weight_trits": weight_words * pes,
         "seconds": round(seconds, 1),
-        "bitstream": str((out / "top.bit").resolve()),
+        "bitstream": str(bitstream.resolve()),
     }
+
+
+def _netlist_ffs(netlist: Path) -> int:
+    """Flip-flops in yosys' iCE40 netlist (SB_DFF* cells), which nextpnr packs into cells."""
+    modules = json.loads(netlist.read_text())["modules"]
+    return sum(1 for mod in modules.values() for cell in mod.get("cells", {}).values()
+               if cell["type"].startswith("SB_DFF"))
 

@@ -32,7 +32,7 @@ __all__ = [
     "COUNTER_NAMES", "COUNTERS_FORMAT", "COUNTERS_SIZE", "Counters",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 REQUEST_SYNC = 0xA5          # first byte of every request (host to device)
 RESPONSE_SYNC = 0x5A         # first byte of every response (device to host)
 
@@ -101,9 +101,9 @@ def _unpack(cls, fmt: str, size: int, data) -> tuple:
 # ---------------------------------------------------------------------------------------------
 
 #: version, rows, cols, act_bits, psum_bits, acc_bits, formats, weight_words, act_bytes,
-#: result_rows, max_payload, frame_timeout, clock_hz, program_words
-INFO_FORMAT = "<HHHBBBBIIIHIIH"
-INFO_SIZE = struct.calcsize(INFO_FORMAT)       # 34
+#: result_rows, max_payload, frame_timeout, clock_hz, program_words, counter_bits
+INFO_FORMAT = "<HHHBBBBIIIHIIHB"
+INFO_SIZE = struct.calcsize(INFO_FORMAT)       # 35
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,7 @@ class DeviceInfo:
     frame_timeout: int = 0      # cycles of silence that drop a partial frame
     clock_hz: int = 0           # core clock, 0 when unknown
     program_words: int = 0      # program memory depth in 32-bit instructions
+    counter_bits: int = 64      # width of the counters (READ_COUNTERS zero-extends them to u64)
 
     def to_bytes(self) -> bytes:
         _check_fields(self, INFO_FORMAT)
@@ -240,7 +241,8 @@ COUNTERS_SIZE = struct.calcsize(COUNTERS_FORMAT)   # 56
 
 @dataclass(frozen=True)
 class Counters:
-    """The payload of the ``READ_COUNTERS`` response (each counter u64)."""
+    """The payload of the ``READ_COUNTERS`` response (each counter u64 on the wire; the device
+    counts modulo ``2**DeviceInfo.counter_bits``)."""
     busy: int = 0
     stall_input: int = 0
     stall_drain: int = 0

@@ -29,22 +29,21 @@ from amaranth.hdl import unsigned
 from amaranth.lib import data, enum
 
 __all__ = ["REGISTERS", "ARG_REGISTERS", "WORD_BITS", "IMM_BITS", "LI_BITS", "Op", "Param",
-           "Fault", "Instruction", "INSTRUCTION_LAYOUT", "SPLIT_LAYOUT", "SWEEP_LAYOUT",
-           "encode", "decode", "signed_imm", "saturate", "param_values", "FORMS"]
+           "Fault", "Instruction", "INSTRUCTION_LAYOUT", "split_layout", "sweep_layout",
+           "register_bits", "encode", "decode", "signed_imm", "saturate", "param_values", "FORMS"]
 
 REGISTERS = 8
 ARG_REGISTERS = 6        # r0..r5 come from RUN
-WORD_BITS = 32
+WORD_BITS = 32           # an instruction; also the widest registers (register_bits)
 IMM_BITS = 17
 LI_BITS = 23             # LI's value: the ra, rb and imm fields together
-REG_MAX = (1 << WORD_BITS) - 1
 
 
 class Op(enum.Enum, shape=6):
     """Opcodes. 0 is illegal, so that an empty program memory faults instead of running."""
     ILLEGAL = 0x00
     LI = 0x01       # rd = value (23 bits)
-    ADD = 0x02      # rd = ra + rb            (saturates at 2**32 - 1)
+    ADD = 0x02      # rd = ra + rb            (saturates at 2**bits - 1)
     SUB = 0x03      # rd = ra - rb            (saturates at 0)
     ADDI = 0x04     # rd = ra + signed imm    (saturates both ways)
     DIVU = 0x05     # rd = ra // rb           (rb = 0 faults)
@@ -82,9 +81,10 @@ class Fault(enum.Enum, shape=8):
     BACKWARD_BRANCH = 3         # branch or loop end not after the instruction
     NESTED_LOOP = 4             # LOOP inside a LOOP body
     DIVIDE_BY_ZERO = 5
-    BAD_SPLIT = 6               # K = 0, K > k_max, n = 0, n > K or a pass longer than pass_k_max
+    BAD_SPLIT = 6               # K = 0, K > k_max or act_bytes, n = 0, n > K or a pass longer
+                                # than pass_k_max
     NO_SPLIT = 7                # SWEEP before SPLIT
-    EMPTY_SWEEP = 8             # SWEEP of zero tokens
+    BAD_SWEEP = 8               # SWEEP of zero tokens or more than act_bytes
 
 
 #: Field layout of an instruction word (LSB first, as ``amaranth.lib.data`` lays it out).
@@ -97,20 +97,20 @@ INSTRUCTION_LAYOUT = data.StructLayout({
 })
 assert INSTRUCTION_LAYOUT.size == WORD_BITS
 
-#: The K split a SPLIT sets up for the sequencer: n passes, the first r of q + 1 steps.
-SPLIT_LAYOUT = data.StructLayout({
-    "k": unsigned(WORD_BITS),
-    "n": unsigned(WORD_BITS),
-    "q": unsigned(WORD_BITS),
-    "r": unsigned(WORD_BITS),
-})
+def split_layout(bits: int = WORD_BITS) -> data.StructLayout:
+    """The K split a SPLIT sets up for the sequencer: n passes, the first r of q + 1 steps."""
+    return data.StructLayout({"k": unsigned(bits), "n": unsigned(bits), "q": unsigned(bits),
+                              "r": unsigned(bits)})
 
-#: One sweep for the sequencer: M tokens, each all K steps, of one tile of weights.
-SWEEP_LAYOUT = data.StructLayout({
-    "weights": unsigned(WORD_BITS),     # first weight word (word weights + k at step k)
-    "acts": unsigned(WORD_BITS),        # first activation byte (acts + m*K + k)
-    "tokens": unsigned(WORD_BITS),
-})
+
+def sweep_layout(bits: int = WORD_BITS) -> data.StructLayout:
+    """One sweep for the sequencer: M tokens, each all K steps, of one tile of weights."""
+    return data.StructLayout({
+        "weights": unsigned(bits),      # first weight word (word weights + k at step k)
+        "acts": unsigned(bits),         # first activation byte (acts + m*K + k)
+        "tokens": unsigned(bits),
+    })
+
 
 #: Operand forms of each opcode, for the assembler and disassembler:
 #: d = rd, a = ra, b = rb, i = imm (unsigned), s = imm (signed), v = 23-bit value,
@@ -151,9 +151,23 @@ def signed_imm(imm: int) -> int:
     return imm - (1 << IMM_BITS) if imm >> (IMM_BITS - 1) else imm
 
 
-def saturate(v: int) -> int:
-    """Clamp to the registers' unsigned range, as the ALU does."""
-    return min(max(v, 0), REG_MAX)
+def register_bits(params: dict) -> int:
+    """Width of the control registers on a build with these ``CFG`` parameters: enough for every
+    memory size, ``PASS_K_MAX`` and N up to a whole weight memory of tiles (``WEIGHT_WORDS *
+    PES``, a layer with K = 1), with a bit to spare so that the sum of any two of them does not
+    saturate either (``linear`` adds ``K + PASS_K_MAX`` and ``N + PES``); at most 32.
+    ``K_MAX`` may saturate: programs only compare K with it. The RTL and the emulator both
+    derive the width from the parameters, so they saturate at the same value; a small board's
+    control gets narrower registers, adders and divider for free."""
+    need = max(params[Param.WEIGHT_WORDS] * params[Param.PES], params[Param.ACT_BYTES],
+               params[Param.RESULT_ROWS], params[Param.PASS_K_MAX])
+    return min(WORD_BITS, need.bit_length() + 1)
+
+
+def saturate(v: int, bits: int = WORD_BITS) -> int:
+    """Clamp to the unsigned range of ``bits``-bit registers, as the ALU does (and as every
+    value entering a register is: RUN arguments, LI values and CFG parameters too)."""
+    return min(max(v, 0), (1 << bits) - 1)
 
 
 def encode(op: Op, rd: int = 0, ra: int = 0, rb: int = 0, imm: int = 0) -> int:

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .commands import Status
-from .isa import (ARG_REGISTERS, REGISTERS, Fault, Op, Param, decode, saturate, signed_imm)
+from .isa import (ARG_REGISTERS, REGISTERS, Fault, Op, Param, decode, register_bits, saturate,
+                  signed_imm)
 
 __all__ = ["Split", "SetResults", "Sweep", "Outcome", "chunk_split", "run"]
 
@@ -55,7 +56,9 @@ class Outcome:
 
 
 def chunk_split(k: int, n: int, k_max: int, pass_k_max: int) -> Split | None:
-    """The split SPLIT sets up, or None when it faults (BAD_SPLIT)."""
+    """The split SPLIT sets up, or None when it faults (BAD_SPLIT). ``k_max`` is the smaller of
+    ``K_MAX`` and ``ACT_BYTES``: a longer K cannot be in the activation buffer, and the
+    sequencer's counters are only as wide as its addresses."""
     if k == 0 or k > k_max or n == 0 or n > k:
         return None
     q, r = divmod(k, n)
@@ -67,7 +70,13 @@ def chunk_split(k: int, n: int, k_max: int, pass_k_max: int) -> Split | None:
 def run(program, entry: int, args, params: dict[Param, int],
         max_steps: int = 10_000_000) -> Outcome:
     """Execute ``program`` (a sequence of 32-bit words; its length is the program memory's
-    depth) from ``entry`` with ``args`` in r0.. (at most six)."""
+    depth) from ``entry`` with ``args`` in r0.. (at most six), on registers as wide as
+    ``isa.register_bits(params)``."""
+    bits = register_bits(params)
+
+    def saturate_reg(v: int) -> int:
+        return saturate(v, bits)
+
     depth = len(program)
     if not 0 <= entry < depth:
         raise ValueError(f"entry {entry} outside program memory (0 .. {depth - 1})")
@@ -75,7 +84,7 @@ def run(program, entry: int, args, params: dict[Param, int],
         raise ValueError(f"at most {ARG_REGISTERS} arguments, got {len(args)}")
     regs = [0] * REGISTERS
     for i, a in enumerate(args):
-        regs[i] = saturate(int(a))
+        regs[i] = saturate_reg(int(a))
     out = Outcome(Status.OK)
     split: Split | None = None
     loop = None                  # [start, end, count left]
@@ -95,20 +104,20 @@ def run(program, entry: int, args, params: dict[Param, int],
         next_pc = pc + 1
         op = ins.op
         if op is Op.LI:
-            regs[ins.rd] = ins.value
+            regs[ins.rd] = saturate_reg(ins.value)
         elif op is Op.ADD:
-            regs[ins.rd] = saturate(a + b)
+            regs[ins.rd] = saturate_reg(a + b)
         elif op is Op.SUB:
-            regs[ins.rd] = saturate(a - b)
+            regs[ins.rd] = saturate_reg(a - b)
         elif op is Op.ADDI:
-            regs[ins.rd] = saturate(a + signed_imm(ins.imm))
+            regs[ins.rd] = saturate_reg(a + signed_imm(ins.imm))
         elif op in (Op.DIVU, Op.REMU):
             if b == 0:
                 return fault(Fault.DIVIDE_BY_ZERO, pc)
             regs[ins.rd] = a // b if op is Op.DIVU else a % b
         elif op is Op.CFG:
             try:
-                regs[ins.rd] = params[Param(ins.imm)]
+                regs[ins.rd] = saturate_reg(params[Param(ins.imm)])
             except ValueError:
                 return fault(Fault.ILLEGAL_INSTRUCTION, pc)
         elif op in (Op.BEQ, Op.BNE, Op.BLTU, Op.BGEU, Op.LOOP):
@@ -131,7 +140,8 @@ def run(program, entry: int, args, params: dict[Param, int],
                     pc = ins.imm
                     continue
         elif op is Op.SPLIT:
-            split = chunk_split(a, b, params[Param.K_MAX], params[Param.PASS_K_MAX])
+            split = chunk_split(a, b, min(params[Param.K_MAX], params[Param.ACT_BYTES]),
+                                params[Param.PASS_K_MAX])
             if split is None:
                 return fault(Fault.BAD_SPLIT, pc)
             out.events.append(split)
@@ -140,10 +150,10 @@ def run(program, entry: int, args, params: dict[Param, int],
         elif op is Op.SWEEP:
             if split is None:
                 return fault(Fault.NO_SPLIT, pc)
-            if b == 0:
-                return fault(Fault.EMPTY_SWEEP, pc)
+            if b == 0 or b > params[Param.ACT_BYTES]:
+                return fault(Fault.BAD_SWEEP, pc)
             out.events.append(Sweep(regs[ins.rd], a, b, split))
-            regs[ins.rd] = saturate(regs[ins.rd] + split.k)
+            regs[ins.rd] = saturate_reg(regs[ins.rd] + split.k)
         elif op is Op.HALT:
             return out
         elif op is Op.FAIL:

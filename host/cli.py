@@ -239,7 +239,8 @@ def _cmd_build(args) -> int:
     if args.json:
         print(json.dumps(r))
     else:
-        print(f"{r['board']}: {r['rows']}x{r['cols']} ({r['pes']} PEs), {r['lut4']} LUT4 of "
+        cells = "logic cells (LUT4 + FF)" if r["fpga"] == "ice40" else "LUT4"
+        print(f"{r['board']}: {r['rows']}x{r['cols']} ({r['pes']} PEs), {r['lut4']} {cells} of "
               f"{r['lut4_available']} ({r['lut4_per_pe']} per PE), {r['ff']} FF, "
               f"{r['ebr']} EBR, {r['dsp']} DSP")
         print(f"clock: {r['achieved_mhz']} MHz achieved, {r['target_mhz']} MHz target: "
@@ -250,12 +251,19 @@ def _cmd_build(args) -> int:
               f"{r['target_mhz']} MHz (lower --freq or the array size)", file=sys.stderr)
         return 1
     if args.program:
-        loader = shutil.which("openFPGALoader")
-        if loader is None:
-            raise ValueError("--program needs openFPGALoader on PATH (e.g. apt-get install "
-                             "openfpgaloader); the bitstream is built: " + r["bitstream"])
         from boards import board
-        subprocess.run([loader, *board(args.board).loader, r["bitstream"]], check=True)
+        b = board(args.board)
+        loaders = [("openFPGALoader", [*b.loader, r["bitstream"]])]
+        if b.family == "ice40":
+            loaders.append(("iceprog", [r["bitstream"]]))
+        for tool, tool_args in loaders:
+            if shutil.which(tool):
+                subprocess.run([tool, *tool_args], check=True)
+                break
+        else:
+            raise ValueError(f"--program needs {' or '.join(t for t, _ in loaders)} on PATH "
+                             f"(e.g. apt-get install openfpgaloader); the bitstream is built: "
+                             + r["bitstream"])
     return 0
 
 
@@ -316,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cols", type=int, help="array columns (default: the board's)")
     p.add_argument("--freq", type=float, help="array clock in MHz (default: the board's)")
     p.add_argument("--out", help="output folder (default build/boards/BOARD)")
-    p.add_argument("--program", action="store_true", help="load it with openFPGALoader")
+    p.add_argument("--program", action="store_true",
+                   help="load it with openFPGALoader (or iceprog for iCE40 boards)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_build)
 

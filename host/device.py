@@ -336,17 +336,24 @@ class Device:
     def _collect_counters(self) -> None:
         """Add what the device counted since the last look to ``stats``.
 
-        The counters are 64-bit and only grow until a ``CLEAR_COUNTERS`` or ``RESET``, which
-        this object sees go out: keeping the last reading and taking differences saves a round
-        trip per call over clearing them each time."""
+        The counters only grow, modulo ``2**counter_bits`` (INFO), until a ``CLEAR_COUNTERS`` or
+        ``RESET``, which this object sees go out: keeping the last reading and taking
+        differences modulo the counters' range saves a round trip per call over clearing them
+        each time. (A device with 32-bit counters wraps its cycle counters every 2**32 cycles,
+        43 s at 100 MHz: far more than one call.)"""
         c = self.read_counters()
         seen = self._counters_seen
-        if any(getattr(c, n) < getattr(seen, n) for n in COUNTER_NAMES):
+        bits = self._info.counter_bits
+        if bits == 64 and any(getattr(c, n) < getattr(seen, n) for n in COUNTER_NAMES):
             seen = Counters()         # cleared behind our back (a failed request that ran)
+
+        def grown(name: str) -> int:
+            return (getattr(c, name) - getattr(seen, name)) % (1 << bits)
+
         for name in DEVICE_COUNTERS:
-            self._stats[name] += getattr(c, name) - getattr(seen, name)
-        self._stats["device_frames_ok"] += c.frames_ok - seen.frames_ok
-        self._stats["device_frames_bad"] += c.frames_bad - seen.frames_bad
+            self._stats[name] += grown(name)
+        self._stats["device_frames_ok"] += grown("frames_ok")
+        self._stats["device_frames_bad"] += grown("frames_bad")
         self._counters_seen = c
 
     # -- weight memory -------------------------------------------------------------------

@@ -44,9 +44,6 @@ from .protocol import BadFrame, Frame, FrameDecoder, encode_response
 
 __all__ = ["EmulatedDevice"]
 
-_COUNTER_MASK = (1 << 64) - 1
-
-
 class EmulatedDevice:
     """A tritium device in Python, speaking the link protocol (docs/protocol.md) over ``feed()`` / ``read()``.
 
@@ -54,14 +51,16 @@ class EmulatedDevice:
     ``acc_bits``), the memories (``weight_words`` words of ``rows*cols`` trits, ``act_bytes``,
     ``result_words`` rows of ``cols`` int32 sums — INFO reports it as ``result_rows``, which is
     accepted as an alias), ``max_payload`` (largest request payload), ``frame_timeout`` and
-    ``clock_hz`` (reported by INFO) and ``program_words`` (the control program memory, which
-    starts with ``firmware.programs.FIRMWARE`` like the RTL's).
+    ``clock_hz`` (reported by INFO), ``program_words`` (the control program memory, which
+    starts with ``firmware.programs.FIRMWARE`` like the RTL's) and ``counter_bits`` (the
+    counters count modulo ``2**counter_bits``).
     """
 
     def __init__(self, rows: int = 16, cols: int = 16, psum_bits: int = 16, acc_bits: int = 32,
                  weight_words: int = 8192, act_bytes: int = 65536, result_words: int = 65536,
                  max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0,
-                 *, result_rows: int | None = None, program_words: int = 64):
+                 *, result_rows: int | None = None, program_words: int = 64,
+                 counter_bits: int = 64):
         self.config = schedule.ArrayConfig(rows=rows, cols=cols, psum_bits=psum_bits,
                                            acc_bits=acc_bits)
         if result_rows is not None:
@@ -73,6 +72,8 @@ class EmulatedDevice:
         if not isinstance(program_words, int) or not len(FIRMWARE) <= program_words < (1 << 16):
             raise ValueError(f"program_words must be in {len(FIRMWARE)} .. 65535 (the firmware "
                              f"has {len(FIRMWARE)} words), got {program_words!r}")
+        if not isinstance(counter_bits, int) or not 32 <= counter_bits <= 64:
+            raise ValueError(f"counter_bits must be in 32 .. 64, got {counter_bits!r}")
         if not isinstance(max_payload, int) or not RUN_SIZE <= max_payload <= MAX_LENGTH:
             raise ValueError(f"max_payload must be in {RUN_SIZE} .. {MAX_LENGTH} (a RUN request "
                              f"carries {RUN_SIZE} bytes), got {max_payload!r}")
@@ -82,7 +83,8 @@ class EmulatedDevice:
                                weight_words=weight_words, act_bytes=act_bytes,
                                result_rows=result_words, max_payload=max_payload,
                                frame_timeout=frame_timeout, clock_hz=clock_hz,
-                               program_words=program_words)
+                               program_words=program_words, counter_bits=counter_bits)
+        self._counter_mask = (1 << counter_bits) - 1
         self._info_bytes = self.info.to_bytes()   # validates every field's range
         self.word_bytes = packing.packed_size(rows * cols, "base3")
         # Memories start at zero, like the RTL's block RAM (weight code 0 is the trit -1).
@@ -137,7 +139,7 @@ class EmulatedDevice:
     # -- internals -----------------------------------------------------------------------
 
     def _count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = (self.counters[name] + n) & _COUNTER_MASK
+        self.counters[name] = (self.counters[name] + n) & self._counter_mask
 
     def _respond(self, status: Status, seq: int, payload: bytes = b"") -> None:
         self._out += encode_response(status, seq, payload)

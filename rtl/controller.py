@@ -11,14 +11,14 @@ splits, result pointers and sweeps in the same order and end with the same statu
 pc and cause).
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from firmware.commands import Status
-from firmware.isa import (ARG_REGISTERS, INSTRUCTION_LAYOUT, REG_MAX, REGISTERS, SPLIT_LAYOUT,
-                          SWEEP_LAYOUT, WORD_BITS, Fault, Op, Param)
+from firmware.isa import (ARG_REGISTERS, INSTRUCTION_LAYOUT, REGISTERS, WORD_BITS, Fault, Op,
+                          Param, register_bits, split_layout, sweep_layout)
 
 from .divider import Divider
 
@@ -44,11 +44,11 @@ class Controller(wiring.Component):
     done : Out(1)
         One cycle when the program has ended and the sequencer is idle; ``status`` then holds
         OK, BAD_ARGUMENT or PROGRAM_FAULT (with ``fault_pc`` and ``fault_cause``).
-    split : Out(SPLIT_LAYOUT)
+    split : Out(split_layout(bits))
         The current K split, stable while the sequencer works (SPLIT waits for ``idle``).
     set_results, results : Out
         One cycle of ``set_results`` moves the sequencer's result pointer to ``results``.
-    sweep : Out(stream.Signature(SWEEP_LAYOUT))
+    sweep : Out(stream.Signature(sweep_layout(bits)))
         Sweeps for the sequencer.
     idle : In(1)
         The sequencer has nothing in flight (no sweep pending, no step left, no result due).
@@ -64,6 +64,10 @@ class Controller(wiring.Component):
         if missing:
             raise ValueError(f"missing parameters: {', '.join(p.name for p in missing)}")
         self.init = list(init)
+        #: Register width (``isa.register_bits``): what the build's memories need, so a small
+        #: board gets narrower registers, adders and divider. Every value entering a register
+        #: saturates to it, as ``firmware.machine`` does.
+        self.bits = bits = register_bits(self.params)
         addr_shape = range(program_words)
         super().__init__({
             "write_addr": In(addr_shape),
@@ -76,10 +80,10 @@ class Controller(wiring.Component):
             "status": Out(Status),
             "fault_pc": Out(16),
             "fault_cause": Out(Fault),
-            "split": Out(SPLIT_LAYOUT),
+            "split": Out(split_layout(bits)),
             "set_results": Out(1),
-            "results": Out(WORD_BITS),
-            "sweep": Out(stream.Signature(SWEEP_LAYOUT)),
+            "results": Out(bits),
+            "sweep": Out(stream.Signature(sweep_layout(bits))),
             "idle": In(1),
         })
 
@@ -92,9 +96,10 @@ class Controller(wiring.Component):
         read = program.read_port()
         m.d.comb += [write.addr.eq(self.write_addr), write.data.eq(self.write_data),
                      write.en.eq(self.write_en)]
-        m.submodules.divider = divider = Divider(WORD_BITS)
+        bits = self.bits
+        m.submodules.divider = divider = Divider(bits)
 
-        regs = Array(Signal(WORD_BITS, name=f"r{i}") for i in range(REGISTERS))
+        regs = Array(Signal(bits, name=f"r{i}") for i in range(REGISTERS))
         ins = Signal(INSTRUCTION_LAYOUT)
         m.d.comb += ins.as_value().eq(read.data)
         a, b, d = regs[ins.ra], regs[ins.rb], regs[ins.rd]
@@ -106,26 +111,34 @@ class Controller(wiring.Component):
 
         loop_active = Signal()
         loop_start, loop_end = Signal(range(depth + 1)), Signal(len(imm))
-        loop_count = Signal(WORD_BITS)
+        loop_count = Signal(bits)
         split_valid = Signal()
 
         # Saturating unsigned arithmetic (firmware.isa): one wide adder for ADD, SUB, ADDI.
-        wide = WORD_BITS + 2
+        # Wide enough for a register plus a register, or plus ADDI's 17-bit signed immediate.
+        wide = max(bits, len(ins.imm)) + 2
+        reg_max = (1 << bits) - 1
 
         def saturated(value):
-            # ``value`` is a (WORD_BITS + 2)-bit two's-complement result.
+            # ``value`` is a ``wide``-bit two's-complement result.
             negative = value[wide - 1]
-            over = ~negative & value[WORD_BITS]
-            return Mux(negative, 0, Mux(over, REG_MAX, value[:WORD_BITS]))
+            over = ~negative & (value[bits:wide - 1] != 0)
+            return Mux(negative, 0, Mux(over, reg_max, value[:bits]))
+
+        def clamped(value):
+            # An unsigned value wider than the registers (RUN arguments, LI values).
+            if len(value) <= bits:
+                return value
+            return Mux(value[bits:] != 0, reg_max, value[:bits])
 
         imm_ext = Cat(imm, imm[-1].replicate(wide - len(imm)))
         add_result = Signal(wide)
         sub_result = Signal(wide)
         addi_result = Signal(wide)
-        zero2 = Const(0, 2)
-        m.d.comb += [add_result.eq(Cat(a, zero2) + Cat(b, zero2)),
-                     sub_result.eq(Cat(a, zero2) - Cat(b, zero2)),
-                     addi_result.eq(Cat(a, zero2) + imm_ext)]
+        sweep_next = Signal(wide)       # SWEEP's rd + K
+        alu = Signal(wide)              # ADD, SUB, ADDI: the sum, saturated in WRITE
+        m.d.comb += [add_result.eq(a + b), sub_result.eq(a - b), addi_result.eq(a + imm_ext),
+                     sweep_next.eq(d + self.split.k)]
 
         status = Signal(Status)
         fault_pc = Signal(16)
@@ -161,10 +174,13 @@ class Controller(wiring.Component):
                      self.fault_cause.eq(fault_cause), self.results.eq(a)]
 
         params = self.params
-        dividend_k = Signal(WORD_BITS)       # SPLIT's K while its division runs
-        divisor_n = Signal(WORD_BITS)
+        dividend_k = Signal(bits)            # SPLIT's K while its division runs
+        divisor_n = Signal(bits)
         div_dest = Signal(range(REGISTERS))
         div_rem = Signal()
+        split_too_long = Signal()
+        taken = Signal()            # BRANCH: the branch is taken / the LOOP skips its body
+        taking_loop = Signal()      # BRANCH: the instruction is a LOOP
 
         with m.FSM(name="control"):
             with m.State("STOPPED"):
@@ -173,24 +189,26 @@ class Controller(wiring.Component):
                     m.d.sync += [pc.eq(self.entry), loop_active.eq(0), split_valid.eq(0),
                                  status.eq(Status.OK), fault_cause.eq(Fault.NONE), fault_pc.eq(0)]
                     for i in range(REGISTERS):
-                        value = self.args[i] if i < ARG_REGISTERS else 0
+                        value = clamped(self.args[i]) if i < ARG_REGISTERS else 0
                         m.d.sync += regs[i].eq(value)
                     m.next = "RUN"
 
             with m.State("RUN"):
                 with m.Switch(ins.op):
                     with m.Case(Op.LI):
-                        m.d.sync += d.eq(Cat(imm, ins.rb, ins.ra))
+                        m.d.sync += d.eq(clamped(Cat(imm, ins.rb, ins.ra)))
                         retire()
+                    # Arithmetic takes two cycles: the sum is registered, then saturated and
+                    # written, so the adder and the saturation are not one long path.
                     with m.Case(Op.ADD):
-                        m.d.sync += d.eq(saturated(add_result))
-                        retire()
+                        m.d.sync += alu.eq(add_result)
+                        m.next = "WRITE"
                     with m.Case(Op.SUB):
-                        m.d.sync += d.eq(saturated(sub_result))
-                        retire()
+                        m.d.sync += alu.eq(sub_result)
+                        m.next = "WRITE"
                     with m.Case(Op.ADDI):
-                        m.d.sync += d.eq(saturated(addi_result))
-                        retire()
+                        m.d.sync += alu.eq(addi_result)
+                        m.next = "WRITE"
                     with m.Case(Op.DIVU, Op.REMU):
                         with m.If(b == 0):
                             fault(Fault.DIVIDE_BY_ZERO)
@@ -204,7 +222,7 @@ class Controller(wiring.Component):
                         with m.Switch(imm):
                             for param, value in params.items():
                                 with m.Case(param):
-                                    m.d.sync += d.eq(value)
+                                    m.d.sync += d.eq(min(value, reg_max))
                                     retire()
                             with m.Default():
                                 fault(Fault.ILLEGAL_INSTRUCTION)
@@ -214,33 +232,25 @@ class Controller(wiring.Component):
                         with m.Elif(ins.op == Op.LOOP):
                             with m.If(loop_active):
                                 fault(Fault.NESTED_LOOP)
-                            with m.Elif(a == 0):
-                                jump(imm + 1)
                             with m.Else():
-                                m.d.sync += [loop_active.eq(1), loop_start.eq(pc + 1),
-                                             loop_end.eq(imm), loop_count.eq(a)]
-                                jump(pc + 1)
+                                m.d.sync += [taken.eq(a == 0), taking_loop.eq(1)]
+                                m.next = "BRANCH"
                         with m.Else():
-                            taken = Signal()
                             with m.Switch(ins.op):
                                 with m.Case(Op.BEQ):
-                                    m.d.comb += taken.eq(a == b)
+                                    m.d.sync += taken.eq(a == b)
                                 with m.Case(Op.BNE):
-                                    m.d.comb += taken.eq(a != b)
+                                    m.d.sync += taken.eq(a != b)
                                 with m.Case(Op.BLTU):
-                                    m.d.comb += taken.eq(a < b)
+                                    m.d.sync += taken.eq(a < b)
                                 with m.Case(Op.BGEU):
-                                    m.d.comb += taken.eq(a >= b)
-                            with m.If(taken):
-                                jump(imm)
-                                with m.If(loop_active & (imm > loop_end)):
-                                    m.d.sync += loop_active.eq(0)
-                            with m.Else():
-                                retire()
+                                    m.d.sync += taken.eq(a >= b)
+                            m.d.sync += taking_loop.eq(0)
+                            m.next = "BRANCH"
                     with m.Case(Op.SPLIT):
                         with m.If(self.idle):
-                            with m.If((a == 0) | (a > params[Param.K_MAX]) | (b == 0) |
-                                      (b > a)):
+                            k_limit = min(params[Param.K_MAX], params[Param.ACT_BYTES])
+                            with m.If((a == 0) | (a > k_limit) | (b == 0) | (b > a)):
                                 fault(Fault.BAD_SPLIT)
                             with m.Else():
                                 m.d.comb += [divider.start.eq(1), divider.dividend.eq(a),
@@ -255,16 +265,15 @@ class Controller(wiring.Component):
                     with m.Case(Op.SWEEP):
                         with m.If(~split_valid):
                             fault(Fault.NO_SPLIT)
-                        with m.Elif(b == 0):
-                            fault(Fault.EMPTY_SWEEP)
+                        with m.Elif((b == 0) | (b > params[Param.ACT_BYTES])):
+                            fault(Fault.BAD_SWEEP)
                         with m.Else():
                             m.d.comb += [self.sweep.valid.eq(1),
                                          self.sweep.payload.weights.eq(d),
                                          self.sweep.payload.acts.eq(a),
                                          self.sweep.payload.tokens.eq(b)]
                             with m.If(self.sweep.ready):
-                                sum_k = Cat(d, Const(0, 2)) + self.split.k
-                                m.d.sync += d.eq(saturated(sum_k))
+                                m.d.sync += d.eq(saturated(sweep_next))
                                 retire()
                     with m.Case(Op.HALT):
                         m.next = "FINISH"
@@ -274,22 +283,50 @@ class Controller(wiring.Component):
                     with m.Default():
                         fault(Fault.ILLEGAL_INSTRUCTION)
 
+            # The second cycle of a branch or LOOP (the instruction is still on the read port):
+            # the decision was registered in the first, so a compare never sits in front of
+            # the next fetch address. Taken or not, a branch costs two cycles; the loop's
+            # jump back (from registers only) stays free.
+            with m.State("BRANCH"):
+                with m.If(taking_loop):
+                    with m.If(taken):                   # LOOP of 0 iterations: skip the body
+                        jump(imm + 1)
+                    with m.Else():
+                        m.d.sync += [loop_active.eq(1), loop_start.eq(pc + 1),
+                                     loop_end.eq(imm), loop_count.eq(a)]
+                        jump(pc + 1)
+                with m.Elif(taken):
+                    jump(imm)
+                    with m.If(loop_active & (imm > loop_end)):
+                        m.d.sync += loop_active.eq(0)
+                with m.Else():
+                    retire()
+
+            with m.State("WRITE"):
+                m.d.sync += d.eq(saturated(alu))
+                retire()
+
             with m.State("DIVIDE"):
                 with m.If(divider.done):
                     m.d.sync += regs[div_dest].eq(Mux(div_rem, divider.remainder,
                                                       divider.quotient))
                     retire()
 
+            # The pass-length check gets a cycle of its own: an add and a compare in front of
+            # the next fetch address would be the processor's longest path.
             with m.State("SPLIT"):
                 with m.If(divider.done):
                     longest = divider.quotient + (divider.remainder != 0)
-                    with m.If(longest > params[Param.PASS_K_MAX]):
-                        fault(Fault.BAD_SPLIT)
-                    with m.Else():
-                        m.d.sync += [self.split.k.eq(dividend_k), self.split.n.eq(divisor_n),
-                                     self.split.q.eq(divider.quotient),
-                                     self.split.r.eq(divider.remainder), split_valid.eq(1)]
-                        retire()
+                    m.d.sync += split_too_long.eq(longest > params[Param.PASS_K_MAX])
+                    m.next = "SPLIT_CHECK"
+            with m.State("SPLIT_CHECK"):
+                with m.If(split_too_long):
+                    fault(Fault.BAD_SPLIT)
+                with m.Else():
+                    m.d.sync += [self.split.k.eq(dividend_k), self.split.n.eq(divisor_n),
+                                 self.split.q.eq(divider.quotient),
+                                 self.split.r.eq(divider.remainder), split_valid.eq(1)]
+                    retire()
 
             # The response goes out once everything issued has finished.
             with m.State("FINISH"):

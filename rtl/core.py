@@ -18,7 +18,7 @@ host speaks the framed protocol of docs/protocol.md over it. Inside:
 * the **sender** frames the response and appends its CRC.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from firmware.commands import (COUNTER_NAMES, FAULT_SIZE, FRAME_CRC, INSTRUCTION_BYTES,
                                READ_RESULTS_SIZE, REQUEST_SYNC, RESPONSE_SYNC, RUN_ARGS, RUN_SIZE,
                                Command, DeviceInfo, Status)
-from firmware.isa import SWEEP_LAYOUT, param_values
+from firmware.isa import param_values, sweep_layout
 from firmware.programs import FIRMWARE
 from sim import numerics, packing
 
@@ -34,7 +34,7 @@ from .controller import Controller
 from .systolic import MatrixEngine
 
 ARGS_BYTES = RUN_SIZE    # the longest argument block
-COUNTER_BITS = 64        # as the READ_COUNTERS payload carries them
+COUNTER_BITS = 64        # as the READ_COUNTERS payload carries them (the widest counters)
 
 
 def base3_rom() -> list[int]:
@@ -139,17 +139,28 @@ class DeviceCore(wiring.Component):
         Core clock reported by INFO (0 when unknown).
     program_words : int
         Depth of the control program memory (it starts with ``firmware.programs.FIRMWARE``).
+    accumulator_ram_style : str or None
+        "block" puts the accumulator's sums in block RAM (:class:`rtl.accumulator.
+        ResultAccumulator`; what iCE40 builds want), None lets the tools choose.
+    counter_bits : int
+        Width of the seven counters, 32 to 64 (INFO reports it; the host takes differences
+        modulo ``2**counter_bits``). 32 saves a small board about 220 logic cells; at 100 MHz
+        a 32-bit cycle counter wraps every 43 s, far longer than any one request.
     """
 
     def __init__(self, *, rows: int, cols: int, psum_width: int = 16, acc_width: int = 32,
                  weight_words: int = 1024, act_bytes: int = 4096, result_rows: int = 256,
                  max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0,
-                 program_words: int = 64):
+                 program_words: int = 64, counter_bits: int = COUNTER_BITS,
+                 accumulator_ram_style: str | None = None):
         if max_payload < ARGS_BYTES:
             raise ValueError(f"max_payload must be at least {ARGS_BYTES}")
         if program_words < len(FIRMWARE):
             raise ValueError(f"program_words must hold the {len(FIRMWARE)}-word firmware")
-        self.program_words = program_words
+        if not 32 <= counter_bits <= COUNTER_BITS:
+            raise ValueError(f"counter_bits must be 32 to {COUNTER_BITS}, not {counter_bits}")
+        self.program_words, self.counter_bits = program_words, counter_bits
+        self.accumulator_ram_style = accumulator_ram_style
         self.rows, self.cols = rows, cols
         self.psum_width, self.acc_width = psum_width, acc_width
         self.weight_words, self.act_bytes, self.result_rows = weight_words, act_bytes, result_rows
@@ -171,7 +182,7 @@ class DeviceCore(wiring.Component):
                           weight_words=self.weight_words, act_bytes=self.act_bytes,
                           result_rows=self.result_rows, max_payload=self.max_payload,
                           frame_timeout=self.frame_timeout, clock_hz=self.clock_hz,
-                          program_words=self.program_words)
+                          program_words=self.program_words, counter_bits=self.counter_bits)
 
     @property
     def params(self) -> dict:
@@ -203,14 +214,16 @@ class DeviceCore(wiring.Component):
         m.submodules.base3 = base3 = Memory(shape=10, depth=256, init=base3_rom())
         base3_r = base3.read_port()
 
-        m.submodules.engine = engine = MatrixEngine(rows=R, cols=C, psum_width=self.psum_width,
-                                                    acc_width=self.acc_width)
+        m.submodules.engine = engine = MatrixEngine(
+            rows=R, cols=C, psum_width=self.psum_width, acc_width=self.acc_width,
+            accumulator_ram_style=self.accumulator_ram_style)
         m.submodules.sender = sender = FrameSender()
         m.submodules.controller = controller = Controller(
             program_words=self.program_words, params=self.params, init=FIRMWARE.words)
         wiring.connect(m, sender.tx, wiring.flipped(self.tx))
 
-        counters = {name: Signal(COUNTER_BITS, name=f"count_{name}") for name in COUNTER_NAMES}
+        counters = {name: Signal(self.counter_bits, name=f"count_{name}")
+                    for name in COUNTER_NAMES}
         clear_counters = Signal()
         with m.If(clear_counters):
             m.d.sync += [c.eq(0) for c in counters.values()]
@@ -301,6 +314,12 @@ class DeviceCore(wiring.Component):
         def arg(offset, size):
             return args[8 * offset:8 * (offset + size)]
 
+        def beyond(size, depth):
+            # ``arg(0, 4) + size > depth`` at the width of ``depth`` rather than 33 bits: an
+            # address with any bit set above the memory's is out of range whatever ``size`` is.
+            n = max(1, depth.bit_length())
+            return (arg(0, 4)[n:] != 0) | (arg(0, 4)[:n] + size > depth)
+
         resp_status = Signal(Status)
         resp_length = Signal(16)
         resp_source = Signal(range(4))     # 0: INFO, 1: counters, 2: results, 3: fault
@@ -308,15 +327,19 @@ class DeviceCore(wiring.Component):
         counter_bytes = 8 * len(COUNTER_NAMES)
 
         # Scratch registers of the commands.
-        addr = Signal(32)           # memory address being written / base of a loop
-        count = Signal(32)          # loop counter
-        limit = Signal(32)
+        # Each command checks its 32-bit address argument against its memory before it starts,
+        # so ``addr`` only needs to reach the largest memory's end; counts stay within a payload.
+        depth_max = max(self.act_bytes, self.weight_words, self.program_words, self.result_rows)
+        addr = Signal(range(depth_max + 1))     # memory address being written / read
+        count = Signal(16)                      # loop counter
+        limit = Signal(16)
         pipe_valid = Signal()       # a payload byte read last cycle is on payload_r.data
         pipe_index = Signal(16)
         shift = Signal(10 * self.word_bytes)
         word_fill = Signal(range(self.word_bytes + 1))
-        words = Signal(32)
+        words = Signal(16)
         bad = Signal()
+        acts_beyond, program_beyond, results_beyond = Signal(), Signal(), Signal()
 
         program_word = Signal(8 * INSTRUCTION_BYTES)
 
@@ -346,7 +369,19 @@ class DeviceCore(wiring.Component):
                         m.d.sync += args[8 * i:8 * (i + 1)].eq(payload_r.data)
                 m.d.sync += [arg_index.eq(arg_index + 1), pipe_index.eq(pipe_index + 1)]
                 with m.If(arg_index == arg_count):
-                    m.next = "DISPATCH"
+                    m.next = "CHECK"
+
+            # The range checks get a cycle of their own (registered), so that DISPATCH does
+            # not chain a subtraction, an addition and a compare in front of its next state.
+            with m.State("CHECK"):
+                m.d.sync += [
+                    limit.eq(length - 4),       # data bytes after the address
+                    acts_beyond.eq(beyond(length - 4, self.act_bytes)),
+                    program_beyond.eq(beyond((length - 4) >> 2, self.program_words)),
+                    results_beyond.eq(beyond(arg(4, 2), self.result_rows) |
+                                      (arg(4, 2) > 0xFFFF // (4 * C))),
+                ]
+                m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
                 with m.Switch(code):
@@ -367,27 +402,23 @@ class DeviceCore(wiring.Component):
                         with m.Else():
                             respond(Status.BAD_ARGUMENT)
                     with m.Case(Command.WRITE_ACTS):
-                        m.d.sync += [addr.eq(arg(0, 4)), count.eq(0),
-                                     limit.eq(length - 4), pipe_index.eq(4), pipe_valid.eq(0)]
-                        with m.If((length < 4) |
-                                  (arg(0, 4) + (length - 4) > self.act_bytes)):
+                        m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), pipe_index.eq(4),
+                                     pipe_valid.eq(0)]
+                        with m.If((length < 4) | acts_beyond):
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
                             m.next = "WRITE_ACTS"
                     with m.Case(Command.WRITE_WEIGHTS):
-                        m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), limit.eq(length - 4),
-                                     pipe_index.eq(4), pipe_valid.eq(0), bad.eq(0),
-                                     word_fill.eq(0), words.eq(0)]
+                        m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), pipe_index.eq(4),
+                                     pipe_valid.eq(0), bad.eq(0), word_fill.eq(0), words.eq(0)]
                         with m.If(length < 4):
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
                             m.next = "SCAN_WEIGHTS"
                     with m.Case(Command.WRITE_PROGRAM):
-                        m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), limit.eq(length - 4),
-                                     pipe_index.eq(4), pipe_valid.eq(0), word_fill.eq(0)]
-                        data_bytes = length - 4
-                        with m.If((length < 4) | (data_bytes[:2] != 0) |
-                                  (arg(0, 4) + (data_bytes >> 2) > self.program_words)):
+                        m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), pipe_index.eq(4),
+                                     pipe_valid.eq(0), word_fill.eq(0)]
+                        with m.If((length < 4) | (limit[:2] != 0) | program_beyond):
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
                             m.next = "WRITE_PROGRAM"
@@ -404,8 +435,7 @@ class DeviceCore(wiring.Component):
                     with m.Case(Command.READ_RESULTS):
                         m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), resp_length.eq(0)]
                         with m.If((length != READ_RESULTS_SIZE) | (arg(4, 2) == 0) |
-                                  (arg(0, 4) + arg(4, 2) > self.result_rows) |
-                                  (arg(4, 2) > 0xFFFF // (4 * C))):
+                                  results_beyond):
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
                             m.next = "RESULTS_LENGTH"
@@ -415,7 +445,7 @@ class DeviceCore(wiring.Component):
             # WRITE_ACTS: copy payload bytes 4.. into the activation buffer.
             # The payload read port is one cycle behind ``pipe_index``: ``pipe_valid`` says the
             # byte on ``payload_r.data`` belongs to the data part (offset 4 .. 4 + limit).
-            read_ahead = [pipe_index.eq(pipe_index + 1), pipe_valid.eq(pipe_index < limit + 4)]
+            read_ahead = [pipe_index.eq(pipe_index + 1), pipe_valid.eq(pipe_index < length)]
             with m.State("WRITE_ACTS"):
                 m.d.sync += read_ahead
                 with m.If(pipe_valid):
@@ -456,7 +486,7 @@ class DeviceCore(wiring.Component):
                     m.d.sync += [count.eq(0), pipe_index.eq(4), pipe_valid.eq(0),
                                  word_fill.eq(0)]
                     with m.If(bad | (word_fill != 0) | (words == 0) |
-                              (addr + words > self.weight_words)):
+                              beyond(words, self.weight_words)):
                         respond(Status.BAD_ARGUMENT)
                     with m.Else():
                         m.next = "WRITE_WEIGHTS"
@@ -513,11 +543,13 @@ class DeviceCore(wiring.Component):
         with m.If(sender.start):
             m.d.sync += out_index.eq(0)
         info_rom = Array(Const(b, 8) for b in info_bytes)
-        counter_vector = Cat(*(counters[name] for name in COUNTER_NAMES))
+        pad = COUNTER_BITS - self.counter_bits          # each counter goes out as a u64
+        counter_vector = Cat(*(Cat(counters[name], Const(0, pad)) if pad else counters[name]
+                               for name in COUNTER_NAMES))
         fault_vector = Cat(controller.fault_pc, controller.fault_cause)   # FAULT_FORMAT
-        # READ_RESULTS: read a row, then send its cols*4 bytes.
-        row_data = Signal(C * self.acc_width)
-        row_addr = Signal(32)
+        # READ_RESULTS: read a row, then send its cols*4 bytes straight from the read port, which
+        # holds the row while its address does (no copy of the row in flip-flops).
+        row_addr = Signal.like(addr)
         row_byte = Signal(range(4 * C + 1))
         row_loaded = Signal()
         row_reading = Signal()
@@ -539,10 +571,9 @@ class DeviceCore(wiring.Component):
                 with m.If(~row_loaded & ~row_reading & sender.busy):
                     m.d.sync += row_reading.eq(1)
                 with m.If(row_reading):
-                    m.d.sync += [row_data.eq(result_r.data), row_loaded.eq(1),
-                                 row_reading.eq(0), row_byte.eq(0)]
+                    m.d.sync += [row_loaded.eq(1), row_reading.eq(0), row_byte.eq(0)]
                 m.d.comb += [sender.payload.valid.eq(row_loaded),
-                             sender.payload.payload.eq(row_data.word_select(row_byte, 8))]
+                             sender.payload.payload.eq(result_r.data.word_select(row_byte, 8))]
                 with m.If(sender.payload.valid & sender.payload.ready):
                     m.d.sync += row_byte.eq(row_byte + 1)
                     with m.If(row_byte == 4 * C - 1):
@@ -558,14 +589,29 @@ class DeviceCore(wiring.Component):
         split = controller.split
         active = Signal()          # steps of the current sweep remain to be issued
         s1_valid = Signal()        # the operands read last cycle are offered to the engine
-        pending = Signal(SWEEP_LAYOUT)
+        pending = Signal(sweep_layout(controller.bits))
         pending_valid = Signal()
-        w_base, a_base, tokens_left = Signal(32), Signal(32), Signal(32)
-        k_glob, k_in, chunk = Signal(32), Signal(32), Signal(32)
-        chunk_len = Signal(32)
-        result_row = Signal(32)    # where the next result row goes
+        # Widths follow the memories: addresses wrap exactly as the memory ports would, and the
+        # controller refuses a K or a token count larger than the activation buffer
+        # (BAD_SPLIT, BAD_SWEEP), so no counter below can overflow.
+        w_base = Signal(range(self.weight_words))
+        a_base = Signal(range(self.act_bytes))
+        k_glob = Signal(max(len(w_base), len(a_base)))
+        tokens_left = Signal(range(self.act_bytes + 1))
+        # Where the stream is, as counts of what is left after the current step, so that "last
+        # step of a pass" and "last pass of a token" are compares with zero of registers
+        # rather than arithmetic on the split: the step's control path stays short.
+        k_left = Signal(range(self.pass_k_max))              # steps of this pass after this one
+        passes_after = Signal(range(self.act_bytes + 1))     # passes of this token after this one
+        longs_after = Signal(range(self.act_bytes + 1))      # of which long ones (q + 1 steps)
+        in_first = Signal()                                  # this pass is the token's first
+        result_row = Signal(range(self.result_rows))    # where the next result row goes
         rows_due = Signal(16)      # result rows of issued final passes not yet written
         last_flag, first_flag, final_flag = Signal(), Signal(), Signal()
+
+        # The split's fields at the counters' widths (exact after the controller's checks).
+        split_q = split.q[:Shape.cast(range(self.pass_k_max + 1)).width]
+        split_r, split_n = split.r[:len(passes_after)], split.n[:len(passes_after)]
 
         taken = Signal()
         advance = Signal()
@@ -573,9 +619,8 @@ class DeviceCore(wiring.Component):
         m.d.comb += [
             taken.eq(engine.act.valid & engine.act.ready),
             advance.eq(~s1_valid | taken),
-            chunk_len.eq(Mux(chunk < split.r, split.q + 1, split.q)),
-            is_last.eq(k_in == chunk_len - 1),
-            is_final.eq(chunk == split.n - 1),
+            is_last.eq(k_left == 0),
+            is_final.eq(passes_after == 0),
             sweep_ends.eq(active & advance & is_last & is_final & (tokens_left == 1)),
             load.eq(pending_valid & (~active | sweep_ends)),
             controller.sweep.ready.eq(~pending_valid | load),
@@ -593,6 +638,12 @@ class DeviceCore(wiring.Component):
         for r in range(R):
             m.d.comb += engine.act.payload.data[r].eq(act_r.data)
 
+        def start_token():
+            first_long = split_r != 0
+            m.d.sync += [k_left.eq(Mux(first_long, split_q, split_q - 1)),
+                         longs_after.eq(Mux(first_long, split_r - 1, 0)),
+                         passes_after.eq(split_n - 1), in_first.eq(1)]
+
         with m.If(controller.sweep.valid & controller.sweep.ready):
             m.d.sync += [pending.eq(controller.sweep.payload), pending_valid.eq(1)]
         with m.Elif(load):
@@ -601,18 +652,25 @@ class DeviceCore(wiring.Component):
         with m.If(advance):
             m.d.sync += s1_valid.eq(active)
             with m.If(active):
-                m.d.sync += [last_flag.eq(is_last), first_flag.eq(chunk == 0),
-                             final_flag.eq(is_final), k_in.eq(k_in + 1), k_glob.eq(k_glob + 1)]
+                m.d.sync += [last_flag.eq(is_last), first_flag.eq(in_first),
+                             final_flag.eq(is_final), k_left.eq(k_left - 1),
+                             k_glob.eq(k_glob + 1)]
                 with m.If(is_last):
-                    m.d.sync += [k_in.eq(0), chunk.eq(chunk + 1)]
+                    # The first r passes of a token are q + 1 steps long, the rest q.
+                    long_next = longs_after != 0
+                    m.d.sync += [k_left.eq(Mux(long_next, split_q, split_q - 1)),
+                                 longs_after.eq(longs_after - long_next),
+                                 passes_after.eq(passes_after - 1), in_first.eq(0)]
                     with m.If(is_final):
-                        m.d.sync += [chunk.eq(0), k_glob.eq(0), tokens_left.eq(tokens_left - 1),
+                        start_token()
+                        m.d.sync += [k_glob.eq(0), tokens_left.eq(tokens_left - 1),
                                      a_base.eq(a_base + split.k)]
                         with m.If(tokens_left == 1):
                             m.d.sync += active.eq(0)
         with m.If(load):           # after the updates above: a loaded sweep starts afresh
             m.d.sync += [active.eq(1), w_base.eq(pending.weights), a_base.eq(pending.acts),
-                         tokens_left.eq(pending.tokens), k_glob.eq(0), k_in.eq(0), chunk.eq(0)]
+                         tokens_left.eq(pending.tokens), k_glob.eq(0)]
+            start_token()
 
         # Results: one row per cycle into the result buffer, always ready (full rate).
         issued_final = active & advance & is_last & is_final

@@ -145,11 +145,12 @@ class MatrixEngine(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, act_width: int = 8, psum_width: int = 16,
-                 acc_width: int = 32):
+                 acc_width: int = 32, accumulator_ram_style: str | None = None):
         self.array = SystolicArray(rows=rows, cols=cols, act_width=act_width,
                                    psum_width=psum_width)
         self.accumulator = ResultAccumulator(rows=rows, cols=cols, psum_width=psum_width,
-                                             acc_width=acc_width)
+                                             acc_width=acc_width,
+                                             ram_style=accumulator_ram_style)
         self.rows, self.cols = rows, cols
         self.act_width, self.psum_width, self.acc_width = act_width, psum_width, acc_width
         super().__init__({

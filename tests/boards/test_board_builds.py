@@ -1,11 +1,11 @@
-"""Board builds: the PLL settings, the board list, and one small real build (YoWASP yosys,
-nextpnr-ecp5, ecppack) checked through its report."""
+"""Board builds: the PLL settings, the board list, and one small real build per family (YoWASP
+yosys, nextpnr-ecp5 and ecppack; nextpnr-ice40 and icepack) checked through its report."""
 
 import json
 
 import pytest
 
-from boards.pll import ecp5_pll
+from boards.pll import ecp5_pll, ice40_pll
 from host.cli import main
 
 
@@ -21,6 +21,18 @@ def test_ecp5_pll_closest_and_refusal():
     assert p.f_out == pytest.approx(100e6 / 3)
     with pytest.raises(ValueError, match="cannot make 2000 MHz"):
         ecp5_pll(25e6, 2e9)
+
+
+def test_ice40_pll_matches_icepll_and_the_limits():
+    # icepll -i 12 -o 24: DIVR 0, DIVF 63, DIVQ 5, FILTER_RANGE 1 (the iCEBreaker examples')
+    p = ice40_pll(12e6, 24e6)
+    assert (p.divr, p.divf, p.divq, p.filter_range) == (0, 63, 5, 1)
+    for f_out in (16e6, 18e6, 48e6, 100e6):
+        p = ice40_pll(12e6, f_out)
+        assert p.f_out == pytest.approx(f_out, rel=0.01)
+        assert 533e6 <= p.f_vco <= 1066e6 and 10e6 <= p.f_pfd <= 133e6 and 1 <= p.divq <= 6
+    with pytest.raises(ValueError, match=r"cannot make 15 MHz .*closest: 16.125 MHz"):
+        ice40_pll(12e6, 15e6)                      # below the PLL's 16 MHz output floor
 
 
 def test_boards_list(capsys):
@@ -50,6 +62,20 @@ def test_small_ulx3s_build(tmp_path, capsys):
     assert 0 < report["lut4"] < report["lut4_available"]
     assert report["resident_weight_trits"] == 512 * 4           # the 12F's 512 words of 2x2
     assert (out / "top.bit").stat().st_size > 100_000
+
+
+@pytest.mark.synth
+def test_small_icebreaker_build(tmp_path, capsys):
+    """The iCEBreaker's default (the 2x2 core fills most of the UP5K's 5,280 cells)."""
+    out = tmp_path / "icebreaker"
+    assert main(["build", "--board", "icebreaker", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((out / "report.json").read_text())
+    assert report["fpga"] == "ice40" and report["pes"] == 4
+    assert report["timing_met"] and report["achieved_mhz"] >= report["target_mhz"] == 18
+    assert report["dsp"] == 0 and 0 < report["lut4"] <= report["lut4_available"] == 5280
+    assert 0 < report["ff"] < report["lut4"]           # flip-flops counted in the netlist
+    assert (out / "top.bin").stat().st_size > 100_000
 
 
 def test_sweep_shapes_grow_square_then_wide():

@@ -363,7 +363,7 @@ def test_bad_inputs_raise_value_error():
 def test_info_and_specs():
     with open_device("emu", rows=4, cols=8, weight_words=123) as dev:
         assert dev.info["rows"] == 4 and dev.info["cols"] == 8
-        assert dev.info["weight_words"] == 123 and dev.info["version"] == 2
+        assert dev.info["weight_words"] == 123 and dev.info["version"] == 3
         assert set(dev.stats) >= {"busy", "stall_input", "stall_drain", "drain_tail", "runs",
                                   "bytes_sent", "bytes_received", "frames", "retries",
                                   "timeouts"}
@@ -441,6 +441,28 @@ def test_counters_are_differences_of_readings():
             assert (dev.linear(h, x) == numerics.ternary_matmul(w, x)).all()
         s = dev.stats
         assert device_cycles(s) == s["model_cycles"] and s["runs"] == 5
+
+
+def test_narrow_counters_wrap_and_stats_stay_exact():
+    """A device with 32-bit counters (INFO counter_bits) wraps them; the host's differences
+    are taken modulo 2**32, so the stats still equal the cycle model across the wrap."""
+    rng = np.random.default_rng(9)
+    with open_device("emu", rows=4, cols=4, counter_bits=32) as dev:
+        assert dev.info["counter_bits"] == 32
+        w, x = rand_layer(rng, 3, 16, 50)
+        h = dev.load(w)
+        dev.linear(h, x)
+        emu = dev.transport.device
+        for name in ("busy", "drain_tail", "frames_ok"):      # a few counts short of the wrap
+            emu.counters[name] = 2**32 - 3
+        dev._counters_seen = dev.read_counters()
+        assert (dev.linear(h, x) == numerics.ternary_matmul(w, x)).all()
+        after = dev.read_counters()
+        assert max(after.busy, after.drain_tail, after.frames_ok) < 1000    # all three wrapped
+        s = dev.stats
+        assert device_cycles(s) == s["model_cycles"] and s["runs"] == 2
+    with pytest.raises(ValueError, match="counter_bits"):
+        open_device("emu", counter_bits=16)
 
 
 def test_reads_only_result_rows_that_hold_outputs():

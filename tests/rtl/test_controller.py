@@ -125,10 +125,14 @@ def test_linear_program_matches_machine():
     ("LI r1, 0\nDIVU r0, r0, r1\nHALT", Fault.DIVIDE_BY_ZERO),
     ("LI r1, 2\nLOOP r1, end\nLOOP r1, end\nend: HALT", Fault.NESTED_LOOP),
     ("LI r0, 4\nLI r1, 2\nSWEEP r0, r0, r1\nHALT", Fault.NO_SPLIT),
-    ("LI r0, 4\nLI r1, 2\nSPLIT r0, r1\nLI r1, 0\nSWEEP r0, r0, r1\nHALT", Fault.EMPTY_SWEEP),
+    ("LI r0, 4\nLI r1, 2\nSPLIT r0, r1\nLI r1, 0\nSWEEP r0, r0, r1\nHALT", Fault.BAD_SWEEP),
     ("LI r0, 10\nLI r1, 3\nSPLIT r0, r1\nHALT", Fault.BAD_SPLIT),      # passes of 4 > 3
     ("LI r0, 3\nLI r1, 4\nSPLIT r0, r1\nHALT", Fault.BAD_SPLIT),       # more passes than K
     ("LI r0, 1001\nLI r1, 400\nSPLIT r0, r1\nHALT", Fault.BAD_SPLIT),  # K > k_max
+    ("LI r0, 501\nLI r1, 200\nSPLIT r0, r1\nHALT", Fault.BAD_SPLIT),   # K > act_bytes
+    ("LI r0, 4\nLI r1, 2\nSPLIT r0, r1\nLI r1, 501\nSWEEP r0, r0, r1\nHALT",
+     Fault.BAD_SWEEP),                                                  # M > act_bytes
+    ("LI r0, 4\nLI r1, 2\nSPLIT r0, r1\nLI r1, 500\nSWEEP r0, r0, r1\nHALT", None),
     ("LI r0, 1\nADD r0, r0, r0", Fault.PC_OUT_OF_RANGE),              # runs off the end
     ("LI r0, 2\nLOOP r0, 90\nADDI r1, r1, 1", Fault.PC_OUT_OF_RANGE),  # a body past the end
     ("LI r0, 0\nLOOP r0, 70\nHALT", Fault.PC_OUT_OF_RANGE),           # skip past the end

@@ -155,21 +155,42 @@ def test_linear_bounds_cannot_pass_by_wrapping_around():
 
 # -- the interpreter's rules ------------------------------------------------------------------
 
-def test_arithmetic_saturates():
+@pytest.mark.parametrize("sizes", [{}, dict(weight_words=256, act_bytes=1024, result_rows=64),
+                                   dict(weight_words=2**31, act_bytes=2**31, result_rows=2**31)])
+def test_arithmetic_saturates_at_the_register_width(sizes):
     cfg = schedule.ArrayConfig(2, 2)
+    p = params(cfg, **sizes)
+    bits = isa.register_bits(p)
+    top = 2**bits - 1
     prog = assemble("""
-        ADD  r2, r0, r0        ; 2**32-1 + 2**32-1
-        SUB  r3, r1, r0        ; 5 - (2**32-1)
+        ADD  r2, r0, r0        ; top + top
+        SUB  r3, r1, r0        ; 5 - top
         ADDI r4, r1, -6
         ADDI r5, r0, 1
         SPLIT r1, r1           ; K = 5 in 5 passes, to let the sweeps show the registers
         SWEEP r2, r3, r1
         SWEEP r4, r5, r1
+        LI   r6, 8388607       ; the largest LI value
+        CFG  r7, K_MAX
+        SWEEP r6, r7, r1
         HALT
     """)
-    out = machine.run(prog.words, 0, (2**32 - 1, 5), params(cfg))
+    # RUN's 32-bit arguments saturate on the way in, as every value entering a register does.
+    out = machine.run(prog.words, 0, (2**32 - 1, 5), p)
     sweeps = [e for e in out.events if isinstance(e, machine.Sweep)]
-    assert [(s.weights, s.acts) for s in sweeps] == [(2**32 - 1, 0), (0, 2**32 - 1)]
+    assert [(s.weights, s.acts) for s in sweeps] == [
+        (top, 0), (0, top), (min(2**23 - 1, top), min(cfg.k_max, top))]
+
+
+def test_register_width_follows_the_memories():
+    cfg = schedule.ArrayConfig(4, 4)
+    # N up to a whole weight memory of tiles (K = 1) must not saturate: 256 words x 16 PEs.
+    # 4096 needs 13 bits; one to spare, so a sum of two such values cannot saturate either.
+    assert isa.register_bits(params(cfg, 256, 1024, 64)) == 14
+    assert isa.register_bits(params(cfg, 2**30, 1, 1)) == 32          # never wider than 32
+    assert isa.register_bits(params(cfg, 1, 70000, 1)) == 18          # act_bytes rules here
+    # Tiny memories: PASS_K_MAX (255) rules, so that linear's K + PASS_K_MAX - 1 cannot saturate.
+    assert isa.register_bits(params(schedule.ArrayConfig(2, 2), 8, 8, 8)) == 9
 
 
 def test_loop_runs_its_body_count_times_and_zero_skips_it():
