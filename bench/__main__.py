@@ -12,9 +12,13 @@
   cycles before the first operand (Amaranth simulator);
 * the bundled model (``model``, into ``bench/results/model.json``): ``models/tiny`` generating
   on ``emu`` and ``sim``: tokens per second, host overhead per token, device cycles and link
-  bytes per token, and projected tokens per second on each board of ``sim.boards``.
+  bytes per token, and projected tokens per second on each board of ``sim.boards``;
+* link faults (``faults``, into ``bench/results/faults.json``): 10^4 frames of random layers
+  through ``host.faults`` at a byte error rate of 1e-3 on ``emu`` and ``sim``, every result
+  checked against the golden model (wrong results must be 0), and a rate at which retries
+  cannot succeed (a clear error, no result).
 
-Usage: ``python -m bench [--quick] [--only resources,utilization,speed,link,device,model]
+Usage: ``python -m bench [--quick] [--only resources,utilization,speed,link,device,model,faults]
 [--out FILE]``.
 These are measurements, not tests: the machines are shared, so quote ratios and cycle counts.
 """
@@ -320,7 +324,68 @@ def model_runs(quick: bool) -> dict:
     return out
 
 
-PARTS = ("resources", "utilization", "speed", "link", "device", "model")
+def fault_runs(quick: bool) -> dict:
+    """Random layers through injected link faults until ``frames`` request frames have gone
+    out, on ``emu`` and on ``sim`` (4x4 cores), every result checked."""
+    from host import open_device
+    from host.device import DeviceTimeout
+    from sim import numerics
+    frames = 1000 if quick else 10_000
+    small = dict(rows=4, cols=4, weight_words=256, act_bytes=1024, result_rows=64,
+                 max_payload=256)
+    link = dict(retries=16, max_frame=256)
+    out = {"rate": 1e-3, "frames_goal": frames, "link": link}
+
+    def layers(rng):
+        while True:
+            N, K, M = int(rng.integers(1, 48)), int(rng.integers(1, 300)), int(rng.integers(1, 7))
+            yield (rng.integers(-1, 2, (N, K)).astype(np.int8),
+                   rng.integers(numerics.ACT_MIN, numerics.ACT_MAX + 1, (M, K)).astype(np.int8))
+
+    for spec, extra in (("emu", {}), ("sim", {"timeout": 0.3, "frame_timeout": 4096})):
+        progress(f"faults: {frames} frames at 1e-3 per byte on {spec}")
+        rng = np.random.default_rng(21)
+        calls = wrong = errors = 0
+        start = time.perf_counter()
+        with open_device(spec, faults={"rate": 1e-3, "seed": 21}, **link, **small,
+                         **extra) as dev:
+            gen = layers(rng)
+            while dev.stats["frames"] < frames:
+                w, x = next(gen)
+                try:
+                    y = dev.linear(w, x)
+                except DeviceTimeout:
+                    errors += 1
+                    continue
+                calls += 1
+                wrong += not np.array_equal(y, numerics.ternary_matmul(w, x))
+            s = dev.stats
+            out[spec] = {"frames": s["frames"], "linear_calls": calls,
+                         "wrong_results": wrong, "clear_errors": errors,
+                         "retries": s["retries"], "timeouts": s["timeouts"],
+                         "device_frames_bad": s["device_frames_bad"],
+                         "injected": dict(dev.transport.injected),
+                         "bytes_sent": s["bytes_sent"], "bytes_received": s["bytes_received"],
+                         "seconds": round(time.perf_counter() - start, 1)}
+    # Hopeless: a clean open, then one byte in five damaged. Every call must end in
+    # DeviceTimeout, none in a result (wrong or right).
+    from host.faults import FaultyTransport
+    results = errors = 0
+    gen = layers(np.random.default_rng(22))
+    with open_device("emu", **link, **small) as dev:
+        dev.transport = FaultyTransport(dev.transport, {"rate": 0.2, "seed": 22})
+        for _ in range(20):
+            w, x = next(gen)
+            try:
+                dev.linear(w, x)
+                results += 1
+            except DeviceTimeout:
+                errors += 1
+    out["hopeless_rate_0.2"] = {"linear_calls": 20, "results": results, "clear_errors": errors}
+    return out
+
+
+PARTS = ("resources", "utilization", "speed", "link", "device", "model", "faults")
 
 
 def main(argv=None) -> int:
@@ -343,6 +408,14 @@ def main(argv=None) -> int:
         "machine": {"python": platform.python_version(), "cpu": platform.machine()},
         "quick": args.quick,
     }
+    if "faults" in parts:
+        out = RESULTS / "faults.json"
+        out.write_text(json.dumps({"bench": "faults", **header, **fault_runs(args.quick)},
+                                  indent=2) + "\n")
+        progress(f"wrote {out}")
+        parts.discard("faults")
+        if not parts:
+            return 0
     if "model" in parts:
         out = RESULTS / "model.json"
         out.write_text(json.dumps({"bench": "model", **header, **model_runs(args.quick)},

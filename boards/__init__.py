@@ -57,6 +57,11 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     BoardDef("ulx3s-12f", _ulx3s("12F"), "ecp5", 16, 16, 30.0, 3_000_000, weight_words=512,
              basis="measured", loader=("--board", "ulx3s"),
              note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
+    # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): 2x2 takes 4,702 of
+    # the UP5K's 5,280 logic cells and 17 of 30 EBR, 21.6 MHz achieved; 2x4 does not fit.
+    # 18 MHz because the PLL makes nothing below 16 MHz and 3 Mbaud needs a clock that
+    # divides to within 2% (6 cycles a bit). The goal, 8x16 (sim.boards), needs a smaller PE
+    # and control than this core's (docs/architecture.md, "Boards").
     BoardDef("icebreaker", _icebreaker, "ice40", 2, 2, 18.0, 3_000_000, weight_words=128,
              basis="measured", loader=("--board", "icebreaker"),
              note="iCE40 UP5K: 5,280 logic cells, 30 EBR, 4 SPRAM"),

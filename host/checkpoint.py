@@ -776,7 +776,6 @@ def save_checkpoint(folder, config: dict, tensors: Mapping[str, np.ndarray], *,
     if float_dtype not in ("BF16", "F16", "F32"):
         raise ValueError(f"float_dtype must be 'BF16', 'F16' or 'F32', got {float_dtype!r}")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     proj = re.compile(r"\.(" + "|".join(PROJECTIONS) + r")\.weight$")
     out: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
@@ -801,6 +800,7 @@ def save_checkpoint(folder, config: dict, tensors: Mapping[str, np.ndarray], *,
             raise ValueError(f"{name}: expected a float tensor, got dtype {a.dtype}")
         out[name] = np.asarray(a, dtype=np.float32)
         dtypes[name] = float_dtype
+    folder.mkdir(parents=True, exist_ok=True)      # only once everything is known to be good
     write_safetensors(folder / SINGLE_FILE, out, dtypes=dtypes,
                       metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -40,7 +40,12 @@ def _cmd_selftest(args) -> int:
     from .selftest import run_selftest
     say = (lambda msg: None) if args.json else (lambda msg: print(f"selftest: {msg}",
                                                                     file=sys.stderr))
-    with open_device(args.device) as dev:
+    kw = {}
+    if args.faults:
+        kw["faults"] = {"rate": args.faults, "seed": args.fault_seed}
+    retries = args.retries if args.retries is not None else (16 if args.faults else 3)
+    max_frame = args.max_frame if args.max_frame is not None else (256 if args.faults else None)
+    with open_device(args.device, retries=retries, max_frame=max_frame, **kw) as dev:
         report = run_selftest(dev, frames=args.frames, progress=say)
     if args.json:
         print(json.dumps(report))
@@ -54,6 +59,10 @@ def _cmd_selftest(args) -> int:
                   f"{'exact' if layer['exact'] else 'WRONG'}, {layer['bytes_sent']} bytes sent "
                   f"in {layer['seconds']} s")
         print("errors: " + ", ".join(f"{k} {v}" for k, v in report["errors"].items()))
+        if "faults" in report:
+            f = report["faults"]
+            print(f"faults injected at {f['rate']:g} per byte (seed {f['seed']}): " +
+                  ", ".join(f"{k} {v}" for k, v in f["injected"].items()))
         print("PASS" if report["ok"] else "FAIL")
     return 0 if report["ok"] else 1
 
@@ -285,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
                                         "layers, throughput, error counts")
     p.add_argument("--device", default="emu", help="emu, sim, serial:PATH[@BAUD] or pcie:DEV")
     p.add_argument("--frames", type=int, default=100, help="round trips to time")
+    p.add_argument("--faults", type=float, default=0.0, metavar="RATE",
+                   help="inject link faults at RATE per byte (bit flips, dropped, duplicated, "
+                        "truncated and late bytes; host/faults.py)")
+    p.add_argument("--fault-seed", type=int, default=0, help="seed of the injected faults")
+    p.add_argument("--retries", type=int, default=None,
+                   help="attempts after the first per request (default 3; 16 with --faults)")
+    p.add_argument("--max-frame", type=int, default=None, metavar="BYTES",
+                   help="largest payload per frame (default: the device's; 256 with --faults)")
     p.add_argument("--json", action="store_true", help="print one JSON report and nothing else")
     p.set_defaults(func=_cmd_selftest)
 

@@ -41,7 +41,7 @@ __all__ = ["open_device", "Device", "WeightHandle", "DEVICE_COUNTERS", "HOST_STA
 DEVICE_COUNTERS = ("busy", "stall_input", "stall_drain", "drain_tail", "runs")
 #: host-side entries of ``Device.stats``
 HOST_STATS = ("bytes_sent", "bytes_received", "frames", "retries", "timeouts")
-_DEVICE_KWARGS = ("timeout", "retries", "name")
+_DEVICE_KWARGS = ("timeout", "retries", "name", "max_frame")
 
 
 def open_device(spec: str = "emu", **config) -> "Device":
@@ -55,9 +55,15 @@ def open_device(spec: str = "emu", **config) -> "Device":
     * ``"sim"``: the RTL device core (``rtl.core.DeviceCore``) in Verilator; keyword arguments
       as for ``"emu"``.
 
-    ``timeout``, ``retries`` and ``name`` go to :class:`Device`.
+    ``timeout``, ``retries``, ``max_frame`` and ``name`` go to :class:`Device`. ``faults`` (a
+    rate per byte,
+    or a :class:`host.faults.FaultSpec`) wraps the transport in reproducible link faults.
     """
     dev_kw = {k: config.pop(k) for k in _DEVICE_KWARGS if k in config}
+    faults = config.pop("faults", None)
+    if faults is not None:
+        from .faults import FaultSpec
+        faults = FaultSpec.of(faults)          # a bad spec fails before anything opens
     if not isinstance(spec, str):
         raise ValueError(f"device spec must be a string, got {spec!r}")
     if spec == "emu":
@@ -76,6 +82,9 @@ def open_device(spec: str = "emu", **config) -> "Device":
     else:
         raise ValueError(f"unknown device spec {spec!r}; expected 'emu', 'sim', "
                          f"'serial:PATH[@BAUD]' or 'pcie:/dev/xdmaN'")
+    if faults is not None:
+        from .faults import FaultyTransport
+        transport = FaultyTransport(transport, faults)
     try:
         return Device(transport, **dev_kw)
     except BaseException:
@@ -129,12 +138,23 @@ class Device:
     links and for long ``RUN`` commands when the clock is known); a request is sent again with
     the same seq up to ``retries`` times on a timeout, a corrupted response or a ``BAD_CRC`` /
     ``BAD_LENGTH`` answer, then :class:`DeviceTimeout` names the device and the command.
+
+    ``max_frame`` caps the payload of every frame the host sends or asks for (default: what
+    the device and the protocol allow, up to 64 KiB for results). On a noisy link a frame of
+    ``n`` bytes arrives whole with probability ``(1 - p)**n`` at byte error rate ``p``, so
+    smaller frames need far fewer retries: at ``p = 1e-3`` a 1 KiB frame is lost two times in
+    three, a 256-byte one one time in four.
     """
 
     def __init__(self, transport: Transport, *, timeout: float = 1.0, retries: int = 3,
-                 name: str | None = None):
+                 name: str | None = None, max_frame: int | None = None):
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        if max_frame is not None and (isinstance(max_frame, bool) or
+                                      not isinstance(max_frame, int) or max_frame < RUN_SIZE):
+            raise ValueError(f"max_frame must be an integer of at least {RUN_SIZE} (a RUN "
+                             f"request), got {max_frame!r}")
+        frame_cap = max_frame or MAX_LENGTH
         self.transport = transport
         self.name = name or transport.name
         self.timeout = float(timeout)
@@ -160,19 +180,22 @@ class Device:
                                            act_bits=info.act_bits, psum_bits=info.psum_bits,
                                            acc_bits=info.acc_bits)
         self.word_bytes = packing.packed_size(self.config.pes, "base3")
-        self._max_payload = info.max_payload
+        self._max_payload = min(info.max_payload, frame_cap)
         self._info_clock_hz, self._info_frame_timeout = info.clock_hz, info.frame_timeout
-        self.words_per_frame = (info.max_payload - ADDRESS_SIZE) // self.word_bytes
-        self.rows_per_read = MAX_LENGTH // (4 * info.cols)
+        self.words_per_frame = (self._max_payload - ADDRESS_SIZE) // self.word_bytes
+        self.rows_per_read = min(MAX_LENGTH, frame_cap) // (4 * info.cols)
         problems = []
         if self.words_per_frame < 1:
-            problems.append(f"max_payload {info.max_payload} cannot carry one weight word "
-                            f"({ADDRESS_SIZE} + {self.word_bytes} bytes)")
+            problems.append(f"frames of {self._max_payload} bytes (max_payload "
+                            f"{info.max_payload}, max_frame {max_frame}) cannot carry one "
+                            f"weight word ({ADDRESS_SIZE} + {self.word_bytes} bytes)")
         if info.max_payload < RUN_SIZE:
             problems.append(f"max_payload {info.max_payload} < {RUN_SIZE} (a RUN request)")
-        if info.result_rows < info.rows or self.rows_per_read < info.rows:
+        if info.result_rows < info.rows:
             problems.append(f"result buffer of {info.result_rows} rows cannot hold one tile "
                             f"({info.rows} rows)")
+        if self.rows_per_read < 1:
+            problems.append(f"a result row ({4 * info.cols} bytes) does not fit one frame")
         if info.weight_words < 1 or info.act_bytes < 1:
             problems.append("weight memory or activation buffer is empty")
         if info.program_words < len(FIRMWARE):

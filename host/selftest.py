@@ -54,6 +54,10 @@ def run_selftest(dev: Device, *, frames: int = 100, seed: int = 0, progress=None
     stats = dev.stats
     report["errors"] = {k: stats[k] for k in ("retries", "timeouts", "device_frames_bad")
                         if k in stats}
+    injected = getattr(dev.transport, "injected", None)      # a FaultyTransport
+    if injected is not None:
+        spec = dev.transport.spec
+        report["faults"] = {"rate": spec.rate, "seed": spec.seed, "injected": dict(injected)}
     report["stats"] = stats
     report["ok"] = ok
     return report

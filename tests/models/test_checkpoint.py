@@ -13,6 +13,7 @@ import pytest
 from host import Checkpoint, CheckpointError, load_checkpoint, run_model, save_checkpoint
 from host.checkpoint import (PROJECTIONS, SafetensorsFile, bf16_to_float32, float32_to_bf16,
                              read_safetensors, write_safetensors)
+from checkpoint_edits import rewrite
 from reference import read_safetensors as reference_read
 from reference import unpack as reference_unpack
 
@@ -336,18 +337,6 @@ def test_unused_tensors_are_listed(make_model):
 # ---------------------------------------------------------------------------------------------
 # Bad checkpoints: one clear error each
 # ---------------------------------------------------------------------------------------------
-
-def rewrite(folder, change):
-    """Apply ``change(tensors, dtypes)`` to a checkpoint's tensors and write them back."""
-    path = folder / "model.safetensors"
-    st = SafetensorsFile(path)
-    tensors = {k: st.read(k, raw_bf16=True) for k in st.keys()}
-    dtypes = {k: t.dtype for k, t in st.tensors.items()}
-    change(tensors, dtypes)
-    tensors = {k: (bf16_to_float32(v) if dtypes.get(k) == "BF16" and v.dtype == np.uint16
-                   else v) for k, v in tensors.items()}
-    write_safetensors(path, tensors, dtypes={k: d for k, d in dtypes.items() if k in tensors})
-
 
 def test_missing_folder_and_config(make_model, tmp_path):
     with pytest.raises(CheckpointError, match="not a directory"):
