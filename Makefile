@@ -8,7 +8,7 @@ WAVES  ?= 0
 # With WAVES=1 let the benches print where each waveform went.
 PYTEST_WAVES := $(if $(filter-out 0,$(WAVES)),-s,)
 
-.PHONY: all install demo test sim bench model bitstream sweep clean
+.PHONY: all install demo test sim formal bench model bitstream sweep clean
 
 all: test
 
@@ -34,6 +34,9 @@ test: $(STAMP)
 # Only the cocotb benches (Verilator by default; SIM=icarus, WAVES=1 for one waveform per test).
 sim: $(STAMP)
 	SIM=$(SIM) WAVES=$(WAVES) $(BIN)/python -m pytest $(PYTEST_WAVES) tests/cocotb -m cocotb
+
+formal: $(STAMP)
+	$(BIN)/python -m pytest tests/formal
 
 # Benchmarks: JSON into bench/results/ (not timed tests).
 bench: $(STAMP)

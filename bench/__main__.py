@@ -16,10 +16,13 @@
 * link faults (``faults``, into ``bench/results/faults.json``): 10^4 frames of random layers
   through ``host.faults`` at a byte error rate of 1e-3 on ``emu`` and ``sim``, every result
   checked against the golden model (wrong results must be 0), and a rate at which retries
-  cannot succeed (a clear error, no result).
+  cannot succeed (a clear error, no result);
+* garbage on the device (``fuzz``, into ``bench/results/fuzz.json``): 10^4 random valid and
+  malformed requests to the RTL core in Verilator (``sim.fuzz``), each answered exactly as the
+  emulator answers it and each followed by a valid request that must be answered.
 
-Usage: ``python -m bench [--quick] [--only resources,utilization,speed,link,device,model,faults]
-[--out FILE]``.
+Usage: ``python -m bench [--quick]
+[--only resources,utilization,speed,link,device,model,faults,fuzz] [--out FILE]``.
 These are measurements, not tests: the machines are shared, so quote ratios and cycle counts.
 """
 
@@ -385,7 +388,27 @@ def fault_runs(quick: bool) -> dict:
     return out
 
 
-PARTS = ("resources", "utilization", "speed", "link", "device", "model", "faults")
+def fuzz_runs(quick: bool) -> dict:
+    """sim.fuzz against a small RTL core: requests sent, by kind, and the time it took."""
+    from sim.fuzz import DevicePair, fuzz
+    from sim.verilator_device import core_config
+    count = 1000 if quick else 10_000
+    config = core_config(2, 3, weight_words=2048, act_bytes=1024, result_rows=64,
+                         max_payload=64, frame_timeout=200)
+    progress(f"fuzz: {count} random and malformed requests to the RTL core")
+    pair = DevicePair(config)
+    start = time.perf_counter()
+    try:
+        sent = fuzz(pair, count, seed=1, progress=lambda msg: progress(f"fuzz: {msg}"))
+    finally:
+        pair.close()
+    return {"requests": count, "each_followed_by_a_valid_request": True,
+            "answers_equal_emulator": True, "by_kind": sent,
+            "config": {k: config[k] for k in ("rows", "cols", "max_payload", "frame_timeout")},
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+PARTS = ("resources", "utilization", "speed", "link", "device", "model", "faults", "fuzz")
 
 
 def main(argv=None) -> int:
@@ -408,6 +431,14 @@ def main(argv=None) -> int:
         "machine": {"python": platform.python_version(), "cpu": platform.machine()},
         "quick": args.quick,
     }
+    if "fuzz" in parts:
+        out = RESULTS / "fuzz.json"
+        out.write_text(json.dumps({"bench": "fuzz", **header, **fuzz_runs(args.quick)},
+                                  indent=2) + "\n")
+        progress(f"wrote {out}")
+        parts.discard("fuzz")
+        if not parts:
+            return 0
     if "faults" in parts:
         out = RESULTS / "faults.json"
         out.write_text(json.dumps({"bench": "faults", **header, **fault_runs(args.quick)},

@@ -51,9 +51,9 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
              _ulx3s_85f.clock_hz / 1e6, _ulx3s_85f.baud, weight_words=512,
              basis=_ulx3s_85f.basis, loader=("--board", "ulx3s")),
     # From `make sweep BOARD=ulx3s-12f` (boards/sweeps/ulx3s-12f.json): 16x16 is the largest
-    # shape tried that fits (20,346 of 24,288 cells) and meets 30 MHz (43.8 achieved). 30 MHz
+    # shape tried that fits (18,889 of 24,288 cells) and meets 30 MHz (50.0 achieved). 30 MHz
     # because 3 Mbaud needs a clock that divides to within 2%: 10 cycles a bit. The sweep ran
-    # with 128 weight words; 512 take the same 35 DP16KD (a 16x16 build: 20,248 cells, 41.2 MHz).
+    # with these 512 weight words (35 DP16KD at 16x16).
     BoardDef("ulx3s-12f", _ulx3s("12F"), "ecp5", 16, 16, 30.0, 3_000_000, weight_words=512,
              basis="measured", loader=("--board", "ulx3s"),
              note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),

@@ -1,7 +1,8 @@
 """The RTL device core (Verilator) against the emulator, byte for byte.
 
 The same request bytes go to ``rtl.core.DeviceCore`` compiled by ``sim.verilator_device`` and to
-``host.emu.EmulatedDevice`` with the same configuration; every response must be identical.
+``host.emu.EmulatedDevice`` with the same configuration (``sim.fuzz.DevicePair``); every
+response must be identical.
 Random sequences mix valid commands (weights, activations, runs, reads, counters) with
 malformed frames: bad CRC, over-long length, unknown commands, wrong argument sizes,
 out-of-range addresses, invalid base3 bytes, truncated frames and garbage between frames.
@@ -10,77 +11,20 @@ Runs are checked for exact results, and the device's cycle counters against the 
 
 from __future__ import annotations
 
-import os
-import select
 import struct
-import time
 
 import numpy as np
 import pytest
 
-from firmware.commands import (INFO_SIZE, RESPONSE_SYNC, Command, Counters, ReadResultsArgs,
-                               RunArgs, Status)
+from firmware.commands import INFO_SIZE, Command, Counters, ReadResultsArgs, RunArgs, Status
 from firmware.programs import linear_args
-from host.emu import EmulatedDevice
-from host.protocol import FrameDecoder, encode_request
 from sim import cycles, numerics, packing, schedule
 from sim.cocotb_runner import tool_missing
-from sim.verilator_device import core_config, spawn
+from sim.fuzz import DevicePair, fuzz
+from sim.verilator_device import core_config
 
 CONFIG = core_config(2, 3, weight_words=2048, act_bytes=1024, result_rows=64, max_payload=64,
                      frame_timeout=200)
-
-
-class Pair:
-    """One RTL device process and one emulator, fed the same bytes."""
-
-    def __init__(self, config):
-        self.proc = spawn(config, progress=lambda msg: None)
-        self.emu = EmulatedDevice(rows=config["rows"], cols=config["cols"],
-                                  psum_bits=config["psum_width"], acc_bits=config["acc_width"],
-                                  weight_words=config["weight_words"],
-                                  act_bytes=config["act_bytes"],
-                                  result_rows=config["result_rows"],
-                                  max_payload=config["max_payload"],
-                                  frame_timeout=config["frame_timeout"])
-        self.decoder = FrameDecoder(RESPONSE_SYNC)
-        self.seq = 0
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=10)
-
-    def _read_rtl(self, n_frames: int, timeout: float = 20.0) -> bytes:
-        data = bytearray()
-        deadline = time.monotonic() + timeout
-        got = 0
-        while got < n_frames:
-            left = deadline - time.monotonic()
-            assert left > 0, f"RTL device sent {got} of {n_frames} responses: {data.hex()}"
-            ready, _, _ = select.select([self.proc.stdout], [], [], left)
-            if ready:
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-                data += chunk
-                got += len(self.decoder.feed(chunk))
-        return bytes(data)
-
-    def send(self, raw: bytes, responses: int = 1, truncated: bool = False) -> bytes:
-        """Send ``raw`` to both; compare the responses; return them."""
-        self.proc.stdin.write(raw)
-        self.emu.feed(raw)
-        if truncated:
-            time.sleep(0.25)          # the harness forwards the silence as idle cycles
-            self.emu.idle()
-        rtl = self._read_rtl(responses) if responses else b""
-        emu = self.emu.read()
-        assert rtl == emu, f"request {raw.hex()}:\n RTL {rtl.hex()}\n emu {emu.hex()}"
-        return rtl
-
-    def request(self, cmd, payload=b"") -> tuple[int, bytes]:
-        self.seq = (self.seq + 1) & 0xFF
-        raw = self.send(encode_request(cmd, self.seq, payload))
-        (frame,) = FrameDecoder(RESPONSE_SYNC).feed(raw)
-        return Status(frame.code), frame.payload
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +32,7 @@ def pair():
     missing = tool_missing("verilator")
     if missing:
         pytest.skip(missing)
-    p = Pair(CONFIG)
+    p = DevicePair(CONFIG)
     yield p
     p.close()
 
@@ -258,51 +202,7 @@ def test_loaded_programs_match_emulator(pair):
 
 
 def test_malformed_frames_fuzz(pair):
-    """Random valid and malformed requests: identical answers, and the device always answers
-    the next valid request."""
-    rng = np.random.default_rng(77)
-    maxp = CONFIG["max_payload"]
-    commands = [c.value for c in Command]
-    for i in range(300):
-        kind = rng.integers(0, 9)
-        seq = int(rng.integers(0, 256))
-        if kind == 0:      # bad CRC
-            raw = bytearray(encode_request(Command.INFO, seq))
-            raw[-1] ^= 1 << int(rng.integers(0, 8))
-            pair.send(bytes(raw))
-        elif kind == 1:    # over-long
-            raw = bytes([0xA5, Command.WRITE_ACTS.value, seq]) + struct.pack("<H", maxp + 1 +
-                                                                           int(rng.integers(0, 100)))
-            pair.send(raw)
-        elif kind == 2:    # unknown command
-            code = int(rng.integers(0, 256))
-            while code in commands:
-                code = int(rng.integers(0, 256))
-            pair.send(encode_request(code, seq, bytes(rng.integers(0, 256, int(rng.integers(0, 8)),
-                                                                    dtype=np.uint8))))
-        elif kind == 3:    # wrong argument sizes for any command
-            cmd = commands[int(rng.integers(0, len(commands)))]
-            pair.send(encode_request(cmd, seq, bytes(rng.integers(0, 256,
-                                                                  int(rng.integers(0, 30)),
-                                                                  dtype=np.uint8))))
-        elif kind == 4:    # out-of-range addresses and sizes
-            args = linear_args(weights=int(rng.integers(0, 1 << 32)), acts=int(rng.integers(0, 2000)),
-                           results=int(rng.integers(0, 100)), M=int(rng.integers(0, 4)),
-                           N=int(rng.integers(0, 20)), K=int(rng.integers(0, 2000)))
-            pair.send(encode_request(Command.RUN, seq, args.to_bytes()))
-        elif kind == 5:    # weights with an invalid base3 byte or a partial word
-            body = bytes(rng.integers(0, 256, int(rng.integers(0, 12)), dtype=np.uint8))
-            pair.send(encode_request(Command.WRITE_WEIGHTS, seq,
-                                     struct.pack("<I", int(rng.integers(0, 600))) + body))
-        elif kind == 6:    # truncated frame: no answer, then silence drops it
-            raw = encode_request(Command.WRITE_ACTS, seq, struct.pack("<I", 0) + b"\x01" * 8)
-            pair.send(raw[:int(rng.integers(1, len(raw)))], responses=0, truncated=True)
-        elif kind == 7:    # garbage before a valid frame
-            junk = bytes(b for b in rng.integers(0, 256, int(rng.integers(1, 20)), dtype=np.uint8)
-                         if b != 0xA5)
-            pair.send(junk + encode_request(Command.INFO, seq))
-        else:              # valid small writes and reads
-            pair.send(encode_request(Command.WRITE_ACTS, seq,
-                                     struct.pack("<I", int(rng.integers(0, 900))) + b"\x05" * 3))
-        status, _ = pair.request(Command.INFO)
-        assert status == Status.OK, f"step {i}: the device did not answer a valid request"
+    """Random valid and malformed requests (sim.fuzz): identical answers, and the device
+    always answers the next valid request. ``make bench`` (fuzz) sends 10^4."""
+    sent = fuzz(pair, 300, seed=77)
+    assert all(n > 0 for n in sent.values()), sent
