@@ -431,30 +431,16 @@ def main(argv=None) -> int:
         "machine": {"python": platform.python_version(), "cpu": platform.machine()},
         "quick": args.quick,
     }
-    if "fuzz" in parts:
-        out = RESULTS / "fuzz.json"
-        out.write_text(json.dumps({"bench": "fuzz", **header, **fuzz_runs(args.quick)},
-                                  indent=2) + "\n")
-        progress(f"wrote {out}")
-        parts.discard("fuzz")
-        if not parts:
-            return 0
-    if "faults" in parts:
-        out = RESULTS / "faults.json"
-        out.write_text(json.dumps({"bench": "faults", **header, **fault_runs(args.quick)},
-                                  indent=2) + "\n")
-        progress(f"wrote {out}")
-        parts.discard("faults")
-        if not parts:
-            return 0
-    if "model" in parts:
-        out = RESULTS / "model.json"
-        out.write_text(json.dumps({"bench": "model", **header, **model_runs(args.quick)},
-                                  indent=2) + "\n")
-        progress(f"wrote {out}")
-        parts.discard("model")
-        if not parts:
-            return 0
+    # Parts with a file of their own: bench/results/<part>.json.
+    for part, run in (("fuzz", fuzz_runs), ("faults", fault_runs), ("model", model_runs)):
+        if part in parts:
+            out = RESULTS / f"{part}.json"
+            out.write_text(json.dumps({"bench": part, **header, **run(args.quick)},
+                                      indent=2) + "\n")
+            progress(f"wrote {out}")
+            parts.discard(part)
+    if not parts:
+        return 0
     report = {"bench": "compute_core", **header}
     if "resources" in parts:
         report["resources"] = bench_resources(args.quick)

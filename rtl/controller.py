@@ -114,7 +114,7 @@ class Controller(wiring.Component):
         loop_count = Signal(bits)
         split_valid = Signal()
 
-        # Saturating unsigned arithmetic (firmware.isa): one wide adder for ADD, SUB, ADDI.
+        # Saturating unsigned arithmetic (firmware.isa): computed two bits wider, then clamped.
         # Wide enough for a register plus a register, or plus ADDI's 17-bit signed immediate.
         wide = max(bits, len(ins.imm)) + 2
         reg_max = (1 << bits) - 1

@@ -39,7 +39,8 @@ class ProofResult:
 def stream_rule(m, stream, kind=Assert, name: str = "stream") -> None:
     """``kind(...)``: if ``stream`` offered a beat last cycle that was not taken, it offers it
     again now, with the same payload."""
-    payload = stream.payload.as_value()
+    payload = stream.payload
+    payload = payload.as_value() if hasattr(payload, "as_value") else payload
     was_valid, was_ready = Signal(name=f"{name}_was_valid"), Signal(name=f"{name}_was_ready")
     was_payload = Signal(len(payload), name=f"{name}_was_payload")
     m.d.sync += [was_valid.eq(stream.valid), was_ready.eq(stream.ready),
