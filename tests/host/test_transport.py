@@ -134,7 +134,7 @@ def pty_endpoint(dev: EmulatedDevice, **serve_args):
         os.close(slave)
 
 
-def test_serial_over_pty():
+def test_serial_over_pty(capsys):
     pytest.importorskip("serial")
     with pty_endpoint(EmulatedDevice(rows=2, cols=3, max_payload=128)) as path:
         with open_device(f"serial:{path}", timeout=2.0) as dev:
@@ -143,6 +143,11 @@ def test_serial_over_pty():
             # The port is held exclusively while open.
             with pytest.raises(DeviceBusy, match=path):
                 open_device(f"serial:{path}")
+            # ... and the CLI says so in one line (docs/bad-input.md).
+            from host.cli import main
+            assert main(["selftest", "--device", f"serial:{path}"]) == 2
+            err = capsys.readouterr().err
+            assert "in use by another process" in err and "Traceback" not in err
 
 
 def test_serial_retry_after_lost_response():
