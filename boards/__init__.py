@@ -36,6 +36,11 @@ def _icebreaker():
     return ICEBreakerPlatform()
 
 
+def _ecpix5():
+    from amaranth_boards.ecpix5 import ECPIX585Platform
+    return ECPIX585Platform()
+
+
 def _ulx3s(size: str):
     def platform():
         from amaranth_boards import ulx3s
@@ -62,6 +67,9 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # 18 MHz because the PLL makes nothing below 16 MHz and 3 Mbaud needs a clock that
     # divides to within 2% (6 cycles a bit). The goal, 8x16 (sim.boards), needs a smaller PE
     # and control than this core's (docs/architecture.md, "Boards").
+    BoardDef("ecpix5-85f", _ecpix5, "ecp5", 16, 16, 60.0, 3_000_000, weight_words=512,
+             basis="measured", loader=("--board", "ecpix5"),
+             note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),
     BoardDef("icebreaker", _icebreaker, "ice40", 2, 2, 18.0, 3_000_000, weight_words=128,
              basis="measured", loader=("--board", "icebreaker"),
              note="iCE40 UP5K: 5,280 logic cells, 30 EBR, 4 SPRAM"),

@@ -40,6 +40,18 @@ def main(argv=None) -> int:
     b = board(a.board)
     freq = a.freq or b.freq_mhz
     runs, best = [], None
+    path = SWEEPS / f"{a.board}.json"
+
+    def save():
+        # After every build, so that a long sweep stopped half way keeps what it measured.
+        table = {"board": a.board, "freq_mhz": freq, "largest_that_meets_timing": best,
+                 "runs": runs, "command": f"python -m boards.sweep --board {a.board}"
+                 + (f" --freq {a.freq:g}" if a.freq else "")
+                 + (f" --start {a.start}" if a.start != 2 else "")
+                 + (f" --stop {a.stop}" if a.stop != 64 else "")}
+        SWEEPS.mkdir(exist_ok=True)
+        path.write_text(json.dumps(table, indent=2) + "\n")
+
     for rows, cols in shapes(a.start, a.stop):
         print(f"sweep {a.board}: {rows}x{cols} at {freq:g} MHz", file=sys.stderr, flush=True)
         try:
@@ -48,18 +60,15 @@ def main(argv=None) -> int:
                       progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
         except BuildFailed as e:
             runs.append({"rows": rows, "cols": cols, "built": False, "error": str(e)})
+            save()
             break
         r.pop("bitstream")
         runs.append({"built": True, **r})
+        if r["timing_met"]:
+            best = {"rows": rows, "cols": cols}
+        save()
         if not r["timing_met"]:
             break
-        best = {"rows": rows, "cols": cols}
-    table = {"board": a.board, "freq_mhz": freq, "largest_that_meets_timing": best,
-             "runs": runs, "command": f"python -m boards.sweep --board {a.board}"
-             + (f" --freq {a.freq:g}" if a.freq else "")}
-    SWEEPS.mkdir(exist_ok=True)
-    path = SWEEPS / f"{a.board}.json"
-    path.write_text(json.dumps(table, indent=2) + "\n")
     print(json.dumps({"board": a.board, "best": best, "table": str(path)}))
     return 0
 

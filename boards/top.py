@@ -48,16 +48,33 @@ class BoardTop(Elaboratable):
 
         # LEDs, as many as the board has: with four or more, receive activity, transmit
         # activity, busy and PLL locked; with fewer, link activity (either way) and busy.
-        count = sum(1 for name, _ in platform.resources if name == "led")
+        # Boards with only RGB LEDs (ECPIX-5) show each on an LED's green channel.
+        pins = self._led_pins(m, platform)
         activity = {"rx": ~rx.i, "tx": ~dev.tx}
-        if count < 4:
+        if len(pins) < 4:
             activity = {"link": ~rx.i | ~dev.tx}
         lines = [self._stretched(m, line) for line in activity.values()]
         lines += [dev.busy, locked]
-        for i, line in enumerate(lines[:count]):
-            m.submodules[f"led{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
+        for i, (pin, line) in enumerate(zip(pins, lines)):
+            m.submodules[f"led{i}"] = led = io.Buffer("o", pin)
             m.d.comb += led.o.eq(line)
         return m
+
+    @staticmethod
+    def _led_pins(m: Module, platform) -> list:
+        """The board's single-colour LEDs, or else the green channel of its RGB LEDs (the
+        red and blue channels held off)."""
+        names = [name for name, _ in platform.resources]
+        if "led" in names:
+            return [platform.request("led", i, dir="-") for i in range(names.count("led"))]
+        pins = []
+        for i in range(names.count("rgb_led")):
+            rgb = platform.request("rgb_led", i, dir="-")
+            for colour in ("r", "b"):
+                m.submodules[f"rgb{i}_{colour}"] = off = io.Buffer("o", getattr(rgb, colour))
+                m.d.comb += off.o.eq(0)
+            pins.append(rgb.g)
+        return pins
 
     @staticmethod
     def _stretched(m: Module, active) -> Signal:

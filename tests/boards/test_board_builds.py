@@ -35,6 +35,30 @@ def test_ice40_pll_matches_icepll_and_the_limits():
         ice40_pll(12e6, 15e6)                      # below the PLL's 16 MHz output floor
 
 
+@pytest.mark.parametrize("name", sorted(__import__("boards").BOARDS))
+def test_every_board_elaborates_with_its_pins(name):
+    """Each board's top (PLL, UART, LEDs or RGB LEDs) against its platform's pins, without
+    the tools: a wrong resource name or a clock the PLL cannot make fails here, in a second."""
+    import re
+
+    from boards import board
+    from boards.build import core_config
+    from boards.pll import PLLS
+    from boards.top import BoardTop
+    b = board(name)
+    platform = b.platform()
+    pll = PLLS[b.family](platform.default_clk_frequency, b.freq_mhz * 1e6)
+    top = BoardTop(pll, b.baud, core_config(2, 2, 16, b.family))
+    files = platform.prepare(top, name="top").files
+    primitive = {"ecp5": "EHXPLLL", "ice40": "SB_PLL40_PAD"}[b.family]
+    assert primitive in files["top.il"]
+    pins = files.get("top.lpf") or files["top.pcf"]       # the pin constraints
+    placed = set(re.findall(r'(?:COMP "|set_io )(\w+?)__io', pins))
+    assert {"uart_0__rx", "uart_0__tx"} <= placed
+    leds = {p for p in placed if re.fullmatch(r"led_\d+|rgb_led_\d+__g", p)}
+    assert len(leds) >= 2, placed                       # activity and busy at least
+
+
 def test_boards_list(capsys):
     assert main(["boards", "--json"]) == 0
     boards = {b["board"]: b for b in json.loads(capsys.readouterr().out)}
