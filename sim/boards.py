@@ -2,9 +2,10 @@
 tokens would cost on it.
 
 One table for everything that projects onto a board (``run_model``'s stats, the benchmarks).
-Until the board builds exist (issue #4) the figures are the **targets** those builds must meet,
-marked ``basis="target"``: a projection from them says what the design is meant to do, not what a
-bitstream has been measured to do.
+Two kinds of rows: the **targets** of issue #4 (``basis="target"``: what the design is meant to
+do on the ULX3S-85F and the iCEBreaker, not yet built at that size), and boards built and
+measured at their default (``basis="measured"``: ``boards/sweeps/``, ``tritium build``), from
+which ``boards`` takes its defaults.
 
 Projection of one decode token (M = 1 through every projection):
 
@@ -30,6 +31,8 @@ from . import cycles, packing, schedule
 TRIT_BITS = 2
 #: UART bits per byte: start, 8 data, stop
 UART_BITS_PER_BYTE = 10
+#: weight memory depth of the ECPIX-5 build (words of 16x16 trits)
+ECPIX5_WORDS = 4096
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,16 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           # the four 256-kbit SPRAMs side by side: 64 bits per cycle
           weight_trits=4 * 262144 // TRIT_BITS, memory_bits_per_cycle=4 * 16, basis="target",
           note="FT2232H bridge at 12 Mbaud"),
+    # Built: boards/sweeps/ulx3s-12f.json (16x16 at 30 MHz: 50.0 MHz achieved); a weight word
+    # (512 bits) is read whole every cycle.
+    Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
+          weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured",
+          note="FT231X bridge at 3 Mbaud"),
+    # Built: 16x16 at 60 MHz (75.6-83.8 MHz achieved); 4096 words of 256 trits hold the bundled
+    # model resident (docs/architecture.md, "Boards").
+    Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=16, clock_hz=60e6, baud=3_000_000,
+          weight_trits=ECPIX5_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
+          note="FT2232H bridge at 3 Mbaud"),
 )}
 
 

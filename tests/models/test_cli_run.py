@@ -24,9 +24,11 @@ def test_json_is_the_run(make_model, capsys):
     r = run_model(folder, [3, 1, 4, 1, 5], max_new_tokens=6)
     assert out["tokens"] == r.tokens and out["text"] is None
     assert out["stats"]["prompt_tokens"] == 5 and out["stats"]["generated_tokens"] == 6
-    assert set(out["stats"]["projected"]) == {"ulx3s-85f", "icebreaker"}
-    for p in out["stats"]["projected"].values():
-        assert p["tokens_per_second"] > 0 and p["basis"] == "target"
+    assert set(out["stats"]["projected"]) == {"ulx3s-85f", "icebreaker", "ulx3s-12f",
+                                              "ecpix5-85f"}
+    for name, p in out["stats"]["projected"].items():
+        assert p["tokens_per_second"] > 0
+        assert p["basis"] == ("target" if name in ("ulx3s-85f", "icebreaker") else "measured")
 
 
 def test_text_streams_then_summary(make_model, capsys):

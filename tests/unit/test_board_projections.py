@@ -39,6 +39,22 @@ def test_ulx3s_is_compute_bound_without_a_link():
     assert p["bound"] == "compute" and p["tokens_per_second"] == pytest.approx(100e6 / 132)
 
 
+def test_measured_16x16_boards_and_the_bundled_model():
+    # The bundled model's device calls per layer (q|k|v, o, gate|up, down; K = 128 each) on a
+    # 16x16 array: 2 + 1 + 1 + 1 tiles of 256 outputs, 128 words each, 640 words a layer.
+    layer = [(384, 128), (128, 128), (256, 128), (128, 128)]
+    ecpix5, ulx3s = boards.board("ecpix5-85f"), boards.board("ulx3s-12f")
+    assert ecpix5.basis == ulx3s.basis == "measured"
+    p = boards.project_decode(ecpix5, layer * 4, 0)
+    assert p["resident"] and 4 * 640 * 256 <= ecpix5.weight_trits        # 2,560 of 4,096 words
+    # 5 passes of 128 steps a layer, each tile's drain of 16 hidden but the last.
+    assert p["memory_cycles"] == 4 * 640 and p["bound"] == "compute"
+    assert p["compute_cycles"] == 4 * (boards.cycles.full_rate_cycles(ecpix5.array, [128] * 2)
+                                       + 3 * (128 + 16))
+    assert not boards.project_decode(ulx3s, layer * 4, 0)["resident"]    # 512 words only
+
+
 def test_unknown_board():
-    with pytest.raises(ValueError, match="unknown board 'nope'; known: ulx3s-85f, icebreaker"):
+    with pytest.raises(ValueError, match="unknown board 'nope'; known: ulx3s-85f, icebreaker, "
+                                         "ulx3s-12f, ecpix5-85f"):
         boards.board("nope")
