@@ -67,9 +67,9 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # with these 512 weight words (35 DP16KD at 16x16).
     _from_table(_ulx3s_12f, "ulx3s-12f", _ulx3s("12F"), "ecp5", loader=("--board", "ulx3s"),
                 note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
-    # The 12F's 16x16 core on the ECPIX-5's faster part reaches 75.6-83.8 MHz (two builds);
-    # 60 MHz leaves room (20 cycles a bit at 3 Mbaud). 4096 weight words hold the bundled
-    # model resident (docs/architecture.md, "Boards").
+    # The 12F's 16x16 core on the ECPIX-5's faster part: with 4096 weight words (the bundled
+    # model resident) 19,571 cells, 134 of 208 DP16KD, 87.9 MHz achieved against 60 (20
+    # cycles a bit at 3 Mbaud); docs/architecture.md, "Boards".
     _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5", loader=("--board", "ecpix5"),
                 note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),
     # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): 2x2 takes 4,702 of

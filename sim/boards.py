@@ -71,8 +71,8 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
           weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured",
           note="FT231X bridge at 3 Mbaud"),
-    # Built: 16x16 at 60 MHz (75.6-83.8 MHz achieved); 4096 words of 256 trits hold the bundled
-    # model resident (docs/architecture.md, "Boards").
+    # Built: 16x16 at 60 MHz with 4096 words of 256 trits (87.9 MHz achieved, 134 DP16KD),
+    # which hold the bundled model resident (docs/architecture.md, "Boards").
     Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=16, clock_hz=60e6, baud=3_000_000,
           weight_trits=ECPIX5_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
           note="FT2232H bridge at 3 Mbaud"),
