@@ -56,13 +56,13 @@ def open_device(spec: str = "emu", **config) -> "Device":
       as for ``"emu"``.
 
     ``timeout``, ``retries``, ``max_frame`` and ``name`` go to :class:`Device`. ``faults`` (a
-    rate per byte,
-    or a :class:`host.faults.FaultSpec`) wraps the transport in reproducible link faults.
+    rate per byte, or a :class:`host.faults.FaultSpec`) wraps the transport in reproducible
+    link faults.
     """
     dev_kw = {k: config.pop(k) for k in _DEVICE_KWARGS if k in config}
+    from .faults import FaultSpec, FaultyTransport
     faults = config.pop("faults", None)
     if faults is not None:
-        from .faults import FaultSpec
         faults = FaultSpec.of(faults)          # a bad spec fails before anything opens
     if not isinstance(spec, str):
         raise ValueError(f"device spec must be a string, got {spec!r}")
@@ -83,7 +83,6 @@ def open_device(spec: str = "emu", **config) -> "Device":
         raise ValueError(f"unknown device spec {spec!r}; expected 'emu', 'sim', "
                          f"'serial:PATH[@BAUD]' or 'pcie:/dev/xdmaN'")
     if faults is not None:
-        from .faults import FaultyTransport
         transport = FaultyTransport(transport, faults)
     try:
         return Device(transport, **dev_kw)
