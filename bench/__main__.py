@@ -22,7 +22,8 @@
   emulator answers it and each followed by a valid request that must be answered.
 
 Usage: ``python -m bench [--quick]
-[--only resources,utilization,speed,link,device,model,faults,fuzz] [--out FILE]``.
+[--only resources,utilization,speed,link,device,model,faults,fuzz] [--out FILE]``. A run of
+some of the compute core's parts updates those in ``compute_core.json`` and keeps the rest.
 These are measurements, not tests: the machines are shared, so quote ratios and cycle counts.
 """
 
@@ -441,7 +442,9 @@ def main(argv=None) -> int:
             parts.discard(part)
     if not parts:
         return 0
-    report = {"bench": "compute_core", **header}
+    # A run of some parts keeps the other parts' figures from the last full run.
+    report = json.loads(args.out.read_text()) if args.out.exists() else {}
+    report.update({"bench": "compute_core", **header})
     if "resources" in parts:
         report["resources"] = bench_resources(args.quick)
     if "utilization" in parts or "speed" in parts:

@@ -28,6 +28,7 @@ __all__ = [
     "RUN_FORMAT", "RUN_SIZE", "RUN_ARGS", "RunArgs", "FAULT_FORMAT", "FAULT_SIZE",
     "INSTRUCTION_BYTES", "pack_instructions", "unpack_instructions",
     "READ_RESULTS_FORMAT", "READ_RESULTS_SIZE", "ReadResultsArgs", "RESULT_DTYPE",
+    "NARROW_RESULT_DTYPE", "RESULT_WIDTHS",
     "MAX_RESPONSE_PAYLOAD",
     "COUNTER_NAMES", "COUNTERS_FORMAT", "COUNTERS_SIZE", "Counters",
 ]
@@ -205,11 +206,14 @@ def unpack_instructions(data) -> list[int]:
             for i in range(0, len(data), INSTRUCTION_BYTES)]
 
 
-#: row, rows
-READ_RESULTS_FORMAT = "<IH"
-READ_RESULTS_SIZE = struct.calcsize(READ_RESULTS_FORMAT)   # 6
-#: each result sum in a READ_RESULTS response: int32, little-endian (a NumPy dtype)
+#: row, rows, width (bytes per sum: 4, or 2 for sums the host knows fit int16)
+READ_RESULTS_FORMAT = "<IHB"
+READ_RESULTS_SIZE = struct.calcsize(READ_RESULTS_FORMAT)   # 7
+#: each result sum in a READ_RESULTS response: int32, little-endian (a NumPy dtype) ...
 RESULT_DTYPE = "<i4"
+#: ... or, with width 2, its low 16 bits (exact when |sum| < 2**15: K <= 255 at int8)
+NARROW_RESULT_DTYPE = "<i2"
+RESULT_WIDTHS = {4: RESULT_DTYPE, 2: NARROW_RESULT_DTYPE}
 #: a response payload is at most this long (the len field); READ_RESULTS must stay below it
 MAX_RESPONSE_PAYLOAD = MAX_LENGTH
 
@@ -219,10 +223,11 @@ class ReadResultsArgs:
     """The payload of a ``READ_RESULTS`` request."""
     row: int
     rows: int
+    width: int = 4
 
     def to_bytes(self) -> bytes:
         _check_fields(self, READ_RESULTS_FORMAT)
-        return struct.pack(READ_RESULTS_FORMAT, self.row, self.rows)
+        return struct.pack(READ_RESULTS_FORMAT, self.row, self.rows, self.width)
 
     @classmethod
     def from_bytes(cls, data) -> "ReadResultsArgs":

@@ -33,9 +33,9 @@ import numpy as np
 from firmware import machine
 from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, FAULT_FORMAT,
                                FORMAT_BASE3, INSTRUCTION_BYTES, MAX_LENGTH, PROTOCOL_VERSION,
-                               READ_RESULTS_SIZE, REQUEST_SYNC, RESULT_DTYPE, RUN_SIZE, Command,
-                               Counters, DeviceInfo, ReadResultsArgs, RunArgs, Status,
-                               unpack_instructions)
+                               READ_RESULTS_SIZE, REQUEST_SYNC, RESULT_DTYPE, RESULT_WIDTHS,
+                               RUN_SIZE, Command, Counters, DeviceInfo, ReadResultsArgs, RunArgs,
+                               Status, unpack_instructions)
 from firmware.isa import param_values
 from firmware.programs import FIRMWARE
 from sim import cycles, packing, schedule
@@ -211,9 +211,11 @@ class EmulatedDevice:
             return None
         a = ReadResultsArgs.from_bytes(p)
         if (a.rows == 0 or a.row + a.rows > self.info.result_rows
-                or a.rows * self.config.cols * 4 > MAX_LENGTH):
+                or a.rows * self.config.cols * 4 > MAX_LENGTH or a.width not in RESULT_WIDTHS):
             return None
-        return self.results[a.row:a.row + a.rows].astype(RESULT_DTYPE).tobytes()
+        # Width 2: the low 16 bits of each int32 sum, as the device sends them.
+        rows = self.results[a.row:a.row + a.rows].astype(RESULT_DTYPE)
+        return rows.view(np.uint8).reshape(-1, 4)[:, :a.width].tobytes()
 
     def _cmd_write_program(self, p: bytes):
         a = self._address(p)

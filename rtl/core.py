@@ -340,6 +340,7 @@ class DeviceCore(wiring.Component):
         words = Signal(16)
         bad = Signal()
         acts_beyond, program_beyond, results_beyond = Signal(), Signal(), Signal()
+        narrow = Signal()           # READ_RESULTS of width 2
 
         program_word = Signal(8 * INSTRUCTION_BYTES)
 
@@ -433,9 +434,10 @@ class DeviceCore(wiring.Component):
                             m.d.sync += counters["runs"].eq(counters["runs"] + 1)
                             m.next = "RUN"
                     with m.Case(Command.READ_RESULTS):
-                        m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), resp_length.eq(0)]
+                        m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), resp_length.eq(0),
+                                     narrow.eq(arg(6, 1) == 2)]
                         with m.If((length != READ_RESULTS_SIZE) | (arg(4, 2) == 0) |
-                                  results_beyond):
+                                  results_beyond | ((arg(6, 1) != 2) & (arg(6, 1) != 4))):
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
                             m.next = "RESULTS_LENGTH"
@@ -517,10 +519,11 @@ class DeviceCore(wiring.Component):
                     with m.Else():
                         respond(controller.status)
 
-            # READ_RESULTS: the response length is rows * cols * 4, summed up.
+            # READ_RESULTS: the response length is rows * cols * width, summed up.
             with m.State("RESULTS_LENGTH"):
                 with m.If(count < arg(4, 2)):
-                    m.d.sync += [count.eq(count + 1), resp_length.eq(resp_length + 4 * C)]
+                    m.d.sync += [count.eq(count + 1),
+                                 resp_length.eq(resp_length + Mux(narrow, 2 * C, 4 * C))]
                 with m.Else():
                     m.d.sync += resp_status.eq(Status.OK)
                     m.d.sync += resp_source.eq(2)
@@ -547,10 +550,15 @@ class DeviceCore(wiring.Component):
         counter_vector = Cat(*(Cat(counters[name], Const(0, pad)) if pad else counters[name]
                                for name in COUNTER_NAMES))
         fault_vector = Cat(controller.fault_pc, controller.fault_cause)   # FAULT_FORMAT
-        # READ_RESULTS: read a row, then send its cols*4 bytes straight from the read port, which
-        # holds the row while its address does (no copy of the row in flip-flops).
+        # READ_RESULTS: read a row, then send its cols*width bytes straight from the read port,
+        # which holds the row while its address does (no copy of the row in flip-flops). Width
+        # 2 sends bytes 0 and 1 of each little-endian int32 sum: byte b of the row is byte
+        # (b // 2) * 4 + b % 2 of the sums.
         row_addr = Signal.like(addr)
         row_byte = Signal(range(4 * C + 1))
+        row_sel = Signal.like(row_byte)
+        m.d.comb += row_sel.eq(Mux(narrow, Cat(row_byte[0], Const(0, 1), row_byte[1:]),
+                                   row_byte))
         row_loaded = Signal()
         row_reading = Signal()
         with m.If(sender.start):
@@ -573,10 +581,10 @@ class DeviceCore(wiring.Component):
                 with m.If(row_reading):
                     m.d.sync += [row_loaded.eq(1), row_reading.eq(0), row_byte.eq(0)]
                 m.d.comb += [sender.payload.valid.eq(row_loaded),
-                             sender.payload.payload.eq(result_r.data.word_select(row_byte, 8))]
+                             sender.payload.payload.eq(result_r.data.word_select(row_sel, 8))]
                 with m.If(sender.payload.valid & sender.payload.ready):
                     m.d.sync += row_byte.eq(row_byte + 1)
-                    with m.If(row_byte == 4 * C - 1):
+                    with m.If(row_byte == Mux(narrow, 2 * C - 1, 4 * C - 1)):
                         m.d.sync += [row_loaded.eq(0), row_addr.eq(row_addr + 1)]
         with m.If(sender.payload.valid & sender.payload.ready):
             m.d.sync += out_index.eq(out_index + 1)

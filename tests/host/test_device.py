@@ -465,6 +465,28 @@ def test_narrow_counters_wrap_and_stats_stay_exact():
         open_device("emu", counter_bits=16)
 
 
+@pytest.mark.parametrize("K, width", [(1, 2), (255, 2), (256, 4), (700, 4)])
+def test_results_come_back_as_int16_when_k_allows(K, width):
+    """A call over at most 255 int8 steps has sums that fit int16: the host asks for 2 bytes a
+    sum. The extremes (all -128 against all +1 and all -1) stay exact either way."""
+    with open_device("emu", rows=4, cols=4) as dev:
+        w = np.ones((5, K), np.int8)
+        w[1] = -1
+        x = np.full((2, K), -128, np.int8)
+        widths = []
+        request = dev._request
+
+        def spy(cmd, payload=b"", **kw):
+            if cmd is Command.READ_RESULTS:
+                widths.append(ReadResultsArgs.from_bytes(payload).width)
+            return request(cmd, payload, **kw)
+        dev._request = spy
+        y = dev.linear(w, x)
+        assert y[0, 0] == -128 * K and y[0, 1] == 128 * K
+        assert np.array_equal(y, numerics.ternary_matmul(w, x))
+        assert set(widths) == {width}
+
+
 def test_reads_only_result_rows_that_hold_outputs():
     """N = 20 on a 4x4 array: the second tile uses 1 of its 4 rows. Two tokens: results are
     tile 0 token 0 (rows 0-3), token 1 (4-7), tile 1 token 0 (row 8 used), token 1 (row 12

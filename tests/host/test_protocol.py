@@ -50,7 +50,7 @@ def test_payload_sizes():
     assert commands.INFO_SIZE == 35
     assert commands.RUN_SIZE == 26
     assert commands.FAULT_SIZE == 3
-    assert commands.READ_RESULTS_SIZE == 6
+    assert commands.READ_RESULTS_SIZE == 7
     assert commands.COUNTERS_SIZE == 56
     assert commands.FRAME_OVERHEAD == 7
 
@@ -88,8 +88,9 @@ def test_run_args_and_counters_round_trip():
     with pytest.raises(ValueError, match="at most 6"):
         RunArgs(0, tuple(range(7))).to_bytes()
     r = ReadResultsArgs(row=3, rows=9)
-    assert r.to_bytes() == bytes([3, 0, 0, 0, 9, 0])
+    assert r.to_bytes() == bytes([3, 0, 0, 0, 9, 0, 4])          # int32 sums by default
     assert ReadResultsArgs.from_bytes(r.to_bytes()) == r
+    assert ReadResultsArgs(3, 9, 2).to_bytes()[-1] == 2
     c = Counters(busy=1, stall_input=2, stall_drain=3, drain_tail=4, runs=5, frames_ok=6,
                  frames_bad=(1 << 64) - 1)
     assert Counters.from_bytes(c.to_bytes()) == c

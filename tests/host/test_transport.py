@@ -92,11 +92,12 @@ def test_pcie_against_fifo_endpoint(tmp_path):
 
 
 def test_pcie_explicit_paths_and_large_response(tmp_path):
-    # READ_RESULTS of 1023 rows x 64 bytes: a response larger than a pipe's buffer.
+    # READ_RESULTS of 1023 rows x 64 bytes (K > 255: int32 sums): a response larger than a
+    # pipe's buffer.
     emu = EmulatedDevice(rows=16, cols=16)
     with fifo_endpoint(tmp_path, emu, name="ep") as (_, h2c, c2h):
         with open_device("pcie:/dev/xdma9", h2c=h2c, c2h=c2h, timeout=2.0) as dev:
-            check_linear(dev, M=70, N=300, K=40)
+            check_linear(dev, M=70, N=300, K=300)
             assert dev.stats["bytes_received"] > 70000
 
 

@@ -119,6 +119,26 @@ def test_layer_exact_and_counters(pair, M, N, K):
         (model.busy, model.stall_input, model.stall_drain, model.drain_tail)
 
 
+def test_narrow_results_are_the_low_16_bits(pair):
+    """READ_RESULTS of width 2 sends bytes 0 and 1 of each int32 sum (RTL and emulator
+    alike, compared byte for byte by the pair); a width other than 2 or 4 is refused."""
+    rng = np.random.default_rng(5)
+    w = rng.integers(-1, 2, (6, 255)).astype(np.int8)
+    w[0], w[1] = 1, -1                        # the extremes: -128 * 255 = -32640 and +32640
+    x = np.full((1, 255), -128, dtype=np.int8)
+    upload_layer(pair, w, x)
+    y, _ = run_and_read(pair, 1, 6, 255)
+    rows = CONFIG["rows"]
+    status, wide = pair.request(Command.READ_RESULTS, ReadResultsArgs(0, rows).to_bytes())
+    status2, narrow = pair.request(Command.READ_RESULTS, ReadResultsArgs(0, rows, 2).to_bytes())
+    assert status == status2 == Status.OK and len(narrow) * 2 == len(wide)
+    assert np.array_equal(np.frombuffer(narrow, "<i2"), np.frombuffer(wide, "<i4"))
+    assert y[0, 0] == -32640 and y[0, 1] == 32640
+    for width in (0, 1, 3, 8):
+        status, _ = pair.request(Command.READ_RESULTS, ReadResultsArgs(0, 1, width).to_bytes())
+        assert status == Status.BAD_ARGUMENT
+
+
 def test_extremes_k_16384_rejected_or_exact(pair):
     """K larger than the activation buffer is refused; the largest K that fits is exact at the
     extremes (all -1 weights against -128)."""
