@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from rtl.synth import SYNTH_SCRIPTS, setup_yowasp_env
+from rtl.uart import divisor_for
 
 from . import board as board_def
 from .pll import PLLS
@@ -64,7 +65,8 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     platform = b.platform()
     pll = PLLS[b.family](platform.default_clk_frequency, freq)
     core = core_config(rows, cols, weight_words or b.weight_words, b.family)
-    top = BoardTop(pll, b.baud, core)             # checks the UART rate before anything runs
+    divisor_for(pll.f_out, b.baud)                # a UART rate the clock cannot make: refused
+    top = BoardTop(pll, b.baud, core)             # before anything runs
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
