@@ -1,4 +1,4 @@
-"""The link protocol's vocabulary, defined once (docs/protocol.md, version 2).
+"""The link protocol's vocabulary, defined once (docs/protocol.md, version 3).
 
 Everything both ends of the link must agree on lives here and nowhere else: the command and
 status codes (Amaranth enums with an 8-bit shape, so that gateware can switch on them and the
