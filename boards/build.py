@@ -65,8 +65,8 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     platform = b.platform()
     pll = PLLS[b.family](platform.default_clk_frequency, freq)
     core = core_config(rows, cols, weight_words or b.weight_words, b.family)
-    divisor_for(pll.f_out, b.baud)                # a UART rate the clock cannot make: refused
-    top = BoardTop(pll, b.baud, core)             # before anything runs
+    # A UART rate the clock cannot make is refused here, before anything runs.
+    top = BoardTop(pll, divisor_for(pll.f_out, b.baud), core)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -145,7 +145,8 @@ def _report(name, b, rows, cols, weight_words, f_target, out: Path, bitstream: P
     return {
         "board": name, "fpga": b.family, "rows": rows, "cols": cols, "pes": pes,
         "lut4": used(luts)[0], "lut4_available": used(luts)[1],
-        "ff": used(ffs)[0] if ffs else _netlist_ffs(out / "top.json"), "ebr": used(brams)[0], "ebr_available": used(brams)[1],
+        "ff": used(ffs)[0] if ffs else _netlist_ffs(out / "top.json"),
+        "ebr": used(brams)[0], "ebr_available": used(brams)[1],
         "dsp": used(dsps)[0],
         "lut4_per_pe": round(used(luts)[0] / pes, 1),
         "target_mhz": round(f_target / 1e6, 3),

@@ -6,7 +6,6 @@ from __future__ import annotations
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, Signal
 from amaranth.lib import io
 
-from rtl.uart import divisor_for
 from rtl.uart_device import UARTDevice
 
 from .pll import Ecp5Pll, Ice40Pll
@@ -16,12 +15,13 @@ ACTIVITY_BITS = 22
 
 
 class BoardTop(Elaboratable):
-    """``core`` are :class:`rtl.core.DeviceCore` parameters; ``pll`` the clock setting."""
+    """``core`` are :class:`rtl.core.DeviceCore` parameters; ``pll`` the clock setting;
+    ``divisor`` the UART's clock cycles per bit (``rtl.uart.divisor_for``, which refuses a
+    rate the clock cannot make)."""
 
-    def __init__(self, pll: Ecp5Pll | Ice40Pll, baud: int, core: dict):
+    def __init__(self, pll: Ecp5Pll | Ice40Pll, divisor: int, core: dict):
         self.pll = pll
-        self.device = UARTDevice(divisor=divisor_for(pll.f_out, baud),
-                                 clock_hz=round(pll.f_out), **core)
+        self.device = UARTDevice(divisor=divisor, clock_hz=round(pll.f_out), **core)
 
     def elaborate(self, platform):
         m = Module()
@@ -49,7 +49,7 @@ class BoardTop(Elaboratable):
         # LEDs, as many as the board has: with four or more, receive activity, transmit
         # activity, busy and PLL locked; with fewer, link activity (either way) and busy.
         # Boards with only RGB LEDs (ECPIX-5) show each on an LED's green channel.
-        pins = self._led_pins(m, platform)
+        pins = self._led_pins(m, platform, most=4)
         activity = {"rx": ~rx.i, "tx": ~dev.tx}
         if len(pins) < 4:
             activity = {"link": ~rx.i | ~dev.tx}
@@ -61,14 +61,15 @@ class BoardTop(Elaboratable):
         return m
 
     @staticmethod
-    def _led_pins(m: Module, platform) -> list:
-        """The board's single-colour LEDs, or else the green channel of its RGB LEDs (the
-        red and blue channels held off)."""
+    def _led_pins(m: Module, platform, most: int) -> list:
+        """Up to ``most`` of the board's single-colour LEDs, or else the green channels of
+        its RGB LEDs (the red and blue channels held off)."""
         names = [name for name, _ in platform.resources]
         if "led" in names:
-            return [platform.request("led", i, dir="-") for i in range(names.count("led"))]
+            return [platform.request("led", i, dir="-")
+                    for i in range(min(most, names.count("led")))]
         pins = []
-        for i in range(names.count("rgb_led")):
+        for i in range(min(most, names.count("rgb_led"))):
             rgb = platform.request("rgb_led", i, dir="-")
             for colour in ("r", "b"):
                 m.submodules[f"rgb{i}_{colour}"] = off = io.Buffer("o", getattr(rgb, colour))

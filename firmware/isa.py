@@ -30,7 +30,7 @@ from amaranth.lib import data, enum
 
 __all__ = ["REGISTERS", "ARG_REGISTERS", "WORD_BITS", "IMM_BITS", "LI_BITS", "Op", "Param",
            "Fault", "Instruction", "INSTRUCTION_LAYOUT", "split_layout", "sweep_layout",
-           "register_bits", "encode", "decode", "signed_imm", "saturate", "param_values", "FORMS"]
+           "register_bits", "split_k_limit", "encode", "decode", "signed_imm", "saturate", "param_values", "FORMS"]
 
 REGISTERS = 8
 ARG_REGISTERS = 6        # r0..r5 come from RUN
@@ -162,6 +162,13 @@ def register_bits(params: dict) -> int:
     need = max(params[Param.WEIGHT_WORDS] * params[Param.PES], params[Param.ACT_BYTES],
                params[Param.RESULT_ROWS], params[Param.PASS_K_MAX])
     return min(WORD_BITS, need.bit_length() + 1)
+
+
+def split_k_limit(params: dict) -> int:
+    """The largest K a ``SPLIT`` accepts: what the accumulator holds exactly (``K_MAX``) and
+    what the activation buffer holds (``ACT_BYTES``: one token's K must fit, and the
+    sequencer's counters are only as wide as its addresses)."""
+    return min(params[Param.K_MAX], params[Param.ACT_BYTES])
 
 
 def saturate(v: int, bits: int = WORD_BITS) -> int:

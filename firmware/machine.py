@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .commands import Status
 from .isa import (ARG_REGISTERS, REGISTERS, Fault, Op, Param, decode, register_bits, saturate,
-                  signed_imm)
+                  signed_imm, split_k_limit)
 
 __all__ = ["Split", "SetResults", "Sweep", "Outcome", "chunk_split", "run"]
 
@@ -56,9 +56,8 @@ class Outcome:
 
 
 def chunk_split(k: int, n: int, k_max: int, pass_k_max: int) -> Split | None:
-    """The split SPLIT sets up, or None when it faults (BAD_SPLIT). ``k_max`` is the smaller of
-    ``K_MAX`` and ``ACT_BYTES``: a longer K cannot be in the activation buffer, and the
-    sequencer's counters are only as wide as its addresses."""
+    """The split SPLIT sets up, or None when it faults (BAD_SPLIT); ``k_max`` is
+    ``isa.split_k_limit``."""
     if k == 0 or k > k_max or n == 0 or n > k:
         return None
     q, r = divmod(k, n)
@@ -140,8 +139,7 @@ def run(program, entry: int, args, params: dict[Param, int],
                     pc = ins.imm
                     continue
         elif op is Op.SPLIT:
-            split = chunk_split(a, b, min(params[Param.K_MAX], params[Param.ACT_BYTES]),
-                                params[Param.PASS_K_MAX])
+            split = chunk_split(a, b, split_k_limit(params), params[Param.PASS_K_MAX])
             if split is None:
                 return fault(Fault.BAD_SPLIT, pc)
             out.events.append(split)

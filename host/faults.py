@@ -82,6 +82,7 @@ class FaultyTransport(Transport):
         for d in self._dirs.values():
             d.until_fault = self._gap()
         self.injected = dict.fromkeys(KINDS, 0)
+        self._arrived = bytearray()          # damaged response bytes not yet read
 
     def _gap(self) -> int:
         """Clean bytes before the next fault: geometric with parameter ``rate`` (drawing once
@@ -128,10 +129,17 @@ class FaultyTransport(Transport):
             self.inner.write(data)
 
     def read(self, max_bytes: int, timeout: float) -> bytes:
-        if self._dirs["c2h"].held:                   # late bytes arrive first
-            return self._damage("c2h", b"")
-        data = self.inner.read(max_bytes, timeout)
-        return self._damage("c2h", data) if data else data
+        if not self._arrived:
+            if self._dirs["c2h"].held:               # late bytes arrive first
+                self._arrived += self._damage("c2h", b"")
+            else:
+                data = self.inner.read(max_bytes, timeout)
+                if data:
+                    self._arrived += self._damage("c2h", data)
+        # A duplicated byte can make more than max_bytes arrive: the rest waits its turn.
+        data = bytes(self._arrived[:max_bytes])
+        del self._arrived[:max_bytes]
+        return data
 
     def close(self) -> None:
         self.inner.close()

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from firmware.commands import Status
 from firmware.isa import (ARG_REGISTERS, INSTRUCTION_LAYOUT, REGISTERS, WORD_BITS, Fault, Op,
-                          Param, register_bits, split_layout, sweep_layout)
+                          Param, register_bits, split_k_limit, split_layout, sweep_layout)
 
 from .divider import Divider
 
@@ -249,8 +249,8 @@ class Controller(wiring.Component):
                             m.next = "BRANCH"
                     with m.Case(Op.SPLIT):
                         with m.If(self.idle):
-                            k_limit = min(params[Param.K_MAX], params[Param.ACT_BYTES])
-                            with m.If((a == 0) | (a > k_limit) | (b == 0) | (b > a)):
+                            with m.If((a == 0) | (a > split_k_limit(params)) | (b == 0) |
+                                      (b > a)):
                                 fault(Fault.BAD_SPLIT)
                             with m.Else():
                                 m.d.comb += [divider.start.eq(1), divider.dividend.eq(a),

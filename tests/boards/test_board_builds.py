@@ -45,10 +45,11 @@ def test_every_board_elaborates_with_its_pins(name):
     from boards.build import core_config
     from boards.pll import PLLS
     from boards.top import BoardTop
+    from rtl.uart import divisor_for
     b = board(name)
     platform = b.platform()
     pll = PLLS[b.family](platform.default_clk_frequency, b.freq_mhz * 1e6)
-    top = BoardTop(pll, b.baud, core_config(2, 2, 16, b.family))
+    top = BoardTop(pll, divisor_for(pll.f_out, b.baud), core_config(2, 2, 16, b.family))
     files = platform.prepare(top, name="top").files
     primitive = {"ecp5": "EHXPLLL", "ice40": "SB_PLL40_PAD"}[b.family]
     assert primitive in files["top.il"]
