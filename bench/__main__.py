@@ -19,10 +19,13 @@
   cannot succeed (a clear error, no result);
 * garbage on the device (``fuzz``, into ``bench/results/fuzz.json``): 10^4 random valid and
   malformed requests to the RTL core in Verilator (``sim.fuzz``), each answered exactly as the
-  emulator answers it and each followed by a valid request that must be answered.
+  emulator answers it and each followed by a valid request that must be answered;
+* estimates (``estimate``, into ``bench/results/estimate.json``): ``tritium estimate`` of the
+  bundled model on every board and of bitnet-b1.58-2B-4T over four links, and the sweep's best.
 
 Usage: ``python -m bench [--quick]
-[--only resources,utilization,speed,link,device,model,faults,fuzz] [--out FILE]``. A run of
+[--only resources,utilization,speed,link,device,model,faults,fuzz,estimate] [--out FILE]``.
+A run of
 some of the compute core's parts updates those in ``compute_core.json`` and keeps the rest.
 These are measurements, not tests: the machines are shared, so quote ratios and cycle counts.
 """
@@ -319,13 +322,51 @@ def model_runs(quick: bool) -> dict:
             },
             "device_cycles_equal_model": dec["device_cycles"] == dec["model_cycles"],
         }
-    # The projections depend only on the shapes and the link bytes per token, which both
-    # devices share: take the last run's.
-    out["projected"] = {name: {k: (round(v, 6) if isinstance(v, float) else v)
-                               for k, v in p.items()}
+    # The projections (tritium estimate's decode phase on each board) depend on the model
+    # only: take the last run's.
+    out["projected"] = {name: {k: p[k] for k in ("basis", "array", "clock_mhz", "baud",
+                                                 "resident", "tokens_per_second", "bound")}
                         for name, p in s["projected"].items()}
     out["same_tokens_emu_sim"] = tokens["emu"] == tokens["sim"]
     return out
+
+
+def estimate_runs(quick: bool) -> dict:
+    """``tritium estimate`` of the bundled model on every board, and of bitnet-b1.58-2B-4T
+    on the largest shape the ECP5 fit puts on the ULX3S-85F over each kind of link: the
+    figures docs/estimates.md quotes, and the best shape of the sweep."""
+    from host import estimate as est
+    from sim import boards as board_table
+
+    def brief(r):
+        out = {"device": f"{r['device']['board']} {r['device']['rows']}x{r['device']['cols']} "
+                         f"at {r['device']['clock_hz'] / 1e6:g} MHz", "link": r["link"]["spec"],
+               "resident": r["residency"]["all_resident"]}
+        for name, p in r["phases"].items():
+            out[name] = {"tokens": p["tokens"], "tokens_per_second": p["tokens_per_second"],
+                         "bound": p["bound"], "seconds": p["seconds"], "cycles": p["cycles"],
+                         "bytes": p["bytes"], "utilization": p["utilization"],
+                         "joules_per_token": p["energy"]["joules_per_token"]}
+        out["ratios"] = {k: r["phases"]["decode"]["energy"]["baselines"][k]
+                         for k in ("ratio_fp16", "ratio_int8")}
+        return out
+
+    tiny = est.load_workload(preset="tiny")
+    big = est.load_workload(preset="bitnet-b1.58-2B-4T")
+    return {
+        "command": "tritium estimate --preset tiny --board BOARD --batch 16; tritium estimate "
+                   "--preset bitnet-b1.58-2B-4T --board ulx3s-85f --rows 16 --cols 64 "
+                   "--link LINK --batch 64",
+        "tiny": {name: brief(est.estimate(tiny, board=name, batch=16))
+                 for name in board_table.BOARDS},
+        "bitnet-b1.58-2B-4T": {link: brief(est.estimate(big, board="ulx3s-85f", rows=16,
+                                                        cols=64, link=link, batch=64))
+                               for link in ("uart:3000000", "pcie:gen2x1", "mem:25.6",
+                                            "mem:460:hbm")},
+        "sweep_best": {"tiny": est.sweep(tiny)["why"],
+                       "bitnet-b1.58-2B-4T over mem:25.6":
+                           est.sweep(big, link="mem:25.6")["why"]},
+    }
 
 
 def fault_runs(quick: bool) -> dict:
@@ -409,7 +450,8 @@ def fuzz_runs(quick: bool) -> dict:
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-PARTS = ("resources", "utilization", "speed", "link", "device", "model", "faults", "fuzz")
+PARTS = ("resources", "utilization", "speed", "link", "device", "model", "faults", "fuzz",
+         "estimate")
 
 
 def main(argv=None) -> int:
@@ -433,7 +475,8 @@ def main(argv=None) -> int:
         "quick": args.quick,
     }
     # Parts with a file of their own: bench/results/<part>.json.
-    for part, run in (("fuzz", fuzz_runs), ("faults", fault_runs), ("model", model_runs)):
+    for part, run in (("fuzz", fuzz_runs), ("faults", fault_runs), ("model", model_runs),
+                      ("estimate", estimate_runs)):
         if part in parts:
             out = RESULTS / f"{part}.json"
             out.write_text(json.dumps({"bench": part, **header, **run(args.quick)},

@@ -17,6 +17,8 @@ from pathlib import Path
 from rtl.synth import SYNTH_SCRIPTS, setup_yowasp_env
 from rtl.uart import divisor_for
 
+from sim.boards import core_config
+
 from . import board as board_def
 from .pll import PLLS
 from .top import BoardTop
@@ -38,19 +40,6 @@ STAGES = {
 
 class BuildFailed(RuntimeError):
     """A tool failed; the message names the log to read."""
-
-
-def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5") -> dict:
-    """The device core a board is built with: memories sized for the board, not the tests.
-    An iCE40 has a few thousand logic cells and no LUT RAM: 32-bit counters (about 220 cells
-    fewer than 64-bit ones), the accumulator's sums in block RAM and half the activation
-    buffer (2 KiB, 4 of the UP5K's 30 EBR; the host splits longer inputs)."""
-    small = family == "ice40"
-    return dict(rows=rows, cols=cols, weight_words=weight_words,
-                act_bytes=2048 if small else 4096,
-                result_rows=max(64, rows * 4), max_payload=1024, program_words=64,
-                counter_bits=32 if small else 64,
-                accumulator_ram_style="block" if small else None)
 
 
 def build(name: str, *, rows: int | None = None, cols: int | None = None,

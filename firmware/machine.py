@@ -6,10 +6,16 @@ and how the program ended. The emulator (``host.emu``) carries out those events 
 memories; the RTL controller must produce the same events and the same ending for every
 program (tests/rtl/test_controller.py).
 
-Timing is not modelled here, only order: the controller runs one instruction per cycle
-(DIVU, REMU and SPLIT take a division, SPLIT, SETR, HALT and FAIL wait for the sequencer to go
-idle), and a sweep issued from a one-instruction ``LOOP`` body follows the previous one without
-a gap, so the array's cycle counters equal the cycle model of the concatenated passes.
+Order is what the emulator needs; the controller's own time is counted too
+(:attr:`Outcome.cycles`, the control term of the estimates in ``host.estimate``), as
+``rtl.controller`` spends it when the sequencer never holds it up: one cycle to start, one per
+instruction, a second one for ADD, SUB, ADDI (the sum is registered before it is saturated),
+branches and LOOP (the decision is registered), ``bits + 1`` more for a division (DIVU, REMU:
+the divider takes a quotient bit per cycle) and ``bits + 2`` for SPLIT (its division, then the
+pass-length check), and one to finish (HALT, FAIL or a fault). Waits are not counted: SPLIT,
+SETR, HALT and FAIL wait for the sequencer to go idle and SWEEP for it to take the sweep. A
+sweep issued from a one-instruction ``LOOP`` body follows the previous one without a gap, so the
+array's cycle counters equal the cycle model of the concatenated passes.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ class Outcome:
     fault_pc: int = 0
     fault: Fault | None = None
     steps: int = 0              # instructions executed
+    cycles: int = 0             # controller cycles, start to done, with a sequencer that never
+                                # holds it up (module docstring)
 
 
 def chunk_split(k: int, n: int, k_max: int, pass_k_max: int) -> Split | None:
@@ -89,8 +97,13 @@ def run(program, entry: int, args, params: dict[Param, int],
     loop = None                  # [start, end, count left]
     pc = entry
 
-    def fault(cause: Fault, at: int) -> Outcome:
+    division = bits + 1          # cycles the divider takes, its result cycle included
+    out.cycles = 1               # the start cycle
+
+    def fault(cause: Fault, at: int, spent: int = 1) -> Outcome:
+        """End with ``cause`` after ``spent`` cycles of the faulting instruction."""
         out.status, out.fault, out.fault_pc = Status.PROGRAM_FAULT, cause, at
+        out.cycles += spent + 1
         return out
 
     while True:
@@ -102,18 +115,20 @@ def run(program, entry: int, args, params: dict[Param, int],
         a, b = regs[ins.ra], regs[ins.rb]
         next_pc = pc + 1
         op = ins.op
+        cost = 1                     # this instruction's cycles, had it retired
         if op is Op.LI:
             regs[ins.rd] = saturate_reg(ins.value)
         elif op is Op.ADD:
-            regs[ins.rd] = saturate_reg(a + b)
+            regs[ins.rd], cost = saturate_reg(a + b), 2
         elif op is Op.SUB:
-            regs[ins.rd] = saturate_reg(a - b)
+            regs[ins.rd], cost = saturate_reg(a - b), 2
         elif op is Op.ADDI:
-            regs[ins.rd] = saturate_reg(a + signed_imm(ins.imm))
+            regs[ins.rd], cost = saturate_reg(a + signed_imm(ins.imm)), 2
         elif op in (Op.DIVU, Op.REMU):
             if b == 0:
                 return fault(Fault.DIVIDE_BY_ZERO, pc)
             regs[ins.rd] = a // b if op is Op.DIVU else a % b
+            cost += division
         elif op is Op.CFG:
             try:
                 regs[ins.rd] = saturate_reg(params[Param(ins.imm)])
@@ -122,6 +137,7 @@ def run(program, entry: int, args, params: dict[Param, int],
         elif op in (Op.BEQ, Op.BNE, Op.BLTU, Op.BGEU, Op.LOOP):
             if ins.imm <= pc:
                 return fault(Fault.BACKWARD_BRANCH, pc)
+            cost = 2
             if op is Op.LOOP:
                 if loop is not None:
                     return fault(Fault.NESTED_LOOP, pc)
@@ -133,15 +149,19 @@ def run(program, entry: int, args, params: dict[Param, int],
                 taken = {Op.BEQ: a == b, Op.BNE: a != b, Op.BLTU: a < b, Op.BGEU: a >= b}[op]
                 if taken:
                     if ins.imm >= depth:
-                        return fault(Fault.PC_OUT_OF_RANGE, pc)
+                        return fault(Fault.PC_OUT_OF_RANGE, pc, cost)
                     if loop is not None and ins.imm > loop[1]:
                         loop = None          # leaving the loop body ends the loop
                     pc = ins.imm
+                    out.cycles += cost
                     continue
         elif op is Op.SPLIT:
             split = chunk_split(a, b, split_k_limit(params), params[Param.PASS_K_MAX])
+            cost += division + 1
             if split is None:
-                return fault(Fault.BAD_SPLIT, pc)
+                # K or n out of range is seen at once; passes too long only after the division
+                early = a == 0 or a > split_k_limit(params) or b == 0 or b > a
+                return fault(Fault.BAD_SPLIT, pc, 1 if early else cost)
             out.events.append(split)
         elif op is Op.SETR:
             out.events.append(SetResults(a))
@@ -153,9 +173,11 @@ def run(program, entry: int, args, params: dict[Param, int],
             out.events.append(Sweep(regs[ins.rd], a, b, split))
             regs[ins.rd] = saturate_reg(regs[ins.rd] + split.k)
         elif op is Op.HALT:
+            out.cycles += 2
             return out
         elif op is Op.FAIL:
             out.status = Status.BAD_ARGUMENT
+            out.cycles += 2
             return out
         else:
             return fault(Fault.ILLEGAL_INSTRUCTION, pc)
@@ -168,5 +190,6 @@ def run(program, entry: int, args, params: dict[Param, int],
                 loop = None
         if next_pc >= depth:
             # Leaving program memory is a fault of the instruction that would leave it.
-            return fault(Fault.PC_OUT_OF_RANGE, pc)
+            return fault(Fault.PC_OUT_OF_RANGE, pc, cost)
+        out.cycles += cost
         pc = next_pc

@@ -276,6 +276,33 @@ def _cmd_build(args) -> int:
     return 0
 
 
+def _cmd_estimate(args) -> int:
+    """Cycles, time and energy of a model on a board, without running it (host/estimate.py)."""
+    from . import estimate as est
+    if (args.model is None) == (args.preset is None):
+        raise ValueError("give a model folder or --preset NAME (known: "
+                         f"{', '.join(est.PRESETS)})")
+    work = est.load_workload(args.model, args.preset)
+    if args.sweep:
+        boards_ = [args.board] if args.board else None
+        s = est.sweep(work, board_names=boards_, link=args.link, batch=args.batch,
+                      node=args.node)
+        print(json.dumps(s) if args.json else est.sweep_markdown(s), end="\n" if args.json
+              else "")
+        return 0
+    r = est.estimate(work, board=args.board or est.DEFAULT_BOARD, rows=args.rows,
+                     cols=args.cols, freq_mhz=args.freq, link=args.link, batch=args.batch,
+                     node=args.node, static_mw=args.static_mw)
+    if args.plot:
+        for path in est.plot(r, args.plot):
+            print(f"tritium: wrote {path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(est.markdown(r), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritium", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -345,6 +372,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load it with openFPGALoader (or iceprog for iCE40 boards)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser("estimate", help="cycles, time and energy of a model on a board, "
+                                        "without running it: per layer and call, prefill and "
+                                        "decode, against FP16 and INT8 baselines")
+    p.add_argument("model", nargs="?", help="checkpoint folder (config.json and weights)")
+    p.add_argument("--preset", help="a known model instead of a folder: bitnet-b1.58-2B-4T, "
+                                    "tiny (the bundled model)")
+    p.add_argument("--board", help="a board of 'tritium boards' or a target (default "
+                                   "ulx3s-85f; with --sweep: only this board)")
+    p.add_argument("--rows", type=int, help="array rows (default: the board's)")
+    p.add_argument("--cols", type=int, help="array columns (default: the board's)")
+    p.add_argument("--freq", type=float, help="array clock in MHz (default: the board's)")
+    p.add_argument("--link", help="uart:BAUD, pcie:genG[xW] or mem:GBPS[:ddr|hbm] (default: "
+                                  "the board's UART)")
+    p.add_argument("--batch", type=int, default=1, help="tokens of the prefill phase (M)")
+    p.add_argument("--node", default="7nm", choices=("45nm", "7nm"),
+                   help="process node of the per-operation energies")
+    p.add_argument("--static-mw", type=float, default=None,
+                   help="the FPGA's static power in mW (default: the table's, if it has one)")
+    p.add_argument("--plot", metavar="DIR", help="write layers.png, roofline.png and "
+                                                 "energy.png into DIR")
+    p.add_argument("--sweep", action="store_true",
+                   help="try array shapes on every board; print the best for the model")
+    p.add_argument("--json", action="store_true", help="print the JSON report and nothing else")
+    p.set_defaults(func=_cmd_estimate)
 
     p = sub.add_parser("asm", help="assemble a control program (docs/firmware.md) and print "
                                    "its listing")

@@ -30,6 +30,7 @@ from firmware.isa import Fault
 from firmware.programs import FIRMWARE, linear_args
 from sim import cycles, numerics, packing, schedule
 
+from .plan import RequestPlanner, Run, WeightMemory, WriteWeights
 from .protocol import (BadFrame, DeviceError, DeviceTimeout, FrameDecoder, PayloadTooLarge,
                        ProtocolError, encode_request)
 from .transport import (EmulatorTransport, PcieTransport, SerialTransport, SimTransport,
@@ -153,7 +154,6 @@ class Device:
                                       not isinstance(max_frame, int) or max_frame < RUN_SIZE):
             raise ValueError(f"max_frame must be an integer of at least {RUN_SIZE} (a RUN "
                              f"request), got {max_frame!r}")
-        frame_cap = max_frame or MAX_LENGTH
         self.transport = transport
         self.name = name or transport.name
         self.timeout = float(timeout)
@@ -165,7 +165,6 @@ class Device:
         self._stats = dict.fromkeys(DEVICE_COUNTERS + HOST_STATS, 0)
         self._stats.update(model_cycles=0, device_frames_ok=0, device_frames_bad=0)
         self._closed = False
-        self._acts_key = None
 
         info = DeviceInfo.from_bytes(self._request(Command.INFO))
         if info.version != PROTOCOL_VERSION:
@@ -175,14 +174,14 @@ class Device:
             raise ProtocolError(f"{self.name}: device does not accept base3 weight words "
                                 f"(formats bitmap {info.formats:#04x})")
         self._info = info
-        self.config = schedule.ArrayConfig(rows=info.rows, cols=info.cols,
-                                           act_bits=info.act_bits, psum_bits=info.psum_bits,
-                                           acc_bits=info.acc_bits)
-        self.word_bytes = packing.packed_size(self.config.pes, "base3")
-        self._max_payload = min(info.max_payload, frame_cap)
+        #: how calls are split into requests, and what they cost (``host.plan``)
+        self.planner = planner = RequestPlanner(info, max_frame)
+        self.config = planner.config
+        self.word_bytes = planner.word_bytes
+        self._max_payload = planner.max_payload
         self._info_clock_hz, self._info_frame_timeout = info.clock_hz, info.frame_timeout
-        self.words_per_frame = (self._max_payload - ADDRESS_SIZE) // self.word_bytes
-        self.rows_per_read = min(MAX_LENGTH, frame_cap) // (4 * info.cols)
+        self.words_per_frame = planner.words_per_frame
+        self.rows_per_read = planner.rows_per_read
         problems = []
         if self.words_per_frame < 1:
             problems.append(f"frames of {self._max_payload} bytes (max_payload "
@@ -202,7 +201,8 @@ class Device:
                             f"{len(FIRMWARE)}-word firmware")
         if problems:
             raise ProtocolError(f"{self.name}: unusable device: " + "; ".join(problems))
-        self._free = [(0, info.weight_words)]        # free weight memory: (start, size)
+        #: free weight memory (``host.plan.WeightMemory``)
+        self.memory = WeightMemory(info.weight_words)
         self._counters_seen = Counters()             # the last READ_COUNTERS (see stats)
         self._request(Command.RESET)
         # The device may hold another build's firmware (or a user's programs): load ours.
@@ -230,7 +230,7 @@ class Device:
     @property
     def free_words(self) -> int:
         """Weight memory words not held by resident handles."""
-        return sum(size for _, size in self._free)
+        return self.memory.free_words
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -380,33 +380,11 @@ class Device:
 
     # -- weight memory -------------------------------------------------------------------
 
-    def _alloc(self, n: int) -> int | None:
-        for i, (start, size) in enumerate(self._free):
-            if size >= n:
-                self._free[i] = (start + n, size - n)
-                if size == n:
-                    del self._free[i]
-                return start
-        return None
-
-    def _release(self, start: int, n: int) -> None:
-        free = sorted(self._free + [(start, n)])
-        merged = []
-        for s, z in free:
-            if merged and merged[-1][0] + merged[-1][1] == s:
-                merged[-1] = (merged[-1][0], merged[-1][1] + z)
-            else:
-                merged.append((s, z))
-        self._free = merged
-
-    def _largest_free(self) -> tuple[int, int]:
-        return max(self._free, key=lambda f: f[1], default=(0, 0))
-
     def free(self, handle: WeightHandle) -> None:
         """Give a handle's weight memory back (a streamed handle just drops its host copy)."""
         self._check_handle(handle)
         if handle.resident:
-            self._release(handle.base, handle.n_words)
+            self.memory.release(handle.base, handle.n_words)
         handle.freed = True
         handle.words = None
 
@@ -466,13 +444,13 @@ class Device:
                              f"{self.k_max} ({self.config.acc_bits}-bit accumulator)")
         words = self._layout(w)
         tiles = words.shape[0]
-        base = self._alloc(tiles * K)
+        base = self.memory.alloc(tiles * K)
         if base is None:
             return WeightHandle(self, N, K, tiles, None, words)
         try:
             self._write_weights(base, words)
         except BaseException:
-            self._release(base, tiles * K)
+            self.memory.release(base, tiles * K)
             raise
         return WeightHandle(self, N, K, tiles, base, None)
 
@@ -485,13 +463,8 @@ class Device:
         them one by one with :meth:`load` could fill memory to the last word first.)
         """
         ws = [numerics.check_ternary(w, "weights") for w in ws]
-        shapes = [w.shape for w in ws if w.ndim == 2]
-        words = sum(schedule.resident_words(self.config, N, K) for N, K in shapes)
-        reserve = None                                  # (start, words) held free
-        if shapes and words > self.free_words:
-            K = min(max(K for _, K in shapes), self.free_words)
-            if K:
-                reserve = (self._alloc(K), K)
+        reserve = self.memory.reserve_for([(schedule.resident_words(self.config, *w.shape),
+                                            w.shape[1]) for w in ws if w.ndim == 2])
         handles: list[WeightHandle] = []
         try:
             for w in ws:
@@ -502,7 +475,7 @@ class Device:
             raise
         finally:
             if reserve is not None:
-                self._release(*reserve)
+                self.memory.release(*reserve)
         return handles
 
     # -- compute -------------------------------------------------------------------------
@@ -534,7 +507,6 @@ class Device:
                                  f"K={x.shape[1]}")
             y = np.zeros((x.shape[0], h.N), dtype=np.int64)
             if x.shape[0]:
-                self._acts_key = None
                 self._run_layer(h, x, y)
                 self._collect_counters()
         finally:
@@ -544,55 +516,33 @@ class Device:
         return y[0] if one else y
 
     def _run_layer(self, h: WeightHandle, x: np.ndarray, y: np.ndarray) -> None:
-        """Split the layer so that every RUN fits the device's buffers; add into ``y``."""
-        info, cfg = self._info, self.config
-        R = cfg.rows
-        M, N, K, T = x.shape[0], h.N, h.K, h.tiles
-        if h.resident:
-            k_cap = info.act_bytes
-        else:
-            scratch, scratch_words = self._largest_free()
+        """Split the layer so that every RUN fits the device's buffers (``RequestPlanner``);
+        add into ``y``."""
+        scratch = scratch_words = 0
+        if h.streamed:
+            scratch, scratch_words = self.memory.largest()
             if scratch_words == 0:
                 raise ProtocolError(f"{self.name}: no free weight memory to stream a "
-                                    f"{N}x{K} layer through; free some resident handles")
-            k_cap = min(info.act_bytes, scratch_words)
-        pieces = [(0, K)] if K <= k_cap else schedule.k_chunks(K, k_cap)
-        for k0, k1 in pieces:
-            Kp = k1 - k0
-            m_step = min(M, info.act_bytes // Kp, info.result_rows // R, 0xFFFF)
-            if h.resident and len(pieces) > 1:
-                t_step = 1         # tile t's words for [k0, k1) are contiguous only per tile
+                                    f"{h.N}x{h.K} layer through; free some resident handles")
+        for step in self.planner.steps(x.shape[0], h.N, h.K, resident=h.resident,
+                                       scratch_words=scratch_words):
+            if isinstance(step, WriteWeights):
+                self._write_weights(scratch, h.words[step.t0:step.t1, step.k0:step.k1])
             else:
-                t_step = min(T, info.result_rows // (m_step * R))
-                if h.streamed:
-                    t_step = min(t_step, scratch_words // Kp)
-            if h.resident:
-                for m0 in range(0, M, m_step):
-                    m1 = min(M, m0 + m_step)
-                    for t0 in range(0, T, t_step):
-                        t1 = min(T, t0 + t_step)
-                        self._run(h.base + t0 * K + k0, x, y, m0, m1, t0, t1, k0, k1, N)
-            else:
-                for t0 in range(0, T, t_step):
-                    t1 = min(T, t0 + t_step)
-                    self._write_weights(scratch, h.words[t0:t1, k0:k1])
-                    for m0 in range(0, M, m_step):
-                        m1 = min(M, m0 + m_step)
-                        self._run(scratch, x, y, m0, m1, t0, t1, k0, k1, N)
+                base = h.base + step.t0 * h.K + step.k0 if h.resident else scratch
+                self._run(base, step, x, y, h.N)
 
-    def _run(self, weights: int, x, y, m0, m1, t0, t1, k0, k1, N) -> None:
-        """One RUN: tokens [m0, m1), tiles [t0, t1), inputs [k0, k1); results added to y."""
-        cfg = self.config
+    def _run(self, weights: int, run: Run, x, y, N: int) -> None:
+        """One RUN with its weights from word ``weights``; results added to ``y``."""
+        cfg, planner = self.config, self.planner
         R, C, P = cfg.rows, cfg.cols, cfg.pes
+        m0, m1, k0, k1 = run.m0, run.m1, run.k0, run.k1
         Mc, Kc = m1 - m0, k1 - k0
-        n0, n1 = t0 * P, min(N, t1 * P)
+        n0, n1 = run.t0 * P, min(N, run.t1 * P)
         Nc = n1 - n0
-        key = (m0, m1, k0, k1)
-        if self._acts_key != key:
-            self._acts_key = None
+        if run.write_acts:
             self._write_acts(0, np.ascontiguousarray(x[m0:m1, k0:k1]).tobytes())
-            self._acts_key = key
-        plan = schedule.plan_linear(cfg, Mc, Nc, Kc, mapping="outputs")
+        plan = planner.run_plan(run, N)
         model = cycles.plan_cycles(plan)
         extra = 2.0 * model / self._info.clock_hz if self._info.clock_hz else 0.0
         self._request(Command.RUN, linear_args(weights, 0, 0, Mc, Nc, Kc).to_bytes(),
@@ -600,28 +550,14 @@ class Device:
         self._stats["model_cycles"] += model
         finals = [p for p in plan.passes if p.last_chunk]     # tile-major, then token
         buf = np.zeros((len(finals) * R, C), dtype=np.int32)
-        # Sums over at most 255 int8 steps fit int16 (numerics.max_exact_k): ask for their low
-        # 16 bits only, half the bytes back (every projection of a small model is such a call).
-        width = 2 if Kc <= numerics.max_exact_k(16, cfg.act_bits) else 4
-        # Read only the rows that hold outputs (a tile wider than N leaves the last rows of
-        # its passes unused: they are a suffix), in runs of consecutive rows.
-        spans: list[list[int]] = []
-        for i, p in enumerate(finals):
-            used = int((p.tokens >= 0).sum())
-            if spans and spans[-1][0] + spans[-1][1] == i * R:
-                spans[-1][1] += used
-            else:
-                spans.append([i * R, used])
-        for start, count in spans:
-            for r0 in range(start, start + count, self.rows_per_read):
-                n = min(self.rows_per_read, start + count - r0)
-                data = self._request(Command.READ_RESULTS,
-                                     ReadResultsArgs(r0, n, width).to_bytes(),
-                                     response_size=width * C * n)
-                if len(data) != width * C * n:
-                    raise ProtocolError(f"{self.name}: READ_RESULTS returned {len(data)} "
-                                        f"bytes, expected {width * C * n}")
-                buf[r0:r0 + n] = np.frombuffer(data, dtype=RESULT_WIDTHS[width]).reshape(n, C)
+        width = planner.result_width(Kc)
+        for r0, n in planner.reads(plan):
+            data = self._request(Command.READ_RESULTS, ReadResultsArgs(r0, n, width).to_bytes(),
+                                 response_size=width * C * n)
+            if len(data) != width * C * n:
+                raise ProtocolError(f"{self.name}: READ_RESULTS returned {len(data)} "
+                                    f"bytes, expected {width * C * n}")
+            buf[r0:r0 + n] = np.frombuffer(data, dtype=RESULT_WIDTHS[width]).reshape(n, C)
         part = np.zeros((Mc, Nc), dtype=np.int64)
         for i, p in enumerate(finals):
             schedule.scatter_tile(plan, p, buf[i * R:(i + 1) * R], part)

@@ -30,9 +30,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from sim import boards, numerics
+from sim import numerics
 
 from .checkpoint import Checkpoint, load_checkpoint
+from . import estimate
 from .device import Device, WeightHandle, open_device
 
 __all__ = ["run_model", "RunResult", "TokenizerUnavailable", "load_tokenizer"]
@@ -64,10 +65,10 @@ class RunResult:
     reports no clock); ``tokens_per_second`` of wall time (prefill included) and
     ``decode_tokens_per_second``; ``device_stats`` (every ``Device.stats`` counter's change
     while generating: retries, timeouts, frames, ...); ``projected``: per board of
-    :mod:`sim.boards`, decode tokens per second from the cycle model on that board's array,
-    its clock and this run's link bytes per token at its baud rate (``bound`` says which of
-    compute, weight memory or link dominates; ``basis`` whether the board's figures are
-    targets or measured; None when no token was decoded).
+    :mod:`sim.boards`, decode tokens per second as ``tritium estimate`` works them out for
+    this model (``host.estimate.project``: the device calls planned as this host sends them,
+    priced on the board's array, clock and UART; ``bound`` says which of compute, weight
+    memory or link dominates; ``basis`` whether the board's figures are targets or measured).
     """
 
     tokens: list[int]
@@ -271,8 +272,6 @@ class _Runner:
         # All at once, so that a model which does not fit keeps room to stream the rest.
         stacked = [np.concatenate([getattr(layer, name).trits for name in group])
                    for layer in ckpt.layers for group in GROUPS]
-        #: (N, K) of every device call a token makes, in order
-        self.shapes = [w.shape for w in stacked]
         #: where a group's stacked outputs divide into its projections' (the same every layer)
         self.splits = {group: np.cumsum([cfg.projection_shape(name)[0] for name in group])[:-1]
                        for group in GROUPS}
@@ -382,15 +381,10 @@ class _Runner:
         self.length = L
         return logits.astype(np.float32, copy=False)
 
-    def _projected(self, decode: dict, n_new: int) -> dict | None:
-        """Decode tokens per second on each board of :mod:`sim.boards`, from the cycle model
-        on the board's array and the link bytes this run's decode steps moved per token."""
-        steps = n_new - 1                     # the first new token comes out of the prefill
-        if steps < 1:
-            return None
-        per_token = (decode["bytes_sent"] + decode["bytes_received"]) / steps
-        return {name: boards.project_decode(b, self.shapes, per_token)
-                for name, b in boards.BOARDS.items()}
+    def _projected(self) -> dict:
+        """Decode tokens per second on each board of :mod:`sim.boards`: ``tritium
+        estimate``'s decode phase for this model on the board's array, clock and link."""
+        return estimate.project(estimate.workload_of(self.ckpt, "model", "run_model"))
 
     def report(self, n_prompt: int, n_new: int, stop: str, prefill_seconds: float,
                total_seconds: float) -> dict:
@@ -430,7 +424,7 @@ class _Runner:
             "lm_head_seconds": sum(self.head_seconds.values()),
             "prefill": total(self.phases["prefill"]),
             "decode": total(self.phases["decode"]),
-            "projected": self._projected(total(self.phases["decode"]), n_new),
+            "projected": self._projected(),
             "total": total(layers),
             # everything the device counted while generating (retries, timeouts, frames, ...)
             "device_stats": {k: after[k] - self.before[k] for k in after},

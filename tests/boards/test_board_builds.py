@@ -42,7 +42,7 @@ def test_every_board_elaborates_with_its_pins(name):
     import re
 
     from boards import board
-    from boards.build import core_config
+    from sim.boards import core_config
     from boards.pll import PLLS
     from boards.top import BoardTop
     from rtl.uart import divisor_for

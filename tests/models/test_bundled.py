@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host import load_checkpoint, open_device, run_model
+from host import estimate, load_checkpoint, open_device, run_model
 from sim import boards
 from sim.cocotb_runner import tool_missing
 
@@ -21,9 +21,8 @@ def test_shape_fits_the_small_boards():
     cfg = ckpt.config
     assert ckpt.forms == {"packed": 7 * cfg.num_hidden_layers}
     assert ckpt.tokenizer_path is not None
-    shapes = [lin.shape for _, _, lin in ckpt.projections()]
-    icebreaker = boards.project_decode(boards.board("icebreaker"), shapes, 0)
-    assert icebreaker["resident"]
+    r = estimate.estimate(estimate.workload_of(ckpt, "tiny", str(TINY)), board="icebreaker")
+    assert r["residency"]["all_resident"]
 
 
 def test_greedy_text_matches_reference_resident_on_icebreaker_shape():

@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from host import Checkpoint, load_checkpoint, open_device, run_model
+from firmware.commands import DeviceInfo
+from host import Checkpoint, estimate, load_checkpoint, open_device, run_model
 from host.model import TokenizerUnavailable
 from sim.cocotb_runner import tool_missing
 
@@ -99,6 +100,34 @@ def test_stats_are_consistent_and_serializable(make_model):
     assert total_sent == after["bytes_sent"] - before["bytes_sent"]
     assert s["total"]["bytes_received"] <= s["device_stats"]["bytes_received"]
     assert s["tokens_per_second"] > 0
+
+
+def assert_estimate_counts(folder, prompt, r, info):
+    """``tritium estimate`` of the model on this device's build counts what the run measured:
+    link bytes both ways (upload, prefill of the whole prompt, each decode step) and the
+    device's own cycle counters."""
+    e = estimate.estimate(estimate.load_workload(folder), info=info, batch=len(prompt))
+    s, steps = r.stats, r.stats["generated_tokens"] - 1
+    assert s["upload"]["bytes_sent"] + s["upload"]["bytes_received"] == \
+        e["residency"]["upload_bytes"]
+    assert s["upload"]["streamed"] == e["residency"]["streamed_calls"]
+    for phase, times in (("prefill", 1), ("decode", steps)):
+        p = e["phases"][phase]
+        assert s[phase]["bytes_sent"] == times * p["bytes"]["sent"], phase
+        assert s[phase]["bytes_received"] == times * p["bytes"]["received"], phase
+        assert s[phase]["device_cycles"] == times * p["cycles"]["array"], phase
+        assert s[phase]["linear_calls"] == times * 4 * len(s["layers"])
+
+
+def test_estimate_counts_what_the_emulator_measures(make_model):
+    """Partly streamed weights and a 50-token prefill split into several RUNs."""
+    folder = make_model(seed=4, shape="gqa5", tied=False)
+    prompt = prompt_of(50, 4)
+    with open_device("emu", **EMU) as dev:
+        info = DeviceInfo(**dev.info)
+        r = run_model(folder, prompt, device=dev, max_new_tokens=4)
+    assert r.stats["upload"]["streamed"] > 0 and r.stats["upload"]["resident"] > 0
+    assert_estimate_counts(folder, prompt, r, info)
 
 
 def test_streaming_when_resident_weights_fill_the_memory(make_model):
@@ -197,7 +226,10 @@ def test_on_the_rtl_simulator(make_model):
     folder = make_model(seed=6, shape="gqa5", tied=False)
     prompt = prompt_of(12, 6)
     with open_device("sim", progress=lambda msg: None, **SIM) as dev:
+        info = DeviceInfo(**dev.info)
         r = run_model(folder, prompt, device=dev, max_new_tokens=4)
     assert r.stats["upload"]["streamed"] > 0
     assert r.stats["total"]["device_cycles"] == r.stats["total"]["model_cycles"]
     assert_matches_reference(folder, prompt, r, 4)
+    # the RTL's own counters and the bytes on its link, as tritium estimate predicts them
+    assert_estimate_counts(folder, prompt, r, info)

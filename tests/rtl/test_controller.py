@@ -4,7 +4,8 @@ The bench plays the sequencer: it takes sweeps with random back-pressure, report
 only some cycles after the last sweep (as a sequencer still streaming would), and records the
 sweeps (with the split in force), the result pointer moves and the ending. Programs: the shipped
 ``linear`` program on random and out-of-range shapes, hand-written programs for each fault, and
-random instruction sequences.
+random instruction sequences. With a sequencer that never holds it up (always ready, always
+idle), the controller's cycles from start to done equal ``machine.Outcome.cycles``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ class ControllerBench:
                 ctx.set(dut.start, 1)
                 await ctx.tick()
                 ctx.set(dut.start, 0)
+                cycles = 1                      # the start cycle
                 for _ in range(max_cycles):
+                    cycles += 1
                     ready = rng.random() < self.ready_p
                     ctx.set(dut.sweep.ready, ready)
                     ctx.set(dut.idle, busy == 0)
@@ -70,7 +73,7 @@ class ControllerBench:
                     await ctx.tick()
                 else:
                     raise AssertionError(f"no done within {max_cycles} cycles")
-                results.append((status, events, fault))
+                results.append((status, events, fault, cycles))
 
         sim = Simulator(self.dut)
         sim.add_clock(1e-6)
@@ -89,7 +92,7 @@ def expected(words, entry, args):
 
 def check(words, runs, seed):
     got = ControllerBench(words, seed).run(runs)
-    for (entry, args), (status, events, fault) in zip(runs, got):
+    for (entry, args), (status, events, fault, _) in zip(runs, got):
         want_status, want_events, want_fault = expected(words, entry, args)
         where = f"entry {entry} args {args}"
         assert status is want_status, where
@@ -192,19 +195,52 @@ def random_program(rng: random.Random, length: int, base: int = 0) -> list[int]:
     return words
 
 
-def test_random_programs_match_machine():
-    rng = random.Random(9)
-    cases = 0
-    while cases < 60:
-        # Half of them start with a valid split, so that their sweeps get issued.
+def random_cases(rng: random.Random, n: int, longest: int, split_every: int = 1):
+    """``n`` random programs with arguments that end within the reference's step limit; every
+    ``split_every``-th starts with a valid split, so that its sweeps get issued."""
+    cases = []
+    while len(cases) < n:
         words = []
-        if cases % 2:
+        if len(cases) % split_every == split_every - 1:
             words = assemble(f"LI r6, {rng.randint(3, 9)}\nLI r7, 3\nSPLIT r6, r7").words
-        words += random_program(rng, rng.randint(4, 20), base=len(words))
+        words += random_program(rng, rng.randint(4, longest), base=len(words))
         args = tuple(rng.randrange(10) for _ in range(6))
         try:
             expected(words, 0, args)
         except RuntimeError:
             continue                     # a program too long for the reference's step limit
-        check(words, [(0, args)], seed=cases)
-        cases += 1
+        cases.append((words, args))
+    return cases
+
+
+def test_random_programs_match_machine():
+    for i, (words, args) in enumerate(random_cases(random.Random(9), 60, 20, split_every=2)):
+        check(words, [(0, args)], seed=i)
+
+
+def test_control_cycles_match_machine():
+    """Start to done, with a sequencer that never holds the controller up, takes the cycles
+    ``machine.Outcome.cycles`` counts: the shipped program on random shapes and bounds
+    failures, the hand-written endings and random programs (faults included)."""
+    rng = random.Random(11)
+    cases = []
+    for _ in range(8):
+        M, N, K = rng.randint(1, 4), rng.randint(1, 20), rng.randint(1, 40)
+        a = linear_args(rng.randint(0, 60), rng.randint(0, 200), rng.randint(0, 10), M, N, K)
+        cases.append((FIRMWARE.words, a.entry, a.args))
+    a = linear_args(0, 0, 0, 1, 5, 1001)                        # K over k_max: FAIL
+    cases.append((FIRMWARE.words, a.entry, a.args))
+    for text in ("LI r0, 1\nBEQ r0, r0, far\nfar: HALT",
+                 "LI r1, 0\nDIVU r0, r0, r1\nHALT",
+                 "LI r0, 10\nLI r1, 3\nSPLIT r0, r1\nHALT",          # BAD_SPLIT after dividing
+                 "LI r0, 0\nLOOP r0, 70\nHALT",
+                 "LI r0, 7\nLI r1, 2\nREMU r2, r0, r1\nLOOP r0, e\ne: SUB r0, r0, r1\nFAIL"):
+        cases.append((assemble(text).words, 0, ()))
+    cases += [(words, 0, args) for words, args in random_cases(rng, 26, 16)]
+    for i, (words, entry, args) in enumerate(cases):
+        bench = ControllerBench(words, seed=i, ready_p=1.0, busy_cycles=0)
+        (status, _, _, cycles), = bench.run([(entry, args)])
+        program = list(words) + [0] * (DEPTH - len(words))
+        want = machine.run(program, entry, args, PARAMS, max_steps=5000)
+        assert status is want.status, (i, words)
+        assert cycles == want.cycles, (i, want.status, want.fault, words)

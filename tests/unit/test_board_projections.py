@@ -1,57 +1,68 @@
-"""Board projections (sim.boards): every figure worked out by hand from the board's table."""
+"""Projections onto boards (sim.boards rows priced by host.estimate): figures worked out by
+hand from the board's table."""
 
 import pytest
 
-from sim import boards
+from host import estimate as est
+from sim import boards, cycles
 
 
-def test_icebreaker_one_projection_by_hand():
-    b = boards.board("icebreaker")                    # 8x16 array, 24 MHz, 12 Mbaud, SPRAM
-    p = boards.project_decode(b, [(128, 128)], link_bytes_per_token=600)
-    # One tile of 128 outputs, one pass of K = 128: 128 steps plus the 8-row drain.
-    assert p["compute_cycles"] == 128 + 8
-    # 128 words of 128 trits x 2 bits = 256 bits, read 64 bits per cycle: 4 cycles a word.
-    assert p["memory_cycles"] == 128 * 4
-    assert p["array_seconds"] == pytest.approx(512 / 24e6)
-    assert p["link_seconds"] == pytest.approx(600 * 10 / 12e6)
-    assert p["tokens_per_second"] == pytest.approx(1 / (512 / 24e6 + 6000 / 12e6))
-    assert p["bound"] == "link" and p["resident"]
-    # Without the link, the SPRAM's width is the limit.
-    assert boards.project_decode(b, [(128, 128)], 0)["bound"] == "memory"
+def _work(calls, layers=1):
+    from host.checkpoint import BitNetConfig
+    cfg = BitNetConfig.from_dict({
+        "model_type": "bitnet", "hidden_size": 8, "intermediate_size": 8,
+        "num_hidden_layers": layers, "num_attention_heads": 1, "num_key_value_heads": 1,
+        "head_dim": 8, "vocab_size": 16, "quantization_config": {"quant_method": "bitnet"}})
+    return est.Workload("by-hand", "test", cfg, None, calls)
+
+
+def test_builds_as_the_boards_make_them():
+    ice = boards.board("icebreaker").device_info()
+    # the four 256-kbit SPRAMs as 2-bit codes: 524,288 trits, 4,096 words of 8x16
+    assert (ice.rows, ice.cols, ice.weight_words) == (8, 16, 4096)
+    assert ice.act_bytes == 2048 and ice.counter_bits == 32 and ice.clock_hz == 24_000_000
+    ecp = boards.board("ecpix5-85f").device_info()
+    assert (ecp.weight_words, ecp.act_bytes, ecp.counter_bits) == (boards.ECPIX5_WORDS, 4096, 64)
+    # another shape keeps the board's weight memory in trits
+    assert boards.board("ecpix5-85f").device_info(8, 8).weight_words == 4 * boards.ECPIX5_WORDS
+    assert boards.board("icebreaker").family == "ice40"
+    assert boards.board("ulx3s-12f").family == "ecp5"
 
 
 def test_padding_decides_what_is_resident():
-    b = boards.board("icebreaker")                    # 524288 trits = 4096 words of 128
-    assert boards.project_decode(b, [(128, 128)] * 32, 0)["resident"]      # 4096 words
-    # N = 64 still takes a whole tile of 128 outputs: 32 x 64 x 128 trits pad to 4096 words,
-    # one more projection does not fit.
-    assert boards.project_decode(b, [(64, 128)] * 32, 0)["resident"]
-    over = boards.project_decode(b, [(64, 128)] * 33, 0)
-    assert not over["resident"]
-    # Streamed weights cross the link every token: 33 x 128 words of 26 base3 bytes.
-    assert over["link_seconds"] == pytest.approx(33 * 128 * 26 * 10 / 12e6)
+    # N = 64 takes a whole tile of 128 outputs on the 8x16 iCEBreaker target: 32 such
+    # calls of K = 128 fill its 4096 words exactly, one more streams.
+    fits = est.estimate(_work([("x", 64, 128)] * 32), board="icebreaker")["residency"]
+    assert fits["all_resident"] and fits["resident_words"] == 4096
+    over = est.estimate(_work([("x", 64, 128)] * 33), board="icebreaker")
+    assert over["residency"]["streamed_calls"] >= 1
+    # Streamed weights cross the link every token: 128 words of 26 base3 bytes (128 trits)
+    # for each streamed call, in frames of at most 1024 bytes.
+    d = over["phases"]["decode"]
+    streamed = over["residency"]["streamed_calls"]
+    assert d["bytes"]["weights"] >= streamed * 128 * 26
 
 
-def test_ulx3s_is_compute_bound_without_a_link():
-    b = boards.board("ulx3s-85f")                     # 32x64, 100 MHz, 114 x 36-bit EBR
-    p = boards.project_decode(b, [(2048, 100)], 0)
-    assert p["memory_cycles"] == 100 and p["compute_cycles"] == 100 + 32
-    assert p["bound"] == "compute" and p["tokens_per_second"] == pytest.approx(100e6 / 132)
+def test_ulx3s_is_compute_bound_on_a_fast_memory():
+    w = _work([("x", 2048, 100)])
+    d = est.estimate(w, board="ulx3s-85f", link="mem:1000")["phases"]["decode"]
+    # 32x64 at 100 MHz, a word of 2048 trits read whole every cycle (114 x 36-bit EBR)
+    assert d["cycles"]["memory"] == 100 and d["cycles"]["array"] == 100 + 32
+    assert d["bound"] == "compute"
 
 
-def test_measured_16x16_boards_and_the_bundled_model():
+def test_measured_16x16_board_and_the_bundled_model():
     # The bundled model's device calls per layer (q|k|v, o, gate|up, down; K = 128 each) on a
     # 16x16 array: 2 + 1 + 1 + 1 tiles of 256 outputs, 128 words each, 640 words a layer.
-    layer = [(384, 128), (128, 128), (256, 128), (128, 128)]
-    ecpix5, ulx3s = boards.board("ecpix5-85f"), boards.board("ulx3s-12f")
-    assert ecpix5.basis == ulx3s.basis == "measured"
-    p = boards.project_decode(ecpix5, layer * 4, 0)
-    assert p["resident"] and 4 * 640 * 256 <= ecpix5.weight_trits        # 2,560 of 4,096 words
-    # 5 passes of 128 steps a layer, each tile's drain of 16 hidden but the last.
-    assert p["memory_cycles"] == 4 * 640 and p["bound"] == "compute"
-    assert p["compute_cycles"] == 4 * (boards.cycles.full_rate_cycles(ecpix5.array, [128] * 2)
-                                       + 3 * (128 + 16))
-    assert not boards.project_decode(ulx3s, layer * 4, 0)["resident"]    # 512 words only
+    work = est.load_workload(preset="tiny")
+    r = est.estimate(work, board="ecpix5-85f")
+    assert r["residency"]["all_resident"] and r["residency"]["resident_words"] == 4 * 640
+    d = r["phases"]["decode"]
+    ecpix5 = boards.board("ecpix5-85f")
+    assert d["cycles"]["memory"] == 4 * 640
+    assert d["cycles"]["array"] == 4 * (cycles.full_rate_cycles(ecpix5.array, [128] * 2)
+                                        + 3 * (128 + 16))
+    assert not est.estimate(work, board="ulx3s-12f")["residency"]["all_resident"]
 
 
 def test_unknown_board():

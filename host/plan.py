@@ -1,0 +1,309 @@
+"""The requests of a ``Device.linear`` call, and what they cost, without a device.
+
+One definition for the :class:`~host.device.Device` that sends the requests and for the
+estimates (``host.estimate``) that count them: how a layer is split so that every ``RUN`` fits
+the device's buffers (tokens, tiles of outputs and, when one token's inputs do not fit, K), in
+which order weights, activations, runs and result reads go, and how many bytes each frame
+carries. A :class:`RequestPlanner` needs only what ``INFO`` says (and the host's frame cap), so
+the estimates can plan for a board that is not attached, or not built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from firmware import machine
+from firmware.commands import (ADDRESS_SIZE, COUNTERS_SIZE, FRAME_OVERHEAD, MAX_LENGTH,
+                               READ_RESULTS_SIZE, RUN_SIZE, DeviceInfo)
+from firmware.isa import param_values
+from firmware.programs import FIRMWARE, linear_args
+from sim import cycles, numerics, packing, schedule
+
+__all__ = ["WriteWeights", "Run", "CallCost", "RequestPlanner", "WeightMemory"]
+
+
+class WeightMemory:
+    """The host's map of the device's weight memory: free ranges of words, first fit."""
+
+    def __init__(self, words: int):
+        self.free = [(0, words)]              # (start, size), sorted, never adjacent
+
+    @property
+    def free_words(self) -> int:
+        return sum(size for _, size in self.free)
+
+    def alloc(self, n: int) -> int | None:
+        for i, (start, size) in enumerate(self.free):
+            if size >= n:
+                self.free[i] = (start + n, size - n)
+                if size == n:
+                    del self.free[i]
+                return start
+        return None
+
+    def release(self, start: int, n: int) -> None:
+        merged: list[tuple[int, int]] = []
+        for s, z in sorted(self.free + [(start, n)]):
+            if merged and merged[-1][0] + merged[-1][1] == s:
+                merged[-1] = (merged[-1][0], merged[-1][1] + z)
+            else:
+                merged.append((s, z))
+        self.free = merged
+
+    def largest(self) -> tuple[int, int]:
+        """The largest free range ``(start, size)``: where a streamed layer passes through."""
+        return max(self.free, key=lambda f: f[1], default=(0, 0))
+
+    def reserve_for(self, layers: list[tuple[int, int]]) -> tuple[int, int] | None:
+        """Before placing ``layers`` ((words, K) each, in order): when they do not all fit,
+        hold one tile of the widest (K words) free, so that the ones that end up streamed
+        have memory to pass through; the caller releases it after placing them. (Placing
+        them one by one without it could fill memory to the last word.)"""
+        if not layers or sum(n for n, _ in layers) <= self.free_words:
+            return None
+        K = min(max(K for _, K in layers), self.free_words)
+        return (self.alloc(K), K) if K else None
+
+    def place(self, layers: list[tuple[int, int]]) -> list[int | None]:
+        """Where ``Device.load_many`` puts ``layers`` ((words, K) each): a base word for each
+        resident one, None for each streamed one."""
+        reserve = self.reserve_for(layers)
+        bases = [self.alloc(n) for n, _ in layers]
+        if reserve is not None:
+            self.release(*reserve)
+        return bases
+
+
+@dataclass(frozen=True)
+class WriteWeights:
+    """Upload the words of tiles ``[t0, t1)`` for inputs ``[k0, k1)`` of a streamed layer into
+    the scratch area (each tile's ``k1 - k0`` words one after the other)."""
+    t0: int
+    t1: int
+    k0: int
+    k1: int
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``RUN``: tokens ``[m0, m1)``, tiles ``[t0, t1)``, inputs ``[k0, k1)``. The
+    activations of that block are written first when ``write_acts`` (the previous run used
+    another block)."""
+    m0: int
+    m1: int
+    t0: int
+    t1: int
+    k0: int
+    k1: int
+    write_acts: bool
+
+
+@dataclass
+class CallCost:
+    """What one ``linear`` call of ``M`` tokens through an ``N x K`` layer costs: frames and
+    bytes each way by purpose (both directions count every frame's 7 bytes of framing), and
+    cycles on the device (``array``: the cycle model of every run's passes; ``control``: the
+    controller's cycles, ``machine.Outcome.cycles``)."""
+    frames: int = 0
+    runs: int = 0
+    weight_bytes: int = 0           # WRITE_WEIGHTS requests and their responses
+    act_bytes: int = 0              # WRITE_ACTS requests and their responses
+    result_bytes: int = 0           # READ_RESULTS requests and their responses
+    control_bytes: int = 0          # RUN and READ_COUNTERS requests and their responses
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    array_cycles: int = 0
+    control_cycles: int = 0
+    busy_cycles: int = 0            # cycles the array took a step (every PE accumulates)
+    passes: int = 0
+    weight_words_read: int = 0      # words the array read from weight memory
+    act_bytes_read: int = 0         # activation bytes the array read
+    result_rows: int = 0            # rows of cols results the accumulator emitted
+    extra: dict = field(default_factory=dict)
+
+    def add(self, other: "CallCost", times: int = 1) -> None:
+        for name in ("frames", "runs", "weight_bytes", "act_bytes", "result_bytes",
+                     "control_bytes", "bytes_sent", "bytes_received", "array_cycles",
+                     "control_cycles", "busy_cycles", "passes", "weight_words_read",
+                     "act_bytes_read", "result_rows"):
+            setattr(self, name, getattr(self, name) + times * getattr(other, name))
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        return d
+
+
+class RequestPlanner:
+    """How a device described by ``info`` is driven: frame sizes and the split of a layer.
+
+    ``max_frame`` caps every frame's payload as ``Device(max_frame=)`` does.
+    """
+
+    def __init__(self, info: DeviceInfo, max_frame: int | None = None):
+        frame_cap = max_frame or MAX_LENGTH
+        self.info = info
+        self.config = schedule.ArrayConfig(rows=info.rows, cols=info.cols,
+                                           act_bits=info.act_bits, psum_bits=info.psum_bits,
+                                           acc_bits=info.acc_bits)
+        self.word_bytes = packing.packed_size(self.config.pes, "base3")
+        self.max_payload = min(info.max_payload, frame_cap)
+        self.words_per_frame = (self.max_payload - ADDRESS_SIZE) // self.word_bytes
+        self.rows_per_read = min(MAX_LENGTH, frame_cap) // (4 * info.cols)
+        self.params = param_values(rows=info.rows, cols=info.cols,
+                                   weight_words=info.weight_words, act_bytes=info.act_bytes,
+                                   result_rows=info.result_rows,
+                                   pass_k_max=self.config.pass_k_max, k_max=self.config.k_max)
+        self._program = list(FIRMWARE.words) + [0] * (info.program_words - len(FIRMWARE))
+        self._control: dict[tuple, int] = {}
+
+    # -- the split -------------------------------------------------------------------------
+
+    def tiles(self, N: int) -> int:
+        return schedule.tile_count(self.config, 1, N, "outputs")
+
+    def steps(self, M: int, N: int, K: int, *, resident: bool, scratch_words: int = 0):
+        """The uploads and runs of one call, in order (:class:`WriteWeights`, :class:`Run`).
+
+        A resident layer's words sit at ``base + t*K + k``; a streamed one passes through
+        ``scratch_words`` free words, as many tiles at a time as fit.
+        """
+        info, R, T = self.info, self.config.rows, self.tiles(N)
+        k_cap = info.act_bytes if resident else min(info.act_bytes, scratch_words)
+        if k_cap < 1:
+            raise ValueError("no free weight memory to stream the layer through")
+        pieces = [(0, K)] if K <= k_cap else schedule.k_chunks(K, k_cap)
+        last = None
+        for k0, k1 in pieces:
+            Kp = k1 - k0
+            m_step = min(M, info.act_bytes // Kp, info.result_rows // R, 0xFFFF)
+            if resident and len(pieces) > 1:
+                t_step = 1         # tile t's words for [k0, k1) are contiguous only per tile
+            else:
+                t_step = min(T, info.result_rows // (m_step * R))
+                if not resident:
+                    t_step = min(t_step, scratch_words // Kp)
+            outer = [(t0, None) for t0 in range(0, T, t_step)] if not resident else [None]
+            for group in outer:
+                if group is not None:
+                    t0 = group[0]
+                    yield WriteWeights(t0, min(T, t0 + t_step), k0, k1)
+                    t_ranges = [(t0, min(T, t0 + t_step))]
+                else:
+                    t_ranges = [(t0, min(T, t0 + t_step)) for t0 in range(0, T, t_step)]
+                for m0 in range(0, M, m_step):
+                    m1 = min(M, m0 + m_step)
+                    for t0, t1 in t_ranges:
+                        key = (m0, m1, k0, k1)
+                        yield Run(m0, m1, t0, t1, k0, k1, write_acts=key != last)
+                        last = key
+
+    def run_plan(self, run: Run, N: int) -> schedule.Plan:
+        """The passes of ``run`` (its outputs ``[t0*PES, min(N, t1*PES))``)."""
+        P = self.config.pes
+        Nc = min(N, run.t1 * P) - run.t0 * P
+        return schedule.plan_linear(self.config, run.m1 - run.m0, Nc, run.k1 - run.k0,
+                                    mapping="outputs")
+
+    def result_width(self, Kc: int) -> int:
+        """Bytes per result read back: sums over at most 255 int8 steps fit int16
+        (``numerics.max_exact_k``), so those come back as 2 bytes, half the traffic."""
+        return 2 if Kc <= numerics.max_exact_k(16, self.config.act_bits) else 4
+
+    def reads(self, plan: schedule.Plan) -> list[tuple[int, int]]:
+        """``READ_RESULTS`` of a run: ``(first row, rows)`` for every frame. Only rows that hold
+        outputs are read (a tile wider than N leaves the last rows of its passes unused: they
+        are a suffix), in runs of consecutive rows."""
+        R = self.config.rows
+        spans: list[list[int]] = []
+        for i, p in enumerate(q for q in plan.passes if q.last_chunk):
+            used = int((p.tokens >= 0).sum())
+            if spans and spans[-1][0] + spans[-1][1] == i * R:
+                spans[-1][1] += used
+            else:
+                spans.append([i * R, used])
+        return [(r0, min(self.rows_per_read, start + count - r0))
+                for start, count in spans
+                for r0 in range(start, start + count, self.rows_per_read)]
+
+    def control_cycles(self, Mc: int, Nc: int, Kc: int) -> int:
+        """Controller cycles of one ``RUN`` of the shipped ``linear`` program that the array's
+        stream does not hide: ``machine.Outcome.cycles`` less one cycle for every sweep after
+        the first (issued while the array works on the one before). The few cycles from a
+        sweep to the array's first step, and from the last result to the response, are not
+        counted."""
+        key = (Mc, Nc, Kc)
+        if key not in self._control:
+            a = linear_args(0, 0, 0, Mc, Nc, Kc)
+            out = machine.run(self._program, a.entry, a.args, self.params)
+            sweeps = sum(isinstance(e, machine.Sweep) for e in out.events)
+            self._control[key] = out.cycles - max(0, sweeps - 1)
+        return self._control[key]
+
+    # -- the cost --------------------------------------------------------------------------
+
+    def _frames(self, payload: int, step: int, data_overhead: int = 0) -> tuple[int, int]:
+        """Frames and request bytes to send ``payload`` data bytes, ``step`` per frame, each
+        frame with ``data_overhead`` bytes of address in front."""
+        n = -(-payload // step)
+        return n, payload + n * (data_overhead + FRAME_OVERHEAD)
+
+    def upload(self, words: int) -> tuple[int, int, int]:
+        """Frames, bytes sent and bytes received to upload ``words`` weight words."""
+        n, sent = self._frames(words * self.word_bytes, self.words_per_frame * self.word_bytes,
+                               ADDRESS_SIZE)
+        return n, sent, n * FRAME_OVERHEAD
+
+    def upload_bytes(self, words: int) -> int:
+        """Bytes both ways to upload ``words`` weight words (``Device.load``)."""
+        return sum(self.upload(words)[1:])
+
+    def cost(self, M: int, N: int, K: int, *, resident: bool, scratch_words: int = 0
+             ) -> CallCost:
+        """Everything one ``Device.linear`` call of ``M`` tokens sends, receives and runs (with
+        no retries): the uploads of a streamed layer, activations, runs, result reads and the
+        ``READ_COUNTERS`` that ends the call."""
+        c = CallCost()
+        empty = FRAME_OVERHEAD                      # an OK response without payload
+        for step in self.steps(M, N, K, resident=resident, scratch_words=scratch_words):
+            if isinstance(step, WriteWeights):
+                n, sent, got = self.upload((step.t1 - step.t0) * (step.k1 - step.k0))
+                c.frames += n
+                c.weight_bytes += sent + got
+                c.bytes_sent += sent
+                c.bytes_received += got
+                continue
+            Mc, Kc = step.m1 - step.m0, step.k1 - step.k0
+            if step.write_acts:
+                n, sent = self._frames(Mc * Kc, self.max_payload - ADDRESS_SIZE, ADDRESS_SIZE)
+                c.frames += n
+                c.act_bytes += sent + n * empty
+                c.bytes_sent += sent
+                c.bytes_received += n * empty
+            plan = self.run_plan(step, N)
+            c.runs += 1
+            c.frames += 1
+            c.control_bytes += RUN_SIZE + FRAME_OVERHEAD + empty
+            c.bytes_sent += RUN_SIZE + FRAME_OVERHEAD
+            c.bytes_received += empty
+            c.array_cycles += cycles.plan_cycles(plan)
+            c.busy_cycles += sum(plan.lengths)
+            c.passes += len(plan.lengths)
+            c.control_cycles += self.control_cycles(Mc, min(N, step.t1 * self.config.pes)
+                                                    - step.t0 * self.config.pes, Kc)
+            c.weight_words_read += sum(plan.lengths)
+            c.act_bytes_read += sum(plan.lengths)
+            width = self.result_width(Kc)
+            for _, rows in self.reads(plan):
+                c.frames += 1
+                c.result_rows += rows
+                sent = READ_RESULTS_SIZE + FRAME_OVERHEAD
+                got = width * self.config.cols * rows + FRAME_OVERHEAD
+                c.result_bytes += sent + got
+                c.bytes_sent += sent
+                c.bytes_received += got
+        # Device.linear reads the counters once at the end of every call.
+        c.frames += 1
+        c.control_bytes += FRAME_OVERHEAD + COUNTERS_SIZE + FRAME_OVERHEAD
+        c.bytes_sent += FRAME_OVERHEAD
+        c.bytes_received += COUNTERS_SIZE + FRAME_OVERHEAD
+        return c

@@ -1,0 +1,160 @@
+"""The energy model: every constant in one table with its source, and the arithmetic on it.
+
+Energy of a workload is split four ways:
+
+* **arithmetic**: one INT8 addition per multiply-accumulate whose weight is not zero (a zero
+  trit adds nothing: its PE keeps its partial sum), plus one 32-bit addition per output and
+  pass in the accumulator below the array;
+* **on-chip memory**: every bit the array reads from weight memory (2-bit codes) and the
+  activation buffer, and every result bit written to and read from the result buffer, at the
+  cost per bit of a small SRAM;
+* **link**: every bit moved between host and device, at the link's cost per bit where a source
+  gives one (a DRAM or HBM channel next to the array); a UART or PCIe link has none here;
+* **static**: the FPGA's static power for the time the work takes, where a source gives it.
+
+The per-operation energies are ASIC figures for a process node (``45nm`` or ``7nm``); an FPGA
+spends far more per operation. They are what the BitNet papers compare (BitNet b1.58 reports
+71.4x less arithmetic energy than FP16 at 7 nm: an FP16 multiply-accumulate, 0.34 + 0.16 pJ,
+against one INT8 addition, 0.007 pJ), so the same table gives the FP16 and INT8
+multiply-accumulate baselines of the same workload. A constant no source gives is ``None``, and
+its part of the estimate is reported as not counted rather than guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+NODES = ("45nm", "7nm")
+
+HOROWITZ = ("M. Horowitz, \"Computing's energy problem (and what we can do about it)\", "
+            "ISSCC 2014, energy table (45 nm, 0.9 V)")
+BITNET = ("H. Wang et al., \"BitNet: Scaling 1-bit Transformers for Large Language Models\", "
+          "arXiv:2310.11453, Table 2 (45 nm from Horowitz 2014, 7 nm from Zhang et al. 2022)")
+BITNET_B158 = ("S. Ma et al., \"The Era of 1-bit LLMs: All Large Language Models are in 1.58 "
+               "Bits\", arXiv:2402.17764, Section 3 (arithmetic energy, 7 nm)")
+HBM = ("M. O'Connor et al., \"Fine-Grained DRAM: Energy-Efficient DRAM for Extreme Bandwidth "
+       "Systems\", MICRO 2017 (HBM2 access energy)")
+ICE40_POWER = ("tinyvision-ai-inc/ice40_power (GitHub): UP5K core rail measured with a "
+               "Joulescope, blank design: 85.6 uA at 1.219 V")
+
+
+@dataclass(frozen=True)
+class Constant:
+    key: str
+    value: float | None     # None: no source gives it; the estimate says so
+    unit: str
+    node: str               # process node ("any": not tied to one)
+    source: str
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _table(*constants: Constant) -> dict[tuple[str, str], Constant]:
+    return {(c.key, c.node): c for c in constants}
+
+
+#: Every constant of the energy model, keyed by (name, node).
+CONSTANTS: dict[tuple[str, str], Constant] = _table(
+    Constant("add_int8", 0.03, "pJ/op", "45nm", BITNET),
+    Constant("add_int8", 0.007, "pJ/op", "7nm", BITNET),
+    Constant("mul_int8", 0.2, "pJ/op", "45nm", BITNET),
+    Constant("mul_int8", 0.07, "pJ/op", "7nm", BITNET),
+    Constant("add_fp16", 0.4, "pJ/op", "45nm", BITNET),
+    Constant("add_fp16", 0.16, "pJ/op", "7nm", BITNET),
+    Constant("mul_fp16", 1.1, "pJ/op", "45nm", BITNET),
+    Constant("mul_fp16", 0.34, "pJ/op", "7nm", BITNET),
+    Constant("add_int32", 0.1, "pJ/op", "45nm", HOROWITZ),
+    Constant("add_int32", 0.1 * 0.007 / 0.03, "pJ/op", "7nm", HOROWITZ,
+             note="derived: the 45 nm figure scaled as the INT8 addition scales (0.007/0.03); "
+                  "no source gives a 7 nm 32-bit addition"),
+    Constant("sram_bit", 10.0 / 64, "pJ/bit", "45nm", HOROWITZ,
+             note="8 KB SRAM, 64-bit read: 10 pJ (the smallest memory in the table; an FPGA "
+                  "block RAM is 2.25 KB)"),
+    Constant("sram_bit", 10.0 / 64, "pJ/bit", "7nm", HOROWITZ,
+             note="the 45 nm figure: no source here gives a 7 nm SRAM read, so memory is not "
+                  "scaled (an upper bound at 7 nm)"),
+    Constant("ddr_bit", 1300.0 / 64, "pJ/bit", "any", HOROWITZ,
+             note="DRAM, 64-bit access: 1.3-2.6 nJ; the lower end"),
+    Constant("hbm_bit", 3.9, "pJ/bit", "any", HBM),
+    Constant("uart_bit", None, "pJ/bit", "any", "none",
+             note="the USB bridge's power per bit is not in a source here: not counted"),
+    Constant("pcie_bit", None, "pJ/bit", "any", "none",
+             note="no source here for a PCIe SerDes' energy per bit: not counted"),
+    Constant("static_ice40", 85.6e-6 * 1.219 * 1e3, "mW", "any", ICE40_POWER,
+             note="iCE40 UP5K core rail only, configured blank design, bench measurement"),
+    Constant("static_ecp5", None, "mW", "any", "none",
+             note="the ECP5 data sheet's standby current is not in a source available here: "
+                  "not counted; give it with --static-mw"),
+)
+
+
+def constant(key: str, node: str = "any") -> Constant:
+    for n in (node, "any"):
+        if (key, n) in CONSTANTS:
+            return CONSTANTS[key, n]
+    raise KeyError(f"no energy constant {key!r} for node {node!r}")
+
+
+def value(key: str, node: str = "any") -> float | None:
+    return constant(key, node).value
+
+
+def check_node(node: str) -> str:
+    if node not in NODES:
+        raise ValueError(f"unknown process node {node!r}; known: {', '.join(NODES)}")
+    return node
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a workload does, counted (``host.plan.CallCost`` over every call)."""
+    macs: int               # multiply-accumulates of the layer shapes (M * N * K, summed)
+    nonzero_macs: float     # those whose weight is not zero
+    accumulations: int      # 32-bit additions in the accumulator (outputs x passes)
+    weight_bits: int        # bits read from weight memory
+    act_bits: int           # bits read from the activation buffer
+    result_bits: int        # bits written to and read from the result buffer
+    link_bits: int          # bits moved over the link, both directions
+    seconds: float          # time the work takes (for static power)
+
+
+def energy(work: Work, *, node: str, link_pj_per_bit: float | None,
+           static_mw: float | None) -> dict:
+    """Joules by part; ``None`` for a part with no source (not counted in ``total``)."""
+    check_node(node)
+    pj = 1e-12
+    arithmetic = (work.nonzero_macs * value("add_int8", node)
+                  + work.accumulations * value("add_int32", node)) * pj
+    memory = (work.weight_bits + work.act_bits + work.result_bits) * value("sram_bit", node) * pj
+    link = None if link_pj_per_bit is None else work.link_bits * link_pj_per_bit * pj
+    static = None if static_mw is None else static_mw * 1e-3 * work.seconds
+    parts = {"arithmetic": arithmetic, "memory": memory, "link": link, "static": static}
+    return {**parts, "total": sum(v for v in parts.values() if v is not None),
+            "not_counted": [k for k, v in parts.items() if v is None]}
+
+
+def baselines(work: Work, *, node: str, weight_bits_per_weight: float = 2.0) -> dict:
+    """The same multiply-accumulates as FP16 and INT8 multiply-accumulates (a multiplication
+    and an addition each, as the BitNet papers count them), against the ternary array's
+    arithmetic: with every weight an addition (``dense``, the papers' accounting) and with zero
+    weights skipped. ``weight_memory`` compares the weight bits read: 16 and 8 bits per weight
+    against the ternary layout's ``weight_bits_per_weight``."""
+    check_node(node)
+    fp16 = work.macs * (value("mul_fp16", node) + value("add_fp16", node))
+    int8 = work.macs * (value("mul_int8", node) + value("add_int8", node))
+    dense = work.macs * value("add_int8", node)
+    sparse = work.nonzero_macs * value("add_int8", node)
+    out = {"fp16_mac_pj": fp16, "int8_mac_pj": int8, "ternary_dense_pj": dense,
+           "ternary_pj": sparse}
+    out["ratio_fp16"] = {"dense": fp16 / dense, "zeros_skipped": fp16 / sparse if sparse else None}
+    out["ratio_int8"] = {"dense": int8 / dense, "zeros_skipped": int8 / sparse if sparse else None}
+    out["weight_memory_ratio"] = {"fp16": 16 / weight_bits_per_weight,
+                                  "int8": 8 / weight_bits_per_weight}
+    return out
+
+
+def table_rows() -> list[dict]:
+    """The table as plain rows (for reports and docs)."""
+    return [c.as_dict() for c in CONSTANTS.values()]

@@ -1,0 +1,304 @@
+"""host.plan and host.estimate: the requests a call makes, counted without a device, and the
+estimates built on them (cycles, link, energy, reports, plots, the sweep, the CLI).
+
+The counts are checked against what a device really exchanges (the emulator here; the RTL
+simulator and whole models in tests/models/test_run_model.py), the prices by hand from the
+tables, and the energy ratios against the BitNet papers' published figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from firmware.commands import DeviceInfo
+from host import estimate as est
+from host import open_device
+from host.cli import main
+from host.plan import RequestPlanner, WeightMemory
+from firmware import machine
+from firmware.programs import FIRMWARE, linear_args
+from sim import boards, energy, numerics, schedule
+
+
+def _random_emu_config(rng):
+    rows, cols = int(rng.integers(1, 5)), int(rng.integers(1, 6))
+    return dict(rows=rows, cols=cols, weight_words=int(rng.integers(40, 400)),
+                act_bytes=int(rng.integers(30, 300)),
+                result_rows=int(rng.integers(rows, 64)), max_payload=int(rng.integers(64, 300)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_planned_cost_is_what_the_device_exchanges(seed):
+    """Random devices and layers, resident and streamed, K split or not: the planner's frames,
+    bytes, runs and cycles equal what Device.linear sends, receives and the device counts."""
+    rng = np.random.default_rng(seed)
+    seen = set()
+    for _ in range(12):
+        kw = _random_emu_config(rng)
+        with open_device("emu", **kw) as dev:
+            M, N = int(rng.integers(1, 20)), int(rng.integers(1, 60))
+            K = int(rng.integers(1, 700 if rng.random() < 0.5 else kw["act_bytes"] + 1))
+            w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+            x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+            h = dev.load(w)
+            scratch = dev.memory.largest()[1]
+            before = dev.stats
+            y = dev.linear(h, x)
+            after = dev.stats
+            assert np.array_equal(y, numerics.ternary_matmul(w, x))
+            c = dev.planner.cost(M, N, K, resident=h.resident, scratch_words=scratch)
+            got = {k: after[k] - before[k] for k in after}
+            assert got["bytes_sent"] == c.bytes_sent
+            assert got["bytes_received"] == c.bytes_received
+            assert got["frames"] == c.frames and got["runs"] == c.runs
+            assert got["busy"] == c.busy_cycles
+            assert got["model_cycles"] == c.array_cycles
+            device_cycles = sum(got[k] for k in ("busy", "stall_input", "stall_drain",
+                                                 "drain_tail"))
+            assert device_cycles == c.array_cycles
+            assert c.bytes_sent + c.bytes_received == (c.weight_bytes + c.act_bytes
+                                                       + c.result_bytes + c.control_bytes)
+            seen |= {("resident" if h.resident else "streamed"),
+                     ("K split" if c.runs and K > (kw["act_bytes"] if h.resident else
+                                                   min(kw["act_bytes"], scratch)) else "whole")}
+    assert seen == {"resident", "streamed", "K split", "whole"}
+
+
+def test_weight_memory_places_as_load_many():
+    """The placement the estimates assume is where Device.load_many puts the layers."""
+    rng = np.random.default_rng(3)
+    with open_device("emu", rows=2, cols=3, weight_words=300) as dev:
+        ws = [rng.integers(-1, 2, (int(rng.integers(1, 14)), int(rng.integers(5, 60))))
+              .astype(np.int8) for _ in range(9)]
+        layers = [(schedule.resident_words(dev.config, *w.shape), w.shape[1]) for w in ws]
+        want = WeightMemory(300).place(layers)
+        handles = dev.load_many(ws)
+        assert [h.base for h in handles] == want
+        assert None in want and any(b is not None for b in want)
+
+
+def test_one_call_by_hand():
+    """A decode call of 128 x 128 on the 8x16 iCEBreaker target, priced by hand."""
+    b = boards.board("icebreaker")
+    info = b.device_info()
+    planner = RequestPlanner(info)
+    c = planner.cost(1, 128, 128, resident=True)
+    # One tile of 128 outputs, one pass of K = 128: 128 steps plus the 8-row drain.
+    assert c.array_cycles == 128 + 8 and c.busy_cycles == 128 and c.runs == 1
+    # Frames: WRITE_ACTS (4 + 128 bytes), RUN (26), one READ_RESULTS of 8 rows of 16 2-byte
+    # sums (K <= 255), READ_COUNTERS; 7 bytes of framing each way on every frame.
+    assert c.bytes_sent == (4 + 128 + 7) + (26 + 7) + (7 + 7) + 7
+    assert c.bytes_received == 7 + 7 + (8 * 16 * 2 + 7) + (56 + 7)
+    work = est.Workload("one", "test", _config(hidden=128, intermediate=128, layers=1), None,
+                        [("x", 128, 128)])
+    r = est.estimate(work, board="icebreaker")
+    d = r["phases"]["decode"]
+    # SPRAM: 128 trits x 2 bits = 256 bits a word at 64 bits a cycle, 4 cycles a word.
+    assert d["cycles"]["memory"] == 128 * 4 and d["cycles"]["array"] == 136
+    assert d["seconds"]["memory_wait"] == pytest.approx((512 - 136) / 24e6)
+    assert d["seconds"]["control"] == pytest.approx(planner.control_cycles(1, 128, 128) / 24e6)
+    link = (c.bytes_sent + c.bytes_received) * 10 / 12e6
+    assert d["seconds"]["link_acts_results"] + d["seconds"]["link_control"] == \
+        pytest.approx(link)
+    assert d["tokens_per_second"] == pytest.approx(1 / d["seconds"]["total"])
+    assert d["bound"] == "link"
+    assert est.estimate(work, board="icebreaker", link="mem:10")["phases"]["decode"]["bound"] \
+        == "memory"
+
+
+def _config(*, hidden, intermediate, layers, heads=1, kv=1, head_dim=None):
+    from host.checkpoint import BitNetConfig
+    return BitNetConfig.from_dict({
+        "model_type": "bitnet", "hidden_size": hidden, "intermediate_size": intermediate,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
+        "head_dim": head_dim or hidden // heads, "vocab_size": 16,
+        "quantization_config": {"quant_method": "bitnet"}})
+
+
+def test_residency_and_streaming_on_the_2b_model():
+    """bitnet-b1.58-2B-4T: 30 layers of q|k|v 3840x2560, o 2560x2560, gate|up 13824x2560,
+    down 2560x6912, none of which fits the ULX3S-85F target's 512 words: all stream."""
+    work = est.load_workload(preset="bitnet-b1.58-2B-4T")
+    assert work.calls == [("qkv", 2560 + 2 * 640, 2560), ("o", 2560, 2560),
+                          ("gate_up", 2 * 6912, 2560), ("down", 2560, 6912)]
+    assert work.ternary_parameters == 30 * (3840 * 2560 + 2560 * 2560 + 13824 * 2560
+                                            + 2560 * 6912)
+    r = est.estimate(work, board="ulx3s-85f")
+    assert r["residency"]["streamed_calls"] == 120 and r["residency"]["upload_bytes"] == 0
+    d = r["phases"]["decode"]
+    # Streamed weights cross the link every token, as base3 words of 2048 trits (410 bytes).
+    words = sum(math.ceil(N / 2048) * K for _, N, K in work.calls) * 30
+    assert d["bytes"]["weights"] >= words * 410
+    assert d["bound"] == "link"
+    # On a 25.6 GB/s memory next to the array the same token is bound by the array.
+    fast = est.estimate(work, board="ulx3s-85f", link="mem:25.6")["phases"]["decode"]
+    assert fast["tokens_per_second"] > 1000 * d["tokens_per_second"]
+
+
+def test_energy_ratios_match_the_papers():
+    """The BitNet b1.58 paper: 71.4x less arithmetic energy than FP16 at 7 nm (an FP16
+    multiply-accumulate against an INT8 addition). At 45 nm the same table gives 50x. With
+    zero trits skipped the ratio grows by 1 / (1 - zeros)."""
+    work = est.load_workload(preset="bitnet-b1.58-2B-4T")
+    for node, fp16 in (("7nm", 71.4), ("45nm", 50.0)):
+        base = est.estimate(work, node=node)["phases"]["decode"]["energy"]["baselines"]
+        assert base["ratio_fp16"]["dense"] == pytest.approx(fp16, abs=0.05)
+        assert base["ratio_fp16"]["zeros_skipped"] == base["ratio_fp16"]["dense"]  # unknown
+        assert 1 < base["ratio_int8"]["dense"] < base["ratio_fp16"]["dense"]
+    tiny = est.load_workload(preset="tiny")
+    assert 0.2 < tiny.zero_fraction < 0.5
+    base = est.estimate(tiny)["phases"]["decode"]["energy"]["baselines"]
+    assert base["ratio_fp16"]["zeros_skipped"] == pytest.approx(
+        base["ratio_fp16"]["dense"] / (1 - tiny.zero_fraction))
+
+
+def test_energy_grows_with_the_work():
+    small = _config(hidden=64, intermediate=64, layers=2)
+    big = _config(hidden=64, intermediate=64, layers=4)
+    wider = _config(hidden=128, intermediate=256, layers=2)
+
+    def joules(cfg, **kw):
+        work = est.Workload("w", "test", cfg, 0.3, est._calls(cfg))
+        return est.estimate(work, board="icebreaker", **kw)["phases"]
+
+    a, b, c = (joules(x)["decode"]["energy"]["joules"] for x in (small, big, wider))
+    for part in ("arithmetic", "memory", "static", "total"):
+        assert a[part] < b[part] and a[part] < c[part]
+    assert b["arithmetic"] == pytest.approx(2 * a["arithmetic"])
+    p1, p8 = joules(small)["prefill"], joules(small, batch=8)["prefill"]
+    assert p8["energy"]["joules"]["arithmetic"] > 7 * p1["energy"]["joules"]["arithmetic"]
+    assert a["not_counted"] == ["link"]           # no source for a UART's energy per bit
+    with_link = joules(small, link="mem:1:hbm")["decode"]["energy"]["joules"]
+    assert with_link["link"] > 0 and with_link["not_counted"] == []
+
+
+def test_every_constant_has_a_source():
+    for c in energy.CONSTANTS.values():
+        assert c.unit and c.node
+        assert c.source != "none" or c.value is None, c.key       # no number without a source
+        assert c.value is None or c.value > 0
+    assert energy.value("add_int8", "7nm") == 0.007
+
+
+#: the report's keys (docs/estimates.md documents each)
+TOP = {"schema", "model", "device", "link", "node", "residency", "phases", "constants"}
+PHASE = {"tokens", "tokens_per_second", "seconds", "cycles", "bytes", "frames", "runs",
+         "passes", "macs", "bound", "utilization", "calls", "layers", "energy"}
+
+
+def test_json_report_schema():
+    r = est.estimate(est.load_workload(preset="tiny"), board="ecpix5-85f", batch=5)
+    r = json.loads(json.dumps(r))                                  # plain JSON
+    assert set(r) == TOP and r["schema"] == est.SCHEMA
+    assert set(r["phases"]) == {"decode", "prefill"}
+    for name, p in r["phases"].items():
+        assert set(p) == PHASE, name
+        assert set(p["seconds"]) == {"compute", "memory_wait", "control", "link_weights",
+                                     "link_acts_results", "link_control", "total"}
+        assert p["seconds"]["total"] == pytest.approx(
+            sum(v for k, v in p["seconds"].items() if k != "total"))
+        assert len(p["layers"]) == 4 and len(p["calls"]) == 4
+        assert sum(c["cycles"]["array"] for c in p["calls"]) == p["cycles"]["array"]
+        assert set(p["energy"]) == {"joules", "joules_per_token", "zero_fraction",
+                                    "zeros_assumed", "baselines"}
+    assert r["phases"]["prefill"]["tokens"] == 5
+    with open(est.Path(__file__).resolve().parents[2] / "docs" / "estimates.md") as f:
+        doc = f.read()
+    for key in TOP | PHASE:
+        assert f"`{key}`" in doc, key
+
+
+def test_plots_written(tmp_path):
+    r = est.estimate(est.load_workload(preset="tiny"), board="icebreaker", batch=4)
+    paths = est.plot(r, tmp_path / "plots")
+    assert [p.name for p in paths] == ["layers.png", "roofline.png", "energy.png"]
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+
+
+def test_sweep_picks_a_fitting_configuration():
+    s = est.sweep(est.load_workload(preset="tiny"), board_names=["ulx3s-12f", "icebreaker"])
+    rows = {(x["board"], x["rows"], x["cols"]): x for x in s["candidates"]}
+    # built and met timing (boards/sweeps): fits; 2x4 on the iCEBreaker was not built
+    assert rows["ulx3s-12f", 16, 16]["lut4_basis"] == "built" and rows["ulx3s-12f", 16, 16]["fits"]
+    assert rows["icebreaker", 2, 2]["fits"] and not rows["icebreaker", 4, 4]["fits"]
+    assert not rows["ulx3s-12f", 32, 64]["fits"]                 # the fit says: far too big
+    best = s["best"]
+    assert best["fits"] and best["decode_tokens_per_second"] == max(
+        x["decode_tokens_per_second"] for x in s["candidates"] if x["fits"])
+    assert best["board"] in s["why"] and best["bound"] in s["why"]
+
+
+@pytest.mark.parametrize("spec, kind, rate", [
+    ("uart:3000000", "uart", 300_000), ("pcie:gen3x4", "pcie", 4 * 8e9 * 128 / 130 / 8),
+    ("pcie:gen1", "pcie", 250e6), ("mem:25.6", "mem", 25.6e9), ("mem:256:hbm", "mem", 256e9)])
+def test_link_specs(spec, kind, rate):
+    ln = est.parse_link(spec)
+    assert ln.kind == kind and ln.bytes_per_second == pytest.approx(rate)
+
+
+@pytest.mark.parametrize("spec", ["uart:0", "uart", "pcie:gen7", "pcie:gen3x3", "mem:-1",
+                                  "mem:10:sram", "usb:12"])
+def test_bad_link_specs(spec):
+    with pytest.raises(ValueError, match="bad link spec"):
+        est.parse_link(spec)
+
+
+def test_cli_json_and_summary(capsys, tmp_path):
+    assert main(["estimate", "--preset", "tiny", "--board", "icebreaker", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["device"]["board"] == "icebreaker" and out["residency"]["all_resident"]
+    assert main(["estimate", "--preset", "bitnet-b1.58-2B-4T", "--rows", "16", "--cols", "16",
+                 "--freq", "50", "--link", "pcie:gen2x4", "--batch", "32",
+                 "--plot", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("# bitnet-b1.58-2B-4T on ulx3s-85f (16x16 array at 50 MHz")
+    assert "| prefill (32 tokens) |" in out and "FP16 71.4x" in out
+    assert err.count("tritium: wrote") == 3
+    assert main(["estimate", "--preset", "tiny", "--sweep", "--board", "ecpix5-85f"]) == 0
+    assert "Best: ecpix5-85f" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["estimate"], "give a model folder or --preset"),
+    (["estimate", "--preset", "gpt"], "unknown preset 'gpt'"),
+    (["estimate", "--preset", "tiny", "--link", "usb:1"], "bad link spec"),
+    (["estimate", "--preset", "tiny", "--board", "nope"], "unknown board 'nope'"),
+    (["estimate", "--preset", "tiny", "--batch", "0"], "batch must be a positive integer"),
+    (["estimate", "--preset", "tiny", "--rows", "0"], "rows must be a positive integer"),
+])
+def test_cli_errors(argv, message, capsys):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("tritium: error: ") and message in err
+
+
+def test_cli_model_folder(capsys, tmp_path):
+    assert main(["estimate", str(tmp_path / "missing")]) == 2
+    assert "tritium: error:" in capsys.readouterr().err
+    folder = est.BUNDLED
+    assert main(["estimate", str(folder), "--board", "ulx3s-12f", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["model"]["name"] == "tiny" and r["model"]["zero_fraction"] > 0
+
+
+def test_control_cycles_are_the_machines():
+    """The control term of a call is the controller reference's count of the linear program
+    (tests/rtl/test_controller.py checks that count against the RTL controller)."""
+    info = DeviceInfo(rows=2, cols=3, weight_words=300, act_bytes=500, result_rows=60,
+                      max_payload=256, program_words=64)
+    planner = RequestPlanner(info)
+    small, more_tiles = planner.control_cycles(1, 6, 10), planner.control_cycles(1, 60, 10)
+    more_tokens = planner.control_cycles(9, 6, 10)
+    # The bounds checks make two additions (2 cycles each) per tile and two per token; the
+    # SWEEPs after the first are issued while the array streams and are not counted.
+    assert more_tiles - small == 9 * 2 * 2
+    assert more_tokens - small == 8 * 2 * 2
+    program = list(FIRMWARE.words) + [0] * (64 - len(FIRMWARE))
+    a = linear_args(0, 0, 0, 1, 60, 10)
+    assert planner.control_cycles(1, 60, 10) == machine.run(program, a.entry, a.args,
+                                                            planner.params).cycles - 9
