@@ -28,15 +28,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sim import boards, energy, schedule
-
 from firmware.commands import DeviceInfo
+from sim import boards, energy, schedule
 
 from .checkpoint import BitNetConfig, load_checkpoint
 from .plan import CallCost, RequestPlanner, WeightMemory
 
-__all__ = ["PRESETS", "SCHEMA", "Link", "parse_link", "Workload", "load_workload", "estimate",
-           "project", "sweep", "markdown", "plot"]
+__all__ = ["PRESETS", "SCHEMA", "Link", "parse_link", "Workload", "load_workload",
+           "workload_of", "estimate", "project", "sweep", "markdown", "sweep_markdown", "plot"]
 
 #: version of the JSON report's layout (docs/estimates.md); bumped on any incompatible change
 SCHEMA = "tritium-estimate/1"
@@ -184,7 +183,7 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
                 for name, N, K in work.calls}
     layers, total = [], CallCost()
     i = 0
-    for layer in range(cfg.num_hidden_layers):
+    for _ in range(cfg.num_hidden_layers):
         lc = CallCost()
         for name, N, K in work.calls:
             resident = bases[i] is not None

@@ -10,7 +10,7 @@ the estimates can plan for a board that is not attached, or not built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
 from firmware import machine
 from firmware.commands import (ADDRESS_SIZE, COUNTERS_SIZE, FRAME_OVERHEAD, MAX_LENGTH,
@@ -119,18 +119,10 @@ class CallCost:
     weight_words_read: int = 0      # words the array read from weight memory
     act_bytes_read: int = 0         # activation bytes the array read
     result_rows: int = 0            # rows of cols results the accumulator emitted
-    extra: dict = field(default_factory=dict)
 
-    def add(self, other: "CallCost", times: int = 1) -> None:
-        for name in ("frames", "runs", "weight_bytes", "act_bytes", "result_bytes",
-                     "control_bytes", "bytes_sent", "bytes_received", "array_cycles",
-                     "control_cycles", "busy_cycles", "passes", "weight_words_read",
-                     "act_bytes_read", "result_rows"):
-            setattr(self, name, getattr(self, name) + times * getattr(other, name))
-
-    def as_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
-        return d
+    def add(self, other: "CallCost") -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 class RequestPlanner:
@@ -182,17 +174,15 @@ class RequestPlanner:
                 t_step = min(T, info.result_rows // (m_step * R))
                 if not resident:
                     t_step = min(t_step, scratch_words // Kp)
-            outer = [(t0, None) for t0 in range(0, T, t_step)] if not resident else [None]
-            for group in outer:
-                if group is not None:
-                    t0 = group[0]
-                    yield WriteWeights(t0, min(T, t0 + t_step), k0, k1)
-                    t_ranges = [(t0, min(T, t0 + t_step))]
-                else:
-                    t_ranges = [(t0, min(T, t0 + t_step)) for t0 in range(0, T, t_step)]
+            groups = [(t0, min(T, t0 + t_step)) for t0 in range(0, T, t_step)]
+            # Resident: every block of tokens through every tile group. Streamed: each tile
+            # group uploaded once, then every block of tokens through it.
+            for uploaded in ([None] if resident else groups):
+                if uploaded is not None:
+                    yield WriteWeights(*uploaded, k0, k1)
                 for m0 in range(0, M, m_step):
                     m1 = min(M, m0 + m_step)
-                    for t0, t1 in t_ranges:
+                    for t0, t1 in (groups if resident else [uploaded]):
                         key = (m0, m1, k0, k1)
                         yield Run(m0, m1, t0, t1, k0, k1, write_acts=key != last)
                         last = key
