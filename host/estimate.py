@@ -173,8 +173,9 @@ def _device(board: str, rows, cols, freq_mhz):
 
 
 def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M: int,
-           clock: float, cycles_per_word: int, link: Link) -> dict:
-    """Every call of ``M`` tokens through every layer: per call kind, per layer and in total."""
+           clock: float, cycles_per_word: int, link: Link, joules) -> dict:
+    """Every call of ``M`` tokens through every layer: per call kind, per layer and in total
+    (``joules(cost, macs, seconds)`` prices the energy of calls and layers)."""
     cfg = work.config
     seconds_keys = ("compute", "memory_wait", "control", "link_weights", "link_acts_results",
                     "link_control")
@@ -231,37 +232,33 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
     out = priced(total, layer_macs * cfg.num_hidden_layers)
     out["tokens"] = M
     out["tokens_per_second"] = M / out["seconds"]["total"]
+    def with_joules(c: CallCost, macs: int) -> dict:
+        d = priced(c, macs)
+        d["joules"] = joules(c, macs, d["seconds"]["total"])
+        return d
+
     out["calls"] = [{"name": name, "N": d["N"], "K": d["K"],
                      "resident_layers": d["resident_layers"],
-                     **priced(d["cost"], M * d["N"] * d["K"] * cfg.num_hidden_layers)}
+                     **with_joules(d["cost"], M * d["N"] * d["K"] * cfg.num_hidden_layers)}
                     for name, d in per_call.items()]
-    out["layers"] = [{"layer": j, **priced(c, layer_macs)} for j, c in enumerate(layers)]
+    out["layers"] = [{"layer": j, **with_joules(c, layer_macs)} for j, c in enumerate(layers)]
     out["_total"] = total
     return out
 
 
-def _energy(work: Workload, phase: dict, planner: RequestPlanner, b: boards.Board, link: Link,
-            node: str, static_mw: float | None) -> dict:
-    c: CallCost = phase["_total"]
-    cfg = planner.config
+def _work(work: Workload, c: CallCost, cfg: schedule.ArrayConfig, macs: int,
+          seconds: float) -> energy.Work:
+    """What the energy model counts of the calls ``c`` (``macs`` of them, in ``seconds``)."""
     nonzero = 1.0 - work.zero_fraction if work.zero_fraction is not None else 1.0
-    w = energy.Work(
-        macs=phase["macs"], nonzero_macs=phase["macs"] * nonzero,
+    return energy.Work(
+        macs=macs, nonzero_macs=macs * nonzero,
         accumulations=c.passes * cfg.pes,
         weight_bits=c.weight_words_read * cfg.pes * boards.TRIT_BITS,
         act_bits=c.act_bytes_read * cfg.act_bits,
         # each result row is written once by the accumulator and read once by READ_RESULTS
         result_bits=2 * c.result_rows * cfg.cols * cfg.acc_bits,
         link_bits=8 * (c.bytes_sent + c.bytes_received),
-        seconds=phase["seconds"]["total"])
-    if static_mw is None:
-        static_mw = energy.value("static_ice40" if b.family == "ice40" else "static_ecp5")
-    e = energy.energy(w, node=node, link_pj_per_bit=link.pj_per_bit, static_mw=static_mw)
-    per_token = {k: (v / phase["tokens"] if isinstance(v, float) else v) for k, v in e.items()}
-    return {"joules": e, "joules_per_token": per_token,
-            "zero_fraction": work.zero_fraction,
-            "zeros_assumed": work.zero_fraction is None,
-            "baselines": energy.baselines(w, node=node)}
+        seconds=seconds)
 
 
 def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = None,
@@ -298,11 +295,25 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
     resident_words = sum(n for (n, _), base in zip(layers, bases) if base is not None)
     upload = sum(planner.upload_bytes(n) for (n, _), base in zip(layers, bases)
                  if base is not None)
+    if static_mw is None:
+        static_mw = energy.value("static_ice40" if b.family == "ice40" else "static_ecp5")
+
+    def of_work(w: energy.Work) -> dict:
+        return energy.energy(w, node=node, link_pj_per_bit=ln.pj_per_bit, static_mw=static_mw)
+
+    def joules(c: CallCost, macs: int, seconds: float) -> dict:
+        return of_work(_work(work, c, cfg, macs, seconds))
+
     phases = {}
     for phase, M in (("decode", 1), ("prefill", batch)):
-        p = _phase(work, planner, bases, scratch, M, clock, cycles_per_word, ln)
-        p["energy"] = _energy(work, p, planner, b, ln, node, static_mw)
-        del p["_total"]
+        p = _phase(work, planner, bases, scratch, M, clock, cycles_per_word, ln, joules)
+        w = _work(work, p.pop("_total"), cfg, p["macs"], p["seconds"]["total"])
+        e = of_work(w)
+        p["energy"] = {
+            "joules": e,
+            "joules_per_token": {k: (v / M if isinstance(v, float) else v) for k, v in e.items()},
+            "zero_fraction": work.zero_fraction, "zeros_assumed": work.zero_fraction is None,
+            "baselines": energy.baselines(w, node=node)}
         phases[phase] = p
     mc = work.config
     return {
@@ -503,11 +514,13 @@ def markdown(r: dict) -> str:
                  f"(every weight an addition); FP16 {base['ratio_fp16']['zeros_skipped']:.1f}x, "
                  f"INT8 {base['ratio_int8']['zeros_skipped']:.1f}x with {zeros}.")
     lines += ["", "| call | N x K | resident layers | decode cycles (array / control) | "
-              "bytes a token | bound |", "| --- | --- | --- | --- | --- | --- |"]
+              "bytes a token | energy a token (counted) | bound |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for c in r["phases"]["decode"]["calls"]:
         lines.append(f"| {c['name']} | {c['N']} x {c['K']} | {c['resident_layers']} | "
                      f"{c['cycles']['array']:,} / {c['cycles']['control']:,} | "
-                     f"{c['bytes']['sent'] + c['bytes']['received']:,} | {c['bound']} |")
+                     f"{c['bytes']['sent'] + c['bytes']['received']:,} | "
+                     f"{_si(c['joules']['total'], 'J')} | {c['bound']} |")
     return "\n".join(lines) + "\n"
 
 

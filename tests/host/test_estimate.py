@@ -203,6 +203,11 @@ def test_json_report_schema():
             sum(v for k, v in p["seconds"].items() if k != "total"))
         assert len(p["layers"]) == 4 and len(p["calls"]) == 4
         assert sum(c["cycles"]["array"] for c in p["calls"]) == p["cycles"]["array"]
+        for part in ("arithmetic", "memory", "total"):      # energy per layer adds up
+            assert sum(x["joules"][part] for x in p["layers"]) == pytest.approx(
+                p["energy"]["joules"][part])
+            assert sum(x["joules"][part] for x in p["calls"]) == pytest.approx(
+                p["energy"]["joules"][part])
         assert set(p["energy"]) == {"joules", "joules_per_token", "zero_fraction",
                                     "zeros_assumed", "baselines"}
     assert r["phases"]["prefill"]["tokens"] == 5
