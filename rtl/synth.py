@@ -82,8 +82,14 @@ def to_verilog(component, *, name: str = "top") -> str:
     Flattening matters: Verilator turns Amaranth's one-module-per-PE hierarchy for a 16x16 array
     into C++ that takes more than ten minutes to compile, the flattened netlist about 20 s.
     Named signals are kept, so waveforms still show every PE's partial sum.
+
+    ``pmuxtree`` turns yosys' parallel multiplexers (a ``Switch`` or an ``Array`` index) into
+    trees of two-way ones: written out as Verilog functions over 256-bit and wider arguments,
+    Verilator copied whole wide vectors on every call. With ``opt -full`` and ``wreduce`` the 16x16
+    device core simulates at 0.65 M cycles/s instead of 0.46 M (measured with the bench's
+    decode and prefill layers).
     """
-    script = (f"hierarchy -top {name}; proc; flatten; opt; opt_clean; "
+    script = (f"hierarchy -top {name}; proc; flatten; pmuxtree; opt -full; wreduce; opt_clean; "
               f"write_verilog -noattr design.v")
     return _run_yosys(rtlil.convert(component, name=name), script, ["design.v"],
                       "Verilog generation")["design.v"]
