@@ -48,8 +48,8 @@ def _ulx3s(size: str):
     return platform
 
 
-_ulx3s_85f, _ulx3s_12f, _ecpix5 = (targets.board(n) for n in ("ulx3s-85f", "ulx3s-12f",
-                                                                "ecpix5-85f"))
+_ulx3s_85f, _ulx3s_12f, _ulx3s_25f, _ulx3s_45f, _ecpix5 = (
+    targets.board(n) for n in ("ulx3s-85f", "ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ecpix5-85f"))
 
 
 def _from_table(b: targets.Board, name: str, platform, family: str, **kw) -> BoardDef:
@@ -67,6 +67,18 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # with these 512 weight words (35 DP16KD at 16x16).
     _from_table(_ulx3s_12f, "ulx3s-12f", _ulx3s("12F"), "ecp5", loader=("--board", "ulx3s"),
                 note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
+    # `python -m boards.sweep --board ulx3s-25f --start 16` (boards/sweeps/ulx3s-25f.json):
+    # the 12F's die, so its 16x16 core, with 1024 weight words: 18,931 of 24,288 cells, 49
+    # of 56 DP16KD, 46.6 MHz achieved; 16x32 needs 33,098 cells and 91 DP16KD.
+    _from_table(_ulx3s_25f, "ulx3s-25f", _ulx3s("25F"), "ecp5", loader=("--board", "ulx3s"),
+                note="LFE5U-25F: 24K LUT4, 56 DP16KD"),
+    # `python -m boards.sweep --board ulx3s-45f --start 16` (boards/sweeps/ulx3s-45f.json):
+    # 16x16 with 2560 weight words, the bundled model resident: 20,540 of 43,848 cells, 92 of
+    # 108 DP16KD, 47.5 MHz achieved. 16x32 with the same words needs 177 DP16KD; with fewer
+    # words it would fit but stream the model (tritium estimate: 2.8 against 25.8 tokens/s at
+    # 3 Mbaud), so the default keeps the memory.
+    _from_table(_ulx3s_45f, "ulx3s-45f", _ulx3s("45F"), "ecp5", loader=("--board", "ulx3s"),
+                note="LFE5U-45F: 44K LUT4, 108 DP16KD"),
     # The 12F's 16x16 core on the ECPIX-5's faster part: with 4096 weight words (the bundled
     # model resident) 19,571 cells, 134 of 208 DP16KD, 87.9 MHz achieved against 60 (20
     # cycles a bit at 3 Mbaud); docs/architecture.md, "Boards".

@@ -24,6 +24,8 @@ TRIT_BITS = 2
 UART_BITS_PER_BYTE = 10
 #: weight memory depth of the ECPIX-5 build (words of 16x16 trits)
 ECPIX5_WORDS = 4096
+#: weight memory depth of the ULX3S-45F build: the bundled model's words at 16x16
+ULX3S_45F_WORDS = 2560
 
 
 def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5") -> dict:
@@ -95,6 +97,16 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           note="FT231X bridge at 3 Mbaud"),
     # Built: 16x16 at 60 MHz with 4096 words of 256 trits (87.9 MHz achieved, 134 DP16KD),
     # which hold the bundled model resident (docs/architecture.md, "Boards").
+    # Built: boards/sweeps/ulx3s-45f.json (16x16 at 30 MHz with 2560 words of 256 trits, the
+    # bundled model's 2,560: 47.5 MHz achieved, 92 of 108 DP16KD).
+    Board("ulx3s-45f", "ECP5 LFE5U-45F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
+          weight_trits=ULX3S_45F_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
+          lut4=43848, note="FT231X bridge at 3 Mbaud"),
+    # Built: boards/sweeps/ulx3s-25f.json (the 12F's 16x16 core with twice its weight words on
+    # the same die: 46.6 MHz achieved, 49 of 56 DP16KD).
+    Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
+          weight_trits=1024 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
+          note="FT231X bridge at 3 Mbaud"),
     Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=16, clock_hz=60e6, baud=3_000_000,
           weight_trits=ECPIX5_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
           lut4=83640,
