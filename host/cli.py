@@ -287,8 +287,7 @@ def _cmd_estimate(args) -> int:
         boards_ = [args.board] if args.board else None
         s = est.sweep(work, board_names=boards_, link=args.link, batch=args.batch,
                       node=args.node)
-        print(json.dumps(s) if args.json else est.sweep_markdown(s), end="\n" if args.json
-              else "")
+        print(json.dumps(s) if args.json else est.sweep_markdown(s).rstrip("\n"))
         return 0
     r = est.estimate(work, board=args.board or est.DEFAULT_BOARD, rows=args.rows,
                      cols=args.cols, freq_mhz=args.freq, link=args.link, batch=args.batch,

@@ -32,6 +32,7 @@ from firmware.commands import DeviceInfo
 from sim import boards, energy, schedule
 
 from .checkpoint import BitNetConfig, load_checkpoint
+from .model import GROUPS
 from .plan import CallCost, RequestPlanner, WeightMemory
 
 __all__ = ["PRESETS", "SCHEMA", "Link", "parse_link", "Workload", "load_workload",
@@ -44,10 +45,9 @@ BUNDLED = Path(__file__).resolve().parents[1] / "models" / "tiny"
 DEFAULT_BOARD = "ulx3s-85f"
 DEFAULT_NODE = "7nm"
 
-#: The device calls a token makes per layer (host.model.GROUPS): q|k|v stacked, o, gate|up
-#: stacked, down.
-CALLS = (("qkv", ("q_proj", "k_proj", "v_proj")), ("o", ("o_proj",)),
-         ("gate_up", ("gate_proj", "up_proj")), ("down", ("down_proj",)))
+#: The device calls a token makes per layer, as run_model makes them (``host.model.GROUPS``:
+#: q|k|v stacked, o, gate|up stacked, down), with the names the reports give them.
+CALLS = tuple(zip(("qkv", "o", "gate_up", "down"), GROUPS))
 
 PRESETS: dict[str, dict] = {
     # microsoft/bitnet-b1.58-2B-4T's config.json (the dimensions issue #6 lists)
@@ -173,9 +173,10 @@ def _device(board: str, rows, cols, freq_mhz):
 
 
 def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M: int,
-           clock: float, cycles_per_word: int, link: Link, joules) -> dict:
+           clock: float, cycles_per_word: int, link: Link, joules) -> tuple[dict, CallCost]:
     """Every call of ``M`` tokens through every layer: per call kind, per layer and in total
-    (``joules(cost, macs, seconds)`` prices the energy of calls and layers)."""
+    (``joules(cost, macs, seconds)`` prices the energy of calls and layers); and the total
+    cost, which the caller prices with the baselines."""
     cfg = work.config
     seconds_keys = ("compute", "memory_wait", "control", "link_weights", "link_acts_results",
                     "link_control")
@@ -200,7 +201,7 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
         total.add(lc)
 
     def priced(c: CallCost, macs: int) -> dict:
-        memory_cycles = c.weight_words_read * cycles_per_word
+        memory_cycles = c.busy_cycles * cycles_per_word      # a weight word every step
         s = {"compute": c.array_cycles / clock,
              "memory_wait": max(0, memory_cycles - c.array_cycles) / clock,
              "control": c.control_cycles / clock,
@@ -228,22 +229,21 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
                             if s["total"] else 0.0},
         }
 
-    layer_macs = M * sum(N * K for _, N, K in work.calls)
-    out = priced(total, layer_macs * cfg.num_hidden_layers)
-    out["tokens"] = M
-    out["tokens_per_second"] = M / out["seconds"]["total"]
     def with_joules(c: CallCost, macs: int) -> dict:
         d = priced(c, macs)
         d["joules"] = joules(c, macs, d["seconds"]["total"])
         return d
 
+    layer_macs = M * sum(N * K for _, N, K in work.calls)
+    out = priced(total, layer_macs * cfg.num_hidden_layers)
+    out["tokens"] = M
+    out["tokens_per_second"] = M / out["seconds"]["total"]
     out["calls"] = [{"name": name, "N": d["N"], "K": d["K"],
                      "resident_layers": d["resident_layers"],
                      **with_joules(d["cost"], M * d["N"] * d["K"] * cfg.num_hidden_layers)}
                     for name, d in per_call.items()]
     out["layers"] = [{"layer": j, **with_joules(c, layer_macs)} for j, c in enumerate(layers)]
-    out["_total"] = total
-    return out
+    return out, total
 
 
 def _work(work: Workload, c: CallCost, cfg: schedule.ArrayConfig, macs: int,
@@ -253,8 +253,9 @@ def _work(work: Workload, c: CallCost, cfg: schedule.ArrayConfig, macs: int,
     return energy.Work(
         macs=macs, nonzero_macs=macs * nonzero,
         accumulations=c.passes * cfg.pes,
-        weight_bits=c.weight_words_read * cfg.pes * boards.TRIT_BITS,
-        act_bits=c.act_bytes_read * cfg.act_bits,
+        # every step reads a weight word and an activation byte
+        weight_bits=c.busy_cycles * cfg.pes * boards.TRIT_BITS,
+        act_bits=c.busy_cycles * cfg.act_bits,
         # each result row is written once by the accumulator and read once by READ_RESULTS
         result_bits=2 * c.result_rows * cfg.cols * cfg.acc_bits,
         link_bits=8 * (c.bytes_sent + c.bytes_received),
@@ -306,8 +307,8 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
 
     phases = {}
     for phase, M in (("decode", 1), ("prefill", batch)):
-        p = _phase(work, planner, bases, scratch, M, clock, cycles_per_word, ln, joules)
-        w = _work(work, p.pop("_total"), cfg, p["macs"], p["seconds"]["total"])
+        p, total = _phase(work, planner, bases, scratch, M, clock, cycles_per_word, ln, joules)
+        w = _work(work, total, cfg, p["macs"], p["seconds"]["total"])
         e = of_work(w)
         p["energy"] = {
             "joules": e,

@@ -33,7 +33,6 @@ import numpy as np
 from sim import numerics
 
 from .checkpoint import Checkpoint, load_checkpoint
-from . import estimate
 from .device import Device, WeightHandle, open_device
 
 __all__ = ["run_model", "RunResult", "TokenizerUnavailable", "load_tokenizer"]
@@ -384,6 +383,7 @@ class _Runner:
     def _projected(self) -> dict:
         """Decode tokens per second on each board of :mod:`sim.boards`: ``tritium
         estimate``'s decode phase for this model on the board's array, clock and link."""
+        from . import estimate          # it reads GROUPS from this module
         return estimate.project(estimate.workload_of(self.ckpt, "model", "run_model"))
 
     def report(self, n_prompt: int, n_new: int, stop: str, prefill_seconds: float,

@@ -114,15 +114,21 @@ class CallCost:
     bytes_received: int = 0
     array_cycles: int = 0
     control_cycles: int = 0
-    busy_cycles: int = 0            # cycles the array took a step (every PE accumulates)
+    busy_cycles: int = 0            # steps: each reads one weight word and one activation byte
     passes: int = 0
-    weight_words_read: int = 0      # words the array read from weight memory
-    act_bytes_read: int = 0         # activation bytes the array read
     result_rows: int = 0            # rows of cols results the accumulator emitted
 
     def add(self, other: "CallCost") -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def frames_of(self, purpose: str, n: int, sent: int, received: int) -> None:
+        """Count ``n`` request/response pairs of ``purpose`` (``weight``, ``act``, ``result``
+        or ``control``): ``sent`` bytes out, ``received`` back."""
+        self.frames += n
+        setattr(self, f"{purpose}_bytes", getattr(self, f"{purpose}_bytes") + sent + received)
+        self.bytes_sent += sent
+        self.bytes_received += received
 
 
 class RequestPlanner:
@@ -253,47 +259,27 @@ class RequestPlanner:
         no retries): the uploads of a streamed layer, activations, runs, result reads and the
         ``READ_COUNTERS`` that ends the call."""
         c = CallCost()
-        empty = FRAME_OVERHEAD                      # an OK response without payload
+        empty = FRAME_OVERHEAD                      # a request or OK response without payload
         for step in self.steps(M, N, K, resident=resident, scratch_words=scratch_words):
             if isinstance(step, WriteWeights):
-                n, sent, got = self.upload((step.t1 - step.t0) * (step.k1 - step.k0))
-                c.frames += n
-                c.weight_bytes += sent + got
-                c.bytes_sent += sent
-                c.bytes_received += got
+                c.frames_of("weight", *self.upload((step.t1 - step.t0) * (step.k1 - step.k0)))
                 continue
-            Mc, Kc = step.m1 - step.m0, step.k1 - step.k0
-            if step.write_acts:
-                n, sent = self._frames(Mc * Kc, self.max_payload - ADDRESS_SIZE, ADDRESS_SIZE)
-                c.frames += n
-                c.act_bytes += sent + n * empty
-                c.bytes_sent += sent
-                c.bytes_received += n * empty
             plan = self.run_plan(step, N)
+            if step.write_acts:
+                n, sent = self._frames(plan.M * plan.K, self.max_payload - ADDRESS_SIZE,
+                                       ADDRESS_SIZE)
+                c.frames_of("act", n, sent, n * empty)
+            c.frames_of("control", 1, RUN_SIZE + empty, empty)
             c.runs += 1
-            c.frames += 1
-            c.control_bytes += RUN_SIZE + FRAME_OVERHEAD + empty
-            c.bytes_sent += RUN_SIZE + FRAME_OVERHEAD
-            c.bytes_received += empty
             c.array_cycles += cycles.plan_cycles(plan)
             c.busy_cycles += sum(plan.lengths)
             c.passes += len(plan.lengths)
-            c.control_cycles += self.control_cycles(Mc, min(N, step.t1 * self.config.pes)
-                                                    - step.t0 * self.config.pes, Kc)
-            c.weight_words_read += sum(plan.lengths)
-            c.act_bytes_read += sum(plan.lengths)
-            width = self.result_width(Kc)
+            c.control_cycles += self.control_cycles(plan.M, plan.N, plan.K)
+            width = self.result_width(plan.K)
             for _, rows in self.reads(plan):
-                c.frames += 1
                 c.result_rows += rows
-                sent = READ_RESULTS_SIZE + FRAME_OVERHEAD
-                got = width * self.config.cols * rows + FRAME_OVERHEAD
-                c.result_bytes += sent + got
-                c.bytes_sent += sent
-                c.bytes_received += got
+                c.frames_of("result", 1, READ_RESULTS_SIZE + empty,
+                            width * self.config.cols * rows + empty)
         # Device.linear reads the counters once at the end of every call.
-        c.frames += 1
-        c.control_bytes += FRAME_OVERHEAD + COUNTERS_SIZE + FRAME_OVERHEAD
-        c.bytes_sent += FRAME_OVERHEAD
-        c.bytes_received += COUNTERS_SIZE + FRAME_OVERHEAD
+        c.frames_of("control", 1, empty, COUNTERS_SIZE + empty)
         return c
