@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from rtl.spram import spram_words
 from sim import boards as targets
 
 
@@ -84,12 +85,14 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # cycles a bit at 3 Mbaud); docs/architecture.md, "Boards".
     _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5", loader=("--board", "ecpix5"),
                 note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),
-    # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): 2x2 takes 4,702 of
-    # the UP5K's 5,280 logic cells and 17 of 30 EBR, 21.6 MHz achieved; 2x4 does not fit.
-    # 18 MHz because the PLL makes nothing below 16 MHz and 3 Mbaud needs a clock that
-    # divides to within 2% (6 cycles a bit). The goal, 8x16 (sim.boards), needs a smaller PE
-    # and control than this core's (docs/architecture.md, "Boards").
-    BoardDef("icebreaker", _icebreaker, "ice40", 2, 2, 18.0, 3_000_000, weight_words=128,
+    # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): 2x2 with its weights
+    # in the four SPRAMs (131,072 words of 4 trits: the bundled model's 114,688 resident) takes
+    # 5,240 of the UP5K's 5,280 logic cells, 16 of 30 EBR and 4 of 4 SPRAM, 19.4 MHz achieved;
+    # 2x4 does not fit. 18 MHz because the PLL makes nothing below 16 MHz and 3 Mbaud needs a
+    # clock that divides to within 2% (6 cycles a bit). The goal, 8x16 (sim.boards), needs a
+    # smaller PE and control than this core's (docs/architecture.md, "Boards").
+    BoardDef("icebreaker", _icebreaker, "ice40", 2, 2, 18.0, 3_000_000,
+             weight_words=spram_words(2 * 2 * 2),
              basis="measured", loader=("--board", "icebreaker"),
              note="iCE40 UP5K: 5,280 logic cells, 30 EBR, 4 SPRAM"),
 )}

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from rtl.synth import SYNTH_SCRIPTS, setup_yowasp_env
+from rtl.spram import spram_words
 from rtl.uart import divisor_for
 
 from sim.boards import core_config
@@ -53,7 +54,12 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     freq = (freq_mhz or b.freq_mhz) * 1e6
     platform = b.platform()
     pll = PLLS[b.family](platform.default_clk_frequency, freq)
-    core = core_config(rows, cols, weight_words or b.weight_words, b.family)
+    if weight_words is None:
+        weight_words = b.weight_words
+        if b.family == "ice40" and (rows, cols) != (b.rows, b.cols):
+            # Another shape, the same SPRAMs: as many words of its width as they hold.
+            weight_words = spram_words(2 * rows * cols)
+    core = core_config(rows, cols, weight_words, b.family)
     # A UART rate the clock cannot make is refused here, before anything runs.
     top = BoardTop(pll, divisor_for(pll.f_out, b.baud), core)
     out = Path(out)
@@ -136,6 +142,7 @@ def _report(name, b, rows, cols, weight_words, f_target, out: Path, bitstream: P
         "lut4": used(luts)[0], "lut4_available": used(luts)[1],
         "ff": used(ffs)[0] if ffs else _netlist_ffs(out / "top.json"),
         "ebr": used(brams)[0], "ebr_available": used(brams)[1],
+        "spram": used("ICESTORM_SPRAM")[0],
         "dsp": used(dsps)[0],
         "lut4_per_pe": round(used(luts)[0] / pes, 1),
         "target_mhz": round(f_target / 1e6, 3),

