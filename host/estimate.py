@@ -128,6 +128,9 @@ class Workload:
     config: BitNetConfig
     zero_fraction: float | None         # share of zero trits; None when the weights are unknown
     calls: list[tuple[str, int, int]] = field(default_factory=list)   # (name, N, K) a layer
+    # measured switching activity of the array's additions against random operands
+    # (sim.toggles); None: not measured, the per-operation figures are used as they are
+    activity: float | None = None
 
     @property
     def ternary_parameters(self) -> int:
@@ -218,7 +221,10 @@ def workload_of(ckpt, name: str, source: str) -> Workload:
                 t = getattr(layer, proj).trits
                 total += t.size
                 zeros += int((t == 0).sum())
-    return Workload(name, source, ckpt.config, zeros / total, _calls(ckpt.config))
+    # the activity was measured on the bundled model only (python -m sim.toggles)
+    activity = (energy.value("activity_tiny")
+                if Path(source).resolve() == BUNDLED.resolve() else None)
+    return Workload(name, source, ckpt.config, zeros / total, _calls(ckpt.config), activity)
 
 
 # -- the estimate ------------------------------------------------------------------------------
@@ -325,7 +331,7 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
 
 
 def _work(work: Workload, c: CallCost, cfg: schedule.ArrayConfig, macs: int,
-          seconds: float) -> energy.Work:
+          seconds: float, activity: float | None = None) -> energy.Work:
     """What the energy model counts of the calls ``c`` (``macs`` of them, in ``seconds``)."""
     nonzero = 1.0 - work.zero_fraction if work.zero_fraction is not None else 1.0
     return energy.Work(
@@ -337,7 +343,9 @@ def _work(work: Workload, c: CallCost, cfg: schedule.ArrayConfig, macs: int,
         # each result row is written once by the accumulator and read once by READ_RESULTS
         result_bits=2 * c.result_rows * cfg.cols * cfg.acc_bits,
         link_bits=8 * (c.bytes_sent + c.bytes_received),
-        seconds=seconds)
+        seconds=seconds,
+        activity=activity if activity is not None else
+        (work.activity if work.activity is not None else 1.0))
 
 
 def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = None,
@@ -393,6 +401,12 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
             "joules": e,
             "joules_per_token": {k: (v / M if isinstance(v, float) else v) for k, v in e.items()},
             "zero_fraction": work.zero_fraction, "zeros_assumed": work.zero_fraction is None,
+            "activity": {"ratio": work.activity if work.activity is not None else 1.0,
+                         "measured": work.activity is not None,
+                         "arithmetic_unscaled": energy.energy(
+                             _work(work, total, cfg, p["macs"], p["seconds"]["total"],
+                                   activity=1.0),
+                             node=node, link_pj_per_bit=None, static_mw=None)["arithmetic"]},
             "baselines": energy.baselines(w, node=node)}
         phases[phase] = p
     mc = work.config
@@ -586,6 +600,12 @@ def markdown(r: dict) -> str:
               + ", ".join(f"{k} {_si(j[k], 'J')}" for k in ("arithmetic", "memory", "link",
                                                           "static"))
               + f"; total counted {_si(j['total'], 'J')}."]
+    act = e["activity"]
+    if act["measured"]:
+        lines.append(f"The additions' energy is scaled by the switching activity measured on the "
+                     f"RTL with this model's data ({act['ratio']:.3f} of random operands, "
+                     f"`python -m sim.toggles`; {_si(act['arithmetic_unscaled'], 'J')} of "
+                     f"arithmetic unscaled, for the phase).")
     base = e["baselines"]
     zeros = ("zero trits assumed absent (weights unknown)" if e["zeros_assumed"]
              else f"{e['zero_fraction']:.1%} zero trits skipped")

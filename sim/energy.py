@@ -41,6 +41,9 @@ ECP5_DS = ("Lattice FPGA-DS-02012 (DS1044), ECP5 and ECP5-5G Family Data Sheet, 
            "current (standby, static: 0 Hz) table, typical; Table 3.8 in revision 3.4. Not read "
            "here directly: the figures are as two independent public hardware design notes "
            "quote that table (found with the search tool)")
+TOGGLES = ("measured here: python -m sim.toggles (the bundled model, prompt 'The with statement', "
+           "8 new tokens, seed 0): Verilator --coverage-toggle on rtl.ternary_pe's psum "
+           "register checked against a NumPy count, which covers every device call")
 FT231X_DS = ("FTDI FT231X data sheet, FT_000565 version 1.6, Table 5.3 (Operating Voltage and "
              "Current): Icc1, operating supply current, normal operation, typical 8 mA; VCC "
              "typical 5 V")
@@ -112,6 +115,13 @@ CONSTANTS: dict[tuple[str, str], Constant] = _table(
                   "A100 host-to-GPU measurement (167.9 pJ/bit, Zhao et al., 'Quantifying "
                   "Interconnect Energy Efficiency on Perlmutter', quoted second-hand, "
                   "generation not confirmed) is not a PHY figure; not counted"),
+    # Switching activity: the psum register's bit flips per nonzero-weight step with the
+    # bundled model's own activations and trits, over those with uniform random operands
+    # (what a per-operation energy stands for): 3.900 / 4.881 flips.
+    Constant("activity_tiny", 3.900439118316702 / 4.881312910771171, "ratio", "any", TOGGLES,
+             note="applies to the bundled model only (models/tiny); scales its INT8 additions' "
+                  "energy, taking an adder's switching energy as proportional to the flips of "
+                  "the register it feeds"),
     Constant("static_ice40_up5k", 85.6e-6 * 1.219 * 1e3, "mW", "any", ICE40_POWER,
              note="iCE40 UP5K core rail only, configured blank design, bench measurement"),
     Constant("static_lfe5u_25", _ecp5_standby_mw(77.0, 16.0), "mW", "any", ECP5_DS,
@@ -185,6 +195,9 @@ class Work:
     result_bits: int        # bits written to and read from the result buffer
     link_bits: int          # bits moved over the link, both directions
     seconds: float          # time the work takes (for static power)
+    # switching activity of the array's additions relative to random operands (1: the
+    # per-operation figures as they are; sim.toggles measures it for the bundled model)
+    activity: float = 1.0
 
 
 def energy(work: Work, *, node: str, link_pj_per_bit: float | None,
@@ -192,7 +205,7 @@ def energy(work: Work, *, node: str, link_pj_per_bit: float | None,
     """Joules by part; ``None`` for a part with no source (not counted in ``total``)."""
     check_node(node)
     pj = 1e-12
-    arithmetic = (work.nonzero_macs * value("add_int8", node)
+    arithmetic = (work.nonzero_macs * value("add_int8", node) * work.activity
                   + work.accumulations * value("add_int32", node)) * pj
     memory = (work.weight_bits + work.act_bits + work.result_bits) * value("sram_bit", node) * pj
     link = None if link_pj_per_bit is None else work.link_bits * link_pj_per_bit * pj

@@ -211,7 +211,8 @@ def test_json_report_schema():
             assert sum(x["joules"][part] for x in p["calls"]) == pytest.approx(
                 p["energy"]["joules"][part])
         assert set(p["energy"]) == {"joules", "joules_per_token", "zero_fraction",
-                                    "zeros_assumed", "baselines"}
+                                    "zeros_assumed", "activity", "baselines"}
+        assert set(p["energy"]["activity"]) == {"ratio", "measured", "arithmetic_unscaled"}
     assert r["phases"]["prefill"]["tokens"] == 5
     with open(est.Path(__file__).resolve().parents[2] / "docs" / "estimates.md") as f:
         doc = f.read()
@@ -411,3 +412,23 @@ def test_uart_energy_is_the_bridge_power_while_bytes_move():
         assert p["energy"]["joules"]["link"] == pytest.approx(40e-3 * link_s)
     with pytest.raises(KeyError, match="no power entry for USB bridge"):
         est.parse_link("uart:115200", bridge="CH340")
+
+
+def test_measured_activity_scales_the_additions_of_the_bundled_model_only():
+    """The bundled model's INT8 additions cost the measured activity (sim.toggles) times the
+    random-operand figure; the accumulator's 32-bit additions and other models are as they
+    were."""
+    ratio = energy.value("activity_tiny")
+    assert 0.5 < ratio < 1.0                   # real activations are small: fewer flips
+    tiny = est.load_workload(preset="tiny")
+    assert tiny.activity == ratio
+    d = est.estimate(tiny, board="icebreaker")["phases"]["decode"]
+    a = d["energy"]["activity"]
+    assert a["measured"] and a["ratio"] == ratio
+    adds = d["macs"] * (1 - tiny.zero_fraction) * energy.value("add_int8", "7nm") * 1e-12
+    acc = d["energy"]["joules"]["arithmetic"] - ratio * adds
+    assert a["arithmetic_unscaled"] == pytest.approx(adds + acc)
+    assert acc == pytest.approx(d["passes"] * 128 * energy.value("add_int32", "7nm") * 1e-12)
+    big = est.estimate(est.load_workload(preset="bitnet-b1.58-2B-4T"))["phases"]["decode"]
+    assert big["energy"]["activity"] == {"ratio": 1.0, "measured": False, "arithmetic_unscaled":
+                                         big["energy"]["joules"]["arithmetic"]}
