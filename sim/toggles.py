@@ -222,7 +222,7 @@ def measure(model: str | Path, *, prompt: str, new_tokens: int, sample: int, see
     rand = {"steps": rand_steps, "nonzero_steps": rand_nz, "psum_toggles": rand_t,
             "toggles_per_nonzero_step": rand_t / rand_nz}
     return {
-        "model": str(model), "prompt": prompt, "new_tokens": new_tokens, "calls": len(calls),
+        "model": Path(model).name, "prompt": prompt, "new_tokens": new_tokens, "calls": len(calls),
         "psum_bits": PSUM_BITS, "seed": seed,
         "real": real, "random": rand,
         "activity_ratio": real["toggles_per_nonzero_step"] / rand["toggles_per_nonzero_step"],
