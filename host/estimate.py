@@ -83,16 +83,27 @@ class Link:
                 "pj_per_bit": self.pj_per_bit, "note": self.note}
 
 
-def parse_link(spec: str) -> Link:
+def parse_link(spec: str, bridge: str | None = None) -> Link:
     """``uart:BAUD`` (8N1: 10 bits a byte), ``pcie:genG[xW]`` (G 1-5, W 1-16 lanes, default 1),
     or ``mem:GBPS[:ddr|hbm]`` (an on-board memory of GBPS gigabytes per second next to the
-    array, weights and activations alike streamed from it)."""
+    array, weights and activations alike streamed from it).
+
+    A UART's energy per data bit is its USB bridge's (``bridge``, e.g. ``"FT231X"``) supply
+    power over the data bit rate, ``P / (8 * bytes_per_second)``: the whole chip's power
+    charged to the time the link is moving bytes, an upper bound. Without a bridge, or with
+    one whose power no source gives, a UART's energy is not counted."""
     s = spec.strip().lower()
     m = re.fullmatch(r"uart:(\d+)", s)
     if m and int(m.group(1)) > 0:
         baud = int(m.group(1))
-        return Link(spec, "uart", baud / boards.UART_BITS_PER_BYTE, energy.value("uart_bit"),
-                    note=f"{baud} baud, 8N1 ({boards.UART_BITS_PER_BYTE} bits a byte)")
+        rate = baud / boards.UART_BITS_PER_BYTE
+        mw = energy.bridge_constant(bridge).value if bridge else None
+        pj = None if mw is None else mw * 1e-3 / (8 * rate) * 1e12
+        note = f"{baud} baud, 8N1 ({boards.UART_BITS_PER_BYTE} bits a byte)"
+        if bridge:
+            note += (f"; {bridge} bridge, " + (f"{mw:g} mW over the data bit rate" if mw
+                                               else "power not in the energy table"))
+        return Link(spec, "uart", rate, pj, note=note)
     m = re.fullmatch(r"pcie:gen([1-5])(?:x(\d+))?", s)
     if m:
         gen, lanes = int(m.group(1)), int(m.group(2) or 1)
@@ -117,10 +128,65 @@ class Workload:
     config: BitNetConfig
     zero_fraction: float | None         # share of zero trits; None when the weights are unknown
     calls: list[tuple[str, int, int]] = field(default_factory=list)   # (name, N, K) a layer
+    # measured switching activity of the array's additions against random operands
+    # (sim.toggles); None: not measured, the per-operation figures are used as they are
+    activity: float | None = None
 
     @property
     def ternary_parameters(self) -> int:
         return self.config.num_hidden_layers * sum(N * K for _, N, K in self.calls)
+
+
+def projections_of(work: "Workload") -> dict[str, list[tuple[str, int]]]:
+    """The projections of each device call of ``work`` and their outputs: ``{"qkv": [("q",
+    Nq), ("k", Nk), ("v", Nv)], "o": [("o", N)], ...}``. A call that is not one of ``CALLS``
+    (a hand-made workload) is its own single projection."""
+    groups = dict(CALLS)
+    out = {}
+    for name, N, K in work.calls:
+        if name in groups:
+            parts = [(p.removesuffix("_proj"), work.config.projection_shape(p)[0])
+                     for p in groups[name]]
+            if sum(n for _, n in parts) != N:
+                raise ValueError(f"{work.name}: call {name} has N={N}, its projections "
+                                 f"{parts} do not add up to it")
+            out[name] = parts
+        else:
+            out[name] = [(name, N)]
+    return out
+
+
+def _split_int(v: int, weights: list[int]) -> list[int]:
+    """``v`` in proportion to ``weights``, in integers that add up to ``v`` (largest
+    remainder; ties go to the earlier part)."""
+    total = sum(weights)
+    exact = [v * w / total for w in weights]
+    parts = [v * w // total for w in weights]
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - parts[i]), i))
+    for i in order[:v - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+def _split(value, weights: list[int]):
+    """A call's report (nested dicts of counts, seconds and joules) in proportion to
+    ``weights``: integers by largest remainder, so they add up exactly; floats as shares, the
+    last part taking what the others leave so that they add up to the call's (to rounding);
+    anything else (None, names, lists) repeated."""
+    n = len(weights)
+    if isinstance(value, dict):
+        parts = [dict() for _ in range(n)]
+        for k, v in value.items():
+            for part, x in zip(parts, _split(v, weights)):
+                part[k] = x
+        return parts
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return [value] * n
+    if isinstance(value, int):
+        return _split_int(value, weights)
+    total = sum(weights)
+    parts = [value * w / total for w in weights[:-1]]
+    return parts + [value - sum(parts)]
 
 
 def _calls(cfg: BitNetConfig) -> list[tuple[str, int, int]]:
@@ -155,7 +221,10 @@ def workload_of(ckpt, name: str, source: str) -> Workload:
                 t = getattr(layer, proj).trits
                 total += t.size
                 zeros += int((t == 0).sum())
-    return Workload(name, source, ckpt.config, zeros / total, _calls(ckpt.config))
+    # the activity was measured on the bundled model only (python -m sim.toggles)
+    activity = (energy.value("activity_tiny")
+                if Path(source).resolve() == BUNDLED.resolve() else None)
+    return Workload(name, source, ckpt.config, zeros / total, _calls(ckpt.config), activity)
 
 
 # -- the estimate ------------------------------------------------------------------------------
@@ -243,11 +312,26 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
                      **with_joules(d["cost"], M * d["N"] * d["K"] * cfg.num_hidden_layers)}
                     for name, d in per_call.items()]
     out["layers"] = [{"layer": j, **with_joules(c, layer_macs)} for j, c in enumerate(layers)]
+    # Per projection: a stacked call (q|k|v, gate|up) is one set of requests on the device, so
+    # its counts are shared out in proportion to each projection's outputs N (its share of
+    # the call's weight trits, as K is common); the bound and utilization are the call's.
+    parts = projections_of(work)
+    out["projections"] = []
+    for call in out["calls"]:
+        names, ns = zip(*parts[call["name"]])
+        counted = {k: v for k, v in call.items()
+                   if k in ("seconds", "cycles", "bytes", "frames", "runs", "passes", "joules")}
+        for name, n, share in zip(names, ns, _split(counted, list(ns))):
+            out["projections"].append({
+                "name": name, "call": call["name"], "N": n, "K": call["K"],
+                "share": n / call["N"], "resident_layers": call["resident_layers"], **share,
+                "macs": M * n * call["K"] * cfg.num_hidden_layers,
+                "bound": call["bound"], "utilization": call["utilization"]})
     return out, total
 
 
 def _work(work: Workload, c: CallCost, cfg: schedule.ArrayConfig, macs: int,
-          seconds: float) -> energy.Work:
+          seconds: float, activity: float | None = None) -> energy.Work:
     """What the energy model counts of the calls ``c`` (``macs`` of them, in ``seconds``)."""
     nonzero = 1.0 - work.zero_fraction if work.zero_fraction is not None else 1.0
     return energy.Work(
@@ -259,7 +343,9 @@ def _work(work: Workload, c: CallCost, cfg: schedule.ArrayConfig, macs: int,
         # each result row is written once by the accumulator and read once by READ_RESULTS
         result_bits=2 * c.result_rows * cfg.cols * cfg.acc_bits,
         link_bits=8 * (c.bytes_sent + c.bytes_received),
-        seconds=seconds)
+        seconds=seconds,
+        activity=activity if activity is not None else
+        (work.activity if work.activity is not None else 1.0))
 
 
 def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = None,
@@ -280,7 +366,8 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
         info = board_info
     elif not freq_mhz and info.clock_hz:
         clock = info.clock_hz
-    ln = parse_link(link or f"uart:{b.baud}")
+    # a UART on this board goes through its USB bridge, whatever the rate
+    ln = parse_link(link or f"uart:{b.baud}", bridge=b.bridge or None)
     planner = RequestPlanner(info, max_frame)
     cfg = planner.config
     if max(K for _, _, K in work.calls) > cfg.k_max:
@@ -297,7 +384,7 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
     upload = sum(planner.upload_bytes(n) for (n, _), base in zip(layers, bases)
                  if base is not None)
     if static_mw is None:
-        static_mw = energy.value("static_ice40" if b.family == "ice40" else "static_ecp5")
+        static_mw = energy.static_constant(b.fpga).value
 
     def of_work(w: energy.Work) -> dict:
         return energy.energy(w, node=node, link_pj_per_bit=ln.pj_per_bit, static_mw=static_mw)
@@ -314,6 +401,12 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
             "joules": e,
             "joules_per_token": {k: (v / M if isinstance(v, float) else v) for k, v in e.items()},
             "zero_fraction": work.zero_fraction, "zeros_assumed": work.zero_fraction is None,
+            "activity": {"ratio": work.activity if work.activity is not None else 1.0,
+                         "measured": work.activity is not None,
+                         "arithmetic_unscaled": energy.energy(
+                             _work(work, total, cfg, p["macs"], p["seconds"]["total"],
+                                   activity=1.0),
+                             node=node, link_pj_per_bit=None, static_mw=None)["arithmetic"]},
             "baselines": energy.baselines(w, node=node)}
         phases[phase] = p
     mc = work.config
@@ -507,6 +600,12 @@ def markdown(r: dict) -> str:
               + ", ".join(f"{k} {_si(j[k], 'J')}" for k in ("arithmetic", "memory", "link",
                                                           "static"))
               + f"; total counted {_si(j['total'], 'J')}."]
+    act = e["activity"]
+    if act["measured"]:
+        lines.append(f"The additions' energy is scaled by the switching activity measured on the "
+                     f"RTL with this model's data ({act['ratio']:.3f} of random operands, "
+                     f"`python -m sim.toggles`; {_si(act['arithmetic_unscaled'], 'J')} of "
+                     f"arithmetic unscaled, for the phase).")
     base = e["baselines"]
     zeros = ("zero trits assumed absent (weights unknown)" if e["zeros_assumed"]
              else f"{e['zero_fraction']:.1%} zero trits skipped")
@@ -522,6 +621,14 @@ def markdown(r: dict) -> str:
                      f"{c['cycles']['array']:,} / {c['cycles']['control']:,} | "
                      f"{c['bytes']['sent'] + c['bytes']['received']:,} | "
                      f"{_si(c['joules']['total'], 'J')} | {c['bound']} |")
+    lines += ["", "Per projection (a stacked call shared out by each projection's outputs N):", "",
+              "| projection | call | N x K | decode cycles (array / control) | bytes a token | "
+              "energy a token (counted) |", "| --- | --- | --- | --- | --- | --- |"]
+    for c in r["phases"]["decode"]["projections"]:
+        lines.append(f"| {c['name']} | {c['call']} | {c['N']} x {c['K']} | "
+                     f"{c['cycles']['array']:,} / {c['cycles']['control']:,} | "
+                     f"{c['bytes']['sent'] + c['bytes']['received']:,} | "
+                     f"{_si(c['joules']['total'], 'J')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -55,6 +55,7 @@ class Board:
     memory_bits_per_cycle: int  # weight memory read width
     basis: str                  # "target" (issue #4's goals) or "measured" (a build's report)
     lut4: int                   # logic cells (LUT4s) nextpnr can place on the FPGA
+    bridge: str = ""            # the USB-UART bridge chip (sim.energy.BRIDGE_POWER)
     note: str = ""
 
     @property
@@ -86,33 +87,31 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ulx3s-85f", "ECP5 LFE5U-85F", rows=32, cols=64, clock_hz=100e6, baud=3_000_000,
           # 2048 trits x 2 bits per word: 114 of the 208 DP16KD blocks at 36 x 512
           weight_trits=512 * 2048, memory_bits_per_cycle=114 * 36, basis="target", lut4=83640,
-          note="FT231X bridge at 3 Mbaud"),
+          bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     Board("icebreaker", "iCE40 UP5K", rows=8, cols=16, clock_hz=24e6, baud=12_000_000,
           # the four 256-kbit SPRAMs side by side: 64 bits per cycle
           weight_trits=4 * 262144 // TRIT_BITS, memory_bits_per_cycle=4 * 16, basis="target",
-          lut4=5280,
-          note="FT2232H bridge at 12 Mbaud"),
+          lut4=5280, bridge="FT2232H", note="FT2232H bridge at 12 Mbaud"),
     # Built: boards/sweeps/ulx3s-12f.json (16x16 at 30 MHz: 50.0 MHz achieved); a weight word
     # (512 bits) is read whole every cycle.
     Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
           weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
-          note="FT231X bridge at 3 Mbaud"),
+          bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: 16x16 at 60 MHz with 4096 words of 256 trits (87.9 MHz achieved, 134 DP16KD),
     # which hold the bundled model resident (docs/architecture.md, "Boards").
     # Built: boards/sweeps/ulx3s-45f.json (16x16 at 30 MHz with 2560 words of 256 trits, the
     # bundled model's 2,560: 47.5 MHz achieved, 92 of 108 DP16KD).
     Board("ulx3s-45f", "ECP5 LFE5U-45F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
           weight_trits=ULX3S_45F_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
-          lut4=43848, note="FT231X bridge at 3 Mbaud"),
+          lut4=43848, bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: boards/sweeps/ulx3s-25f.json (the 12F's 16x16 core with twice its weight words on
     # the same die: 46.6 MHz achieved, 49 of 56 DP16KD).
     Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
           weight_trits=1024 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
-          note="FT231X bridge at 3 Mbaud"),
+          bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=16, clock_hz=60e6, baud=3_000_000,
           weight_trits=ECPIX5_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
-          lut4=83640,
-          note="FT2232H bridge at 3 Mbaud"),
+          lut4=83640, bridge="FT2232H", note="FT2232H bridge at 3 Mbaud"),
 )}
 
 

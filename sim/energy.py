@@ -9,7 +9,8 @@ Energy of a workload is split four ways:
   activation buffer, and every result bit written to and read from the result buffer, at the
   cost per bit of a small SRAM;
 * **link**: every bit moved between host and device, at the link's cost per bit where a source
-  gives one (a DRAM or HBM channel next to the array); a UART or PCIe link has none here;
+  gives one (a DRAM or HBM channel next to the array; a UART's USB bridge, its supply power
+  over the link's bit rate); PCIe has none here;
 * **static**: the FPGA's static power for the time the work takes, where a source gives it.
 
 The per-operation energies are ASIC figures for a process node (``45nm`` or ``7nm``); an FPGA
@@ -36,6 +37,26 @@ HBM = ("M. O'Connor et al., \"Fine-Grained DRAM: Energy-Efficient DRAM for Extre
        "Systems\", MICRO 2017 (HBM2 access energy)")
 ICE40_POWER = ("tinyvision-ai-inc/ice40_power (GitHub): UP5K core rail measured with a "
                "Joulescope, blank design: 85.6 uA at 1.219 V")
+ECP5_DS = ("Lattice FPGA-DS-02012 (DS1044), ECP5 and ECP5-5G Family Data Sheet, the supply "
+           "current (standby, static: 0 Hz) table, typical; Table 3.8 in revision 3.4. Not read "
+           "here directly: the figures are as two independent public hardware design notes "
+           "quote that table (found with the search tool)")
+TOGGLES = ("measured here: python -m sim.toggles (the bundled model, prompt 'The with statement', "
+           "8 new tokens, seed 0): Verilator --coverage-toggle on rtl.ternary_pe's psum "
+           "register checked against a NumPy count, which covers every device call")
+FT231X_DS = ("FTDI FT231X data sheet, FT_000565 version 1.6, Table 5.3 (Operating Voltage and "
+             "Current): Icc1, operating supply current, normal operation, typical 8 mA; VCC "
+             "typical 5 V")
+
+#: ECP5 supply voltages the standby currents are drawn at: VCC (core) 1.1 V and VCCAUX 2.5 V,
+#: the data sheet's nominal recommended operating conditions (FPGA-DS-02012 Table 3.2)
+ECP5_VCC, ECP5_VCCAUX = 1.1, 2.5
+
+
+def _ecp5_standby_mw(icc_ma: float, iccaux_ma: float) -> float:
+    # core and auxiliary rails only: the VCCIO banks (0.5 mA a bank typical) depend on how
+    # many banks a board powers and at which voltage, so they are left out (a few mW)
+    return icc_ma * ECP5_VCC + iccaux_ma * ECP5_VCCAUX
 
 
 @dataclass(frozen=True)
@@ -78,16 +99,72 @@ CONSTANTS: dict[tuple[str, str], Constant] = _table(
     Constant("ddr_bit", 1300.0 / 64, "pJ/bit", "any", HOROWITZ,
              note="DRAM, 64-bit access: 1.3-2.6 nJ; the lower end"),
     Constant("hbm_bit", 3.9, "pJ/bit", "any", HBM),
-    Constant("uart_bit", None, "pJ/bit", "any", "none",
-             note="the USB bridge's power per bit is not in a source here: not counted"),
+    # A UART link's energy is its USB bridge's supply power for the time the bytes take
+    # (host.estimate.parse_link divides it by the data bit rate): an upper bound, since it
+    # charges the whole chip to the link, idle USB polling included.
+    Constant("bridge_ft231x", 8.0 * 5.0, "mW", "any", FT231X_DS,
+             note="8 mA x 5 V (ULX3S: the bridge runs from USB 5 V); the whole chip's power "
+                  "charged to the link: an upper bound"),
+    Constant("bridge_ft2232h", None, "mW", "any", "none",
+             note="the FT2232H data sheet's operating current (DS FT2232H, DC characteristics) "
+                  "was not found in a source here: searched the pages, docs and code corpora "
+                  "for its operating supply current and its document number; not counted"),
     Constant("pcie_bit", None, "pJ/bit", "any", "none",
-             note="no source here for a PCIe SerDes' energy per bit: not counted"),
-    Constant("static_ice40", 85.6e-6 * 1.219 * 1e3, "mW", "any", ICE40_POWER,
+             note="no PCIe SerDes/PHY energy per bit with its generation in a source here: "
+                  "searched for PCIe SerDes pJ/bit figures; the one found, a system-level "
+                  "A100 host-to-GPU measurement (167.9 pJ/bit, Zhao et al., 'Quantifying "
+                  "Interconnect Energy Efficiency on Perlmutter', quoted second-hand, "
+                  "generation not confirmed) is not a PHY figure; not counted"),
+    # Switching activity: the psum register's bit flips per nonzero-weight step with the
+    # bundled model's own activations and trits, over those with uniform random operands
+    # (what a per-operation energy stands for): 3.900 / 4.881 flips.
+    Constant("activity_tiny", 3.900439118316702 / 4.881312910771171, "ratio", "any", TOGGLES,
+             note="applies to the bundled model only (models/tiny); scales its INT8 additions' "
+                  "energy, taking an adder's switching energy as proportional to the flips of "
+                  "the register it feeds"),
+    Constant("static_ice40_up5k", 85.6e-6 * 1.219 * 1e3, "mW", "any", ICE40_POWER,
              note="iCE40 UP5K core rail only, configured blank design, bench measurement"),
-    Constant("static_ecp5", None, "mW", "any", "none",
-             note="the ECP5 data sheet's standby current is not in a source available here: "
-                  "not counted; give it with --static-mw"),
+    Constant("static_lfe5u_25", _ecp5_standby_mw(77.0, 16.0), "mW", "any", ECP5_DS,
+             note="LFE5U-12F/LFE5U-25F/LFE5UM-25F (one row of the table: the 12F is the 25F "
+                  "die): ICC 77 mA at 1.1 V + ICCAUX 16 mA at 2.5 V; VCCIO banks not counted"),
+    Constant("static_lfe5u_45", None, "mW", "any", "none",
+             note="the LFE5U-45F row of the data sheet's standby table was not found in a "
+                  "source here (searched the pages, docs and code corpora); not counted"),
+    Constant("static_lfe5u_85", _ecp5_standby_mw(212.0, 26.0), "mW", "any", ECP5_DS,
+             note="LFE5U-85F: ICC 212 mA at 1.1 V + ICCAUX 26 mA at 2.5 V; VCCIO banks not "
+                  "counted"),
+    Constant("static_lfe5um5g_85", None, "mW", "any", "none",
+             note="the ECP5-5G (LFE5UM5G-85F, core at 1.2 V) standby row was not found in a "
+                  "source here; the LFE5U-85F figure does not apply; not counted"),
 )
+
+
+#: The static-power constant of each FPGA a board names (``sim.boards.Board.fpga``).
+STATIC_BY_FPGA = {
+    "iCE40 UP5K": "static_ice40_up5k",
+    "ECP5 LFE5U-12F": "static_lfe5u_25",
+    "ECP5 LFE5U-25F": "static_lfe5u_25",
+    "ECP5 LFE5U-45F": "static_lfe5u_45",
+    "ECP5 LFE5U-85F": "static_lfe5u_85",
+    "ECP5 LFE5UM5G-85F": "static_lfe5um5g_85",
+}
+
+#: The power constant of each USB-UART bridge a board names (``sim.boards.Board.bridge``).
+BRIDGE_POWER = {"FT231X": "bridge_ft231x", "FT2232H": "bridge_ft2232h"}
+
+
+def static_constant(fpga: str) -> Constant:
+    if fpga not in STATIC_BY_FPGA:
+        raise KeyError(f"no static-power entry for FPGA {fpga!r}; known: "
+                       f"{', '.join(STATIC_BY_FPGA)}")
+    return constant(STATIC_BY_FPGA[fpga])
+
+
+def bridge_constant(bridge: str) -> Constant:
+    if bridge not in BRIDGE_POWER:
+        raise KeyError(f"no power entry for USB bridge {bridge!r}; known: "
+                       f"{', '.join(BRIDGE_POWER)}")
+    return constant(BRIDGE_POWER[bridge])
 
 
 def constant(key: str, node: str = "any") -> Constant:
@@ -118,6 +195,9 @@ class Work:
     result_bits: int        # bits written to and read from the result buffer
     link_bits: int          # bits moved over the link, both directions
     seconds: float          # time the work takes (for static power)
+    # switching activity of the array's additions relative to random operands (1: the
+    # per-operation figures as they are; sim.toggles measures it for the bundled model)
+    activity: float = 1.0
 
 
 def energy(work: Work, *, node: str, link_pj_per_bit: float | None,
@@ -125,7 +205,7 @@ def energy(work: Work, *, node: str, link_pj_per_bit: float | None,
     """Joules by part; ``None`` for a part with no source (not counted in ``total``)."""
     check_node(node)
     pj = 1e-12
-    arithmetic = (work.nonzero_macs * value("add_int8", node)
+    arithmetic = (work.nonzero_macs * value("add_int8", node) * work.activity
                   + work.accumulations * value("add_int32", node)) * pj
     memory = (work.weight_bits + work.act_bits + work.result_bits) * value("sram_bit", node) * pj
     link = None if link_pj_per_bit is None else work.link_bits * link_pj_per_bit * pj

@@ -187,7 +187,9 @@ def test_every_constant_has_a_source():
 #: the report's keys (docs/estimates.md documents each)
 TOP = {"schema", "model", "device", "link", "node", "residency", "phases", "constants"}
 PHASE = {"tokens", "tokens_per_second", "seconds", "cycles", "bytes", "frames", "runs",
-         "passes", "macs", "bound", "utilization", "calls", "layers", "energy"}
+         "passes", "macs", "bound", "utilization", "calls", "layers", "projections", "energy"}
+PROJECTION = {"name", "call", "N", "K", "share", "resident_layers", "seconds", "cycles",
+              "bytes", "frames", "runs", "passes", "joules", "macs", "bound", "utilization"}
 
 
 def test_json_report_schema():
@@ -209,12 +211,15 @@ def test_json_report_schema():
             assert sum(x["joules"][part] for x in p["calls"]) == pytest.approx(
                 p["energy"]["joules"][part])
         assert set(p["energy"]) == {"joules", "joules_per_token", "zero_fraction",
-                                    "zeros_assumed", "baselines"}
+                                    "zeros_assumed", "activity", "baselines"}
+        assert set(p["energy"]["activity"]) == {"ratio", "measured", "arithmetic_unscaled"}
     assert r["phases"]["prefill"]["tokens"] == 5
     with open(est.Path(__file__).resolve().parents[2] / "docs" / "estimates.md") as f:
         doc = f.read()
-    for key in TOP | PHASE:
+    for key in TOP | PHASE | PROJECTION:
         assert f"`{key}`" in doc, key
+    for p in r["phases"].values():
+        assert all(set(x) == PROJECTION for x in p["projections"])
 
 
 def test_plots_written(tmp_path):
@@ -307,3 +312,123 @@ def test_control_cycles_are_the_machines():
     a = linear_args(0, 0, 0, 1, 60, 10)
     assert planner.control_cycles(1, 60, 10) == machine.run(program, a.entry, a.args,
                                                             planner.params).cycles - 9
+
+
+def _leaves(d, prefix=()):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, prefix + (k,))
+        else:
+            yield prefix + (k,), v
+
+
+@pytest.mark.parametrize("preset, board, batch", [("tiny", "ulx3s-25f", 3),
+                                                   ("tiny", "ulx3s-85f", 1),
+                                                   ("bitnet-b1.58-2B-4T", "ulx3s-85f", 2)])
+def test_projections_add_up_to_their_calls(preset, board, batch):
+    """q, k, v share out the qkv call and gate, up the gate_up call: every count adds up to
+    the call's exactly and every time and energy to rounding; o and down are their calls."""
+    work = est.load_workload(preset=preset)
+    for p in est.estimate(work, board=board, batch=batch)["phases"].values():
+        projs = p["projections"]
+        assert [x["name"] for x in projs] == ["q", "k", "v", "o", "gate", "up", "down"]
+        cfg = work.config
+        assert [x["N"] for x in projs] == [cfg.projection_shape(f"{n}_proj")[0]
+                                           for n in ("q", "k", "v", "o", "gate", "up", "down")]
+        for call in p["calls"]:
+            mine = [x for x in projs if x["call"] == call["name"]]
+            assert sum(x["N"] for x in mine) == call["N"]
+            assert sum(x["macs"] for x in mine) == call["macs"]
+            for key in ("seconds", "cycles", "bytes", "joules", "frames", "runs", "passes"):
+                want = dict(_leaves({key: call[key]}))
+                for path, v in want.items():
+                    got = [dict(_leaves({key: x[key]}))[path] for x in mine]
+                    if isinstance(v, bool) or v is None or isinstance(v, list):
+                        assert all(g == v for g in got), path
+                    elif isinstance(v, int):
+                        assert sum(got) == v, path                   # exactly
+                        assert all(isinstance(g, int) for g in got)
+                    else:
+                        assert sum(got) == pytest.approx(v, rel=1e-12, abs=1e-30), path
+            if len(mine) == 1:                      # a call of one projection is itself
+                assert {k: mine[0][k] for k in ("seconds", "cycles", "bytes", "joules")} == \
+                    {k: call[k] for k in ("seconds", "cycles", "bytes", "joules")}
+        # shares follow N: in the 2B model q is 4x k, so it takes about 4x k's bytes
+        if preset.startswith("bitnet"):
+            q, k = projs[0], projs[1]
+            assert q["bytes"]["weights"] == pytest.approx(4 * k["bytes"]["weights"], rel=1e-6)
+        # and the per-projection totals add up to the phase's
+        assert sum(x["cycles"]["array"] for x in projs) == p["cycles"]["array"]
+        assert sum(x["bytes"]["sent"] for x in projs) == p["bytes"]["sent"]
+
+
+def test_split_int_is_exact_and_proportional():
+    assert est._split_int(10, [1, 1, 1]) == [4, 3, 3]
+    assert est._split_int(7, [5, 1, 1]) == [5, 1, 1]
+    assert est._split_int(0, [3, 4]) == [0, 0]
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        w = [int(x) for x in rng.integers(1, 50, int(rng.integers(1, 5)))]
+        v = int(rng.integers(0, 10**12))
+        parts = est._split_int(v, w)
+        assert sum(parts) == v
+        assert all(abs(p - v * x / sum(w)) < 1 for p, x in zip(parts, w))
+
+
+def test_static_power_per_fpga_from_the_data_sheet_currents():
+    """ECP5 standby: ICC at 1.1 V plus ICCAUX at 2.5 V, per device as the data sheet's table
+    gives them; devices it was not found for stay not counted."""
+    assert energy.static_constant("ECP5 LFE5U-25F").value == pytest.approx(0.077 * 1100
+                                                                            + 0.016 * 2500)
+    assert energy.static_constant("ECP5 LFE5U-12F") is energy.static_constant("ECP5 LFE5U-25F")
+    assert energy.static_constant("ECP5 LFE5U-85F").value == pytest.approx(0.212 * 1100
+                                                                            + 0.026 * 2500)
+    assert energy.static_constant("ECP5 LFE5U-45F").value is None
+    assert energy.static_constant("ECP5 LFE5UM5G-85F").value is None
+    for b in boards.BOARDS.values():                    # every board has an entry
+        energy.static_constant(b.fpga)
+        energy.bridge_constant(b.bridge)
+    with pytest.raises(KeyError, match="no static-power entry"):
+        energy.static_constant("ECP5 LFE5U-99F")
+    # the 12F's decode token: static power for the phase's time
+    r = est.estimate(est.load_workload(preset="tiny"), board="ulx3s-12f")
+    d = r["phases"]["decode"]
+    assert d["energy"]["joules"]["static"] == pytest.approx(124.7e-3 * d["seconds"]["total"])
+    e5 = est.estimate(est.load_workload(preset="tiny"), board="ecpix5-85f")
+    assert "static" in e5["phases"]["decode"]["energy"]["joules"]["not_counted"]
+
+
+def test_uart_energy_is_the_bridge_power_while_bytes_move():
+    """FT231X: 8 mA at 5 V = 40 mW; over a 3 Mbaud 8N1 link (2.4 Mbit/s of data) that is
+    16.7 nJ a data bit, so a phase's link energy is 40 mW times its link time."""
+    ln = est.parse_link("uart:3000000", bridge="FT231X")
+    assert ln.pj_per_bit == pytest.approx(40e-3 / 2.4e6 * 1e12)
+    assert est.parse_link("uart:3000000").pj_per_bit is None             # no bridge named
+    assert est.parse_link("uart:12000000", bridge="FT2232H").pj_per_bit is None  # no source
+    r = est.estimate(est.load_workload(preset="tiny"), board="ulx3s-45f", batch=4)
+    for p in r["phases"].values():
+        s = p["seconds"]
+        link_s = s["link_weights"] + s["link_acts_results"] + s["link_control"]
+        assert p["energy"]["joules"]["link"] == pytest.approx(40e-3 * link_s)
+    with pytest.raises(KeyError, match="no power entry for USB bridge"):
+        est.parse_link("uart:115200", bridge="CH340")
+
+
+def test_measured_activity_scales_the_additions_of_the_bundled_model_only():
+    """The bundled model's INT8 additions cost the measured activity (sim.toggles) times the
+    random-operand figure; the accumulator's 32-bit additions and other models are as they
+    were."""
+    ratio = energy.value("activity_tiny")
+    assert 0.5 < ratio < 1.0                   # real activations are small: fewer flips
+    tiny = est.load_workload(preset="tiny")
+    assert tiny.activity == ratio
+    d = est.estimate(tiny, board="icebreaker")["phases"]["decode"]
+    a = d["energy"]["activity"]
+    assert a["measured"] and a["ratio"] == ratio
+    adds = d["macs"] * (1 - tiny.zero_fraction) * energy.value("add_int8", "7nm") * 1e-12
+    acc = d["energy"]["joules"]["arithmetic"] - ratio * adds
+    assert a["arithmetic_unscaled"] == pytest.approx(adds + acc)
+    assert acc == pytest.approx(d["passes"] * 128 * energy.value("add_int32", "7nm") * 1e-12)
+    big = est.estimate(est.load_workload(preset="bitnet-b1.58-2B-4T"))["phases"]["decode"]
+    assert big["energy"]["activity"] == {"ratio": 1.0, "measured": False, "arithmetic_unscaled":
+                                         big["energy"]["joules"]["arithmetic"]}
