@@ -355,11 +355,11 @@ def estimate_runs(quick: bool) -> dict:
     big = est.load_workload(preset="bitnet-b1.58-2B-4T")
     return {
         "command": "tritium estimate --preset tiny --board BOARD --batch 16; tritium estimate "
-                   "--preset bitnet-b1.58-2B-4T --board ulx3s-85f --rows 16 --cols 64 "
+                   "--preset bitnet-b1.58-2B-4T --board ulx3s-85f-goal --rows 16 --cols 64 "
                    "--link LINK --batch 64",
         "tiny": {name: brief(est.estimate(tiny, board=name, batch=16))
                  for name in board_table.BOARDS},
-        "bitnet-b1.58-2B-4T": {link: brief(est.estimate(big, board="ulx3s-85f", rows=16,
+        "bitnet-b1.58-2B-4T": {link: brief(est.estimate(big, board="ulx3s-85f-goal", rows=16,
                                                         cols=64, link=link, batch=64))
                                for link in ("uart:3000000", "pcie:gen2x1", "mem:25.6",
                                             "mem:460:hbm")},

@@ -1,11 +1,11 @@
 """Boards: each one's platform (pins, oscillator, from amaranth-boards), its link and the device
 configuration it is built with. ``python -m boards`` / ``tritium build`` build them.
 
-Every default here is a measured build (``make sweep BOARD=...``, ``boards/sweeps/``); the
-ULX3S-12F, -25F, -45F and ECPIX-5 take theirs from their rows in ``sim.boards.BOARDS``
-(shared with ``run_model``'s stats). The ULX3S-85F's and the iCEBreaker's rows there stay issue
-#4's goals (2048 PEs at 100 MHz; 8x16 at 24 MHz), which these builds do not reach yet; what
-each board builds today is its default here (docs/architecture.md, "Boards").
+Every default is a measured build (``make sweep BOARD=...``, ``boards/sweeps/``), taken from
+the board's row in ``sim.boards.BOARDS`` (shared with ``tritium estimate`` and ``run_model``'s
+stats). Issue #4's goals for the ULX3S-85F and the iCEBreaker (2048 PEs at 100 MHz; 8x16 at
+24 MHz) are the rows ``ulx3s-85f-goal`` and ``icebreaker-goal`` there: projections, not builds
+(docs/architecture.md, "Boards").
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from rtl.spram import spram_words
 from sim import boards as targets
 
 
@@ -49,8 +48,9 @@ def _ulx3s(size: str):
     return platform
 
 
-_ulx3s_12f, _ulx3s_25f, _ulx3s_45f, _ecpix5 = (
-    targets.board(n) for n in ("ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ecpix5-85f"))
+_ulx3s_85f, _ulx3s_12f, _ulx3s_25f, _ulx3s_45f, _ecpix5, _icebreaker_built = (
+    targets.board(n) for n in ("ulx3s-85f", "ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ecpix5-85f",
+                               "icebreaker"))
 
 
 def _from_table(b: targets.Board, name: str, platform, family: str, **kw) -> BoardDef:
@@ -65,10 +65,10 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # (2,048 words at 16x32): 33,036 of 83,640 cells, 148 of 208 DP16KD, 0 DSP, 43.7 MHz
     # achieved against 35.7 (the PLL's nearest to 36; 12 cycles a bit at 3 Mbaud), 2,060 s.
     # 32x32 did not finish placement and routing in 60 minutes; the goal, 2048 PEs at
-    # 100 MHz (sim.boards), needs a cheaper PE and drain (docs/architecture.md, "Boards").
-    BoardDef("ulx3s-85f", _ulx3s("85F"), "ecp5", 16, 32, 36.0, 3_000_000, weight_words=2048,
-             basis="measured", loader=("--board", "ulx3s"),
-             note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
+    # 100 MHz (sim.boards' ulx3s-85f-goal), needs a cheaper PE and drain
+    # (docs/architecture.md, "Boards").
+    _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", loader=("--board", "ulx3s"),
+                note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
     # From `make sweep BOARD=ulx3s-12f` (boards/sweeps/ulx3s-12f.json): 16x16 is the largest
     # shape tried that fits (18,889 of 24,288 cells) and meets 30 MHz (50.0 achieved). 30 MHz
     # because 3 Mbaud needs a clock that divides to within 2%: 10 cycles a bit. The sweep ran
@@ -96,12 +96,12 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # in the four SPRAMs (131,072 words of 4 trits: the bundled model's 114,688 resident) takes
     # 5,240 of the UP5K's 5,280 logic cells, 16 of 30 EBR and 4 of 4 SPRAM, 19.4 MHz achieved;
     # 2x4 does not fit. 18 MHz because the PLL makes nothing below 16 MHz and 3 Mbaud needs a
-    # clock that divides to within 2% (6 cycles a bit). The goal, 8x16 (sim.boards), needs a
-    # smaller PE and control than this core's (docs/architecture.md, "Boards").
-    BoardDef("icebreaker", _icebreaker, "ice40", 2, 2, 18.0, 3_000_000,
-             weight_words=spram_words(2 * 2 * 2),
-             basis="measured", loader=("--board", "icebreaker"),
-             note="iCE40 UP5K: 5,280 logic cells, 30 EBR, 4 SPRAM"),
+    # clock that divides to within 2% (6 cycles a bit). The goal, 8x16 (sim.boards'
+    # icebreaker-goal), needs a smaller PE and control than this core's
+    # (docs/architecture.md, "Boards").
+    _from_table(_icebreaker_built, "icebreaker", _icebreaker, "ice40",
+                loader=("--board", "icebreaker"),
+                note="iCE40 UP5K: 5,280 logic cells, 30 EBR, 4 SPRAM"),
 )}
 
 

@@ -76,7 +76,7 @@ def test_default_builds_hold_the_bundled_model(name):
     from boards import board
     from host import estimate, load_checkpoint
     from sim import boards as targets
-    b, goal = board(name), targets.board(name)
+    b, goal = board(name), targets.board(f"{name}-goal")
     assert b.weight_words * b.rows * b.cols == goal.weight_trits
     tiny = Path(__file__).resolve().parents[2] / "models" / "tiny"
     work = estimate.workload_of(load_checkpoint(tiny), "tiny", str(tiny))

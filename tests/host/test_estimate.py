@@ -83,7 +83,7 @@ def test_weight_memory_places_as_load_many():
 
 def test_one_call_by_hand():
     """A decode call of 128 x 128 on the 8x16 iCEBreaker target, priced by hand."""
-    b = boards.board("icebreaker")
+    b = boards.board("icebreaker-goal")
     info = b.device_info()
     planner = RequestPlanner(info)
     c = planner.cost(1, 128, 128, resident=True)
@@ -95,7 +95,7 @@ def test_one_call_by_hand():
     assert c.bytes_received == 7 + 7 + (8 * 16 * 2 + 7) + (56 + 7)
     work = est.Workload("one", "test", _config(hidden=128, intermediate=128, layers=1), None,
                         [("x", 128, 128)])
-    r = est.estimate(work, board="icebreaker")
+    r = est.estimate(work, board="icebreaker-goal")
     d = r["phases"]["decode"]
     # SPRAM: 128 trits x 2 bits = 256 bits a word at 64 bits a cycle, 4 cycles a word.
     assert d["cycles"]["memory"] == 128 * 4 and d["cycles"]["array"] == 136
@@ -106,7 +106,7 @@ def test_one_call_by_hand():
         pytest.approx(link)
     assert d["tokens_per_second"] == pytest.approx(1 / d["seconds"]["total"])
     assert d["bound"] == "link"
-    assert est.estimate(work, board="icebreaker", link="mem:10")["phases"]["decode"]["bound"] \
+    assert est.estimate(work, board="icebreaker-goal", link="mem:10")["phases"]["decode"]["bound"] \
         == "memory"
 
 
@@ -127,7 +127,7 @@ def test_residency_and_streaming_on_the_2b_model():
                           ("gate_up", 2 * 6912, 2560), ("down", 2560, 6912)]
     assert work.ternary_parameters == 30 * (3840 * 2560 + 2560 * 2560 + 13824 * 2560
                                             + 2560 * 6912)
-    r = est.estimate(work, board="ulx3s-85f")
+    r = est.estimate(work, board="ulx3s-85f-goal")
     assert r["residency"]["streamed_calls"] == 120 and r["residency"]["upload_bytes"] == 0
     d = r["phases"]["decode"]
     # Streamed weights cross the link every token, as base3 words of 2048 trits (410 bytes).
@@ -135,7 +135,7 @@ def test_residency_and_streaming_on_the_2b_model():
     assert d["bytes"]["weights"] >= words * 410
     assert d["bound"] == "link"
     # On a 25.6 GB/s memory next to the array the same token is bound by the array.
-    fast = est.estimate(work, board="ulx3s-85f", link="mem:25.6")["phases"]["decode"]
+    fast = est.estimate(work, board="ulx3s-85f-goal", link="mem:25.6")["phases"]["decode"]
     assert fast["tokens_per_second"] > 1000 * d["tokens_per_second"]
 
 
@@ -163,7 +163,7 @@ def test_energy_grows_with_the_work():
 
     def joules(cfg, **kw):
         work = est.Workload("w", "test", cfg, 0.3, est._calls(cfg))
-        return est.estimate(work, board="icebreaker", **kw)["phases"]
+        return est.estimate(work, board="icebreaker-goal", **kw)["phases"]
 
     a, b, c = (joules(x)["decode"]["energy"]["joules"] for x in (small, big, wider))
     for part in ("arithmetic", "memory", "static", "total"):
@@ -422,7 +422,7 @@ def test_measured_activity_scales_the_additions_of_the_bundled_model_only():
     assert 0.5 < ratio < 1.0                   # real activations are small: fewer flips
     tiny = est.load_workload(preset="tiny")
     assert tiny.activity == ratio
-    d = est.estimate(tiny, board="icebreaker")["phases"]["decode"]
+    d = est.estimate(tiny, board="icebreaker-goal")["phases"]["decode"]
     a = d["energy"]["activity"]
     assert a["measured"] and a["ratio"] == ratio
     adds = d["macs"] * (1 - tiny.zero_fraction) * energy.value("add_int8", "7nm") * 1e-12

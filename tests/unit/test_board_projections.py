@@ -17,7 +17,7 @@ def _work(calls, layers=1):
 
 
 def test_builds_as_the_boards_make_them():
-    ice = boards.board("icebreaker").device_info()
+    ice = boards.board("icebreaker-goal").device_info()
     # the four 256-kbit SPRAMs as 2-bit codes: 524,288 trits, 4,096 words of 8x16
     assert (ice.rows, ice.cols, ice.weight_words) == (8, 16, 4096)
     assert ice.act_bytes == 2048 and ice.counter_bits == 32 and ice.clock_hz == 24_000_000
@@ -25,16 +25,16 @@ def test_builds_as_the_boards_make_them():
     assert (ecp.weight_words, ecp.act_bytes, ecp.counter_bits) == (boards.ECPIX5_WORDS, 4096, 64)
     # another shape keeps the board's weight memory in trits
     assert boards.board("ecpix5-85f").device_info(8, 8).weight_words == 4 * boards.ECPIX5_WORDS
-    assert boards.board("icebreaker").family == "ice40"
+    assert boards.board("icebreaker-goal").family == "ice40"
     assert boards.board("ulx3s-12f").family == "ecp5"
 
 
 def test_padding_decides_what_is_resident():
     # N = 64 takes a whole tile of 128 outputs on the 8x16 iCEBreaker target: 32 such
     # calls of K = 128 fill its 4096 words exactly, one more streams.
-    fits = est.estimate(_work([("x", 64, 128)] * 32), board="icebreaker")["residency"]
+    fits = est.estimate(_work([("x", 64, 128)] * 32), board="icebreaker-goal")["residency"]
     assert fits["all_resident"] and fits["resident_words"] == 4096
-    over = est.estimate(_work([("x", 64, 128)] * 33), board="icebreaker")
+    over = est.estimate(_work([("x", 64, 128)] * 33), board="icebreaker-goal")
     assert over["residency"]["streamed_calls"] >= 1
     # Streamed weights cross the link every token: 128 words of 26 base3 bytes (128 trits)
     # for each streamed call, in frames of at most 1024 bytes.
@@ -45,7 +45,7 @@ def test_padding_decides_what_is_resident():
 
 def test_ulx3s_is_compute_bound_on_a_fast_memory():
     w = _work([("x", 2048, 100)])
-    d = est.estimate(w, board="ulx3s-85f", link="mem:1000")["phases"]["decode"]
+    d = est.estimate(w, board="ulx3s-85f-goal", link="mem:1000")["phases"]["decode"]
     # 32x64 at 100 MHz, a word of 2048 trits read whole every cycle (114 x 36-bit EBR)
     assert d["cycles"]["memory"] == 100 and d["cycles"]["array"] == 100 + 32
     assert d["bound"] == "compute"
@@ -67,5 +67,6 @@ def test_measured_16x16_board_and_the_bundled_model():
 
 def test_unknown_board():
     with pytest.raises(ValueError, match="unknown board 'nope'; known: ulx3s-85f, icebreaker, "
-                                         "ulx3s-12f, ulx3s-45f, ulx3s-25f, ecpix5-85f"):
+                                         "ulx3s-12f, ulx3s-45f, ulx3s-25f, ecpix5-85f, "
+                                         "ulx3s-85f-goal, icebreaker-goal"):
         boards.board("nope")
