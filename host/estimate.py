@@ -133,6 +133,11 @@ class Workload:
     activity: float | None = None
 
     @property
+    def activity_ratio(self) -> float:
+        """The factor on the additions' energy: the measured activity, else 1."""
+        return 1.0 if self.activity is None else self.activity
+
+    @property
     def ternary_parameters(self) -> int:
         return self.config.num_hidden_layers * sum(N * K for _, N, K in self.calls)
 
@@ -344,8 +349,7 @@ def _work(work: Workload, c: CallCost, cfg: schedule.ArrayConfig, macs: int,
         result_bits=2 * c.result_rows * cfg.cols * cfg.acc_bits,
         link_bits=8 * (c.bytes_sent + c.bytes_received),
         seconds=seconds,
-        activity=activity if activity is not None else
-        (work.activity if work.activity is not None else 1.0))
+        activity=work.activity_ratio if activity is None else activity)
 
 
 def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = None,
@@ -401,7 +405,7 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
             "joules": e,
             "joules_per_token": {k: (v / M if isinstance(v, float) else v) for k, v in e.items()},
             "zero_fraction": work.zero_fraction, "zeros_assumed": work.zero_fraction is None,
-            "activity": {"ratio": work.activity if work.activity is not None else 1.0,
+            "activity": {"ratio": work.activity_ratio,
                          "measured": work.activity is not None,
                          "arithmetic_unscaled": energy.energy(
                              _work(work, total, cfg, p["macs"], p["seconds"]["total"],

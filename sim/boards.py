@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from firmware.commands import DeviceInfo
+from rtl.spram import SPRAM_DEPTH, SPRAM_WIDTH, SPRAMS
 
 from . import schedule
 
@@ -23,7 +24,7 @@ TRIT_BITS = 2
 #: UART bits per byte: start, 8 data, stop
 UART_BITS_PER_BYTE = 10
 #: trits the UP5K's four SPRAMs of 256 kbit hold
-SPRAM_TRITS = 4 * 262144 // TRIT_BITS
+SPRAM_TRITS = SPRAMS * SPRAM_DEPTH * SPRAM_WIDTH // TRIT_BITS
 #: weight memory depth of the ECPIX-5 build (words of 16x16 trits)
 ECPIX5_WORDS = 4096
 #: weight memory depth of the ULX3S-45F build: the bundled model's words at 16x16
