@@ -27,7 +27,10 @@ class BoardDef:
     baud: int
     weight_words: int
     basis: str                  # "target" (issue #4's goal, sim.boards) or "measured"
-    loader: tuple = ()          # openFPGALoader arguments that name the board
+    # How ``tritium build --program`` loads a bitstream: commands in order of preference,
+    # the first found on PATH runs with the bitstream appended.
+    programmers: tuple = ()
+    pll_from_pad: bool = True   # the oscillator's pin is the PLL's own pad (iCE40)
     note: str = ""
 
 
@@ -41,6 +44,50 @@ def _ecpix5_platform():
     return ECPIX585Platform()
 
 
+def _icesugar():
+    from amaranth_boards.icesugar import ICESugarPlatform
+    return ICESugarPlatform()
+
+
+def _upduino_v3():
+    """amaranth-boards' UPduino v3 with two changes: the clock is the 12 MHz oscillator (on
+    pin 20 once the OSC jumper is closed) instead of the internal SB_HFOSC, whose +/-10%
+    a UART cannot follow, and the UART is the FT232H's (tinyvision-ai-inc/UPduino-v3.0:
+    its ADBUS0 reaches pin 15, the FPGA's rx, and ADBUS1 pin 14, the FPGA's tx). These are
+    the flash's SPI clock and data pins, whose chip select the FT232H drives from DTR: the
+    host opens the port with DTR off (host.transport.SerialTransport)."""
+    from amaranth.build import Attrs
+    from amaranth_boards.resources import UARTResource
+    from amaranth_boards.upduino_v3 import UpduinoV3Platform
+
+    class Platform(UpduinoV3Platform):
+        default_clk = "clk12"
+        resources = UpduinoV3Platform.resources + [
+            UARTResource(0, rx="15", tx="14", attrs=Attrs(IO_STANDARD="SB_LVCMOS")),
+        ]
+    return Platform()
+
+
+def _orangecrab_85f():
+    """amaranth-boards' OrangeCrab r0.2 (85F) with a UART on the Feather header's pins 0 (rx,
+    N17) and 1 (tx, M18), for a 3.3 V USB-serial adapter; its USB port goes straight into
+    the FPGA and would need a USB core (docs/architecture.md, "Boards"). The build does not
+    run amaranth-boards' dfu-suffix step (not a YoWASP tool): openFPGALoader loads the plain
+    bitstream over the board's DFU bootloader."""
+    from amaranth.build import Attrs
+    from amaranth.vendor import LatticeECP5Platform
+    from amaranth_boards.orangecrab_r0_2 import OrangeCrabR0_2_85FPlatform
+    from amaranth_boards.resources import UARTResource
+
+    class Platform(OrangeCrabR0_2_85FPlatform):
+        resources = OrangeCrabR0_2_85FPlatform.resources + [
+            UARTResource(0, rx="N17", tx="M18", attrs=Attrs(IO_TYPE="LVCMOS33", PULLMODE="UP")),
+        ]
+        required_tools = LatticeECP5Platform.required_tools
+        command_templates = LatticeECP5Platform.command_templates
+    return Platform()
+
+
 def _ulx3s(size: str):
     def platform():
         from amaranth_boards import ulx3s
@@ -48,9 +95,11 @@ def _ulx3s(size: str):
     return platform
 
 
-_ulx3s_85f, _ulx3s_12f, _ulx3s_25f, _ulx3s_45f, _ecpix5, _icebreaker_built = (
-    targets.board(n) for n in ("ulx3s-85f", "ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ecpix5-85f",
-                               "icebreaker"))
+_ulx3s_85f, _ulx3s_12f, _ulx3s_25f, _ulx3s_45f, _ecpix5, _icebreaker_built, _icesugar_built, \
+    _upduino_built, _orangecrab_built = (targets.board(n) for n in (
+        "ulx3s-85f", "ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ecpix5-85f", "icebreaker",
+        "icesugar", "upduino-v3", "orangecrab-85f"))
+_ULX3S_LOADER = (("openFPGALoader", "--board", "ulx3s"),)
 
 
 def _from_table(b: targets.Board, name: str, platform, family: str, **kw) -> BoardDef:
@@ -67,30 +116,30 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # 32x32 did not finish placement and routing in 60 minutes; the goal, 2048 PEs at
     # 100 MHz (sim.boards' ulx3s-85f-goal), needs a cheaper PE and drain
     # (docs/architecture.md, "Boards").
-    _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", loader=("--board", "ulx3s"),
+    _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
     # From `make sweep BOARD=ulx3s-12f` (boards/sweeps/ulx3s-12f.json): 16x16 is the largest
     # shape tried that fits (18,889 of 24,288 cells) and meets 30 MHz (50.0 achieved). 30 MHz
     # because 3 Mbaud needs a clock that divides to within 2%: 10 cycles a bit. The sweep ran
     # with these 512 weight words (35 DP16KD at 16x16).
-    _from_table(_ulx3s_12f, "ulx3s-12f", _ulx3s("12F"), "ecp5", loader=("--board", "ulx3s"),
+    _from_table(_ulx3s_12f, "ulx3s-12f", _ulx3s("12F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
     # `python -m boards.sweep --board ulx3s-25f --start 16` (boards/sweeps/ulx3s-25f.json):
     # the 12F's die, so its 16x16 core, with 1024 weight words: 18,931 of 24,288 cells, 49
     # of 56 DP16KD, 46.6 MHz achieved; 16x32 needs 33,098 cells and 91 DP16KD.
-    _from_table(_ulx3s_25f, "ulx3s-25f", _ulx3s("25F"), "ecp5", loader=("--board", "ulx3s"),
+    _from_table(_ulx3s_25f, "ulx3s-25f", _ulx3s("25F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-25F: 24K LUT4, 56 DP16KD"),
     # `python -m boards.sweep --board ulx3s-45f --start 16` (boards/sweeps/ulx3s-45f.json):
     # 16x16 with 2560 weight words, the bundled model resident: 20,540 of 43,848 cells, 92 of
     # 108 DP16KD, 47.5 MHz achieved. 16x32 with the same words needs 177 DP16KD; with fewer
     # words it would fit but stream the model (tritium estimate: 2.8 against 25.8 tokens/s at
     # 3 Mbaud), so the default keeps the memory.
-    _from_table(_ulx3s_45f, "ulx3s-45f", _ulx3s("45F"), "ecp5", loader=("--board", "ulx3s"),
+    _from_table(_ulx3s_45f, "ulx3s-45f", _ulx3s("45F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-45F: 44K LUT4, 108 DP16KD"),
     # The 12F's 16x16 core on the ECPIX-5's faster part: with 4096 weight words (the bundled
     # model resident) 19,571 cells, 134 of 208 DP16KD, 87.9 MHz achieved against 60 (20
     # cycles a bit at 3 Mbaud); docs/architecture.md, "Boards".
-    _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5", loader=("--board", "ecpix5"),
+    _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5", programmers=(("openFPGALoader", "--board", "ecpix5"),),
                 note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),
     # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): 2x2 with its weights
     # in the four SPRAMs (131,072 words of 4 trits: the bundled model's 114,688 resident) takes
@@ -100,8 +149,31 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # icebreaker-goal), needs a smaller PE and control than this core's
     # (docs/architecture.md, "Boards").
     _from_table(_icebreaker_built, "icebreaker", _icebreaker, "ice40",
-                loader=("--board", "icebreaker"),
+                programmers=(("openFPGALoader", "--board", "icebreaker"), ("iceprog",)),
                 note="iCE40 UP5K: 5,280 logic cells, 30 EBR, 4 SPRAM"),
+    # OrangeCrab r0.2 (85F): the ULX3S-85F's die, speed grade 8, and its default core, 16x32
+    # with 2048 words at 36 MHz (the 48 MHz oscillator x 3/4); its figures are in
+    # boards/sweeps/orangecrab-85f.json. The UART runs on two Feather header pins through an
+    # adapter, not through the board's USB port (docs/architecture.md, "Boards").
+    _from_table(_orangecrab_built, "orangecrab-85f", _orangecrab_85f, "ecp5",
+                programmers=(("openFPGALoader", "--board", "orangecrab"),
+                             ("dfu-util", "-a", "0", "-D")),
+                note="LFE5U-85F: 84K LUT4, 208 DP16KD; UART on Feather pins 0 (rx) and 1 "
+                     "(tx) through a 3.3 V USB-serial adapter"),
+    # `make sweep BOARD=icesugar` (`--stop 4`, boards/sweeps/icesugar.json): the iCEBreaker's
+    # 2x2 core with its SPRAM weights, 5,275 of 5,280 cells, 16 EBR, 4 SPRAM, 20.8 MHz
+    # achieved against 18; 2x4 needs 6,071 cells. 115,200 baud (sim.boards' row says why).
+    _from_table(_icesugar_built, "icesugar", _icesugar, "ice40",
+                # the vendor's loader; copying top.bin onto the iCELink's USB disk also works
+                programmers=(("icesprog",),),
+                note="iCE40 UP5K; UART through the iCELink's USB CDC port"),
+    # `make sweep BOARD=upduino-v3` (`--stop 4`, boards/sweeps/upduino-v3.json): the same
+    # core, 5,256 of 5,280 cells, 16 EBR, 4 SPRAM, 20.3 MHz achieved against 18; 2x4 needs
+    # 6,067 cells. The oscillator's pin 20 is not a PLL pad: SB_PLL40_CORE.
+    _from_table(_upduino_built, "upduino-v3", _upduino_v3, "ice40",
+                programmers=(("iceprog",),),
+                pll_from_pad=False,
+                note="iCE40 UP5K; close the OSC jumper (12 MHz oscillator to pin 20)"),
 )}
 
 

@@ -9,6 +9,7 @@ its fmax for the array's clock from there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -45,10 +46,13 @@ class BuildFailed(RuntimeError):
 
 def build(name: str, *, rows: int | None = None, cols: int | None = None,
           freq_mhz: float | None = None, out: Path | str = "build/boards",
-          weight_words: int | None = None, progress=print) -> dict:
+          weight_words: int | None = None, baud: int | None = None, progress=print) -> dict:
     """Build board ``name``; write the bitstream and ``report.json`` into ``out``; return the
-    report. Array shape, frequency and weight memory default to the board's (``boards.BOARDS``)."""
+    report. Array shape, frequency, UART rate and weight memory default to the board's
+    (``boards.BOARDS``)."""
     b = board_def(name)
+    if baud is not None:
+        b = dataclasses.replace(b, baud=baud)
     rows = rows or b.rows
     cols = cols or b.cols
     freq = (freq_mhz or b.freq_mhz) * 1e6
@@ -61,7 +65,7 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
             weight_words = spram_words(2 * rows * cols)
     core = core_config(rows, cols, weight_words, b.family)
     # A UART rate the clock cannot make is refused here, before anything runs.
-    top = BoardTop(pll, divisor_for(pll.f_out, b.baud), core)
+    top = BoardTop(pll, divisor_for(pll.f_out, b.baud), core, pll_from_pad=b.pll_from_pad)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 

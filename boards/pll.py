@@ -100,13 +100,16 @@ class Ice40Pll:
                 return i
         return 6
 
-    def instance(self, clk_in, clk_out, locked) -> Instance:
-        """The SB_PLL40_PAD: ``clk_in`` must be the PLL's own input pad (the boards' oscillator
-        pins are)."""
+    def instance(self, clk_in, clk_out, locked, *, from_pad: bool = True) -> Instance:
+        """The PLL: ``SB_PLL40_PAD`` when ``clk_in`` is the PLL's own input pad (most boards'
+        oscillator pins are), else ``SB_PLL40_CORE`` with ``clk_in`` a fabric signal (an
+        input buffer's output: the UPduino's oscillator reaches pin 20, not a PLL pad)."""
+        primitive, clk_port = ("SB_PLL40_PAD", "i_PACKAGEPIN") if from_pad else \
+            ("SB_PLL40_CORE", "i_REFERENCECLK")
         return Instance(
-            "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE", p_DIVR=self.divr, p_DIVF=self.divf,
+            primitive, p_FEEDBACK_PATH="SIMPLE", p_DIVR=self.divr, p_DIVF=self.divf,
             p_DIVQ=self.divq, p_FILTER_RANGE=self.filter_range,
-            i_PACKAGEPIN=clk_in, i_RESETB=1, i_BYPASS=0, o_PLLOUTGLOBAL=clk_out, o_LOCK=locked)
+            i_RESETB=1, i_BYPASS=0, o_PLLOUTGLOBAL=clk_out, o_LOCK=locked, **{clk_port: clk_in})
 
 
 def ice40_pll(f_in: float, f_out: float) -> Ice40Pll:

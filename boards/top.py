@@ -17,10 +17,13 @@ ACTIVITY_BITS = 22
 class BoardTop(Elaboratable):
     """``core`` are :class:`rtl.core.DeviceCore` parameters; ``pll`` the clock setting;
     ``divisor`` the UART's clock cycles per bit (``rtl.uart.divisor_for``, which refuses a
-    rate the clock cannot make)."""
+    rate the clock cannot make); ``pll_from_pad`` whether the oscillator's pin is the
+    PLL's own input pad (iCE40: ``SB_PLL40_PAD``, else ``SB_PLL40_CORE``)."""
 
-    def __init__(self, pll: Ecp5Pll | Ice40Pll, divisor: int, core: dict):
+    def __init__(self, pll: Ecp5Pll | Ice40Pll, divisor: int, core: dict, *,
+                 pll_from_pad: bool = True):
         self.pll = pll
+        self.pll_from_pad = pll_from_pad
         self.device = UARTDevice(divisor=divisor, clock_hz=round(pll.f_out), **core)
 
     def elaborate(self, platform):
@@ -29,7 +32,12 @@ class BoardTop(Elaboratable):
         m.domains.sync = sync = ClockDomain("sync")
         locked = Signal()
         p = self.pll
-        m.submodules.pll = p.instance(osc.io, ClockSignal("sync"), locked)
+        if self.pll_from_pad:
+            m.submodules.pll = p.instance(osc.io, ClockSignal("sync"), locked)
+        else:       # the oscillator's pin is not the PLL's pad: through an input buffer
+            m.submodules.osc = osc_in = io.Buffer("i", osc)
+            m.submodules.pll = p.instance(osc_in.i, ClockSignal("sync"), locked,
+                                          from_pad=False)
         # Held in reset until the PLL locks (and for a few cycles after).
         platform.add_clock_constraint(sync.clk, p.f_out)
         ready = Signal(4)
@@ -47,8 +55,9 @@ class BoardTop(Elaboratable):
         m.d.comb += [dev.rx.eq(rx.i), tx.o.eq(dev.tx)]
 
         # LEDs, as many as the board has: with four or more, receive activity, transmit
-        # activity, busy and PLL locked; with fewer, link activity (either way) and busy.
-        # Boards with only RGB LEDs (ECPIX-5) show each on an LED's green channel.
+        # activity, busy and PLL locked; with fewer, link activity (either way), busy and
+        # locked. Boards with only RGB LEDs (ECPIX-5) show each on an LED's green channel, a
+        # board with one RGB LED (UPduino v3) on its three channels.
         pins = self._led_pins(m, platform, most=4)
         activity = {"rx": ~rx.i, "tx": ~dev.tx}
         if len(pins) < 4:
@@ -62,12 +71,16 @@ class BoardTop(Elaboratable):
 
     @staticmethod
     def _led_pins(m: Module, platform, most: int) -> list:
-        """Up to ``most`` of the board's single-colour LEDs, or else the green channels of
-        its RGB LEDs (the red and blue channels held off)."""
+        """Up to ``most`` of the board's single-colour LEDs; or else the green channels of
+        its RGB LEDs (the red and blue channels held off); or, with a single RGB LED
+        (UPduino v3), its green, red and blue channels as three LEDs."""
         names = [name for name, _ in platform.resources]
         if "led" in names:
             return [platform.request("led", i, dir="-")
                     for i in range(min(most, names.count("led")))]
+        if names.count("rgb_led") == 1:
+            rgb = platform.request("rgb_led", 0, dir="-")
+            return [rgb.g, rgb.r, rgb.b]
         pins = []
         for i in range(min(most, names.count("rgb_led"))):
             rgb = platform.request("rgb_led", i, dir="-")

@@ -220,14 +220,16 @@ def _cmd_boards(args) -> int:
     for b in boards.BOARDS.values():
         rows.append({"board": b.name, "family": b.family, "rows": b.rows, "cols": b.cols,
                      "pes": b.rows * b.cols, "target_mhz": b.freq_mhz, "baud": b.baud,
-                     "weight_words": b.weight_words, "basis": b.basis, "note": b.note})
+                     "weight_words": b.weight_words, "basis": b.basis,
+                     "programmers": [tool for tool, *_ in b.programmers], "note": b.note})
     if args.json:
         print(json.dumps(rows))
         return 0
     for r in rows:
         print(f"{r['board']:<11} {r['family']:<5}  {r['rows']}x{r['cols']} ({r['pes']} PEs) at "
               f"{r['target_mhz']:g} MHz, UART {r['baud']} baud, {r['weight_words']} weight "
-              f"words ({r['basis']}){'; ' + r['note'] if r['note'] else ''}")
+              f"words ({r['basis']}), loaded with {' or '.join(r['programmers'])}"
+              f"{'; ' + r['note'] if r['note'] else ''}")
     return 0
 
 
@@ -242,7 +244,7 @@ def _cmd_build(args) -> int:
         lambda msg: print(f"tritium: {msg}", file=sys.stderr, flush=True))
     try:
         r = build(args.board, rows=args.rows, cols=args.cols, freq_mhz=args.freq, out=out,
-                  progress=say)
+                  baud=args.baud, progress=say)
     except BuildFailed as e:
         raise ValueError(str(e)) from None
     if args.json:
@@ -262,17 +264,14 @@ def _cmd_build(args) -> int:
     if args.program:
         from boards import board
         b = board(args.board)
-        loaders = [("openFPGALoader", [*b.loader, r["bitstream"]])]
-        if b.family == "ice40":
-            loaders.append(("iceprog", [r["bitstream"]]))
-        for tool, tool_args in loaders:
+        for tool, *tool_args in b.programmers:
             if shutil.which(tool):
-                subprocess.run([tool, *tool_args], check=True)
+                subprocess.run([tool, *tool_args, r["bitstream"]], check=True)
                 break
         else:
-            raise ValueError(f"--program needs {' or '.join(t for t, _ in loaders)} on PATH "
-                             f"(e.g. apt-get install openfpgaloader); the bitstream is built: "
-                             + r["bitstream"])
+            tools = " or ".join(tool for tool, *_ in b.programmers)
+            raise ValueError(f"--program needs {tools} on PATH (e.g. apt-get install "
+                             f"openfpgaloader); the bitstream is built: {r['bitstream']}")
     return 0
 
 
@@ -366,9 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, help="array rows (default: the board's)")
     p.add_argument("--cols", type=int, help="array columns (default: the board's)")
     p.add_argument("--freq", type=float, help="array clock in MHz (default: the board's)")
+    p.add_argument("--baud", type=int, help="UART rate (default: the board's; the host then "
+                                            "opens serial:PATH@BAUD)")
     p.add_argument("--out", help="output folder (default build/boards/BOARD)")
     p.add_argument("--program", action="store_true",
-                   help="load it with openFPGALoader (or iceprog for iCE40 boards)")
+                   help="load it with the board's loader (openFPGALoader, iceprog or "
+                        "icesprog; 'tritium boards' names each board's)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_build)
 

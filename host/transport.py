@@ -191,7 +191,11 @@ def parse_serial_spec(rest: str) -> tuple[str, int]:
 
 
 class SerialTransport(Transport):
-    """A UART through pyserial, 8N1, opened exclusively.
+    """A UART through pyserial, 8N1, opened exclusively, with DTR and RTS off.
+
+    Off, because pyserial would assert both on opening and some boards wire them to more
+    than the UART: the UPduino v3's FT232H drives its flash's chip select from DTR, with the
+    flash's clock and data on the UART's lines.
 
     A port that does not exist raises :class:`DeviceNotFound`, one that another process holds
     :class:`DeviceBusy`; both name the port.
@@ -206,7 +210,10 @@ class SerialTransport(Transport):
         self.name = f"serial:{port}@{self.baud}"
         self.bytes_per_second = self.baud / 10      # start + 8 data + stop bits
         try:
-            self._ser = serial.Serial(port, self.baud, timeout=0, exclusive=True)
+            self._ser = serial.Serial(None, self.baud, timeout=0, exclusive=True)
+            self._ser.dtr = self._ser.rts = False      # applied by open()
+            self._ser.port = port
+            self._ser.open()
         except serial.SerialException as e:
             code = getattr(e, "errno", None)
             if code == errno.ENOENT:

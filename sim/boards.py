@@ -117,6 +117,22 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=16, clock_hz=60e6, baud=3_000_000,
           weight_trits=ECPIX5_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
           lut4=83640, bridge="FT2232H", note="FT2232H bridge at 3 Mbaud"),
+    # Built: boards/sweeps/orangecrab-85f.json. The ULX3S-85F's die and default core; the UART
+    # on two Feather header pins, through an adapter the user brings (3 Mbaud: an FTDI one).
+    Board("orangecrab-85f", "ECP5 LFE5U-85F", rows=16, cols=32, clock_hz=36e6, baud=3_000_000,
+          weight_trits=2048 * 512, memory_bits_per_cycle=1024, basis="measured", lut4=83640,
+          bridge="adapter", note="UART on the Feather header at 3 Mbaud (a USB-serial adapter)"),
+    # Built: boards/sweeps/icesugar.json. The iCEBreaker's UP5K and its 2x2 core; the link is
+    # the iCELink's USB CDC port at 115,200 baud, the rate of the board maker's own UART
+    # example (wuxx/icesugar, src/basic/uart_echo): no source gives the iCELink's limit.
+    Board("icesugar", "iCE40 UP5K", rows=2, cols=2, clock_hz=18e6, baud=115_200,
+          weight_trits=SPRAM_TRITS, memory_bits_per_cycle=8, basis="measured", lut4=5280,
+          bridge="iCELink", note="iCELink (STM32F1) USB CDC at 115200 baud"),
+    # Built: boards/sweeps/upduino-v3.json. The same core behind the FT232H at 3 Mbaud, clocked
+    # from the 12 MHz oscillator (the board's OSC jumper must be closed).
+    Board("upduino-v3", "iCE40 UP5K", rows=2, cols=2, clock_hz=18e6, baud=3_000_000,
+          weight_trits=SPRAM_TRITS, memory_bits_per_cycle=8, basis="measured", lut4=5280,
+          bridge="FT232H", note="FT232H bridge at 3 Mbaud"),
     # Issue #4's goals, not built at this size (yet):
     Board("ulx3s-85f-goal", "ECP5 LFE5U-85F", rows=32, cols=64, clock_hz=100e6, baud=3_000_000,
           # 2048 trits x 2 bits per word: 114 of the 208 DP16KD blocks at 36 x 512

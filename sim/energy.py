@@ -109,6 +109,16 @@ CONSTANTS: dict[tuple[str, str], Constant] = _table(
              note="the FT2232H data sheet's operating current (DS FT2232H, DC characteristics) "
                   "was not found in a source here: searched the pages, docs and code corpora "
                   "for its operating supply current and its document number; not counted"),
+    Constant("bridge_ft232h", None, "mW", "any", "none",
+             note="the UPduino v3's FT232H: its data sheet's operating current was not found "
+                  "in a source here (searched the pages corpus for its supply current); not "
+                  "counted"),
+    Constant("bridge_icelink", None, "mW", "any", "none",
+             note="the iCESugar's iCELink (an STM32F1 running DAPLink's USB CDC): no source "
+                  "here gives its power at a UART rate; not counted"),
+    Constant("bridge_adapter", None, "mW", "any", "none",
+             note="a USB-serial adapter of the user's choice (the OrangeCrab's header UART): "
+                  "not counted"),
     Constant("pcie_bit", None, "pJ/bit", "any", "none",
              note="no PCIe SerDes/PHY energy per bit with its generation in a source here: "
                   "searched for PCIe SerDes pJ/bit figures; the one found, a system-level "
@@ -150,7 +160,9 @@ STATIC_BY_FPGA = {
 }
 
 #: The power constant of each USB-UART bridge a board names (``sim.boards.Board.bridge``).
-BRIDGE_POWER = {"FT231X": "bridge_ft231x", "FT2232H": "bridge_ft2232h"}
+BRIDGE_POWER = {"FT231X": "bridge_ft231x", "FT2232H": "bridge_ft2232h",
+                "FT232H": "bridge_ft232h", "iCELink": "bridge_icelink",
+                "adapter": "bridge_adapter"}
 
 
 def static_constant(fpga: str) -> Constant:

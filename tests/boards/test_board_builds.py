@@ -49,15 +49,37 @@ def test_every_board_elaborates_with_its_pins(name):
     b = board(name)
     platform = b.platform()
     pll = PLLS[b.family](platform.default_clk_frequency, b.freq_mhz * 1e6)
-    top = BoardTop(pll, divisor_for(pll.f_out, b.baud), core_config(2, 2, 16, b.family))
+    top = BoardTop(pll, divisor_for(pll.f_out, b.baud), core_config(2, 2, 16, b.family),
+                   pll_from_pad=b.pll_from_pad)
     files = platform.prepare(top, name="top").files
-    primitive = {"ecp5": "EHXPLLL", "ice40": "SB_PLL40_PAD"}[b.family]
+    primitive = {"ecp5": "EHXPLLL",
+                 "ice40": "SB_PLL40_PAD" if b.pll_from_pad else "SB_PLL40_CORE"}[b.family]
     assert primitive in files["top.il"]
     pins = files.get("top.lpf") or files["top.pcf"]       # the pin constraints
     placed = set(re.findall(r'(?:COMP "|set_io )(\w+?)__io', pins))
     assert {"uart_0__rx", "uart_0__tx"} <= placed
-    leds = {p for p in placed if re.fullmatch(r"led_\d+|rgb_led_\d+__g", p)}
+    leds = {p for p in placed if re.fullmatch(r"led_\d+|rgb_led_\d+__[rgb]", p)}
     assert len(leds) >= 2, placed                       # activity and busy at least
+
+
+def test_upduino_pins_and_clock():
+    """The UPduino v3 runs from its 12 MHz oscillator on pin 20 (not a PLL pad, hence
+    SB_PLL40_CORE) and talks on the FT232H's lines: rx pin 15, tx pin 14
+    (tinyvision-ai-inc/UPduino-v3.0's netlist)."""
+    from boards import board
+    b = board("upduino-v3")
+    platform = b.platform()
+    assert platform.default_clk == "clk12" and platform.default_clk_frequency == 12e6
+    uart = platform.lookup("uart", 0)
+    pins = {sub.name: sub.ios[0].names for sub in uart.ios}
+    assert pins == {"rx": ["15"], "tx": ["14"]}
+    assert not b.pll_from_pad and board("icesugar").pll_from_pad
+
+
+def test_every_board_names_a_programmer():
+    from boards import BOARDS
+    for b in BOARDS.values():
+        assert b.programmers and all(isinstance(cmd[0], str) for cmd in b.programmers), b.name
 
 
 def test_boards_list(capsys):
@@ -90,6 +112,9 @@ def test_build_mistakes(capsys):
     # 3 Mbaud from 25 MHz is 8.33 cycles a bit: the UART would be 4% off.
     assert main(["build", "--board", "ulx3s-12f", "--freq", "25"]) == 2
     assert "4.17% off" in capsys.readouterr().err
+    # --baud: 4 Mbaud from the iCEBreaker's 18 MHz is 4.5 cycles a bit (divisor 4 is 12.5% fast).
+    assert main(["build", "--board", "icebreaker", "--baud", "4000000"]) == 2
+    assert "+12.50% off" in capsys.readouterr().err
 
 
 @pytest.mark.synth

@@ -151,6 +151,21 @@ def test_serial_over_pty(capsys):
             assert "in use by another process" in err and "Traceback" not in err
 
 
+def test_serial_opens_with_dtr_and_rts_off(monkeypatch):
+    """pyserial asserts DTR and RTS on opening unless told otherwise; the UPduino v3 wires
+    DTR to its flash's chip select (boards/__init__.py), so the port opens with both off."""
+    serial = pytest.importorskip("serial")
+    from host.transport import SerialTransport
+    applied = []
+    monkeypatch.setattr(serial.Serial, "_update_dtr_state",
+                        lambda self: applied.append(("dtr", self._dtr_state)))
+    monkeypatch.setattr(serial.Serial, "_update_rts_state",
+                        lambda self: applied.append(("rts", self._rts_state)))
+    with pty_endpoint(EmulatedDevice(rows=2, cols=2)) as path:
+        SerialTransport(path, 115200).close()
+    assert sorted(applied) == [("dtr", False), ("rts", False)]
+
+
 def test_serial_retry_after_lost_response():
     pytest.importorskip("serial")
     # Responses 0 (INFO) and 3 are lost: the host waits out its timeout and asks again.

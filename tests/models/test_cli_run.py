@@ -26,6 +26,7 @@ def test_json_is_the_run(make_model, capsys):
     assert out["stats"]["prompt_tokens"] == 5 and out["stats"]["generated_tokens"] == 6
     assert set(out["stats"]["projected"]) == {"ulx3s-85f", "icebreaker", "ulx3s-12f",
                                               "ulx3s-25f", "ulx3s-45f", "ecpix5-85f",
+                                              "orangecrab-85f", "icesugar", "upduino-v3",
                                               "ulx3s-85f-goal", "icebreaker-goal"}
     for name, p in out["stats"]["projected"].items():
         assert p["tokens_per_second"] > 0

@@ -68,5 +68,6 @@ def test_measured_16x16_board_and_the_bundled_model():
 def test_unknown_board():
     with pytest.raises(ValueError, match="unknown board 'nope'; known: ulx3s-85f, icebreaker, "
                                          "ulx3s-12f, ulx3s-45f, ulx3s-25f, ecpix5-85f, "
+                                         "orangecrab-85f, icesugar, upduino-v3, "
                                          "ulx3s-85f-goal, icebreaker-goal"):
         boards.board("nope")
