@@ -139,7 +139,8 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # The 12F's 16x16 core on the ECPIX-5's faster part: with 4096 weight words (the bundled
     # model resident) 19,571 cells, 134 of 208 DP16KD, 87.9 MHz achieved against 60 (20
     # cycles a bit at 3 Mbaud); docs/architecture.md, "Boards".
-    _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5", programmers=(("openFPGALoader", "--board", "ecpix5"),),
+    _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5",
+                programmers=(("openFPGALoader", "--board", "ecpix5"),),
                 note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),
     # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): 2x2 with its weights
     # in the four SPRAMs (131,072 words of 4 trits: the bundled model's 114,688 resident) takes

@@ -226,7 +226,7 @@ def _cmd_boards(args) -> int:
         print(json.dumps(rows))
         return 0
     for r in rows:
-        print(f"{r['board']:<11} {r['family']:<5}  {r['rows']}x{r['cols']} ({r['pes']} PEs) at "
+        print(f"{r['board']:<14} {r['family']:<5}  {r['rows']}x{r['cols']} ({r['pes']} PEs) at "
               f"{r['target_mhz']:g} MHz, UART {r['baud']} baud, {r['weight_words']} weight "
               f"words ({r['basis']}), loaded with {' or '.join(r['programmers'])}"
               f"{'; ' + r['note'] if r['note'] else ''}")

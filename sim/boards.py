@@ -1,13 +1,12 @@
 """Boards: the array, clock, link and weight memory each is built with.
 
 One table for everything that projects onto a board (``tritium estimate``, ``run_model``'s
-stats, the benchmarks).
-Two kinds of rows: the **goals** of issue #4 (``basis="target"``, ``ulx3s-85f-goal`` and
-``icebreaker-goal``: what the design is meant to do on those boards, not yet built at that
-size), and boards built and measured at their default (``basis="measured"``:
-``boards/sweeps/``, ``tritium build``), from which ``boards`` takes its defaults. ``memory_bits_per_cycle`` is how fast the array can read
-its weights: with the iCE40's SPRAM (4 x 16 bits) a word of 128 trits (256 bits) takes 4
-cycles.
+stats, the benchmarks). Two kinds of rows: the **goals** of issue #4 (``basis="target"``,
+``ulx3s-85f-goal`` and ``icebreaker-goal``: what the design is meant to do on those boards,
+not yet built at that size), and boards built and measured at their default
+(``basis="measured"``: ``boards/sweeps/``, ``tritium build``), from which ``boards`` takes its
+defaults. ``memory_bits_per_cycle`` is how fast the array can read its weights: with the
+iCE40's SPRAM (4 x 16 bits) a word of 128 trits (256 bits) takes 4 cycles.
 """
 
 from __future__ import annotations
