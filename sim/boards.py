@@ -11,7 +11,7 @@ iCE40's SPRAM (4 x 16 bits) a word of 128 trits (256 bits) takes 4 cycles.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from firmware.commands import DeviceInfo
 from rtl.spram import SPRAM_DEPTH, SPRAM_WIDTH, SPRAMS
@@ -85,17 +85,20 @@ class Board:
                           clock_hz=int(clock_hz or self.clock_hz), frame_timeout=1 << 16)
 
 
+# Built: boards/sweeps/ulx3s-85f-default.json (16x32 with the goal's 1 Mtrit in 2048 words,
+# 148 DP16KD; 43.7 MHz achieved against the PLL's 35.7, its nearest to 36 MHz).
+_ULX3S_85F = Board("ulx3s-85f", "ECP5 LFE5U-85F", rows=16, cols=32, clock_hz=250e6 / 7,
+                   baud=3_000_000, weight_trits=2048 * 512, memory_bits_per_cycle=1024,
+                   basis="measured", lut4=83640, bridge="FT231X", note="FT231X bridge at 3 Mbaud")
+# Built: boards/sweeps/icebreaker.json (2x2 with its weights in the four SPRAMs, 131,072 words
+# of 8 bits read whole each cycle: 5,240 of 5,280 cells, 19.4 MHz achieved).
+_ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=18e6, baud=3_000_000,
+                    weight_trits=SPRAM_TRITS, memory_bits_per_cycle=8, basis="measured",
+                    lut4=5280, bridge="FT2232H", note="FT2232H bridge at 3 Mbaud")
+
 BOARDS: dict[str, Board] = {b.name: b for b in (
-    # Built: boards/sweeps/ulx3s-85f-default.json (16x32 with the goal's 1 Mtrit in 2048
-    # words, 148 DP16KD; 43.7 MHz achieved against the PLL's 35.7, its nearest to 36 MHz).
-    Board("ulx3s-85f", "ECP5 LFE5U-85F", rows=16, cols=32, clock_hz=250e6 / 7, baud=3_000_000,
-          weight_trits=2048 * 512, memory_bits_per_cycle=1024, basis="measured", lut4=83640,
-          bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
-    # Built: boards/sweeps/icebreaker.json (2x2 with its weights in the four SPRAMs, 131,072
-    # words of 8 bits read whole each cycle: 5,240 of 5,280 cells, 19.4 MHz achieved).
-    Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=18e6, baud=3_000_000,
-          weight_trits=SPRAM_TRITS, memory_bits_per_cycle=8, basis="measured", lut4=5280,
-          bridge="FT2232H", note="FT2232H bridge at 3 Mbaud"),
+    _ULX3S_85F,
+    _ICEBREAKER,
     # Built: boards/sweeps/ulx3s-12f.json (16x16 at 30 MHz: 50.0 MHz achieved); a weight word
     # (512 bits) is read whole every cycle.
     Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
@@ -116,22 +119,19 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=16, clock_hz=60e6, baud=3_000_000,
           weight_trits=ECPIX5_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
           lut4=83640, bridge="FT2232H", note="FT2232H bridge at 3 Mbaud"),
-    # Built: boards/sweeps/orangecrab-85f.json. The ULX3S-85F's die and default core; the UART
-    # on two Feather header pins, through an adapter the user brings (3 Mbaud: an FTDI one).
-    Board("orangecrab-85f", "ECP5 LFE5U-85F", rows=16, cols=32, clock_hz=36e6, baud=3_000_000,
-          weight_trits=2048 * 512, memory_bits_per_cycle=1024, basis="measured", lut4=83640,
-          bridge="adapter", note="UART on the Feather header at 3 Mbaud (a USB-serial adapter)"),
-    # Built: boards/sweeps/icesugar.json. The iCEBreaker's UP5K and its 2x2 core; the link is
-    # the iCELink's USB CDC port at 115,200 baud, the rate of the board maker's own UART
-    # example (wuxx/icesugar, src/basic/uart_echo): no source gives the iCELink's limit.
-    Board("icesugar", "iCE40 UP5K", rows=2, cols=2, clock_hz=18e6, baud=115_200,
-          weight_trits=SPRAM_TRITS, memory_bits_per_cycle=8, basis="measured", lut4=5280,
-          bridge="iCELink", note="iCELink (STM32F1) USB CDC at 115200 baud"),
+    # Built: boards/sweeps/orangecrab-85f.json. The ULX3S-85F's die and default core at
+    # 36 MHz (48 MHz x 3/4); the UART on two Feather header pins, through an adapter the user
+    # brings (3 Mbaud: an FTDI one).
+    replace(_ULX3S_85F, name="orangecrab-85f", clock_hz=36e6, bridge="adapter",
+            note="UART on the Feather header at 3 Mbaud (a USB-serial adapter)"),
+    # Built: boards/sweeps/icesugar.json. The iCEBreaker's UP5K and 2x2 core; the link is the
+    # iCELink's USB CDC port at 115,200 baud, the rate of the board maker's own UART example
+    # (wuxx/icesugar, src/basic/uart_echo): no source gives the iCELink's limit.
+    replace(_ICEBREAKER, name="icesugar", baud=115_200, bridge="iCELink",
+            note="iCELink (STM32F1) USB CDC at 115200 baud"),
     # Built: boards/sweeps/upduino-v3.json. The same core behind the FT232H at 3 Mbaud, clocked
     # from the 12 MHz oscillator (the board's OSC jumper must be closed).
-    Board("upduino-v3", "iCE40 UP5K", rows=2, cols=2, clock_hz=18e6, baud=3_000_000,
-          weight_trits=SPRAM_TRITS, memory_bits_per_cycle=8, basis="measured", lut4=5280,
-          bridge="FT232H", note="FT232H bridge at 3 Mbaud"),
+    replace(_ICEBREAKER, name="upduino-v3", bridge="FT232H", note="FT232H bridge at 3 Mbaud"),
     # Issue #4's goals, not built at this size (yet):
     Board("ulx3s-85f-goal", "ECP5 LFE5U-85F", rows=32, cols=64, clock_hz=100e6, baud=3_000_000,
           # 2048 trits x 2 bits per word: 114 of the 208 DP16KD blocks at 36 x 512
