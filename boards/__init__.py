@@ -132,13 +132,14 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # `python -m boards.sweep --board ulx3s-45f --start 16` (boards/sweeps/ulx3s-45f.json):
     # 16x16 with 2560 weight words, the bundled model resident: 20,540 of 43,848 cells, 92 of
     # 108 DP16KD, 47.5 MHz achieved. 16x32 with the same words needs 177 DP16KD; with fewer
-    # words it would fit but stream the model (tritium estimate: 2.8 against 25.8 tokens/s at
+    # words it would fit but stream the model (tritium estimate: 1.9 against 9.7 tokens/s at
     # 3 Mbaud), so the default keeps the memory.
     _from_table(_ulx3s_45f, "ulx3s-45f", _ulx3s("45F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-45F: 44K LUT4, 108 DP16KD"),
-    # The 12F's 16x16 core on the ECPIX-5's faster part: with 4096 weight words (the bundled
-    # model resident) 19,571 cells, 134 of 208 DP16KD, 87.9 MHz achieved against 60 (20
-    # cycles a bit at 3 Mbaud); docs/architecture.md, "Boards".
+    # The 12F's 16x16 core on the ECPIX-5's faster part, with 4096 weight words (the bundled
+    # model resident) and the FT2232H's UART at 12 Mbaud, 5 cycles a bit at 60 MHz
+    # (boards/sweeps/ecpix5-85f.json): 19,637 cells, 134 of 208 DP16KD, 81.9 MHz achieved
+    # against 60; docs/architecture.md, "Boards".
     _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5",
                 programmers=(("openFPGALoader", "--board", "ecpix5"),),
                 note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),

@@ -53,7 +53,10 @@ def _cmd_selftest(args) -> int:
         rt = report["round_trips"]
         print(f"device {report['device']}: {report['info']['rows']}x{report['info']['cols']} "
               f"array, protocol v{report['info']['version']}")
-        print(f"round trips: {rt['frames']} in {rt['seconds']} s ({rt['per_second']}/s)")
+        print(f"round trips: {rt['frames']} in {rt['seconds']} s ({rt['per_second']}/s)" +
+              {True: ", port in low-latency mode", False: ", port without a low-latency mode "
+               "(an FTDI bridge then holds each answer up to its latency timer, 16 ms by "
+               "default)"}.get(rt.get("low_latency"), ""))
         for layer in report["layers"]:
             print(f"layer M={layer['M']} N={layer['N']} K={layer['K']}: "
                   f"{'exact' if layer['exact'] else 'WRONG'}, {layer['bytes_sent']} bytes sent "

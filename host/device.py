@@ -87,6 +87,14 @@ def open_device(spec: str = "emu", **config) -> "Device":
         transport = FaultyTransport(transport, faults)
     try:
         return Device(transport, **dev_kw)
+    except DeviceTimeout as e:
+        transport.close()
+        if spec.startswith("serial:"):
+            # Silence at the first request is most often a port at another rate than the
+            # board's bitstream (or no bitstream loaded): say so, with where to look it up.
+            raise DeviceTimeout(f"{e}. Is a tritium bitstream loaded, and is {baud} baud its "
+                                f"UART rate? `tritium boards` lists each board's") from e
+        raise
     except BaseException:
         transport.close()
         raise

@@ -77,10 +77,14 @@ class Link:
     bytes_per_second: float
     pj_per_bit: float | None    # None: no source (energy.CONSTANTS)
     note: str = ""
+    #: the wait per request before its answer reaches the host (a USB bridge's latency
+    #: timer, ``sim.boards.BRIDGE_ANSWER_SECONDS``); None: not known, not counted
+    answer_seconds: float | None = None
 
     def as_dict(self) -> dict:
         return {"spec": self.spec, "kind": self.kind, "bytes_per_second": self.bytes_per_second,
-                "pj_per_bit": self.pj_per_bit, "note": self.note}
+                "pj_per_bit": self.pj_per_bit, "answer_seconds": self.answer_seconds,
+                "note": self.note}
 
 
 def parse_link(spec: str, bridge: str | None = None) -> Link:
@@ -91,7 +95,8 @@ def parse_link(spec: str, bridge: str | None = None) -> Link:
     A UART's energy per data bit is its USB bridge's (``bridge``, e.g. ``"FT231X"``) supply
     power over the data bit rate, ``P / (8 * bytes_per_second)``: the whole chip's power
     charged to the time the link is moving bytes, an upper bound. Without a bridge, or with
-    one whose power no source gives, a UART's energy is not counted."""
+    one whose power no source gives, a UART's energy is not counted. A bridge also holds each
+    short answer for up to its latency timer (``answer_seconds``, where known)."""
     s = spec.strip().lower()
     m = re.fullmatch(r"uart:(\d+)", s)
     if m and int(m.group(1)) > 0:
@@ -100,17 +105,24 @@ def parse_link(spec: str, bridge: str | None = None) -> Link:
         mw = energy.bridge_constant(bridge).value if bridge else None
         pj = None if mw is None else mw * 1e-3 / (8 * rate) * 1e12
         note = f"{baud} baud, 8N1 ({boards.UART_BITS_PER_BYTE} bits a byte)"
+        wait = boards.BRIDGE_ANSWER_SECONDS.get(bridge) if bridge else None
         if bridge:
             note += (f"; {bridge} bridge, " + (f"{mw:g} mW over the data bit rate" if mw
                                                else "power not in the energy table"))
-        return Link(spec, "uart", rate, pj, note=note)
+            note += (f", answers held up to {wait * 1e3:g} ms (latency timer)" if wait
+                     else ", its answer latency not counted")
+        return Link(spec, "uart", rate, pj, note=note, answer_seconds=wait)
     m = re.fullmatch(r"pcie:gen([1-5])(?:x(\d+))?", s)
     if m:
         gen, lanes = int(m.group(1)), int(m.group(2) or 1)
         if lanes in (1, 2, 4, 8, 16):
-            return Link(spec, "pcie", lanes * PCIE_LANE_BYTES[gen], energy.value("pcie_bit"),
+            # gen1 is within the ECP5 SERDES's 3.2 Gbps: its channel power over a lane's data
+            # bits (the same per bit at any width); later generations have no source here
+            pj = (energy.value("serdes_ecp5") * 1e-3 / (8 * PCIE_LANE_BYTES[1]) * 1e12
+                  if gen == 1 else energy.value("pcie_bit"))
+            return Link(spec, "pcie", lanes * PCIE_LANE_BYTES[gen], pj,
                         note=f"PCIe gen{gen} x{lanes} after line coding; packet overheads "
-                             f"not counted")
+                             f"not counted" + ("; the card's SERDES energy only" if pj else ""))
     m = re.fullmatch(r"mem:(\d+(?:\.\d+)?)(?::(ddr|hbm))?", s)
     if m and float(m.group(1)) > 0:
         kind = m.group(2) or "ddr"
@@ -253,7 +265,7 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
     cost, which the caller prices with the baselines."""
     cfg = work.config
     seconds_keys = ("compute", "memory_wait", "control", "link_weights", "link_acts_results",
-                    "link_control")
+                    "link_control", "link_latency")
     cache: dict[tuple, CallCost] = {}
     per_call = {name: {"N": N, "K": K, "resident_layers": 0, "cost": CallCost()}
                 for name, N, K in work.calls}
@@ -281,9 +293,12 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
              "control": c.control_cycles / clock,
              "link_weights": c.weight_bytes / link.bytes_per_second,
              "link_acts_results": (c.act_bytes + c.result_bytes) / link.bytes_per_second,
-             "link_control": c.control_bytes / link.bytes_per_second}
+             "link_control": c.control_bytes / link.bytes_per_second,
+             # every request waits for its answer, which the bridge may hold
+             "link_latency": c.frames * (link.answer_seconds or 0.0)}
         s["total"] = sum(s[k] for k in seconds_keys)
-        link_s = s["link_weights"] + s["link_acts_results"] + s["link_control"]
+        link_s = (s["link_weights"] + s["link_acts_results"] + s["link_control"] +
+                  s["link_latency"])
         bounds = {"compute": c.array_cycles / clock, "memory": memory_cycles / clock,
                   "link": link_s}
         return {
@@ -589,15 +604,16 @@ def markdown(r: dict) -> str:
              f"- device: {d['basis']} board row, peak {_si(d['peak_macs_per_second'], 'MAC/s')}, "
              f"weight memory {d['memory_cycles_per_word']} cycle(s) a word", ""]
     lines += ["| phase | tokens/s | bound | compute | memory wait | control | link: weights "
-              "| link: acts+results | link: control | array util. |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| link: acts+results | link: control | link: latency | array util. |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, p in r["phases"].items():
         s = p["seconds"]
         lines.append(f"| {name} ({p['tokens']} token{'s' if p['tokens'] > 1 else ''}) | "
                      f"{p['tokens_per_second']:.4g} | {p['bound']} | {_si(s['compute'], 's')} | "
                      f"{_si(s['memory_wait'], 's')} | {_si(s['control'], 's')} | "
                      f"{_si(s['link_weights'], 's')} | {_si(s['link_acts_results'], 's')} | "
-                     f"{_si(s['link_control'], 's')} | {p['utilization']['array']:.1%} |")
+                     f"{_si(s['link_control'], 's')} | {_si(s['link_latency'], 's')} | "
+                     f"{p['utilization']['array']:.1%} |")
     e = r["phases"]["decode"]["energy"]
     j = e["joules_per_token"]
     lines += ["", f"Energy per decode token ({r['node']} arithmetic and SRAM, ASIC figures): "
@@ -677,7 +693,7 @@ def plot(r: dict, out: str | Path) -> list[Path]:
 
     # 1. per-layer breakdown of a decode token
     parts = ("compute", "memory_wait", "control", "link_weights", "link_acts_results",
-             "link_control")
+             "link_control", "link_latency")
     layers = r["phases"]["decode"]["layers"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     bottom = [0.0] * len(layers)

@@ -29,6 +29,9 @@ def run_selftest(dev: Device, *, frames: int = 100, seed: int = 0, progress=None
     seconds = time.perf_counter() - start
     report["round_trips"] = {"frames": frames, "seconds": round(seconds, 4),
                              "per_second": round(frames / seconds, 1) if seconds else None}
+    low_latency = getattr(dev.transport, "low_latency", None)   # a serial port's mode
+    if low_latency is not None:
+        report["round_trips"]["low_latency"] = low_latency
 
     rng = np.random.default_rng(seed)
     shapes = [(1, R * C + 3, 300), (R + 1, 2 * C + 1, 257), (1, 7, 4097)]

@@ -22,6 +22,14 @@ from . import schedule
 TRIT_BITS = 2
 #: UART bits per byte: start, 8 data, stop
 UART_BITS_PER_BYTE = 10
+#: Seconds a USB-UART bridge may hold a short answer before the host sees it, per request (the
+#: host sends the next request only after the answer): FTDI chips send a partly filled buffer
+#: when their latency timer runs out, 1 to 255 ms, 16 by default (FTDI AN232B-04, "Data
+#: Throughput, Latency and Handshaking"); ``host.transport.SerialTransport`` asks Linux's
+#: ftdi_sio for low-latency mode, which sets it to 1 ms. The OrangeCrab's adapter is taken to be
+#: an FTDI one, as its 3 Mbaud assumes. The iCELink (DAPLink's CDC-ACM on an STM32) has no
+#: figure here: its wait is not counted.
+BRIDGE_ANSWER_SECONDS = {"FT231X": 1e-3, "FT2232H": 1e-3, "FT232H": 1e-3, "adapter": 1e-3}
 #: trits the UP5K's four SPRAMs of 256 kbit hold
 SPRAM_TRITS = SPRAMS * SPRAM_DEPTH * SPRAM_WIDTH // TRIT_BITS
 #: weight memory depth of the ECPIX-5 build (words of 16x16 trits)
@@ -115,10 +123,12 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           weight_trits=1024 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: 16x16 at 60 MHz with 4096 words of 256 trits (87.9 MHz achieved, 134 DP16KD),
-    # which hold the bundled model resident (docs/architecture.md, "Boards").
-    Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=16, clock_hz=60e6, baud=3_000_000,
+    # which hold the bundled model resident (docs/architecture.md, "Boards"). The FT2232H's
+    # UART goes up to 12 Mbaud (its 120 MHz clock over 10), which 60 MHz divides exactly: 5
+    # cycles a bit.
+    Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=16, clock_hz=60e6, baud=12_000_000,
           weight_trits=ECPIX5_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
-          lut4=83640, bridge="FT2232H", note="FT2232H bridge at 3 Mbaud"),
+          lut4=83640, bridge="FT2232H", note="FT2232H bridge at 12 Mbaud"),
     # Built: boards/sweeps/orangecrab-85f.json. The ULX3S-85F's die and default core at
     # 36 MHz (48 MHz x 3/4); the UART on two Feather header pins, through an adapter the user
     # brings (3 Mbaud: an FTDI one).

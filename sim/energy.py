@@ -44,6 +44,8 @@ ECP5_DS = ("Lattice FPGA-DS-02012 (DS1044), ECP5 and ECP5-5G Family Data Sheet, 
 TOGGLES = ("measured here: python -m sim.toggles (the bundled model, prompt 'The with statement', "
            "8 new tokens, seed 0): Verilator --coverage-toggle on rtl.ternary_pe's psum "
            "register checked against a NumPy count, which covers every device call")
+ECP5_SERDES = ("Lattice TN1261, ECP5 and ECP5-5G SERDES/PCS Usage Guide (November 2015), "
+               "Features: \"3.2 Gbps operation with low 85 mW power per channel\"")
 FT231X_DS = ("FTDI FT231X data sheet, FT_000565 version 1.6, Table 5.3 (Operating Voltage and "
              "Current): Icc1, operating supply current, normal operation, typical 8 mA; VCC "
              "typical 5 V")
@@ -119,8 +121,15 @@ CONSTANTS: dict[tuple[str, str], Constant] = _table(
     Constant("bridge_adapter", None, "mW", "any", "none",
              note="a USB-serial adapter of the user's choice (the OrangeCrab's header UART): "
                   "not counted"),
+    # PCIe gen1 (2.5 GT/s) runs on the ECP5's SERDES, whose channel draws 85 mW at up to
+    # 3.2 Gbps: charged over a lane's data rate after 8b/10b (2 Gbit/s) that is 42.5 pJ a data
+    # bit, the card's end only (the host's PHY is not counted), and an upper bound at 2.5 GT/s.
+    Constant("serdes_ecp5", 85.0, "mW", "any", ECP5_SERDES,
+             note="one SERDES channel (a PCIe lane) at up to 3.2 Gbps; applied to PCIe gen1 over "
+                  "the lane's data bit rate; the host's PHY not counted"),
     Constant("pcie_bit", None, "pJ/bit", "any", "none",
-             note="no PCIe SerDes/PHY energy per bit with its generation in a source here: "
+             note="PCIe gen2 and later: the ECP5 SERDES figure is for up to 3.2 Gbps, and no "
+                  "PCIe SerDes/PHY energy per bit with its generation is in a source here: "
                   "searched for PCIe SerDes pJ/bit figures; the one found, a system-level "
                   "A100 host-to-GPU measurement (167.9 pJ/bit, Zhao et al., 'Quantifying "
                   "Interconnect Energy Efficiency on Perlmutter', quoted second-hand, "

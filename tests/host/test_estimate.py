@@ -200,7 +200,8 @@ def test_json_report_schema():
     for name, p in r["phases"].items():
         assert set(p) == PHASE, name
         assert set(p["seconds"]) == {"compute", "memory_wait", "control", "link_weights",
-                                     "link_acts_results", "link_control", "total"}
+                                     "link_acts_results", "link_control", "link_latency",
+                                     "total"}
         assert p["seconds"]["total"] == pytest.approx(
             sum(v for k, v in p["seconds"].items() if k != "total"))
         assert len(p["layers"]) == 4 and len(p["calls"]) == 4
@@ -249,6 +250,19 @@ def test_sweep_picks_a_fitting_configuration():
 def test_link_specs(spec, kind, rate):
     ln = est.parse_link(spec)
     assert ln.kind == kind and ln.bytes_per_second == pytest.approx(rate)
+
+
+def test_pcie_gen1_energy_is_the_ecp5_serdes_power_over_its_data_rate():
+    """TN1261: an ECP5 SERDES channel draws 85 mW at up to 3.2 Gbps; a gen1 lane carries 2 Gbit/s
+    of data after 8b/10b, so 42.5 pJ a data bit at any width. Gen2 and later: no source."""
+    for spec in ("pcie:gen1", "pcie:gen1x4"):
+        assert est.parse_link(spec).pj_per_bit == pytest.approx(85e-3 / 2e9 * 1e12)
+    assert est.parse_link("pcie:gen2").pj_per_bit is None
+    r = est.estimate(est.load_workload(preset="tiny"), board="ecpix5-85f", link="pcie:gen1x2")
+    d = r["phases"]["decode"]
+    bits = 8 * (d["bytes"]["sent"] + d["bytes"]["received"])
+    assert d["energy"]["joules"]["link"] == pytest.approx(bits * 42.5e-12)
+    assert d["seconds"]["link_latency"] == 0          # no USB bridge on a PCIe link
 
 
 @pytest.mark.parametrize("spec", ["uart:0", "uart", "pcie:gen7", "pcie:gen3x3", "mem:-1",
@@ -396,6 +410,30 @@ def test_static_power_per_fpga_from_the_data_sheet_currents():
     assert d["energy"]["joules"]["static"] == pytest.approx(124.7e-3 * d["seconds"]["total"])
     e5 = est.estimate(est.load_workload(preset="tiny"), board="ecpix5-85f")
     assert "static" in e5["phases"]["decode"]["energy"]["joules"]["not_counted"]
+
+
+def test_every_request_waits_for_the_bridge_to_pass_its_answer_on():
+    """An FTDI bridge holds a short answer up to its latency timer (1 ms in low-latency mode,
+    sim.boards.BRIDGE_ANSWER_SECONDS) and the host sends the next request only after it, so
+    each request adds that wait; a bridge without a figure (the iCELink) adds none, and says
+    so. The wait is link time: it counts towards the link bound and the total."""
+    work = est.load_workload(preset="tiny")
+    assert est.parse_link("uart:12000000", bridge="FT2232H").answer_seconds == 1e-3
+    assert est.parse_link("uart:3000000").answer_seconds is None
+    for board, wait in (("ecpix5-85f", 1e-3), ("ulx3s-85f", 1e-3), ("icesugar", 0.0)):
+        r = est.estimate(work, board=board, batch=4)
+        for p in r["phases"].values():
+            s = p["seconds"]
+            assert p["frames"] > 0
+            assert s["link_latency"] == pytest.approx(p["frames"] * wait)
+            assert s["total"] == pytest.approx(sum(v for k, v in s.items() if k != "total"))
+        if not wait:
+            assert "answer latency not counted" in r["link"]["note"]
+    # on the ECPIX-5 the waits outweigh the bytes at 12 Mbaud: a decode token is link-bound
+    d = est.estimate(work, board="ecpix5-85f")["phases"]["decode"]
+    s = d["seconds"]
+    assert d["bound"] == "link" and s["link_latency"] > s["link_acts_results"]
+    assert d["tokens_per_second"] == pytest.approx(1 / s["total"])
 
 
 def test_uart_energy_is_the_bridge_power_while_bytes_move():

@@ -11,7 +11,8 @@ import threading
 import numpy as np
 import pytest
 
-from host import DeviceBusy, DeviceNotFound, EmulatedDevice, PcieTransport, open_device
+from host import (DeviceBusy, DeviceNotFound, DeviceTimeout, EmulatedDevice, PcieTransport,
+                  open_device)
 from sim import numerics
 
 
@@ -151,6 +152,25 @@ def test_serial_over_pty(capsys):
             assert "in use by another process" in err and "Traceback" not in err
 
 
+def test_serial_silence_names_the_baud_rate():
+    """A port where nothing answers (no bitstream, or a board at another UART rate, such as
+    the ECPIX-5's 12 Mbaud opened at the default 3 Mbaud): the timeout says which rate was
+    tried and where each board's is listed, and the port is released."""
+    pytest.importorskip("serial")
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    try:
+        with pytest.raises(DeviceTimeout, match=r"no valid response to INFO.*is 3000000 baud "
+                                                r"its UART rate\? `tritium boards`"):
+            open_device(f"serial:{path}", timeout=0.05, retries=0)
+        # the port was released, and opens at the ECPIX-5's rate
+        from host.transport import SerialTransport
+        SerialTransport(path, 12_000_000).close()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_serial_opens_with_dtr_and_rts_off(monkeypatch):
     """pyserial asserts DTR and RTS on opening unless told otherwise; the UPduino v3 wires
     DTR to its flash's chip select (boards/__init__.py), so the port opens with both off."""
@@ -164,6 +184,29 @@ def test_serial_opens_with_dtr_and_rts_off(monkeypatch):
     with pty_endpoint(EmulatedDevice(rows=2, cols=2)) as path:
         SerialTransport(path, 115200).close()
     assert sorted(applied) == [("dtr", False), ("rts", False)]
+
+
+def test_serial_asks_for_low_latency(monkeypatch, capsys):
+    """The port is put in low-latency mode (ftdi_sio: a 1 ms latency timer, not 16); a port
+    without one (a pty refuses TIOCSSERIAL) still opens and says so."""
+    serial = pytest.importorskip("serial")
+    from host.transport import SerialTransport
+    with pty_endpoint(EmulatedDevice(rows=2, cols=2)) as path:
+        t = SerialTransport(path, 115200)
+        assert t.low_latency is False
+        t.close()
+        asked = []
+        monkeypatch.setattr(serial.Serial, "set_low_latency_mode",
+                            lambda self, on: asked.append(on), raising=False)
+        t = SerialTransport(path, 115200)
+        assert (asked, t.low_latency) == ([True], True)
+        t.close()
+        monkeypatch.undo()
+        # selftest reports the mode: a pty has none
+        from host.cli import main
+        assert main(["selftest", "--device", f"serial:{path}", "--frames", "3"]) == 0
+        out = capsys.readouterr().out
+        assert "port without a low-latency mode" in out and "PASS" in out
 
 
 def test_serial_retry_after_lost_response():
