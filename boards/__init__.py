@@ -132,7 +132,7 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # `python -m boards.sweep --board ulx3s-45f --start 16` (boards/sweeps/ulx3s-45f.json):
     # 16x16 with 2560 weight words, the bundled model resident: 20,540 of 43,848 cells, 92 of
     # 108 DP16KD, 47.5 MHz achieved. 16x32 with the same words needs 177 DP16KD; with fewer
-    # words it would fit but stream the model (tritium estimate: 1.9 against 9.7 tokens/s at
+    # words it would fit but stream the model (tritium estimate: 2.1 against 18.2 tokens/s at
     # 3 Mbaud), so the default keeps the memory.
     _from_table(_ulx3s_45f, "ulx3s-45f", _ulx3s("45F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-45F: 44K LUT4, 108 DP16KD"),

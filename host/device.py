@@ -16,12 +16,16 @@ fit, K), which keeps the result exact: every piece is an exact integer sum.
 
 from __future__ import annotations
 
+import collections
 import struct
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, FAULT_FORMAT,
+from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, COUNTERS_SIZE,
+                               FAULT_FORMAT,
                                FAULT_SIZE, FORMAT_BASE3, FRAME_OVERHEAD, INSTRUCTION_BYTES,
                                MAX_LENGTH, PROTOCOL_VERSION, RESPONSE_SYNC, RESULT_WIDTHS,
                                RUN_SIZE, Command, Counters, DeviceInfo, ReadResultsArgs, RunArgs,
@@ -41,7 +45,7 @@ __all__ = ["open_device", "Device", "WeightHandle", "DEVICE_COUNTERS", "HOST_STA
 #: device counters summed into ``Device.stats`` (READ_COUNTERS after every ``linear``)
 DEVICE_COUNTERS = ("busy", "stall_input", "stall_drain", "drain_tail", "runs")
 #: host-side entries of ``Device.stats``
-HOST_STATS = ("bytes_sent", "bytes_received", "frames", "retries", "timeouts")
+HOST_STATS = ("bytes_sent", "bytes_received", "frames", "waits", "retries", "timeouts")
 _DEVICE_KWARGS = ("timeout", "retries", "name", "max_frame")
 
 
@@ -98,6 +102,19 @@ def open_device(spec: str = "emu", **config) -> "Device":
     except BaseException:
         transport.close()
         raise
+
+
+@dataclass
+class _Req:
+    """A request for :meth:`Device._exchange`: what to send, how long its answer's payload is,
+    the device's cycles on it beyond the command's own (``RequestPlanner.request``), extra
+    time to wait for the answer, and what to do with the answer's payload."""
+    cmd: Command
+    payload: bytes = b""
+    response_size: int = 0
+    cycles: int = 0
+    extra_time: float = 0.0
+    then: Callable[[bytes], None] | None = None
 
 
 class WeightHandle:
@@ -167,6 +184,7 @@ class Device:
         self.timeout = float(timeout)
         self.retries = int(retries)
         self._decoder = FrameDecoder(RESPONSE_SYNC)
+        self._events: collections.deque = collections.deque()   # decoded, not yet taken
         self._seq = 0
         self._max_payload = 0          # until INFO tells
         self._info_clock_hz = self._info_frame_timeout = 0
@@ -183,7 +201,9 @@ class Device:
                                 f"(formats bitmap {info.formats:#04x})")
         self._info = info
         #: how calls are split into requests, and what they cost (``host.plan``)
-        self.planner = planner = RequestPlanner(info, max_frame)
+        self.planner = planner = RequestPlanner(
+            info, max_frame, rx_buffer=getattr(transport, "rx_buffer", None),
+            bytes_per_second=transport.bytes_per_second)
         self.config = planner.config
         self.word_bytes = planner.word_bytes
         self._max_payload = planner.max_payload
@@ -263,68 +283,116 @@ class Device:
     def _request(self, cmd: Command, payload: bytes = b"", *, response_size: int = 0,
                  extra_time: float = 0.0) -> bytes:
         """Send one request and return the payload of its OK response (with retries)."""
+        return self._exchange([_Req(cmd, payload, response_size, extra_time=extra_time)])[0]
+
+    def _exchange(self, reqs: list["_Req"]) -> list[bytes]:
+        """Send ``reqs`` in order and return the payloads of their OK answers, in order.
+
+        They go out in the planner's windows (``RequestPlanner.windows``), each window back to
+        back, and the host waits only once per window for its answers (``stats["waits"]``).
+        A request whose answer does not come (timeout), comes corrupted, or says its frame was
+        damaged (``BAD_CRC``, ``BAD_LENGTH``) is sent again together with the ones after it in
+        its window, under fresh seqs, up to ``retries`` times. Every command is idempotent on
+        the device, and a request after a failed one may have run on what that one did not
+        do, so an answer counts only when every request before it in its attempt was answered
+        OK. Any other status raises :class:`DeviceError`."""
         if self._closed:
             raise ProtocolError(f"{self.name}: device is closed")
-        if len(payload) > self._max_payload:
-            raise PayloadTooLarge(f"{self.name}: {cmd.name} payload of {len(payload)} bytes "
-                                  f"exceeds the device's max_payload {self._max_payload}")
-        seq = self._seq
-        self._seq = (seq + 1) & 0xFF
-        frame = encode_request(cmd, seq, payload)
-        wait = self.timeout + extra_time
+        for r in reqs:
+            if len(r.payload) > self._max_payload:
+                raise PayloadTooLarge(f"{self.name}: {r.cmd.name} payload of "
+                                      f"{len(r.payload)} bytes exceeds the device's "
+                                      f"max_payload {self._max_payload}")
+        planner = getattr(self, "planner", None)      # None: INFO has not come yet
+        windows = [(k, k + 1) for k in range(len(reqs))] if planner is None else \
+            planner.windows([planner.request(r.cmd, len(r.payload), r.response_size, r.cycles)
+                             for r in reqs])
+        answers: list[bytes | None] = [None] * len(reqs)
+        failures = [0] * len(reqs)
+        for i0, j in windows:
+            i = i0
+            while i < j:
+                seqs = [(self._seq + k) & 0xFF for k in range(j - i)]
+                self._seq = (self._seq + j - i) & 0xFF
+                frames = [encode_request(r.cmd, q, r.payload) for r, q in zip(reqs[i:j], seqs)]
+                # nothing before this window can be one of its answers
+                self._decoder.reset()
+                self._events.clear()
+                self.transport.write(b"".join(frames))
+                self._stats["bytes_sent"] += sum(len(f) for f in frames)
+                self._stats["frames"] += len(frames)
+                self._stats["waits"] += 1
+                for k in range(i, j):
+                    r = reqs[k]
+                    status, resp, problem = self._await(
+                        seqs[k - i], self._wait(r, len(frames[k - i])), later=set(seqs[k - i + 1:]))
+                    if status is Status.OK:
+                        answers[k] = resp
+                        if r.cmd in (Command.CLEAR_COUNTERS, Command.RESET):
+                            self._counters_seen = Counters()
+                        continue
+                    if status is not None and status not in (Status.BAD_CRC, Status.BAD_LENGTH):
+                        raise self._refused(r.cmd, status, resp)
+                    if status is not None:
+                        # The request was damaged on the way (the host never sends a frame
+                        # longer than max_payload): send it again.
+                        problem = f"device answered {status.name}"
+                    failures[k] += 1
+                    if failures[k] > self.retries:
+                        raise DeviceTimeout(f"{self.name}: no valid response to {r.cmd.name} "
+                                            f"(seq {seqs[k - i]}) after {self.retries + 1} "
+                                            f"attempt(s); last problem: {problem}")
+                    self._stats["retries"] += 1
+                    self._quiet()
+                    i = k                  # again from here, with the rest of the window
+                    break
+                else:
+                    i = j
+        return answers
+
+    def _quiet(self) -> None:
+        """Before sending part of a window again: let the line go silent for the device's
+        frame timeout, so that it drops a frame the link cut short (one further on in the
+        window may have been) instead of reading the next request into it. What arrives
+        meanwhile are answers to the attempt given up on: dropped."""
+        silence = (2.0 * self._info_frame_timeout / self._info_clock_hz
+                   if self._info_clock_hz else 1e-3)
+        while data := self.transport.read(MAX_LENGTH + FRAME_OVERHEAD, silence):
+            self._stats["bytes_received"] += len(data)
+
+    def _wait(self, r: "_Req", frame_bytes: int) -> float:
+        """How long to wait for the answer to ``r`` once the one before it has come."""
+        wait = self.timeout + r.extra_time
         bps = self.transport.bytes_per_second
         if bps:
-            wait += 1.5 * (len(frame) + response_size + FRAME_OVERHEAD) / bps
+            wait += 1.5 * (frame_bytes + r.response_size + FRAME_OVERHEAD) / bps
         if self._info_clock_hz:
             # A retry must find the device hunting again: wait out its frame timeout.
             wait = max(wait, 2.0 * self._info_frame_timeout / self._info_clock_hz)
-        problem = "no attempt"
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self._stats["retries"] += 1
-            self._decoder.reset()     # nothing before this request can be its response
-            self.transport.write(frame)
-            self._stats["bytes_sent"] += len(frame)
-            self._stats["frames"] += 1
-            status, resp, problem = self._await(seq, wait)
-            if status is None:
-                continue
-            if status is Status.OK:
-                if cmd in (Command.CLEAR_COUNTERS, Command.RESET):
-                    self._counters_seen = Counters()
-                return resp
-            if status in (Status.BAD_CRC, Status.BAD_LENGTH):
-                # The request was damaged on the way (the host never sends a frame longer
-                # than max_payload): send it again.
-                problem = f"device answered {status.name}"
-                continue
-            detail = ""
-            if status is Status.PROGRAM_FAULT and len(resp) == FAULT_SIZE:
-                pc, cause = struct.unpack(FAULT_FORMAT, resp)
-                try:
-                    cause = Fault(cause).name
-                except ValueError:
-                    pass
-                detail = f" (control program fault at pc {pc}: {cause})"
-            raise DeviceError(f"{self.name}: {cmd.name} failed: device answered "
-                              f"{status.name}{detail}", status, cmd)
-        raise DeviceTimeout(f"{self.name}: no valid response to {cmd.name} (seq {seq}) after "
-                            f"{self.retries + 1} attempt(s); last problem: {problem}")
+        return wait
 
-    def _await(self, seq: int, wait: float):
+    def _refused(self, cmd: Command, status: Status, resp: bytes) -> DeviceError:
+        detail = ""
+        if status is Status.PROGRAM_FAULT and len(resp) == FAULT_SIZE:
+            pc, cause = struct.unpack(FAULT_FORMAT, resp)
+            try:
+                cause = Fault(cause).name
+            except ValueError:
+                pass
+            detail = f" (control program fault at pc {pc}: {cause})"
+        return DeviceError(f"{self.name}: {cmd.name} failed: device answered "
+                           f"{status.name}{detail}", status, cmd)
+
+    def _await(self, seq: int, wait: float, later=frozenset()):
         """Wait for the response with ``seq``: ``(status, payload, None)`` or
-        ``(None, None, problem)`` on a timeout or a corrupted response."""
+        ``(None, None, problem)`` on a timeout, a corrupted response, or an answer to one of
+        the ``later`` requests of the window coming first (this one's was lost). Answers with
+        other seqs are late ones to earlier attempts: skipped."""
         deadline = time.monotonic() + wait
         corrupted = None
         while True:
-            left = deadline - time.monotonic()
-            data = self.transport.read(MAX_LENGTH + FRAME_OVERHEAD, max(left, 0.0)) \
-                if left > 0 else b""
-            if not data:
-                self._stats["timeouts"] += 1
-                return None, None, corrupted or f"timeout after {wait:.3g} s"
-            self._stats["bytes_received"] += len(data)
-            for ev in self._decoder.feed_events(data):
+            while self._events:
+                ev = self._events.popleft()
                 if isinstance(ev, BadFrame):
                     corrupted = f"corrupted response ({ev.kind})"
                 elif ev.seq == seq:
@@ -332,9 +400,19 @@ class Device:
                         return Status(ev.code), ev.payload, None
                     except ValueError:
                         corrupted = f"response with unknown status {ev.code:#04x}"
-                # a good frame with another seq is a late answer to an earlier request: skip
+                elif ev.seq in later:
+                    self._events.appendleft(ev)
+                    return None, None, corrupted or "no response (a later one came first)"
             if corrupted:
                 return None, None, corrupted
+            left = deadline - time.monotonic()
+            data = self.transport.read(MAX_LENGTH + FRAME_OVERHEAD, max(left, 0.0)) \
+                if left > 0 else b""
+            if not data:
+                self._stats["timeouts"] += 1
+                return None, None, f"timeout after {wait:.3g} s"
+            self._stats["bytes_received"] += len(data)
+            self._events.extend(self._decoder.feed_events(data))
 
     def load_program(self, words, at: int = 0) -> None:
         """Write control program words (``firmware.asm``) into program memory from ``at``.
@@ -363,15 +441,15 @@ class Device:
         """The device's counters as they stand (``READ_COUNTERS``)."""
         return Counters.from_bytes(self._request(Command.READ_COUNTERS))
 
-    def _collect_counters(self) -> None:
-        """Add what the device counted since the last look to ``stats``.
+    def _absorb_counters(self, c: Counters) -> None:
+        """Add what the device counted since the last reading ``c`` (the ``READ_COUNTERS``
+        that ends every ``linear`` call) to ``stats``.
 
         The counters only grow, modulo ``2**counter_bits`` (INFO), until a ``CLEAR_COUNTERS`` or
         ``RESET``, which this object sees go out: keeping the last reading and taking
-        differences modulo the counters' range saves a round trip per call over clearing them
+        differences modulo the counters' range saves a request per call over clearing them
         each time. (A device with 32-bit counters wraps its cycle counters every 2**32 cycles,
         43 s at 100 MHz: far more than one call.)"""
-        c = self.read_counters()
         seen = self._counters_seen
         bits = self._info.counter_bits
         if bits == 64 and any(getattr(c, n) < getattr(seen, n) for n in COUNTER_NAMES):
@@ -423,17 +501,22 @@ class Device:
 
     def _write_weights(self, word: int, words: np.ndarray) -> None:
         """Upload base3 words (uint8 (n, word_bytes)) from weight word ``word`` on."""
+        self._exchange(self._weight_requests(word, words))
+
+    def _weight_requests(self, word: int, words: np.ndarray) -> list[_Req]:
         words = np.ascontiguousarray(words).reshape(-1, self.word_bytes)
         step = self.words_per_frame
-        for i in range(0, len(words), step):
-            self._request(Command.WRITE_WEIGHTS,
-                          struct.pack(ADDRESS_FORMAT, word + i) + words[i:i + step].tobytes())
+        return [_Req(Command.WRITE_WEIGHTS,
+                     struct.pack(ADDRESS_FORMAT, word + i) + words[i:i + step].tobytes())
+                for i in range(0, len(words), step)]
 
     def _write_acts(self, offset: int, data: bytes) -> None:
+        self._exchange(self._act_requests(offset, data))
+
+    def _act_requests(self, offset: int, data: bytes) -> list[_Req]:
         step = self._max_payload - ADDRESS_SIZE
-        for i in range(0, len(data), step):
-            self._request(Command.WRITE_ACTS,
-                          struct.pack(ADDRESS_FORMAT, offset + i) + data[i:i + step])
+        return [_Req(Command.WRITE_ACTS, struct.pack(ADDRESS_FORMAT, offset + i) +
+                     data[i:i + step]) for i in range(0, len(data), step)]
 
     def load(self, w) -> WeightHandle:
         """Lay out, pack and upload trits ``w`` (N, K); return a handle for :meth:`linear`.
@@ -516,7 +599,6 @@ class Device:
             y = np.zeros((x.shape[0], h.N), dtype=np.int64)
             if x.shape[0]:
                 self._run_layer(h, x, y)
-                self._collect_counters()
         finally:
             if temporary:
                 self.free(h)
@@ -524,24 +606,35 @@ class Device:
         return y[0] if one else y
 
     def _run_layer(self, h: WeightHandle, x: np.ndarray, y: np.ndarray) -> None:
-        """Split the layer so that every RUN fits the device's buffers (``RequestPlanner``);
-        add into ``y``."""
+        """Split the layer so that every RUN fits the device's buffers (``RequestPlanner``),
+        send the whole call (it ends with ``READ_COUNTERS``) and add the results into ``y``."""
         scratch = scratch_words = 0
         if h.streamed:
             scratch, scratch_words = self.memory.largest()
             if scratch_words == 0:
                 raise ProtocolError(f"{self.name}: no free weight memory to stream a "
                                     f"{h.N}x{h.K} layer through; free some resident handles")
+        reqs: list[_Req] = []
+        finish = []
         for step in self.planner.steps(x.shape[0], h.N, h.K, resident=h.resident,
                                        scratch_words=scratch_words):
             if isinstance(step, WriteWeights):
-                self._write_weights(scratch, h.words[step.t0:step.t1, step.k0:step.k1])
+                reqs += self._weight_requests(scratch, h.words[step.t0:step.t1,
+                                                               step.k0:step.k1])
             else:
                 base = h.base + step.t0 * h.K + step.k0 if h.resident else scratch
-                self._run(base, step, x, y, h.N)
+                finish.append(self._run_requests(base, step, x, y, h.N, reqs))
+        reqs.append(_Req(Command.READ_COUNTERS, response_size=COUNTERS_SIZE,
+                         then=lambda data: self._absorb_counters(Counters.from_bytes(data))))
+        for r, data in zip(reqs, self._exchange(reqs)):
+            if r.then is not None:
+                r.then(data)
+        for f in finish:
+            f()
 
-    def _run(self, weights: int, run: Run, x, y, N: int) -> None:
-        """One RUN with its weights from word ``weights``; results added to ``y``."""
+    def _run_requests(self, weights: int, run: Run, x, y, N: int, reqs: list[_Req]):
+        """Append the requests of one RUN with its weights from word ``weights`` to ``reqs``;
+        return what adds its results into ``y`` once the answers are in."""
         cfg, planner = self.config, self.planner
         R, C, P = cfg.rows, cfg.cols, cfg.pes
         m0, m1, k0, k1 = run.m0, run.m1, run.k0, run.k1
@@ -549,24 +642,36 @@ class Device:
         n0, n1 = run.t0 * P, min(N, run.t1 * P)
         Nc = n1 - n0
         if run.write_acts:
-            self._write_acts(0, np.ascontiguousarray(x[m0:m1, k0:k1]).tobytes())
+            reqs += self._act_requests(0, np.ascontiguousarray(x[m0:m1, k0:k1]).tobytes())
         plan = planner.run_plan(run, N)
         model = cycles.plan_cycles(plan)
         extra = 2.0 * model / self._info.clock_hz if self._info.clock_hz else 0.0
-        self._request(Command.RUN, linear_args(weights, 0, 0, Mc, Nc, Kc).to_bytes(),
-                      extra_time=extra)
-        self._stats["model_cycles"] += model
+
+        def ran(_):
+            self._stats["model_cycles"] += model
+
+        reqs.append(_Req(Command.RUN, linear_args(weights, 0, 0, Mc, Nc, Kc).to_bytes(),
+                         cycles=model + planner.control_cycles(Mc, Nc, Kc), extra_time=extra,
+                         then=ran))
         finals = [p for p in plan.passes if p.last_chunk]     # tile-major, then token
         buf = np.zeros((len(finals) * R, C), dtype=np.int32)
         width = planner.result_width(Kc)
+
+        def read(r0: int, n: int):
+            def into(data: bytes) -> None:
+                if len(data) != width * C * n:
+                    raise ProtocolError(f"{self.name}: READ_RESULTS returned {len(data)} "
+                                        f"bytes, expected {width * C * n}")
+                buf[r0:r0 + n] = np.frombuffer(data, dtype=RESULT_WIDTHS[width]).reshape(n, C)
+            return into
+
         for r0, n in planner.reads(plan):
-            data = self._request(Command.READ_RESULTS, ReadResultsArgs(r0, n, width).to_bytes(),
-                                 response_size=width * C * n)
-            if len(data) != width * C * n:
-                raise ProtocolError(f"{self.name}: READ_RESULTS returned {len(data)} "
-                                    f"bytes, expected {width * C * n}")
-            buf[r0:r0 + n] = np.frombuffer(data, dtype=RESULT_WIDTHS[width]).reshape(n, C)
-        part = np.zeros((Mc, Nc), dtype=np.int64)
-        for i, p in enumerate(finals):
-            schedule.scatter_tile(plan, p, buf[i * R:(i + 1) * R], part)
-        y[m0:m1, n0:n1] += part
+            reqs.append(_Req(Command.READ_RESULTS, ReadResultsArgs(r0, n, width).to_bytes(),
+                             response_size=width * C * n, cycles=n, then=read(r0, n)))
+
+        def add() -> None:
+            part = np.zeros((Mc, Nc), dtype=np.int64)
+            for i, p in enumerate(finals):
+                schedule.scatter_tile(plan, p, buf[i * R:(i + 1) * R], part)
+            y[m0:m1, n0:n1] += part
+        return add

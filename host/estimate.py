@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware.commands import DeviceInfo
+from rtl.uart import DEFAULT_FIFO_DEPTH as UART_FIFO_DEPTH
 from sim import boards, energy, schedule
 
 from .checkpoint import BitNetConfig, load_checkpoint
@@ -294,8 +295,9 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
              "link_weights": c.weight_bytes / link.bytes_per_second,
              "link_acts_results": (c.act_bytes + c.result_bytes) / link.bytes_per_second,
              "link_control": c.control_bytes / link.bytes_per_second,
-             # every request waits for its answer, which the bridge may hold
-             "link_latency": c.frames * (link.answer_seconds or 0.0)}
+             # the host waits once a window of requests (host.plan), and the bridge may hold
+             # the answers that long
+             "link_latency": c.waits * (link.answer_seconds or 0.0)}
         s["total"] = sum(s[k] for k in seconds_keys)
         link_s = (s["link_weights"] + s["link_acts_results"] + s["link_control"] +
                   s["link_latency"])
@@ -308,7 +310,8 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
             "bytes": {"sent": c.bytes_sent, "received": c.bytes_received,
                       "weights": c.weight_bytes, "acts": c.act_bytes, "results": c.result_bytes,
                       "control": c.control_bytes},
-            "frames": c.frames, "runs": c.runs, "passes": c.passes, "macs": macs,
+            "frames": c.frames, "waits": c.waits, "runs": c.runs, "passes": c.passes,
+            "macs": macs,
             "bound": max(bounds, key=bounds.get),
             # PE-cycles doing a useful multiply-accumulate, over the array's cycles and over
             # the whole time (link and control included)
@@ -340,7 +343,8 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
     for call in out["calls"]:
         names, ns = zip(*parts[call["name"]])
         counted = {k: v for k, v in call.items()
-                   if k in ("seconds", "cycles", "bytes", "frames", "runs", "passes", "joules")}
+                   if k in ("seconds", "cycles", "bytes", "frames", "waits", "runs", "passes",
+                            "joules")}
         for name, n, share in zip(names, ns, _split(counted, list(ns))):
             out["projections"].append({
                 "name": name, "call": call["name"], "N": n, "K": call["K"],
@@ -387,7 +391,10 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
         clock = info.clock_hz
     # a UART on this board goes through its USB bridge, whatever the rate
     ln = parse_link(link or f"uart:{b.baud}", bridge=b.bridge or None)
-    planner = RequestPlanner(info, max_frame)
+    # A UART has no flow control: the host sends ahead only what the board's receive FIFO
+    # holds while the core is busy, as Device does on a serial port (host.plan).
+    planner = RequestPlanner(info, max_frame, bytes_per_second=ln.bytes_per_second,
+                             rx_buffer=UART_FIFO_DEPTH if ln.kind == "uart" else None)
     cfg = planner.config
     if max(K for _, _, K in work.calls) > cfg.k_max:
         raise ValueError(f"{work.name}: K up to {max(K for _, _, K in work.calls)} exceeds the "

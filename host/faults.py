@@ -77,6 +77,7 @@ class FaultyTransport(Transport):
         self.spec = FaultSpec.of(spec)
         self.name = inner.name
         self.bytes_per_second = inner.bytes_per_second
+        self.rx_buffer = inner.rx_buffer
         self._rng = random.Random(self.spec.seed)
         self._dirs = {d: _Direction() for d in ("h2c", "c2h")}
         for d in self._dirs.values():

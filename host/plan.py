@@ -6,6 +6,13 @@ the device's buffers (tokens, tiles of outputs and, when one token's inputs do n
 which order weights, activations, runs and result reads go, and how many bytes each frame
 carries. A :class:`RequestPlanner` needs only what ``INFO`` says (and the host's frame cap), so
 the estimates can plan for a board that is not attached, or not built.
+
+It also decides which requests go out back to back (:meth:`RequestPlanner.windows`). The host
+waits for an answer only at the end of a window, which matters on a USB-UART bridge that holds
+every short answer for up to its latency timer (``sim.boards.BRIDGE_ANSWER_SECONDS``). Over a
+link without flow control the device must not be sent more than its receiver can hold while
+it works on earlier requests (``rx_buffer`` bytes: the UART's FIFO); the device's cycles per
+request come from the same models as the rest of the estimate.
 """
 
 from __future__ import annotations
@@ -14,12 +21,24 @@ from dataclasses import dataclass, fields
 
 from firmware import machine
 from firmware.commands import (ADDRESS_SIZE, COUNTERS_SIZE, FRAME_OVERHEAD, MAX_LENGTH,
-                               READ_RESULTS_SIZE, RUN_SIZE, DeviceInfo)
+                               READ_RESULTS_SIZE, RUN_SIZE, Command, DeviceInfo)
 from firmware.isa import param_values
 from firmware.programs import FIRMWARE, linear_args
 from sim import cycles, numerics, packing, schedule
 
-__all__ = ["WriteWeights", "Run", "CallCost", "RequestPlanner", "WeightMemory"]
+__all__ = ["WriteWeights", "Run", "CallCost", "Request", "RequestPlanner", "WeightMemory",
+           "WRITES", "READS"]
+
+#: Bytes of a receive buffer left unused by the pacing: the byte the UART is shifting in and
+#: one for rounding.
+RX_SLACK = 2
+#: Margin on the device's cycles per request in the pacing (the cycle models are exact; this
+#: covers the few cycles between commands they leave out).
+EXEC_MARGIN = 1.25
+EXEC_SLACK_CYCLES = 16
+#: Most request bytes a window holds beyond its first request: a failed request is sent
+#: again with the rest of its window, and this keeps what a damaged link repeats small.
+WINDOW_BYTES = 2048
 
 
 class WeightMemory:
@@ -117,6 +136,7 @@ class CallCost:
     busy_cycles: int = 0            # steps: each reads one weight word and one activation byte
     passes: int = 0
     result_rows: int = 0            # rows of cols results the accumulator emitted
+    waits: int = 0                  # windows of requests: times the host waits for answers
 
     def add(self, other: "CallCost") -> None:
         for f in fields(self):
@@ -131,15 +151,38 @@ class CallCost:
         self.bytes_received += received
 
 
+@dataclass(frozen=True)
+class Request:
+    """A request as the pacing sees it: its command, frame bytes each way and the device's
+    cycles from the end of its frame to the start of its answer."""
+    cmd: Command
+    sent: int
+    received: int
+    cycles: int
+
+
+#: Commands that change what a later request reads (activations, weights, programs, results,
+#: counters); ``READS`` read what a ``RUN`` left or run on what was written before them.
+WRITES = {Command.WRITE_ACTS, Command.WRITE_WEIGHTS, Command.WRITE_PROGRAM, Command.RUN,
+          Command.RESET, Command.CLEAR_COUNTERS}
+READS = {Command.RUN, Command.READ_RESULTS}
+
+
 class RequestPlanner:
     """How a device described by ``info`` is driven: frame sizes and the split of a layer.
 
-    ``max_frame`` caps every frame's payload as ``Device(max_frame=)`` does.
+    ``max_frame`` caps every frame's payload as ``Device(max_frame=)`` does. ``rx_buffer``
+    is what the device's receiver holds while it is busy over a link without flow control (a
+    UART: ``rtl.uart.DEFAULT_FIFO_DEPTH``), with the link's ``bytes_per_second``; None means
+    the link holds the host back itself (a pipe, PCIe DMA) and a call's requests all go out
+    at once.
     """
 
-    def __init__(self, info: DeviceInfo, max_frame: int | None = None):
+    def __init__(self, info: DeviceInfo, max_frame: int | None = None, *,
+                 rx_buffer: int | None = None, bytes_per_second: float | None = None):
         frame_cap = max_frame or MAX_LENGTH
         self.info = info
+        self.rx_buffer, self.bytes_per_second = rx_buffer, bytes_per_second
         self.config = schedule.ArrayConfig(rows=info.rows, cols=info.cols,
                                            act_bits=info.act_bits, psum_bits=info.psum_bits,
                                            acc_bits=info.acc_bits)
@@ -235,6 +278,90 @@ class RequestPlanner:
             self._control[key] = out.cycles - max(0, sweeps - 1)
         return self._control[key]
 
+    # -- pacing ----------------------------------------------------------------------------
+
+    def request(self, cmd: Command, payload: int, response: int, cycles: int = 0) -> Request:
+        """A request of ``payload`` bytes answered with ``response`` bytes of payload, the
+        device working ``cycles`` on it beyond what the command itself takes (a ``RUN``'s
+        program, a ``READ_RESULTS``'s rows): the write commands copy a byte a cycle,
+        ``WRITE_WEIGHTS`` in two passes (check, then decode)."""
+        copy = {Command.WRITE_ACTS: 1, Command.WRITE_PROGRAM: 1, Command.WRITE_WEIGHTS: 2}
+        return Request(cmd, payload + FRAME_OVERHEAD, response + FRAME_OVERHEAD,
+                       copy.get(cmd, 0) * payload + cycles)
+
+    def windows(self, reqs: list[Request]) -> list[tuple[int, int]]:
+        """``reqs`` in windows ``[i, j)``, each sent back to back before the host waits for
+        its answers.
+
+        A window never holds a request that changes state (``WRITES``) after one that reads
+        it (``READS``): the host sends a failed request again with the rest of its window, and
+        that is only right if nothing the device already ran after it changed what it reads
+        (a later RUN's results over the ones a failed READ_RESULTS was to read). Over a link
+        without flow control a window also holds only what :meth:`fits`; without a clock
+        (INFO) or a link rate to time the device by, each request goes alone. After its first
+        request a window holds at most ``WINDOW_BYTES``."""
+        n = len(reqs)
+        timed = bool(self.info.clock_hz and self.bytes_per_second)
+        if self.rx_buffer is not None and not timed:
+            return [(k, k + 1) for k in range(n)]
+        out, i = [], 0
+        while i < n:
+            j, read, more = i + 1, reqs[i].cmd in READS, 0
+            while j < n and not (read and reqs[j].cmd in WRITES) and \
+                    more + reqs[j].sent <= WINDOW_BYTES and (
+                    self.rx_buffer is None or self.fits(reqs[i:j + 1])):
+                read |= reqs[j].cmd in READS
+                more += reqs[j].sent
+                j += 1
+            out.append((i, j))
+            i = j
+        return out
+
+    def fits(self, reqs: list[Request]) -> bool:
+        """Whether ``reqs`` sent back to back never leave more than ``rx_buffer - RX_SLACK``
+        bytes waiting in the device's receiver. The bytes arrive at the link's rate one after
+        the other; the core takes them as they come, except from the end of a frame until it
+        has worked on it and sent the answer (at the same rate). The queue is longest at the
+        end of such a wait: what has arrived by then less what the core has taken."""
+        clock, bps = self.info.clock_hz, self.bytes_per_second
+        total = sum(r.sent for r in reqs)
+        taken = free_at = 0.0
+        for r in reqs:
+            taken += r.sent
+            start = max(taken / bps, free_at)        # the frame's last byte reaches the core
+            free_at = start + ((EXEC_MARGIN * r.cycles + EXEC_SLACK_CYCLES) / clock +
+                               r.received / bps)
+            if min(total, free_at * bps) - taken > self.rx_buffer - RX_SLACK:
+                return False
+        return True
+
+    def run_requests(self, run: Run, N: int) -> list[Request]:
+        """The requests of one :class:`Run`: its activations (when it writes them), the
+        ``RUN`` and its result reads, as ``Device`` sends them."""
+        plan = self.run_plan(run, N)
+        Mc, Kc = run.m1 - run.m0, run.k1 - run.k0
+        out = []
+        if run.write_acts:
+            step = self.max_payload - ADDRESS_SIZE
+            out += [self.request(Command.WRITE_ACTS, ADDRESS_SIZE + min(step, Mc * Kc - i), 0)
+                    for i in range(0, Mc * Kc, step)]
+        out.append(self.request(Command.RUN, RUN_SIZE, 0, cycles.plan_cycles(plan) +
+                                self.control_cycles(Mc, plan.N, Kc)))
+        width = self.result_width(Kc)
+        out += [self.request(Command.READ_RESULTS, READ_RESULTS_SIZE,
+                             width * self.config.cols * n, n) for _, n in self.reads(plan)]
+        return out
+
+    def upload_requests(self, words: int) -> list[Request]:
+        """The ``WRITE_WEIGHTS`` of ``words`` weight words, ``words_per_frame`` a frame."""
+        return [self.request(Command.WRITE_WEIGHTS,
+                             ADDRESS_SIZE + min(self.words_per_frame, words - i) *
+                             self.word_bytes, 0)
+                for i in range(0, words, self.words_per_frame)]
+
+    def counters_request(self) -> Request:
+        return self.request(Command.READ_COUNTERS, 0, COUNTERS_SIZE)
+
     # -- the cost --------------------------------------------------------------------------
 
     def _frames(self, payload: int, step: int, data_overhead: int = 0) -> tuple[int, int]:
@@ -260,10 +387,14 @@ class RequestPlanner:
         ``READ_COUNTERS`` that ends the call."""
         c = CallCost()
         empty = FRAME_OVERHEAD                      # a request or OK response without payload
+        reqs: list[Request] = []                    # for the windows
         for step in self.steps(M, N, K, resident=resident, scratch_words=scratch_words):
             if isinstance(step, WriteWeights):
-                c.frames_of("weight", *self.upload((step.t1 - step.t0) * (step.k1 - step.k0)))
+                words = (step.t1 - step.t0) * (step.k1 - step.k0)
+                c.frames_of("weight", *self.upload(words))
+                reqs += self.upload_requests(words)
                 continue
+            reqs += self.run_requests(step, N)
             plan = self.run_plan(step, N)
             if step.write_acts:
                 n, sent = self._frames(plan.M * plan.K, self.max_payload - ADDRESS_SIZE,
@@ -282,4 +413,6 @@ class RequestPlanner:
                             width * self.config.cols * rows + empty)
         # Device.linear reads the counters once at the end of every call.
         c.frames_of("control", 1, empty, COUNTERS_SIZE + empty)
+        reqs.append(self.counters_request())
+        c.waits = len(self.windows(reqs))
         return c

@@ -15,6 +15,8 @@ import tty
 
 from sim import verilator_device
 
+from .transport import DEFAULT_BAUD
+
 DEFAULT_DIVISOR = 8     # cycles per UART bit in simulation (fast, and within the UART's range)
 
 
@@ -27,6 +29,10 @@ class SimServer:
         # passes in a few milliseconds of wall time; make it long enough for a host that
         # writes a frame in pieces (about a second of simulation).
         config.setdefault("frame_timeout", 1 << 22)
+        # The board's clock as INFO tells it: the rate at which a UART of ``divisor`` cycles a
+        # bit runs at the host's default baud. The host then times the device against the
+        # line (``host.plan``: which requests it may send ahead) as it would a real board's.
+        config.setdefault("clock_hz", divisor * DEFAULT_BAUD)
         self.config = verilator_device.core_config(**config)
         self.proc = verilator_device.spawn(self.config, uart_divisor=divisor, progress=say)
         self.master, slave = os.openpty()

@@ -14,6 +14,8 @@ import select
 import time
 from typing import Callable
 
+from rtl.uart import DEFAULT_FIFO_DEPTH as UART_FIFO_DEPTH
+
 from .protocol import DeviceBusy, DeviceNotFound, TransportError
 
 __all__ = ["Transport", "EmulatorTransport", "SimTransport", "SerialTransport", "PcieTransport",
@@ -29,6 +31,9 @@ class Transport(abc.ABC):
     name: str = "transport"
     #: sustained link rate, used to stretch timeouts for long frames (None: fast enough)
     bytes_per_second: float | None = None
+    #: bytes the device can take while it is busy, on a link without flow control (a UART's
+    #: receive FIFO); None: the link holds the host back itself (``host.plan``)
+    rx_buffer: int | None = None
 
     @abc.abstractmethod
     def write(self, data: bytes) -> None:
@@ -211,6 +216,8 @@ class SerialTransport(Transport):
         self.port, self.baud = port, int(baud)
         self.name = f"serial:{port}@{self.baud}"
         self.bytes_per_second = self.baud / 10      # start + 8 data + stop bits
+        # no flow control on the boards' UARTs: what the gateware's receiver FIFO holds
+        self.rx_buffer = UART_FIFO_DEPTH
         try:
             self._ser = serial.Serial(None, self.baud, timeout=0, exclusive=True)
             self._ser.dtr = self._ser.rts = False      # applied by open()

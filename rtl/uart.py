@@ -33,6 +33,9 @@ MIN_DIVISOR = 4
 MAX_RATE_ERROR = 0.02
 #: Width of the error counters.
 COUNTER_WIDTH = 16
+#: Bytes the receiver's FIFO holds by default: what may arrive while the core is busy with a
+#: frame (the host paces requests it sends ahead by it, ``host.plan.RequestPlanner``).
+DEFAULT_FIFO_DEPTH = 16
 
 
 def divisor_for(clk_hz: float, baud: float) -> int:
@@ -86,7 +89,7 @@ class UARTReceiver(wiring.Component):
         Bytes dropped because the FIFO was full (saturates at 0xFFFF).
     """
 
-    def __init__(self, divisor: int, *, fifo_depth: int = 16):
+    def __init__(self, divisor: int, *, fifo_depth: int = DEFAULT_FIFO_DEPTH):
         self.divisor = _check_divisor(divisor)
         if not isinstance(fifo_depth, int) or fifo_depth < 1:
             raise ValueError(f"fifo_depth must be a positive integer, not {fifo_depth!r}")
@@ -252,7 +255,7 @@ class UART(wiring.Component):
         The receiver's error counters.
     """
 
-    def __init__(self, divisor: int, fifo_depth: int = 16):
+    def __init__(self, divisor: int, fifo_depth: int = DEFAULT_FIFO_DEPTH):
         self.divisor = _check_divisor(divisor)
         self.fifo_depth = fifo_depth
         self.receiver = UARTReceiver(divisor, fifo_depth=fifo_depth)
@@ -295,7 +298,7 @@ class UARTLoopback(wiring.Component):
         The receiver's error counters.
     """
 
-    def __init__(self, divisor: int, fifo_depth: int = 16):
+    def __init__(self, divisor: int, fifo_depth: int = DEFAULT_FIFO_DEPTH):
         self.divisor = _check_divisor(divisor)
         self.uart = UART(divisor, fifo_depth=fifo_depth)
         super().__init__({

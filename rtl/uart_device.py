@@ -9,7 +9,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .core import DeviceCore
-from .uart import COUNTER_WIDTH, UART
+from .uart import COUNTER_WIDTH, DEFAULT_FIFO_DEPTH, UART
 
 
 class UARTDevice(wiring.Component):
@@ -33,7 +33,7 @@ class UARTDevice(wiring.Component):
         The UART receiver's error counters.
     """
 
-    def __init__(self, *, divisor: int, fifo_depth: int = 16, **core):
+    def __init__(self, *, divisor: int, fifo_depth: int = DEFAULT_FIFO_DEPTH, **core):
         self.uart = UART(divisor, fifo_depth=fifo_depth)
         self.core = DeviceCore(**core)
         super().__init__({

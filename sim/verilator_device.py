@@ -23,14 +23,18 @@ BUILD_ROOT = PROJECT_ROOT / "build" / "devsim"
 def core_config(rows: int = 4, cols: int = 4, *, psum_width: int = 16, acc_width: int = 32,
                 weight_words: int = 4096, act_bytes: int = 16384, result_rows: int = 1024,
                 max_payload: int = 1024, frame_timeout: int = 1 << 14,
-                program_words: int = 64, weight_ram: str | None = None) -> dict:
-    """The DeviceCore parameters of a simulated device (defaults sized for fast builds)."""
+                program_words: int = 64, weight_ram: str | None = None,
+                clock_hz: int = 0) -> dict:
+    """The DeviceCore parameters of a simulated device (defaults sized for fast builds);
+    ``clock_hz`` is only what INFO reports (0: unknown)."""
     config = dict(rows=rows, cols=cols, psum_width=psum_width, acc_width=acc_width,
                   weight_words=weight_words, act_bytes=act_bytes, result_rows=result_rows,
                   max_payload=max_payload, frame_timeout=frame_timeout,
                   program_words=program_words)
     if weight_ram is not None:
         config["weight_ram"] = weight_ram
+    if clock_hz:
+        config["clock_hz"] = int(clock_hz)
     return config
 
 

@@ -8,9 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from firmware.commands import Command, ReadResultsArgs, Status
+from firmware.commands import REQUEST_SYNC, Command, ReadResultsArgs, Status
 from host import (Device, DeviceError, DeviceTimeout, EmulatedDevice, EmulatorTransport,
                   ProtocolError, open_device)
+from host.protocol import FrameDecoder
 from sim import cycles, numerics, schedule
 
 SMALL = dict(rows=2, cols=3)
@@ -183,9 +184,11 @@ def test_uploads_fit_max_payload():
     rng = np.random.default_rng(6)
     sizes = []
 
+    requests = FrameDecoder(REQUEST_SYNC)
+
     def spy(direction, data):
-        if direction == "h2c":
-            sizes.append(len(data) - 7)
+        if direction == "h2c":          # a write holds a window of requests back to back
+            sizes.extend(len(f.payload) for f in requests.feed(data))
         return data
 
     with open_device("emu", rows=4, cols=4, max_payload=40, fault=spy) as dev:
@@ -474,13 +477,13 @@ def test_results_come_back_as_int16_when_k_allows(K, width):
         w[1] = -1
         x = np.full((2, K), -128, np.int8)
         widths = []
-        request = dev._request
+        exchange = dev._exchange
 
-        def spy(cmd, payload=b"", **kw):
-            if cmd is Command.READ_RESULTS:
-                widths.append(ReadResultsArgs.from_bytes(payload).width)
-            return request(cmd, payload, **kw)
-        dev._request = spy
+        def spy(reqs):
+            widths.extend(ReadResultsArgs.from_bytes(r.payload).width for r in reqs
+                          if r.cmd is Command.READ_RESULTS)
+            return exchange(reqs)
+        dev._exchange = spy
         y = dev.linear(w, x)
         assert y[0, 0] == -128 * K and y[0, 1] == 128 * K
         assert np.array_equal(y, numerics.ternary_matmul(w, x))
@@ -496,14 +499,15 @@ def test_reads_only_result_rows_that_hold_outputs():
         w, x = rand_layer(rng, 2, 20, 10)
         h = dev.load(w)
         reads = []
-        request = dev._request
+        exchange = dev._exchange
 
-        def spy(cmd, payload=b"", **kw):
-            if cmd is Command.READ_RESULTS:
-                a = ReadResultsArgs.from_bytes(payload)
-                reads.append((a.row, a.rows))
-            return request(cmd, payload, **kw)
+        def spy(reqs):
+            for r in reqs:
+                if r.cmd is Command.READ_RESULTS:
+                    a = ReadResultsArgs.from_bytes(r.payload)
+                    reads.append((a.row, a.rows))
+            return exchange(reqs)
 
-        dev._request = spy
+        dev._exchange = spy
         assert (dev.linear(h, x) == numerics.ternary_matmul(w, x)).all()
     assert reads == [(0, 9), (12, 1)]

@@ -14,11 +14,11 @@ import math
 import numpy as np
 import pytest
 
-from firmware.commands import DeviceInfo
+from firmware.commands import Command, DeviceInfo
 from host import estimate as est
 from host import open_device
 from host.cli import main
-from host.plan import RequestPlanner, WeightMemory
+from host.plan import Request, RequestPlanner, WeightMemory
 from firmware import machine
 from firmware.programs import FIRMWARE, linear_args
 from sim import boards, energy, numerics, schedule
@@ -55,6 +55,7 @@ def test_planned_cost_is_what_the_device_exchanges(seed):
             assert got["bytes_sent"] == c.bytes_sent
             assert got["bytes_received"] == c.bytes_received
             assert got["frames"] == c.frames and got["runs"] == c.runs
+            assert got["waits"] == c.waits
             assert got["busy"] == c.busy_cycles
             assert got["model_cycles"] == c.array_cycles
             device_cycles = sum(got[k] for k in ("busy", "stall_input", "stall_drain",
@@ -186,10 +187,11 @@ def test_every_constant_has_a_source():
 
 #: the report's keys (docs/estimates.md documents each)
 TOP = {"schema", "model", "device", "link", "node", "residency", "phases", "constants"}
-PHASE = {"tokens", "tokens_per_second", "seconds", "cycles", "bytes", "frames", "runs",
+PHASE = {"tokens", "tokens_per_second", "seconds", "cycles", "bytes", "frames", "waits", "runs",
          "passes", "macs", "bound", "utilization", "calls", "layers", "projections", "energy"}
 PROJECTION = {"name", "call", "N", "K", "share", "resident_layers", "seconds", "cycles",
-              "bytes", "frames", "runs", "passes", "joules", "macs", "bound", "utilization"}
+              "bytes", "frames", "waits", "runs", "passes", "joules", "macs", "bound",
+              "utilization"}
 
 
 def test_json_report_schema():
@@ -353,7 +355,8 @@ def test_projections_add_up_to_their_calls(preset, board, batch):
             mine = [x for x in projs if x["call"] == call["name"]]
             assert sum(x["N"] for x in mine) == call["N"]
             assert sum(x["macs"] for x in mine) == call["macs"]
-            for key in ("seconds", "cycles", "bytes", "joules", "frames", "runs", "passes"):
+            for key in ("seconds", "cycles", "bytes", "joules", "frames", "waits", "runs",
+                        "passes"):
                 want = dict(_leaves({key: call[key]}))
                 for path, v in want.items():
                     got = [dict(_leaves({key: x[key]}))[path] for x in mine]
@@ -412,11 +415,12 @@ def test_static_power_per_fpga_from_the_data_sheet_currents():
     assert "static" in e5["phases"]["decode"]["energy"]["joules"]["not_counted"]
 
 
-def test_every_request_waits_for_the_bridge_to_pass_its_answer_on():
+def test_every_window_of_requests_waits_for_the_bridge_to_pass_its_answers_on():
     """An FTDI bridge holds a short answer up to its latency timer (1 ms in low-latency mode,
-    sim.boards.BRIDGE_ANSWER_SECONDS) and the host sends the next request only after it, so
-    each request adds that wait; a bridge without a figure (the iCELink) adds none, and says
-    so. The wait is link time: it counts towards the link bound and the total."""
+    sim.boards.BRIDGE_ANSWER_SECONDS), and the host waits for answers once per window of
+    requests it sends ahead (host.plan), so each window adds that wait; a bridge without a
+    figure (the iCELink) adds none, and says so. The wait is link time: it counts towards the
+    link bound and the total."""
     work = est.load_workload(preset="tiny")
     assert est.parse_link("uart:12000000", bridge="FT2232H").answer_seconds == 1e-3
     assert est.parse_link("uart:3000000").answer_seconds is None
@@ -424,16 +428,40 @@ def test_every_request_waits_for_the_bridge_to_pass_its_answer_on():
         r = est.estimate(work, board=board, batch=4)
         for p in r["phases"].values():
             s = p["seconds"]
-            assert p["frames"] > 0
-            assert s["link_latency"] == pytest.approx(p["frames"] * wait)
+            assert 0 < p["waits"] < p["frames"]
+            assert s["link_latency"] == pytest.approx(p["waits"] * wait)
             assert s["total"] == pytest.approx(sum(v for k, v in s.items() if k != "total"))
         if not wait:
             assert "answer latency not counted" in r["link"]["note"]
-    # on the ECPIX-5 the waits outweigh the bytes at 12 Mbaud: a decode token is link-bound
+    # A PCIe link holds the host back itself: a resident decode call is one window.
+    d = est.estimate(work, board="ecpix5-85f", link="pcie:gen1")["phases"]["decode"]
+    assert d["waits"] == 16 and d["seconds"]["link_latency"] == 0
+    # on the ECPIX-5 the waits still outweigh the bytes at 12 Mbaud: link-bound
     d = est.estimate(work, board="ecpix5-85f")["phases"]["decode"]
     s = d["seconds"]
     assert d["bound"] == "link" and s["link_latency"] > s["link_acts_results"]
     assert d["tokens_per_second"] == pytest.approx(1 / s["total"])
+
+
+def test_windows_hold_what_the_uart_fifo_can_while_the_core_is_busy():
+    """RequestPlanner.fits on hand-made requests: a 16-byte FIFO less 2 of slack, 300 kB/s
+    and 30 MHz (100 cycles a byte time). While the core answers a request with 30 bytes (30
+    byte times) the 14 bytes behind it fit, 15 do not; behind a 10,000-cycle RUN only what
+    arrives in its time, however short the requests."""
+    info = boards.board("ulx3s-12f").device_info(clock_hz=30e6)
+    p = RequestPlanner(info, rx_buffer=16, bytes_per_second=300e3)
+    rr, quick = Request(Command.READ_RESULTS, 14, 30, 0), Request(Command.READ_COUNTERS, 7, 63, 0)
+    assert p.fits([rr, Request(Command.READ_RESULTS, 14, 7, 0)])
+    assert not p.fits([rr, Request(Command.READ_RESULTS, 15, 7, 0)])
+    run = Request(Command.RUN, 33, 7, 10_000)
+    assert p.fits([run, rr]) and not p.fits([run, rr, quick])
+    wa = Request(Command.WRITE_ACTS, 20, 7, 16)
+    assert p.windows([wa, run, rr, quick]) == [(0, 3), (3, 4)]
+    # without a FIFO limit, a state change after a read still starts a new window
+    assert RequestPlanner(info).windows([wa, run, rr, quick, wa, run]) == [(0, 4), (4, 6)]
+    # and without a clock to time the device by, nothing is sent ahead
+    untimed = RequestPlanner(boards.board("ulx3s-12f").device_info(), rx_buffer=16)
+    assert untimed.windows([wa, run, rr]) == [(0, 1), (1, 2), (2, 3)]
 
 
 def test_uart_energy_is_the_bridge_power_while_bytes_move():

@@ -42,6 +42,30 @@ def test_linear_over_the_pty_is_exact(served):
         assert stats["retries"] == 0 and stats["busy"] == 300 * 2 + 513 * 4
 
 
+def test_requests_sent_ahead_fit_the_uart_fifo(served):
+    """The host sends requests ahead of their answers only as far as the UART's receive FIFO
+    holds what arrives while the core is busy (host.plan.RequestPlanner.fits): over the bit
+    level UART no byte is lost (no retry), and calls take fewer waits than requests."""
+    rng = np.random.default_rng(4)
+    with open_device(f"serial:{served}", timeout=20) as dev:
+        assert dev.info["clock_hz"] == 8 * 3_000_000      # divisor 8 at the default baud
+        for M, N, K in ((1, 12, 40), (1, 6, 128), (3, 13, 64), (1, 7, 300)):
+            w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+            x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+            h = dev.load(w)
+            before = dev.stats
+            assert np.array_equal(dev.linear(h, x), numerics.ternary_matmul(w, x))
+            after = dev.stats
+            c = dev.planner.cost(M, N, K, resident=h.resident,
+                                 scratch_words=dev.memory.largest()[1])
+            assert after["waits"] - before["waits"] == c.waits
+            assert after["frames"] - before["frames"] == c.frames
+            dev.free(h)
+        stats = dev.stats
+        assert stats["retries"] == 0 and stats["timeouts"] == 0
+        assert stats["waits"] < stats["frames"]
+
+
 def test_garbage_on_the_line_then_a_valid_request(served):
     """Bytes of noise and a truncated frame on the serial line: the board still answers."""
     fd = os.open(served, os.O_RDWR | os.O_NOCTTY)
