@@ -25,16 +25,15 @@ from typing import Callable
 import numpy as np
 
 from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, COUNTERS_SIZE,
-                               FAULT_FORMAT,
-                               FAULT_SIZE, FORMAT_BASE3, FRAME_OVERHEAD, INSTRUCTION_BYTES,
-                               MAX_LENGTH, PROTOCOL_VERSION, RESPONSE_SYNC, RESULT_WIDTHS,
-                               RUN_SIZE, Command, Counters, DeviceInfo, ReadResultsArgs, RunArgs,
-                               Status, pack_instructions)
+                               FAULT_FORMAT, FAULT_SIZE, FORMAT_BASE3, FRAME_OVERHEAD,
+                               INSTRUCTION_BYTES, MAX_LENGTH, PROTOCOL_VERSION, RESPONSE_SYNC,
+                               RESULT_WIDTHS, RUN_SIZE, Command, Counters, DeviceInfo,
+                               ReadResultsArgs, RunArgs, Status, pack_instructions)
 from firmware.isa import Fault
 from firmware.programs import FIRMWARE, linear_args
 from sim import cycles, numerics, packing, schedule
 
-from .plan import RequestPlanner, Run, WeightMemory, WriteWeights
+from .plan import EXEC_MARGIN, RequestPlanner, Run, WeightMemory, WriteWeights
 from .protocol import (BadFrame, DeviceError, DeviceTimeout, FrameDecoder, PayloadTooLarge,
                        ProtocolError, encode_request)
 from .transport import (EmulatorTransport, PcieTransport, SerialTransport, SimTransport,
@@ -160,9 +159,10 @@ class Device:
     """A tritium device behind a :class:`Transport`, speaking the link protocol (docs/protocol.md).
 
     ``timeout`` is the base wait for a response in seconds (stretched for long frames on slow
-    links and for long ``RUN`` commands when the clock is known); a request is sent again with
-    the same seq up to ``retries`` times on a timeout, a corrupted response or a ``BAD_CRC`` /
-    ``BAD_LENGTH`` answer, then :class:`DeviceTimeout` names the device and the command.
+    links and for long ``RUN`` commands when the clock is known); a request is sent again
+    (with the rest of its window of requests sent ahead, :meth:`_exchange`) up to ``retries``
+    times on a timeout, a corrupted response or a ``BAD_CRC`` / ``BAD_LENGTH`` answer, then
+    :class:`DeviceTimeout` names the device and the command.
 
     ``max_frame`` caps the payload of every frame the host sends or asks for (default: what
     the device and the protocol allow, up to 64 KiB for results). On a noisy link a frame of
@@ -304,9 +304,9 @@ class Device:
                                       f"{len(r.payload)} bytes exceeds the device's "
                                       f"max_payload {self._max_payload}")
         planner = getattr(self, "planner", None)      # None: INFO has not come yet
-        windows = [(k, k + 1) for k in range(len(reqs))] if planner is None else \
-            planner.windows([planner.request(r.cmd, len(r.payload), r.response_size, r.cycles)
-                             for r in reqs])
+        shapes = [] if planner is None else \
+            [planner.request(r.cmd, len(r.payload), r.response_size, r.cycles) for r in reqs]
+        windows = planner.windows(shapes) if planner else [(k, k + 1) for k in range(len(reqs))]
         answers: list[bytes | None] = [None] * len(reqs)
         failures = [0] * len(reqs)
         for i0, j in windows:
@@ -325,7 +325,8 @@ class Device:
                 for k in range(i, j):
                     r = reqs[k]
                     status, resp, problem = self._await(
-                        seqs[k - i], self._wait(r, len(frames[k - i])), later=set(seqs[k - i + 1:]))
+                        seqs[k - i], self._wait(r, len(frames[k - i])),
+                        later=set(seqs[k - i + 1:]))
                     if status is Status.OK:
                         answers[k] = resp
                         if r.cmd in (Command.CLEAR_COUNTERS, Command.RESET):
@@ -343,22 +344,31 @@ class Device:
                                             f"(seq {seqs[k - i]}) after {self.retries + 1} "
                                             f"attempt(s); last problem: {problem}")
                     self._stats["retries"] += 1
-                    self._quiet()
+                    # the device may still be working on the rest of the window
+                    busy = sum(q.cycles for q in shapes[k + 1:j]) * EXEC_MARGIN
+                    self._quiet(busy / self._info_clock_hz if self._info_clock_hz else 0.0)
                     i = k                  # again from here, with the rest of the window
                     break
                 else:
                     i = j
         return answers
 
-    def _quiet(self) -> None:
-        """Before sending part of a window again: let the line go silent for the device's
-        frame timeout, so that it drops a frame the link cut short (one further on in the
-        window may have been) instead of reading the next request into it. What arrives
-        meanwhile are answers to the attempt given up on: dropped."""
+    def _quiet(self, busy: float = 0.0) -> None:
+        """Before sending part of a window again: wait out the ``busy`` seconds the device
+        may still spend on the rest of the window (it would take no byte meanwhile), then let
+        the line go silent for its frame timeout, so that it drops a frame the link cut short
+        instead of reading the next request into it. What arrives meanwhile are answers to
+        the attempt given up on: dropped."""
         silence = (2.0 * self._info_frame_timeout / self._info_clock_hz
                    if self._info_clock_hz else 1e-3)
-        while data := self.transport.read(MAX_LENGTH + FRAME_OVERHEAD, silence):
-            self._stats["bytes_received"] += len(data)
+        end = time.monotonic() + busy
+        while True:
+            data = self.transport.read(MAX_LENGTH + FRAME_OVERHEAD,
+                                       max(silence, end - time.monotonic()))
+            if data:
+                self._stats["bytes_received"] += len(data)
+            elif time.monotonic() >= end:
+                return
 
     def _wait(self, r: "_Req", frame_bytes: int) -> float:
         """How long to wait for the answer to ``r`` once the one before it has come."""
