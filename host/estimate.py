@@ -10,8 +10,9 @@ and prices it:
   memory's (a word of ``rows*cols`` 2-bit codes, read ``memory_bits_per_cycle`` bits a cycle:
   the array waits for the slower of the two);
 * **link**: every byte of every frame both ways (weights of streamed layers, activations and
-  results, and the RUN / READ_COUNTERS frames), at the link's rate. The host waits for each
-  response before it sends the next request, so link time and device time add up;
+  results, and the RUN / READ_COUNTERS frames), at the link's rate, and a USB bridge's
+  latency once per window of requests (``host.plan``: the host sends a window back to back
+  and waits for its answers before the next), so link time and device time add up;
 * **energy**: ``sim.energy`` on the counted work.
 
 The time of a token is ``sum over calls of (max(array, memory) + control) / clock + link``;
@@ -78,8 +79,8 @@ class Link:
     bytes_per_second: float
     pj_per_bit: float | None    # None: no source (energy.CONSTANTS)
     note: str = ""
-    #: the wait per request before its answer reaches the host (a USB bridge's latency
-    #: timer, ``sim.boards.BRIDGE_ANSWER_SECONDS``); None: not known, not counted
+    #: the wait, once per window of requests, before the answers reach the host (a USB
+    #: bridge's latency timer, ``sim.boards.BRIDGE_ANSWER_SECONDS``); None: not counted
     answer_seconds: float | None = None
 
     def as_dict(self) -> dict:

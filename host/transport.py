@@ -237,7 +237,8 @@ class SerialTransport(Transport):
             raise TransportError(f"{self.name}: cannot open {port!r}: {e}") from e
         self._timeout = 0.0
         # A USB-serial bridge holds a short answer until its latency timer runs out (16 ms by
-        # default on FTDI chips, FTDI AN232B-04), and every request here waits for its answer.
+        # default on FTDI chips, FTDI AN232B-04), and the host waits for the answers of every
+        # window of requests it sends (host.plan).
         # Linux's ftdi_sio sets the timer to its 1 ms minimum for a port in low-latency mode.
         # Ports that have no such mode (a pty, CDC-ACM) refuse it, and that is fine.
         try:

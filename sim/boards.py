@@ -22,11 +22,12 @@ from . import schedule
 TRIT_BITS = 2
 #: UART bits per byte: start, 8 data, stop
 UART_BITS_PER_BYTE = 10
-#: Seconds a USB-UART bridge may hold a short answer before the host sees it, per request (the
-#: host sends the next request only after the answer): FTDI chips send a partly filled buffer
-#: when their latency timer runs out, 1 to 255 ms, 16 by default (FTDI AN232B-04, "Data
-#: Throughput, Latency and Handshaking"); ``host.transport.SerialTransport`` asks Linux's
-#: ftdi_sio for low-latency mode, which sets it to 1 ms. The OrangeCrab's adapter is taken to be
+#: Seconds a USB-UART bridge may hold a short answer before the host sees it, once per window
+#: of requests (the host sends the next window only after the answers, ``host.plan``). FTDI
+#: chips send a partly filled buffer when their latency timer runs out, 1 to 255 ms, 16 by
+#: default (FTDI AN232B-04, "Data Throughput, Latency and Handshaking");
+#: ``host.transport.SerialTransport`` asks Linux's ftdi_sio for low-latency mode, which sets
+#: it to 1 ms. The OrangeCrab's adapter is taken to be
 #: an FTDI one, as its 3 Mbaud assumes. The iCELink (DAPLink's CDC-ACM on an STM32) has no
 #: figure here: its wait is not counted.
 BRIDGE_ANSWER_SECONDS = {"FT231X": 1e-3, "FT2232H": 1e-3, "FT232H": 1e-3, "adapter": 1e-3}
