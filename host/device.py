@@ -661,7 +661,7 @@ class Device:
             self._stats["model_cycles"] += model
 
         reqs.append(_Req(Command.RUN, linear_args(weights, 0, 0, Mc, Nc, Kc).to_bytes(),
-                         cycles=model + planner.control_cycles(Mc, Nc, Kc), extra_time=extra,
+                         cycles=planner.run_cycles(plan), extra_time=extra,
                          then=ran))
         finals = [p for p in plan.passes if p.last_chunk]     # tile-major, then token
         buf = np.zeros((len(finals) * R, C), dtype=np.int32)

@@ -166,6 +166,10 @@ class Request:
 WRITES = {Command.WRITE_ACTS, Command.WRITE_WEIGHTS, Command.WRITE_PROGRAM, Command.RUN,
           Command.RESET, Command.CLEAR_COUNTERS}
 READS = {Command.RUN, Command.READ_RESULTS}
+#: what a call's frames carry, as ``CallCost`` counts their bytes
+PURPOSE = {Command.WRITE_WEIGHTS: "weight", Command.WRITE_ACTS: "act",
+           Command.READ_RESULTS: "result", Command.RUN: "control",
+           Command.READ_COUNTERS: "control"}
 
 
 class RequestPlanner:
@@ -335,19 +339,21 @@ class RequestPlanner:
                 return False
         return True
 
-    def run_requests(self, run: Run, N: int) -> list[Request]:
-        """The requests of one :class:`Run`: its activations (when it writes them), the
-        ``RUN`` and its result reads, as ``Device`` sends them."""
-        plan = self.run_plan(run, N)
-        Mc, Kc = run.m1 - run.m0, run.k1 - run.k0
+    def run_cycles(self, plan: schedule.Plan) -> int:
+        """The device's cycles on a ``RUN`` of ``plan``: the array's and the controller's."""
+        return cycles.plan_cycles(plan) + self.control_cycles(plan.M, plan.N, plan.K)
+
+    def run_requests(self, run: Run, plan: schedule.Plan) -> list[Request]:
+        """The requests of one :class:`Run` (``plan`` is its :meth:`run_plan`): its
+        activations (when it writes them), the ``RUN`` and its result reads, as ``Device``
+        sends them."""
         out = []
         if run.write_acts:
-            step = self.max_payload - ADDRESS_SIZE
-            out += [self.request(Command.WRITE_ACTS, ADDRESS_SIZE + min(step, Mc * Kc - i), 0)
-                    for i in range(0, Mc * Kc, step)]
-        out.append(self.request(Command.RUN, RUN_SIZE, 0, cycles.plan_cycles(plan) +
-                                self.control_cycles(Mc, plan.N, Kc)))
-        width = self.result_width(Kc)
+            step, data = self.max_payload - ADDRESS_SIZE, plan.M * plan.K
+            out += [self.request(Command.WRITE_ACTS, ADDRESS_SIZE + min(step, data - i), 0)
+                    for i in range(0, data, step)]
+        out.append(self.request(Command.RUN, RUN_SIZE, 0, self.run_cycles(plan)))
+        width = self.result_width(plan.K)
         out += [self.request(Command.READ_RESULTS, READ_RESULTS_SIZE,
                              width * self.config.cols * n, n) for _, n in self.reads(plan)]
         return out
@@ -359,60 +365,34 @@ class RequestPlanner:
                              self.word_bytes, 0)
                 for i in range(0, words, self.words_per_frame)]
 
-    def counters_request(self) -> Request:
-        return self.request(Command.READ_COUNTERS, 0, COUNTERS_SIZE)
-
     # -- the cost --------------------------------------------------------------------------
-
-    def _frames(self, payload: int, step: int, data_overhead: int = 0) -> tuple[int, int]:
-        """Frames and request bytes to send ``payload`` data bytes, ``step`` per frame, each
-        frame with ``data_overhead`` bytes of address in front."""
-        n = -(-payload // step)
-        return n, payload + n * (data_overhead + FRAME_OVERHEAD)
-
-    def upload(self, words: int) -> tuple[int, int, int]:
-        """Frames, bytes sent and bytes received to upload ``words`` weight words."""
-        n, sent = self._frames(words * self.word_bytes, self.words_per_frame * self.word_bytes,
-                               ADDRESS_SIZE)
-        return n, sent, n * FRAME_OVERHEAD
 
     def upload_bytes(self, words: int) -> int:
         """Bytes both ways to upload ``words`` weight words (``Device.load``)."""
-        return sum(self.upload(words)[1:])
+        return sum(r.sent + r.received for r in self.upload_requests(words))
 
     def cost(self, M: int, N: int, K: int, *, resident: bool, scratch_words: int = 0
              ) -> CallCost:
         """Everything one ``Device.linear`` call of ``M`` tokens sends, receives and runs (with
         no retries): the uploads of a streamed layer, activations, runs, result reads and the
-        ``READ_COUNTERS`` that ends the call."""
+        ``READ_COUNTERS`` that ends the call, and the windows it goes out in."""
         c = CallCost()
-        empty = FRAME_OVERHEAD                      # a request or OK response without payload
-        reqs: list[Request] = []                    # for the windows
+        reqs: list[Request] = []
         for step in self.steps(M, N, K, resident=resident, scratch_words=scratch_words):
             if isinstance(step, WriteWeights):
-                words = (step.t1 - step.t0) * (step.k1 - step.k0)
-                c.frames_of("weight", *self.upload(words))
-                reqs += self.upload_requests(words)
+                reqs += self.upload_requests((step.t1 - step.t0) * (step.k1 - step.k0))
                 continue
-            reqs += self.run_requests(step, N)
             plan = self.run_plan(step, N)
-            if step.write_acts:
-                n, sent = self._frames(plan.M * plan.K, self.max_payload - ADDRESS_SIZE,
-                                       ADDRESS_SIZE)
-                c.frames_of("act", n, sent, n * empty)
-            c.frames_of("control", 1, RUN_SIZE + empty, empty)
+            reqs += self.run_requests(step, plan)
             c.runs += 1
             c.array_cycles += cycles.plan_cycles(plan)
             c.busy_cycles += sum(plan.lengths)
             c.passes += len(plan.lengths)
             c.control_cycles += self.control_cycles(plan.M, plan.N, plan.K)
-            width = self.result_width(plan.K)
-            for _, rows in self.reads(plan):
-                c.result_rows += rows
-                c.frames_of("result", 1, READ_RESULTS_SIZE + empty,
-                            width * self.config.cols * rows + empty)
+            c.result_rows += sum(rows for _, rows in self.reads(plan))
         # Device.linear reads the counters once at the end of every call.
-        c.frames_of("control", 1, empty, COUNTERS_SIZE + empty)
-        reqs.append(self.counters_request())
+        reqs.append(self.request(Command.READ_COUNTERS, 0, COUNTERS_SIZE))
+        for r in reqs:
+            c.frames_of(PURPOSE[r.cmd], 1, r.sent, r.received)
         c.waits = len(self.windows(reqs))
         return c
