@@ -70,20 +70,27 @@ def progress(msg: str) -> None:
 def bench_resources(quick: bool) -> dict:
     out = {}
     psum = 16
-    targets = [("pe", lambda: TernaryPE(psum_width=psum), 1)]
-    if not quick:
-        targets += [
-            ("array_16x16", lambda: SystolicArray(rows=16, cols=16, psum_width=psum), 256),
-            ("engine_16x16", lambda: MatrixEngine(rows=16, cols=16, psum_width=psum), 256),
-        ]
-    for family in ("ecp5", "ice40"):
-        for name, make, pes in targets:
-            progress(f"synth_{family} {name}")
+    # ECP5 builds use the carry-cell PE (sim.boards.core_config); the generic one is what iCE40
+    # builds use, also synthesized for ECP5 to show the difference.
+    def targets(adder):
+        out = [("pe", lambda: TernaryPE(psum_width=psum, adder=adder), 1)]
+        if not quick:
+            out += [
+                ("array_16x16", lambda: SystolicArray(rows=16, cols=16, psum_width=psum,
+                                                      adder=adder), 256),
+                ("engine_16x16", lambda: MatrixEngine(rows=16, cols=16, psum_width=psum,
+                                                      adder=adder), 256),
+            ]
+        return out
+    runs = [("ecp5", "ccu2c", ""), ("ecp5", "generic", "_generic"), ("ice40", "generic", "")]
+    for family, adder, suffix in runs:
+        for name, make, pes in targets(adder):
+            progress(f"synth_{family} {name} ({adder} adder)")
             start = time.perf_counter()
             stats = synthesize(make(), family)
             lut = lut4_equivalent(stats)
-            out[f"{family}_{name}"] = {
-                "family": family, "pes": pes, "psum_bits": psum,
+            out[f"{family}_{name}{suffix}"] = {
+                "family": family, "adder": adder, "pes": pes, "psum_bits": psum,
                 "lut4": lut, "lut4_cells": stats["lut4"], "carry_cells": stats["carry"],
                 "ff": stats["ff"], "ram": stats["ram"], "dsp": stats["dsp"],
                 "lut4_per_pe": round(lut / pes, 2), "ff_per_pe": round(stats["ff"] / pes, 2),

@@ -150,13 +150,17 @@ class DeviceCore(wiring.Component):
         Width of the seven counters, 32 to 64 (INFO reports it; the host takes differences
         modulo ``2**counter_bits``). 32 saves a small board about 220 logic cells; at 100 MHz
         a 32-bit cycle counter wraps every 43 s, far longer than any one request.
+    pe_adder : str
+        The PEs' adder (:class:`rtl.ternary_pe.TernaryPE`): "generic", or "ccu2c" (ECP5's
+        carry cells with the operand logic inside them) for ECP5 builds.
     """
 
     def __init__(self, *, rows: int, cols: int, psum_width: int = 16, acc_width: int = 32,
                  weight_words: int = 1024, act_bytes: int = 4096, result_rows: int = 256,
                  max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0,
                  program_words: int = 64, counter_bits: int = COUNTER_BITS,
-                 accumulator_ram_style: str | None = None, weight_ram: str | None = None):
+                 accumulator_ram_style: str | None = None, weight_ram: str | None = None,
+                 pe_adder: str = "generic"):
         if weight_ram not in (None, "spram"):
             raise ValueError(f"weight_ram must be None or 'spram', not {weight_ram!r}")
         if weight_ram == "spram":
@@ -170,6 +174,7 @@ class DeviceCore(wiring.Component):
             raise ValueError(f"counter_bits must be 32 to {COUNTER_BITS}, not {counter_bits}")
         self.program_words, self.counter_bits = program_words, counter_bits
         self.accumulator_ram_style = accumulator_ram_style
+        self.pe_adder = pe_adder
         self.rows, self.cols = rows, cols
         self.psum_width, self.acc_width = psum_width, acc_width
         self.weight_words, self.act_bytes, self.result_rows = weight_words, act_bytes, result_rows
@@ -230,7 +235,7 @@ class DeviceCore(wiring.Component):
 
         m.submodules.engine = engine = MatrixEngine(
             rows=R, cols=C, psum_width=self.psum_width, acc_width=self.acc_width,
-            accumulator_ram_style=self.accumulator_ram_style)
+            accumulator_ram_style=self.accumulator_ram_style, adder=self.pe_adder)
         m.submodules.sender = sender = FrameSender()
         m.submodules.controller = controller = Controller(
             program_words=self.program_words, params=self.params, init=FIRMWARE.words)

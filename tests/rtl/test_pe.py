@@ -163,6 +163,8 @@ def test_pe_rejects_narrow_psum():
                 TernaryPE(act_width=8, psum_width=psum_width)
         with pytest.raises(ValueError, match="act_width"):
             TernaryPE(act_width=1, psum_width=9)
+        with pytest.raises(ValueError, match="adder"):
+            TernaryPE(adder="dsp")
         gc.collect()
     Fragment.get(TernaryPE(act_width=8, psum_width=9), None)    # the narrowest legal width
 
@@ -179,3 +181,18 @@ def test_pe_synthesis_has_no_multiplier(family):
     else:
         luts = stats["lut4"]
     assert luts / psum_width <= 2.0, f"{family}: {luts} LUT4 for {psum_width} bits: {stats['cells']}"
+
+
+@pytest.mark.synth
+def test_ecp5_carry_chain_pe_holds_its_operand_logic_in_the_carry_cells():
+    """The ECP5 PE (``adder="ccu2c"``): one CCU2C half per partial-sum bit plus one for the
+    carry-in, no multiplier, and fewer LUT4 sites than the generic PE on the same family.
+    Its arithmetic is proven in tests/formal/test_formal.py."""
+    from rtl.synth import synthesize
+    psum_width = 16
+    fast = synthesize(TernaryPE(psum_width=psum_width, adder="ccu2c"), "ecp5")
+    plain = synthesize(TernaryPE(psum_width=psum_width), "ecp5")
+    assert fast["dsp"] == 0 and fast["carry"] == (psum_width + 1 + 1) // 2, fast["cells"]
+    sites = fast["lut4"] + 2 * fast["carry"]
+    assert sites < plain["lut4"] + 2 * plain["carry"] - psum_width // 4, (fast, plain)
+    assert fast["ff"] == plain["ff"] == 2 * psum_width
