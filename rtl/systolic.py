@@ -102,8 +102,9 @@ class SystolicArray(wiring.Component):
 
         results = [[None] * cols for _ in range(rows)]
         for r in range(rows):
-            act_n = Signal(signed(self.act_width), name=f"act_n_{r}")    # once for the row
-            m.d.comb += act_n.eq(~self.act.payload.data[r])
+            if self.adder == "ccu2c":      # its PEs take ~act, inverted once for the row
+                act_n = Signal(signed(self.act_width), name=f"act_n_{r}")
+                m.d.comb += act_n.eq(~self.act.payload.data[r])
             for c in range(cols):
                 pe = TernaryPE(act_width=self.act_width, psum_width=self.psum_width,
                                adder=self.adder)

@@ -12,10 +12,11 @@ entries with C = D = 0) is its "generate". With the partial-sum bit on A, the we
 bits on B and C and the row's inverted activation bit on D, every entry with C = D = 0 is a
 skip (ZERO, or NEG of an activation bit 1), so the LUT2 is just A, which is the right generate
 whenever propagate is 0 (the two addends are then equal). One more half makes the carry-in. A
-PE is then 9 CCU2C (18 LUT4 sites) instead of 10 LUT4 + 8 CCU2C (26).
+PE is then 1 LUT4 (its partial sum's enable) + 9 CCU2C: 19 LUT4 sites instead of 10 LUT4 +
+8 CCU2C, 26.
 """
 
-from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import Const, Instance, Module, Mux, Signal, signed
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -67,8 +68,9 @@ class TernaryPE(wiring.Component):
     result : Out(signed(psum_width))
         The sum of the last finished pass, held until the next capture.
 
-    ``adder`` is ``"generic"`` (any family, and simulation) or ``"ccu2c"`` (ECP5 carry cells,
-    for ECP5 builds; simulated with yosys' model of the cell).
+    ``adder`` is ``"generic"`` (any family, and the simulated devices) or ``"ccu2c"`` (ECP5
+    carry cells, for ECP5 builds; proven equal to the naive model with yosys' model of the
+    cell in tests/formal).
     """
 
     ADDERS = ("generic", "ccu2c")
