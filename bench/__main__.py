@@ -73,15 +73,15 @@ def bench_resources(quick: bool) -> dict:
     # ECP5 builds use the carry-cell PE (sim.boards.core_config); the generic one is what iCE40
     # builds use, also synthesized for ECP5 to show the difference.
     def targets(adder):
-        out = [("pe", lambda: TernaryPE(psum_width=psum, adder=adder), 1)]
+        parts = [("pe", lambda: TernaryPE(psum_width=psum, adder=adder), 1)]
         if not quick:
-            out += [
+            parts += [
                 ("array_16x16", lambda: SystolicArray(rows=16, cols=16, psum_width=psum,
                                                       adder=adder), 256),
                 ("engine_16x16", lambda: MatrixEngine(rows=16, cols=16, psum_width=psum,
                                                       adder=adder), 256),
             ]
-        return out
+        return parts
     runs = [("ecp5", "ccu2c", ""), ("ecp5", "generic", "_generic"), ("ice40", "generic", "")]
     for family, adder, suffix in runs:
         for name, make, pes in targets(adder):

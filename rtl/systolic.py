@@ -67,9 +67,7 @@ class SystolicArray(wiring.Component):
 
     def __init__(self, *, rows: int, cols: int, act_width: int = 8, psum_width: int = 16,
                  adder: str = "generic"):
-        if adder not in TernaryPE.ADDERS:
-            raise ValueError(f"adder must be one of {', '.join(TernaryPE.ADDERS)}, not {adder!r}")
-        self.adder = adder
+        self.adder = TernaryPE.check_adder(adder)     # refused now, not at elaboration
         if rows < 1 or cols < 1:
             raise ValueError(f"the array needs at least one row and column, not {rows}x{cols}")
         self.rows, self.cols = rows, cols

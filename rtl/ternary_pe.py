@@ -75,10 +75,14 @@ class TernaryPE(wiring.Component):
 
     ADDERS = ("generic", "ccu2c")
 
+    @classmethod
+    def check_adder(cls, adder: str) -> str:
+        if adder not in cls.ADDERS:
+            raise ValueError(f"adder must be one of {', '.join(cls.ADDERS)}, not {adder!r}")
+        return adder
+
     def __init__(self, *, act_width: int = 8, psum_width: int = 16, adder: str = "generic"):
-        if adder not in self.ADDERS:
-            raise ValueError(f"adder must be one of {', '.join(self.ADDERS)}, not {adder!r}")
-        self.adder = adder
+        self.adder = self.check_adder(adder)
         if act_width < 2:
             raise ValueError(f"act_width must be at least 2, not {act_width}")
         if psum_width <= act_width:
@@ -101,17 +105,17 @@ class TernaryPE(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
-        # The codes are NEG 0b00, ZERO 0b01, POS 0b10 (invalid 0b11): bit 0 set means "skip",
-        # otherwise bit 1 picks act over ~act. Written as a choice between two values that are
-        # the same for the whole row (act, ~act) and then a mask, the operand becomes
-        # branch-free C++ in Verilator. The form "POS ? act : (NEG ? ~act : 0)" compiled to a
-        # branch on the weight, mispredicted for about every other PE on random weights: the
-        # 16x16 core simulated at 0.69 M cycles/s, 1.25 M with this form. Both are one LUT4 per
-        # operand bit of (act, code).
         total = Signal(signed(self.psum_width))
         if self.adder == "ccu2c":
             self._ccu2c_total(m, total)
         else:
+            # The codes are NEG 0b00, ZERO 0b01, POS 0b10 (invalid 0b11): bit 0 set means
+            # "skip", otherwise bit 1 picks act over ~act. Written as a choice between two
+            # values that are the same for the whole row (act, ~act) and then a mask, the
+            # operand becomes branch-free C++ in Verilator. The form "POS ? act : (NEG ? ~act :
+            # 0)" compiled to a branch on the weight, mispredicted for about every other PE on
+            # random weights: the 16x16 core simulated at 0.69 M cycles/s, 1.25 M with this
+            # form. Both are one LUT4 per operand bit of (act, code).
             code = self.weight.as_value()
             subtract = Signal()
             operand = Signal(signed(self.psum_width))
