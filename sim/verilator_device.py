@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from rtl.synth import to_verilog, yosys_model
+from rtl.synth import ecp5_carry_model, to_verilog, yosys_model
 
 from .cocotb_runner import PROJECT_ROOT, setup_tool_env
 
@@ -24,26 +24,33 @@ def core_config(rows: int = 4, cols: int = 4, *, psum_width: int = 16, acc_width
                 weight_words: int = 4096, act_bytes: int = 16384, result_rows: int = 1024,
                 max_payload: int = 1024, frame_timeout: int = 1 << 14,
                 program_words: int = 64, weight_ram: str | None = None,
-                clock_hz: int = 0) -> dict:
+                pe_adder: str | None = None, clock_hz: int = 0) -> dict:
     """The DeviceCore parameters of a simulated device (defaults sized for fast builds);
-    ``clock_hz`` is only what INFO reports (0: unknown)."""
+    ``clock_hz`` is only what INFO reports (0: unknown). ``weight_ram`` and ``pe_adder``
+    build the core as a board family does (``sim.boards.core_config``)."""
     config = dict(rows=rows, cols=cols, psum_width=psum_width, acc_width=acc_width,
                   weight_words=weight_words, act_bytes=act_bytes, result_rows=result_rows,
                   max_payload=max_payload, frame_timeout=frame_timeout,
                   program_words=program_words)
     if weight_ram is not None:
         config["weight_ram"] = weight_ram
+    if pe_adder is not None:
+        config["pe_adder"] = pe_adder
     if clock_hz:
         config["clock_hz"] = int(clock_hz)
     return config
 
 
 def vendor_models(config: dict) -> list[str]:
-    """Verilog of the FPGA primitives ``config``'s core instantiates: yosys' own simulation
-    model of the UP5K's ``SB_SPRAM256KA`` (from the yosys that maps it) for SPRAM weights."""
-    if config.get("weight_ram") != "spram":
-        return []
-    return [yosys_model("ice40/cells_sim.v", "SB_SPRAM256KA")]
+    """Verilog of the FPGA primitives ``config``'s core instantiates, from yosys' own
+    simulation models (the yosys that maps them): the UP5K's ``SB_SPRAM256KA`` for SPRAM
+    weights, ECP5's ``CCU2C`` for PEs on its carry cells."""
+    models = []
+    if config.get("weight_ram") == "spram":
+        models.append(yosys_model("ice40/cells_sim.v", "SB_SPRAM256KA"))
+    if config.get("pe_adder") == "ccu2c":
+        models.append(ecp5_carry_model())
+    return models
 
 
 def _design_sources() -> str:
