@@ -21,6 +21,7 @@ from firmware.isa import (ARG_REGISTERS, INSTRUCTION_LAYOUT, REGISTERS, WORD_BIT
                           Param, register_bits, split_k_limit, split_layout, sweep_layout)
 
 from .divider import Divider
+from .synth import NO_RW_CHECK
 
 
 class Controller(wiring.Component):
@@ -91,7 +92,8 @@ class Controller(wiring.Component):
         m = Module()
         depth = self.program_words
 
-        m.submodules.program = program = Memory(shape=WORD_BITS, depth=depth, init=self.init)
+        m.submodules.program = program = Memory(shape=WORD_BITS, depth=depth, init=self.init,
+                                                attrs=NO_RW_CHECK)    # written only when stopped
         write = program.write_port()
         read = program.read_port()
         m.d.comb += [write.addr.eq(self.write_addr), write.data.eq(self.write_data),

@@ -32,6 +32,7 @@ from sim import numerics, packing
 
 from .controller import Controller
 from .spram import SPRAMWeights, spram_words
+from .synth import NO_RW_CHECK
 from .systolic import MatrixEngine
 
 ARGS_BYTES = RUN_SIZE    # the longest argument block
@@ -211,7 +212,12 @@ class DeviceCore(wiring.Component):
         word_bits = 2 * R * C
 
         # -- memories ------------------------------------------------------------------------
-        m.submodules.payload_mem = payload_mem = Memory(shape=8, depth=self.max_payload, init=[])
+        # NO_RW_CHECK (rtl.synth): no read of these is used in a cycle that writes them. The
+        # payload is written only while no frame waits for the executor, which alone reads it;
+        # weights and activations are written by commands, read by the sequencer during RUN;
+        # results are written during RUN and read by READ_RESULTS.
+        m.submodules.payload_mem = payload_mem = Memory(shape=8, depth=self.max_payload, init=[],
+                                                        attrs=NO_RW_CHECK)
         payload_w = payload_mem.write_port()
         payload_r = payload_mem.read_port()
         if self.weight_ram == "spram":
@@ -220,14 +226,17 @@ class DeviceCore(wiring.Component):
             weight_w, weight_r = weight_mem.write, weight_mem.read
         else:
             m.submodules.weight_mem = weight_mem = Memory(shape=unsigned(word_bits),
-                                                          depth=self.weight_words, init=[])
+                                                          depth=self.weight_words, init=[],
+                                                          attrs=NO_RW_CHECK)
             weight_w = weight_mem.write_port()
             weight_r = weight_mem.read_port()
-        m.submodules.act_mem = act_mem = Memory(shape=8, depth=self.act_bytes, init=[])
+        m.submodules.act_mem = act_mem = Memory(shape=8, depth=self.act_bytes, init=[],
+                                                attrs=NO_RW_CHECK)
         act_w = act_mem.write_port()
         act_r = act_mem.read_port()
         m.submodules.result_mem = result_mem = Memory(shape=unsigned(C * self.acc_width),
-                                                      depth=self.result_rows, init=[])
+                                                      depth=self.result_rows, init=[],
+                                                      attrs=NO_RW_CHECK)
         result_w = result_mem.write_port()
         result_r = result_mem.read_port()
         m.submodules.base3 = base3 = Memory(shape=10, depth=256, init=base3_rom())

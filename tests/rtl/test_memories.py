@@ -1,0 +1,43 @@
+"""Memories marked ``NO_RW_CHECK`` (``rtl.synth``) map to block RAM alone on both families.
+
+Unmarked, yosys keeps Amaranth's "a read of the address being written returns the old data"
+with a delayed write and a forwarding multiplexer: a flip-flop and a LUT per bit of the word.
+"""
+
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from rtl.synth import NO_RW_CHECK, synthesize
+
+WIDTH, DEPTH = 36, 256
+
+
+class OneMemory(wiring.Component):
+    """A memory with one write and one read port, every port on the component's ports."""
+
+    def __init__(self, attrs):
+        self.attrs = attrs
+        super().__init__({"waddr": In(8), "wdata": In(WIDTH), "we": In(1),
+                          "raddr": In(8), "rdata": Out(WIDTH)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=WIDTH, depth=DEPTH, init=[], attrs=self.attrs)
+        w, r = mem.write_port(), mem.read_port()
+        m.d.comb += [w.addr.eq(self.waddr), w.data.eq(self.wdata), w.en.eq(self.we),
+                     r.addr.eq(self.raddr), self.rdata.eq(r.data)]
+        return m
+
+
+@pytest.mark.parametrize("family", ["ecp5", "ice40"])
+def test_marked_memories_need_no_forwarding_logic(family):
+    plain = synthesize(OneMemory(None), family)
+    marked = synthesize(OneMemory(NO_RW_CHECK), family)
+    assert plain["ram"] == marked["ram"] >= 1
+    # Unmarked: the delayed write (data, address, enable) and the forwarded word.
+    assert plain["ff"] >= WIDTH and plain["lut4"] >= WIDTH
+    # Marked: the RAMs alone (iCE40 keeps one LUT4 of glue beside its three 16-bit RAMs).
+    assert marked["ff"] == 0 and marked["lut4"] <= 1
