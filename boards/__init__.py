@@ -145,8 +145,8 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                 note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),
     # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): 2x2 with its weights
     # in the four SPRAMs (131,072 words of 4 trits: the bundled model's 114,688 resident) takes
-    # 5,240 of the UP5K's 5,280 logic cells, 16 of 30 EBR and 4 of 4 SPRAM, 19.4 MHz achieved;
-    # 2x4 does not fit. 18 MHz because the PLL makes nothing below 16 MHz and 3 Mbaud needs a
+    # 5,032 of the UP5K's 5,280 logic cells, 16 of 30 EBR and 4 of 4 SPRAM, 19.9 MHz achieved;
+    # 2x4 does not fit (5,482 cells). 18 MHz because the PLL makes nothing below 16 MHz and 3 Mbaud needs a
     # clock that divides to within 2% (6 cycles a bit). The goal, 8x16 (sim.boards'
     # icebreaker-goal), needs a smaller PE and control than this core's
     # (docs/architecture.md, "Boards").
@@ -164,15 +164,15 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD; UART on Feather pins 0 (rx) and 1 "
                      "(tx) through a 3.3 V USB-serial adapter"),
     # `make sweep BOARD=icesugar` (`--stop 4`, boards/sweeps/icesugar.json): the iCEBreaker's
-    # 2x2 core with its SPRAM weights, 5,275 of 5,280 cells, 16 EBR, 4 SPRAM, 20.8 MHz
-    # achieved against 18; 2x4 needs 6,071 cells. 115,200 baud (sim.boards' row says why).
+    # 2x2 core with its SPRAM weights, 5,022 of 5,280 cells, 16 EBR, 4 SPRAM, 18.6 MHz
+    # achieved against 18; 2x4 needs 5,639 cells. 115,200 baud (sim.boards' row says why).
     _from_table(_icesugar_built, "icesugar", _icesugar, "ice40",
                 # the vendor's loader; copying top.bin onto the iCELink's USB disk also works
                 programmers=(("icesprog",),),
                 note="iCE40 UP5K; UART through the iCELink's USB CDC port"),
     # `make sweep BOARD=upduino-v3` (`--stop 4`, boards/sweeps/upduino-v3.json): the same
-    # core, 5,256 of 5,280 cells, 16 EBR, 4 SPRAM, 20.3 MHz achieved against 18; 2x4 needs
-    # 6,067 cells. The oscillator's pin 20 is not a PLL pad: SB_PLL40_CORE.
+    # core, 4,984 of 5,280 cells, 16 EBR, 4 SPRAM, 19.8 MHz achieved against 18; 2x4 needs
+    # 5,599 cells. The oscillator's pin 20 is not a PLL pad: SB_PLL40_CORE.
     _from_table(_upduino_built, "upduino-v3", _upduino_v3, "ice40",
                 programmers=(("iceprog",),),
                 pll_from_pad=False,

@@ -102,7 +102,7 @@ _ULX3S_85F = Board("ulx3s-85f", "ECP5 LFE5U-85F", rows=16, cols=32, clock_hz=250
                    baud=3_000_000, weight_trits=2048 * 512, memory_bits_per_cycle=1024,
                    basis="measured", lut4=83640, bridge="FT231X", note="FT231X bridge at 3 Mbaud")
 # Built: boards/sweeps/icebreaker.json (2x2 with its weights in the four SPRAMs, 131,072 words
-# of 8 bits read whole each cycle: 5,240 of 5,280 cells, 19.4 MHz achieved).
+# of 8 bits read whole each cycle: 5,032 of 5,280 cells, 19.9 MHz achieved).
 _ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=18e6, baud=3_000_000,
                     weight_trits=SPRAM_TRITS, memory_bits_per_cycle=8, basis="measured",
                     lut4=5280, bridge="FT2232H", note="FT2232H bridge at 3 Mbaud")
