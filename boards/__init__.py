@@ -146,8 +146,8 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): 2x2 with its weights
     # in the four SPRAMs (131,072 words of 4 trits: the bundled model's 114,688 resident) takes
     # 5,032 of the UP5K's 5,280 logic cells, 16 of 30 EBR and 4 of 4 SPRAM, 19.9 MHz achieved;
-    # 2x4 does not fit (5,482 cells). 18 MHz because the PLL makes nothing below 16 MHz and 3 Mbaud needs a
-    # clock that divides to within 2% (6 cycles a bit). The goal, 8x16 (sim.boards'
+    # 2x4 does not fit (5,482 cells). 18 MHz because the PLL makes nothing below 16 MHz and
+    # 3 Mbaud needs a clock that divides to within 2% (6 cycles a bit). The goal, 8x16 (sim.boards'
     # icebreaker-goal), needs a smaller PE and control than this core's
     # (docs/architecture.md, "Boards").
     _from_table(_icebreaker_built, "icebreaker", _icebreaker, "ice40",

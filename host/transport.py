@@ -123,8 +123,8 @@ class SimTransport(Transport):
     same configuration answer byte for byte alike; ``weight_ram="spram"`` builds the core with its
     weights in the UP5K's SPRAMs (:mod:`rtl.spram`, simulated with yosys' model of the
     primitive), as iCE40 boards run it, and ``pe_adder="ccu2c"`` with its PEs on ECP5's carry
-    cells (:mod:`rtl.ternary_pe`, yosys' model of ``CCU2C``), as ECP5 boards run it. The first use of a configuration builds it (about 20 s
-    for 16x16)."""
+    cells (:mod:`rtl.ternary_pe`, yosys' model of ``CCU2C``), as ECP5 boards run it. The first
+    use of a configuration builds it (about 20 s for 16x16)."""
 
     def __init__(self, *, name: str = "sim", rows: int = 16, cols: int = 16,
                  psum_bits: int = 16, acc_bits: int = 32, weight_words: int = 8192,
