@@ -37,9 +37,9 @@ FAMILIES = {
 #: does not do between its two ports, so yosys delays each write by a cycle and forwards it:
 #: two flip-flops and a multiplexer per bit of the word. In the ULX3S-85F's 16x32 core that was
 #: 4,247 of its 24,296 FF and 622 LUT4, mostly in the 1024-bit weight and result words
-#: (``rtl.synth.synthesize``). NO_RW_CHECK_SCRIPT tells yosys that such a read may return
-#: anything.
-#: Simulation keeps Amaranth's stricter semantics, which the synthesized netlist refines.
+#: (``synthesize``). NO_RW_CHECK_SCRIPT tells yosys that such a read may return anything (its
+#: 1-bit mask is for one read and one write port). Simulation keeps Amaranth's stricter
+#: semantics: the reads it defines and the netlist leaves open are the ones no logic uses.
 NO_RW_CHECK = {"no_rw_check": 1}
 NO_RW_CHECK_SCRIPT = "setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 a:no_rw_check %i; "
 
