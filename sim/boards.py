@@ -97,7 +97,7 @@ class Board:
 
 
 # Built: boards/sweeps/ulx3s-85f-default.json (16x32 with the goal's 1 Mtrit in 2048 words,
-# 148 DP16KD; 43.7 MHz achieved against the PLL's 35.7, its nearest to 36 MHz).
+# 148 DP16KD, 28,643 cells; 45.8 MHz achieved against the PLL's 35.7, its nearest to 36 MHz).
 _ULX3S_85F = Board("ulx3s-85f", "ECP5 LFE5U-85F", rows=16, cols=32, clock_hz=250e6 / 7,
                    baud=3_000_000, weight_trits=2048 * 512, memory_bits_per_cycle=1024,
                    basis="measured", lut4=83640, bridge="FT231X", note="FT231X bridge at 3 Mbaud")
@@ -110,7 +110,7 @@ _ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=18e6, b
 BOARDS: dict[str, Board] = {b.name: b for b in (
     _ULX3S_85F,
     _ICEBREAKER,
-    # Built: boards/sweeps/ulx3s-12f.json (16x16 at 30 MHz: 50.0 MHz achieved); a weight word
+    # Built: boards/sweeps/ulx3s-12f.json (16x16 at 30 MHz: 51.8 MHz achieved); a weight word
     # (512 bits) is read whole every cycle.
     Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
           weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
