@@ -4,6 +4,11 @@
 multiples of the array, K = 16384 at the extremes, resident and streamed weights; the device's
 own cycle counters must equal the cycle model; and the same requests give the same answers as
 the emulator (see also tests/rtl/test_core_verilator.py for the byte-level comparison).
+
+Every test runs on the core twice: with the generic PE (the default ``sim`` device) and as ECP5
+boards build it, its PEs on the carry cells (``pe_adder="ccu2c"``, yosys' model of ``CCU2C`` in
+Verilator), so the netlist ECP5 bitstreams are made from runs whole layers too (tests/formal
+proves one such PE).
 """
 
 import numpy as np
@@ -17,12 +22,13 @@ SIM_CONFIG = dict(rows=3, cols=4, weight_words=2048, act_bytes=20000, result_row
                   max_payload=512)
 
 
-@pytest.fixture(scope="module")
-def dev():
+@pytest.fixture(scope="module", params=["generic", "ccu2c"])
+def dev(request):
     missing = tool_missing("verilator")
     if missing:
         pytest.skip(missing)
-    with open_device("sim", progress=lambda msg: None, **SIM_CONFIG) as d:
+    with open_device("sim", progress=lambda msg: None, pe_adder=request.param,
+                     **SIM_CONFIG) as d:
         yield d
 
 
