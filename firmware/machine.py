@@ -8,9 +8,11 @@ program (tests/rtl/test_controller.py).
 
 Order is what the emulator needs; the controller's own time is counted too
 (:attr:`Outcome.cycles`, the control term of the estimates in ``host.estimate``), as
-``rtl.controller`` spends it when the sequencer never holds it up: one cycle to start, one per
-instruction, a second one for ADD, SUB, ADDI (the sum is registered before it is saturated),
-branches and LOOP (the decision is registered), ``bits + 1`` more for a division (DIVU, REMU:
+``rtl.controller`` spends it when the sequencer never holds it up: two cycles to start (the
+second fills the fetch stage), one per instruction, a second one for ADD, SUB, ADDI (the sum is
+registered before it is saturated), branches and LOOP (the decision is registered), a third for
+a taken branch and for LOOP (the fetch stage refills at the target, or at the body once the
+loop's registers are set), ``bits + 1`` more for a division (DIVU, REMU:
 the divider takes a quotient bit per cycle) and ``bits + 2`` for SPLIT (its division, then the
 pass-length check), and one to finish (HALT, FAIL or a fault). Waits are not counted: SPLIT,
 SETR, HALT and FAIL wait for the sequencer to go idle and SWEEP for it to take the sweep. A
@@ -98,7 +100,7 @@ def run(program, entry: int, args, params: dict[Param, int],
     pc = entry
 
     division = bits + 1          # cycles the divider takes, its result cycle included
-    out.cycles = 1               # the start cycle
+    out.cycles = 2               # the start cycle and the fetch stage's first fill
 
     def fault(cause: Fault, at: int, spent: int = 1) -> Outcome:
         """End with ``cause`` after ``spent`` cycles of the faulting instruction."""
@@ -137,7 +139,7 @@ def run(program, entry: int, args, params: dict[Param, int],
         elif op in (Op.BEQ, Op.BNE, Op.BLTU, Op.BGEU, Op.LOOP):
             if ins.imm <= pc:
                 return fault(Fault.BACKWARD_BRANCH, pc)
-            cost = 2
+            cost = 2                 # a third when the fetch stage refills, once it is in range
             if op is Op.LOOP:
                 if loop is not None:
                     return fault(Fault.NESTED_LOOP, pc)
@@ -153,7 +155,7 @@ def run(program, entry: int, args, params: dict[Param, int],
                     if loop is not None and ins.imm > loop[1]:
                         loop = None          # leaving the loop body ends the loop
                     pc = ins.imm
-                    out.cycles += cost
+                    out.cycles += cost + 1
                     continue
         elif op is Op.SPLIT:
             split = chunk_split(a, b, split_k_limit(params), params[Param.PASS_K_MAX])
@@ -191,5 +193,7 @@ def run(program, entry: int, args, params: dict[Param, int],
         if next_pc >= depth:
             # Leaving program memory is a fault of the instruction that would leave it.
             return fault(Fault.PC_OUT_OF_RANGE, pc, cost)
+        if op is Op.LOOP:
+            cost += 1
         out.cycles += cost
         pc = next_pc

@@ -1,14 +1,18 @@
 """The control processor: runs the programs of ``firmware.isa`` and feeds sweeps to the sequencer.
 
-One instruction per cycle from a synchronous program memory: the next address is computed from
-the instruction on the read port in the same cycle (sequential, branch target or the
-zero-overhead ``LOOP``'s jump back), so nothing needs predicting and taken branches cost
-nothing. An instruction that waits (a division, a sweep the sequencer cannot take yet, an
-instruction that needs the sequencer idle) keeps reading its own address until it retires.
+One instruction per cycle, in two stages. The fetch stage reads the synchronous program memory
+at an address chosen from registers only (the next word, or the start of the ``LOOP`` body
+after its last instruction, which the fetch stage tracks itself), and the word read is
+registered before it is decoded. So neither the memory's output nor the decode sits in front of
+the next fetch address: that loop was the processor's longest path, and it held even a 2x2
+build at 66-68 MHz on a ULX3S. The zero-overhead ``LOOP``'s jump back stays free; a taken
+branch, a ``LOOP``'s start or skip and a program's start cost one cycle more, to refill the
+stage. An instruction that waits (a division, a sweep the sequencer cannot take yet, an
+instruction that needs the sequencer idle) holds both stages, the memory's read port included.
 
 ``firmware.machine`` is the reference: for every program the controller must issue the same
 splits, result pointers and sweeps in the same order and end with the same status (or fault,
-pc and cause).
+pc and cause), in the cycles it counts.
 """
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal
@@ -92,8 +96,10 @@ class Controller(wiring.Component):
         m = Module()
         depth = self.program_words
 
+        # NO_RW_CHECK: written only while stopped, when what the port reads is used only in the
+        # cycle of a start, and the core writes no word in that cycle.
         m.submodules.program = program = Memory(shape=WORD_BITS, depth=depth, init=self.init,
-                                                attrs=NO_RW_CHECK)    # written only when stopped
+                                                attrs=NO_RW_CHECK)
         write = program.write_port()
         read = program.read_port()
         m.d.comb += [write.addr.eq(self.write_addr), write.data.eq(self.write_data),
@@ -102,19 +108,63 @@ class Controller(wiring.Component):
         m.submodules.divider = divider = Divider(bits)
 
         regs = Array(Signal(bits, name=f"r{i}") for i in range(REGISTERS))
-        ins = Signal(INSTRUCTION_LAYOUT)
-        m.d.comb += ins.as_value().eq(read.data)
-        a, b, d = regs[ins.ra], regs[ins.rb], regs[ins.rd]
+        ins = Signal(INSTRUCTION_LAYOUT)    # the instruction executing, registered from the port
         imm = ins.imm
 
-        pc = Signal(range(depth + 1))       # address of the instruction on the read port
-        fetch = Signal(range(depth + 1))    # address read this cycle (the next instruction)
-        m.d.comb += [read.addr.eq(fetch), fetch.eq(pc)]
+        # The operands are read as the instruction moves into ``ins``, so no register-file
+        # multiplexer sits in front of an execute-stage compare (that was the longest path once
+        # the fetch stage was in). Every register write happens in the cycle its instruction
+        # retires, which is the cycle the next one is read: that value is forwarded.
+        a, b, d = (Signal(bits, name=f"operand_{n}") for n in "abd")
+        write_en, write_sel, write_value = Signal(), Signal(range(REGISTERS)), Signal(bits)
+        with m.If(write_en):
+            m.d.sync += regs[write_sel].eq(write_value)
 
+        def write(sel, value):
+            m.d.comb += [write_en.eq(1), write_sel.eq(sel), write_value.eq(value)]
+
+        def operand(sel):
+            return Mux(write_en & (write_sel == sel), write_value, regs[sel])
+
+        pc = Signal(range(depth + 1))       # address of ``ins``
+        next_pc = Signal(range(depth + 1))  # address of the word on the read port (depth: none)
+
+        # The loop, as the fetch stage runs it: it decides what follows the word on the read
+        # port as that word moves into ``ins``, so these registers are one instruction ahead
+        # of ``ins``; ``ins_ended_loop`` says that ``ins`` was the last instruction of the loop.
         loop_active = Signal()
         loop_start, loop_end = Signal(range(depth + 1)), Signal(len(imm))
-        loop_count = Signal(bits)
+        loop_count = Signal(bits)           # passes through the body left, this one included
+        ins_ended_loop = Signal()
         split_valid = Signal()
+
+        at_loop_end = loop_active & (next_pc == loop_end)
+        loop_back = at_loop_end & (loop_count != 1)
+        shift = Signal()        # ``ins`` retires: the word on the read port replaces it
+        redirect = Signal()     # continue at ``jump_to``: the word on the read port is dropped
+        jump_to = Signal(len(imm) + 1)      # a branch's or LOOP's target, registered with
+        jump_ok = Signal()                  # whether it lies in program memory
+        start_now = Signal()
+        # While stopped the port reads the entry word every cycle, whether or not a start comes:
+        # the start is decided from the command being dispatched (its length and entry checked),
+        # and in front of the program memory's address that decision was the longest path.
+        stopped = Signal()
+        following = Mux(loop_back, loop_start, next_pc + 1)
+        m.d.comb += [read.addr.eq(Mux(stopped, self.entry, Mux(redirect, jump_to, following))),
+                     read.en.eq(stopped | redirect | shift)]
+        with m.If(start_now):
+            m.d.sync += next_pc.eq(self.entry)
+        with m.Elif(redirect):
+            m.d.sync += next_pc.eq(jump_to)
+        with m.Elif(shift):
+            word = INSTRUCTION_LAYOUT(read.data)
+            m.d.sync += [ins.as_value().eq(read.data), pc.eq(next_pc), next_pc.eq(following),
+                         ins_ended_loop.eq(at_loop_end & ~loop_back),
+                         a.eq(operand(word.ra)), b.eq(operand(word.rb)), d.eq(operand(word.rd))]
+            with m.If(loop_back):
+                m.d.sync += loop_count.eq(loop_count - 1)
+            with m.Elif(at_loop_end):
+                m.d.sync += loop_active.eq(0)
 
         # Saturating unsigned arithmetic (firmware.isa): computed two bits wider, then clamped.
         # Wide enough for a register plus a register, or plus ADDI's 17-bit signed immediate.
@@ -151,26 +201,24 @@ class Controller(wiring.Component):
                          status.eq(Status.PROGRAM_FAULT)]
             m.next = "FINISH"
 
-        def jump(target):
-            """Continue at ``target``; leaving program memory is a fault of this instruction."""
-            with m.If(target >= depth):
+        def jump():
+            """Continue at ``jump_to`` after a cycle that refills the fetch stage; leaving
+            program memory is a fault of this instruction."""
+            with m.If(~jump_ok):
                 fault(Fault.PC_OUT_OF_RANGE)
             with m.Else():
-                m.d.comb += fetch.eq(target)
-                m.d.sync += pc.eq(target)
-                m.next = "RUN"
+                m.d.comb += redirect.eq(1)
+                m.next = "FILL"
 
         def retire():
-            """Finish the instruction at ``pc``: the next one in sequence, or back to the start
-            of the loop body after its last instruction (no cycle lost either way)."""
-            at_end = loop_active & (pc == loop_end)
-            with m.If(at_end & (loop_count != 1)):
-                m.d.sync += loop_count.eq(loop_count - 1)
-                jump(loop_start)
+            """Finish the instruction at ``pc``: the fetch stage has the next one (in sequence,
+            or the start of the loop body after its last instruction) unless that would leave
+            program memory, which is a fault of this instruction."""
+            with m.If(next_pc >= depth):
+                fault(Fault.PC_OUT_OF_RANGE)
             with m.Else():
-                with m.If(at_end):
-                    m.d.sync += loop_active.eq(0)
-                jump(pc + 1)
+                m.d.comb += shift.eq(1)
+                m.next = "RUN"
 
         m.d.comb += [self.status.eq(status), self.fault_pc.eq(fault_pc),
                      self.fault_cause.eq(fault_cause), self.results.eq(a)]
@@ -186,19 +234,25 @@ class Controller(wiring.Component):
 
         with m.FSM(name="control"):
             with m.State("STOPPED"):
+                m.d.comb += stopped.eq(1)
                 with m.If(self.start):
-                    m.d.comb += fetch.eq(self.entry)
-                    m.d.sync += [pc.eq(self.entry), loop_active.eq(0), split_valid.eq(0),
+                    m.d.comb += start_now.eq(1)
+                    m.d.sync += [loop_active.eq(0), split_valid.eq(0),
                                  status.eq(Status.OK), fault_cause.eq(Fault.NONE), fault_pc.eq(0)]
                     for i in range(REGISTERS):
                         value = clamped(self.args[i]) if i < ARG_REGISTERS else 0
                         m.d.sync += regs[i].eq(value)
-                    m.next = "RUN"
+                    m.next = "FILL"
+
+            # The first word of the program, or a jump's target, is on the read port.
+            with m.State("FILL"):
+                m.d.comb += shift.eq(1)
+                m.next = "RUN"
 
             with m.State("RUN"):
                 with m.Switch(ins.op):
                     with m.Case(Op.LI):
-                        m.d.sync += d.eq(clamped(Cat(imm, ins.rb, ins.ra)))
+                        write(ins.rd, clamped(Cat(imm, ins.rb, ins.ra)))
                         retire()
                     # Arithmetic takes two cycles: the sum is registered, then saturated and
                     # written, so the adder and the saturation are not one long path.
@@ -224,18 +278,26 @@ class Controller(wiring.Component):
                         with m.Switch(imm):
                             for param, value in params.items():
                                 with m.Case(param):
-                                    m.d.sync += d.eq(min(value, reg_max))
+                                    write(ins.rd, min(value, reg_max))
                                     retire()
                             with m.Default():
                                 fault(Fault.ILLEGAL_INSTRUCTION)
                     with m.Case(Op.BEQ, Op.BNE, Op.BLTU, Op.BGEU, Op.LOOP):
+                        # Where a jump would go: a LOOP skips its body or (refetching it)
+                        # starts it, a branch goes to its target.
+                        skip = a == 0
+                        with m.If(ins.op == Op.LOOP):
+                            m.d.sync += [jump_to.eq(Mux(skip, imm + 1, pc + 1)),
+                                         jump_ok.eq(Mux(skip, imm < depth - 1, pc < depth - 1))]
+                        with m.Else():
+                            m.d.sync += [jump_to.eq(imm), jump_ok.eq(imm < depth)]
                         with m.If(imm <= pc):
                             fault(Fault.BACKWARD_BRANCH)
                         with m.Elif(ins.op == Op.LOOP):
-                            with m.If(loop_active):
+                            with m.If(loop_active | ins_ended_loop):
                                 fault(Fault.NESTED_LOOP)
                             with m.Else():
-                                m.d.sync += [taken.eq(a == 0), taking_loop.eq(1)]
+                                m.d.sync += [taken.eq(skip), taking_loop.eq(1)]
                                 m.next = "BRANCH"
                         with m.Else():
                             with m.Switch(ins.op):
@@ -275,7 +337,7 @@ class Controller(wiring.Component):
                                          self.sweep.payload.acts.eq(a),
                                          self.sweep.payload.tokens.eq(b)]
                             with m.If(self.sweep.ready):
-                                m.d.sync += d.eq(saturated(sweep_next))
+                                write(ins.rd, saturated(sweep_next))
                                 retire()
                     with m.Case(Op.HALT):
                         m.next = "FINISH"
@@ -285,41 +347,42 @@ class Controller(wiring.Component):
                     with m.Default():
                         fault(Fault.ILLEGAL_INSTRUCTION)
 
-            # The second cycle of a branch or LOOP (the instruction is still on the read port):
-            # the decision was registered in the first, so a compare never sits in front of
-            # the next fetch address. Taken or not, a branch costs two cycles; the loop's
-            # jump back (from registers only) stays free.
+            # The second cycle of a branch or LOOP: the decision was registered in the first,
+            # so a compare never sits in front of the next fetch address. A branch not taken
+            # costs two cycles, a taken one, a LOOP's skip and a LOOP's start three (the third
+            # refills the fetch stage: a LOOP refetches its body once its registers are set);
+            # the loop's jump back stays free.
             with m.State("BRANCH"):
                 with m.If(taking_loop):
-                    with m.If(taken):                   # LOOP of 0 iterations: skip the body
-                        jump(imm + 1)
-                    with m.Else():
+                    with m.If(~taken):                  # not a LOOP of 0 iterations
                         m.d.sync += [loop_active.eq(1), loop_start.eq(pc + 1),
                                      loop_end.eq(imm), loop_count.eq(a)]
-                        jump(pc + 1)
+                    jump()
                 with m.Elif(taken):
-                    jump(imm)
+                    jump()
                     with m.If(loop_active & (imm > loop_end)):
                         m.d.sync += loop_active.eq(0)
                 with m.Else():
                     retire()
 
             with m.State("WRITE"):
-                m.d.sync += d.eq(saturated(alu))
+                write(ins.rd, saturated(alu))
                 retire()
 
             with m.State("DIVIDE"):
                 with m.If(divider.done):
-                    m.d.sync += regs[div_dest].eq(Mux(div_rem, divider.remainder,
-                                                      divider.quotient))
+                    write(div_dest, Mux(div_rem, divider.remainder, divider.quotient))
                     retire()
 
             # The pass-length check gets a cycle of its own: an add and a compare in front of
             # the next fetch address would be the processor's longest path.
             with m.State("SPLIT"):
                 with m.If(divider.done):
-                    longest = divider.quotient + (divider.remainder != 0)
-                    m.d.sync += split_too_long.eq(longest > params[Param.PASS_K_MAX])
+                    # The longest pass, quotient + (remainder != 0), exceeds the limit; written
+                    # as compares side by side rather than an add in front of a compare.
+                    q, limit = divider.quotient, params[Param.PASS_K_MAX]
+                    m.d.sync += split_too_long.eq(
+                        (q > limit) | ((q == limit) & (divider.remainder != 0)))
                     m.next = "SPLIT_CHECK"
             with m.State("SPLIT_CHECK"):
                 with m.If(split_too_long):

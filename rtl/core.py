@@ -19,7 +19,7 @@ host speaks the framed protocol of docs/protocol.md over it. Inside:
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -368,6 +368,8 @@ class DeviceCore(wiring.Component):
         words = Signal(16)
         bad = Signal()
         acts_beyond, program_beyond, results_beyond = Signal(), Signal(), Signal()
+        run_refused = Signal()      # RUN's length or entry is wrong
+        words_refused = Signal()    # WRITE_WEIGHTS: no whole word, or words beyond the memory
         narrow = Signal()           # READ_RESULTS of width 2
 
         program_word = Signal(8 * INSTRUCTION_BYTES)
@@ -379,13 +381,22 @@ class DeviceCore(wiring.Component):
                          resp_source.eq(source)]
             m.next = "RESPOND"
 
+        # RUN starts the controller a cycle after DISPATCH accepts it, from a register: the
+        # start writes every controller register, and as a decision of DISPATCH its fan-out
+        # made the longest path. The entry and arguments stay in ``args`` during RUN.
+        run_start = Signal()
+        m.d.sync += run_start.eq(0)
+        m.d.comb += [controller.start.eq(run_start), controller.entry.eq(arg(0, 2))]
+        m.d.comb += [controller.args[i].eq(arg(2 + 4 * i, 4)) for i in range(RUN_ARGS)]
+
         with m.FSM(name="executor") as executor:
             with m.State("IDLE"):
                 with m.If(frame_ready):
                     with m.If(frame_status == Status.OK):
                         m.d.sync += [counters["frames_ok"].eq(counters["frames_ok"] + 1),
                                      args.eq(0), arg_index.eq(0), pipe_index.eq(0),
-                                     arg_count.eq(Mux(length > ARGS_BYTES, ARGS_BYTES, length))]
+                                     arg_count.eq(Mux(length > ARGS_BYTES, ARGS_BYTES, length)),
+                                     limit.eq(length - 4)]      # data bytes after the address
                         m.next = "ARGS"
                     with m.Else():
                         m.d.sync += counters["frames_bad"].eq(counters["frames_bad"] + 1)
@@ -401,14 +412,18 @@ class DeviceCore(wiring.Component):
                     m.next = "CHECK"
 
             # The range checks get a cycle of their own (registered), so that DISPATCH does
-            # not chain a subtraction, an addition and a compare in front of its next state.
+            # not chain an addition and a compare in front of its next state; ``limit`` was
+            # registered before, so no subtraction comes first either. (With length < 4 it has
+            # wrapped, but every command that reads it refuses such a length anyway.)
             with m.State("CHECK"):
                 m.d.sync += [
-                    limit.eq(length - 4),       # data bytes after the address
-                    acts_beyond.eq(beyond(length - 4, self.act_bytes)),
-                    program_beyond.eq(beyond((length - 4) >> 2, self.program_words)),
+                    acts_beyond.eq(beyond(limit, self.act_bytes)),
+                    program_beyond.eq(beyond(limit >> 2, self.program_words)),
                     results_beyond.eq(beyond(arg(4, 2), self.result_rows) |
                                       (arg(4, 2) > 0xFFFF // (4 * C))),
+                    # The controller's start follows from this: decided here, it is a register
+                    # in front of the controller's first cycle, not a compare.
+                    run_refused.eq((length != ARGS_BYTES) | (arg(0, 2) >= self.program_words)),
                 ]
                 m.next = "DISPATCH"
 
@@ -452,13 +467,10 @@ class DeviceCore(wiring.Component):
                         with m.Else():
                             m.next = "WRITE_PROGRAM"
                     with m.Case(Command.RUN):
-                        m.d.comb += [controller.entry.eq(arg(0, 2))]
-                        for i in range(RUN_ARGS):
-                            m.d.comb += controller.args[i].eq(arg(2 + 4 * i, 4))
-                        with m.If((length != ARGS_BYTES) | (arg(0, 2) >= self.program_words)):
+                        with m.If(run_refused):
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
-                            m.d.comb += controller.start.eq(1)
+                            m.d.sync += run_start.eq(1)
                             m.d.sync += counters["runs"].eq(counters["runs"] + 1)
                             m.next = "RUN"
                     with m.Case(Command.READ_RESULTS):
@@ -512,14 +524,20 @@ class DeviceCore(wiring.Component):
                         m.d.sync += [word_fill.eq(0), words.eq(words + 1)]
                     with m.Else():
                         m.d.sync += word_fill.eq(word_fill + 1)
+                # Registered every cycle; the scan's last cycle counts no word, so SCAN_CHECK
+                # sees the verdict on the final count.
+                m.d.sync += words_refused.eq((words == 0) | beyond(words, self.weight_words))
                 with m.If(~pipe_valid & (count == limit)):
-                    m.d.sync += [count.eq(0), pipe_index.eq(4), pipe_valid.eq(0),
-                                 word_fill.eq(0)]
-                    with m.If(bad | (word_fill != 0) | (words == 0) |
-                              beyond(words, self.weight_words)):
-                        respond(Status.BAD_ARGUMENT)
-                    with m.Else():
-                        m.next = "WRITE_WEIGHTS"
+                    m.next = "SCAN_CHECK"
+
+            # The scan's verdict gets a cycle of its own, and its range check was registered
+            # before, so no compare is chained in front of the next state.
+            with m.State("SCAN_CHECK"):
+                m.d.sync += [count.eq(0), pipe_index.eq(4), pipe_valid.eq(0), word_fill.eq(0)]
+                with m.If(bad | (word_fill != 0) | words_refused):
+                    respond(Status.BAD_ARGUMENT)
+                with m.Else():
+                    m.next = "WRITE_WEIGHTS"
 
             # Second pass: decode each byte into five 2-bit codes and assemble words.
             m.d.comb += base3_r.addr.eq(payload_r.data)
@@ -578,20 +596,19 @@ class DeviceCore(wiring.Component):
         counter_vector = Cat(*(Cat(counters[name], Const(0, pad)) if pad else counters[name]
                                for name in COUNTER_NAMES))
         fault_vector = Cat(controller.fault_pc, controller.fault_cause)   # FAULT_FORMAT
-        # READ_RESULTS: read a row, then send its cols*width bytes straight from the read port,
-        # which holds the row while its address does (no copy of the row in flip-flops). Width
-        # 2 sends bytes 0 and 1 of each little-endian int32 sum: byte b of the row is byte
-        # (b // 2) * 4 + b % 2 of the sums.
+        # READ_RESULTS: read a row into a shift register, then send it a byte at a time from
+        # the register's low end. A block RAM's unregistered output is slow (5.8 ns on an ECP5
+        # -6), so it goes straight into flip-flops rather than through a byte multiplexer (the
+        # longest path of a 2x2 ULX3S build once the controller was pipelined). Width 2 sends
+        # bytes 0 and 1 of each little-endian int32 sum, so it loads the low halves only.
         row_addr = Signal.like(addr)
+        row = Signal(C * 32)
+        row_narrow = Cat(result_r.data.word_select(c, 32)[:16] for c in range(C))
         row_byte = Signal(range(4 * C + 1))
-        row_sel = Signal.like(row_byte)
-        m.d.comb += row_sel.eq(Mux(narrow, Cat(row_byte[0], Const(0, 1), row_byte[1:]),
-                                   row_byte))
         row_loaded = Signal()
         row_reading = Signal()
         with m.If(sender.start):
-            m.d.sync += [row_addr.eq(addr), row_byte.eq(0), row_loaded.eq(0),
-                         row_reading.eq(0)]
+            m.d.sync += [row_addr.eq(addr), row_loaded.eq(0), row_reading.eq(0)]
         m.d.comb += result_r.addr.eq(row_addr)
         with m.Switch(resp_source):
             with m.Case(0):
@@ -607,26 +624,34 @@ class DeviceCore(wiring.Component):
                 with m.If(~row_loaded & ~row_reading & sender.busy):
                     m.d.sync += row_reading.eq(1)
                 with m.If(row_reading):
-                    m.d.sync += [row_loaded.eq(1), row_reading.eq(0), row_byte.eq(0)]
+                    m.d.sync += [row.eq(Mux(narrow, row_narrow, result_r.data)),
+                                 row_loaded.eq(1), row_reading.eq(0), row_byte.eq(0),
+                                 row_addr.eq(row_addr + 1)]
                 m.d.comb += [sender.payload.valid.eq(row_loaded),
-                             sender.payload.payload.eq(result_r.data.word_select(row_sel, 8))]
+                             sender.payload.payload.eq(row[:8])]
                 with m.If(sender.payload.valid & sender.payload.ready):
-                    m.d.sync += row_byte.eq(row_byte + 1)
+                    m.d.sync += [row.eq(row[8:]), row_byte.eq(row_byte + 1)]
                     with m.If(row_byte == Mux(narrow, 2 * C - 1, 4 * C - 1)):
-                        m.d.sync += [row_loaded.eq(0), row_addr.eq(row_addr + 1)]
+                        m.d.sync += row_loaded.eq(0)
         with m.If(sender.payload.valid & sender.payload.ready):
             m.d.sync += out_index.eq(out_index + 1)
 
         # -- sequencer: stream sweeps through the engine at one step per cycle ---------------
         # A sweep is one tile of weights (words weights + k) for ``tokens`` tokens (activations
-        # acts + m*K + k), every token all passes of the controller's K split. One sweep waits
-        # in ``pending`` while the current one streams and is taken on the current one's last
-        # step, so back-to-back sweeps leave no gap.
+        # acts + m*K + k), every token all passes of the controller's K split. Sweeps wait in a
+        # two-entry queue while the current one streams, and the next is taken on the current
+        # one's last step, so back-to-back sweeps leave no gap. Two entries, so that the
+        # controller sees a ready that is a register compare: a ready that passed through this
+        # cycle's step (engine back-pressure, last-step detection) into the controller's retire
+        # was the longest path once the controller was pipelined; with one entry and such a
+        # ready, sweeps of one step would leave a gap.
         split = controller.split
         active = Signal()          # steps of the current sweep remain to be issued
         s1_valid = Signal()        # the operands read last cycle are offered to the engine
-        pending = Signal(sweep_layout(controller.bits))
-        pending_valid = Signal()
+        m.submodules.sweeps = sweeps = fifo.SyncFIFO(width=sweep_layout(controller.bits).size,
+                                                     depth=2)
+        pending = sweep_layout(controller.bits)(sweeps.r_data)
+        pending_valid = sweeps.r_rdy
         # Widths follow the memories: addresses wrap exactly as the memory ports would, and the
         # controller refuses a K or a token count larger than the activation buffer
         # (BAD_SPLIT, BAD_SWEEP), so no counter below can overflow.
@@ -659,7 +684,10 @@ class DeviceCore(wiring.Component):
             is_final.eq(passes_after == 0),
             sweep_ends.eq(active & advance & is_last & is_final & (tokens_left == 1)),
             load.eq(pending_valid & (~active | sweep_ends)),
-            controller.sweep.ready.eq(~pending_valid | load),
+            sweeps.w_data.eq(controller.sweep.payload),
+            sweeps.w_en.eq(controller.sweep.valid),
+            controller.sweep.ready.eq(sweeps.w_rdy),
+            sweeps.r_en.eq(load),
             weight_r.addr.eq(w_base + k_glob),
             weight_r.en.eq(advance),
             act_r.addr.eq(a_base + k_glob),
@@ -679,11 +707,6 @@ class DeviceCore(wiring.Component):
             m.d.sync += [k_left.eq(Mux(first_long, split_q, split_q - 1)),
                          longs_after.eq(Mux(first_long, split_r - 1, 0)),
                          passes_after.eq(split_n - 1), in_first.eq(1)]
-
-        with m.If(controller.sweep.valid & controller.sweep.ready):
-            m.d.sync += [pending.eq(controller.sweep.payload), pending_valid.eq(1)]
-        with m.Elif(load):
-            m.d.sync += pending_valid.eq(0)
 
         with m.If(advance):
             m.d.sync += s1_valid.eq(active)

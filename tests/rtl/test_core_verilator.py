@@ -103,7 +103,9 @@ def test_info_and_counters(pair):
     assert Counters.from_bytes(payload).frames_ok == 1   # this READ_COUNTERS itself
 
 
-@pytest.mark.parametrize("M,N,K", [(1, 7, 300), (3, 6, 1), (2, 13, 256), (1, 1, 600)])
+# (1, 13, 1): sweeps of one step, back to back; the sweep queue must still leave no gap.
+@pytest.mark.parametrize("M,N,K", [(1, 7, 300), (3, 6, 1), (1, 13, 1), (2, 13, 256),
+                                   (1, 1, 600)])
 def test_layer_exact_and_counters(pair, M, N, K):
     rng = np.random.default_rng(M * 1000 + N * 10 + K)
     w = rng.integers(-1, 2, (N, K)).astype(np.int8)
