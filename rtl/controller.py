@@ -135,11 +135,16 @@ class Controller(wiring.Component):
         loop_active = Signal()
         loop_start, loop_end = Signal(range(depth + 1)), Signal(len(imm))
         loop_count = Signal(bits)           # passes through the body left, this one included
+        last_pass = Signal()                # loop_count == 1, registered with it: the compare
+                                            # stays out of the fetch address's path
         ins_ended_loop = Signal()
         split_valid = Signal()
-
-        at_loop_end = loop_active & (next_pc == loop_end)
-        loop_back = at_loop_end & (loop_count != 1)
+        # ``loop_active & (next_pc == loop_end)``, kept up to date with ``next_pc`` (so set
+        # from the value each update gives it), since in front of the fetch address the
+        # compare was the longest path; ``loop_one_body``: the body is one instruction long.
+        at_loop_end, loop_one_body = Signal(), Signal()
+        redirect_at_end = Signal()          # at_loop_end after the redirect of this cycle
+        loop_back = at_loop_end & ~last_pass
         shift = Signal()        # ``ins`` retires: the word on the read port replaces it
         redirect = Signal()     # continue at ``jump_to``: the word on the read port is dropped
         jump_to = Signal(len(imm) + 1)      # a branch's or LOOP's target, registered with
@@ -153,18 +158,21 @@ class Controller(wiring.Component):
         m.d.comb += [read.addr.eq(Mux(stopped, self.entry, Mux(redirect, jump_to, following))),
                      read.en.eq(stopped | redirect | shift)]
         with m.If(start_now):
-            m.d.sync += next_pc.eq(self.entry)
+            m.d.sync += [next_pc.eq(self.entry), at_loop_end.eq(0)]
         with m.Elif(redirect):
-            m.d.sync += next_pc.eq(jump_to)
+            m.d.sync += [next_pc.eq(jump_to), at_loop_end.eq(redirect_at_end)]
         with m.Elif(shift):
             word = INSTRUCTION_LAYOUT(read.data)
             m.d.sync += [ins.as_value().eq(read.data), pc.eq(next_pc), next_pc.eq(following),
                          ins_ended_loop.eq(at_loop_end & ~loop_back),
                          a.eq(operand(word.ra)), b.eq(operand(word.rb)), d.eq(operand(word.rd))]
             with m.If(loop_back):
-                m.d.sync += loop_count.eq(loop_count - 1)
+                m.d.sync += [loop_count.eq(loop_count - 1), last_pass.eq(loop_count == 2),
+                             at_loop_end.eq(loop_one_body)]
             with m.Elif(at_loop_end):
-                m.d.sync += loop_active.eq(0)
+                m.d.sync += [loop_active.eq(0), at_loop_end.eq(0)]
+            with m.Else():
+                m.d.sync += at_loop_end.eq(loop_active & (next_pc + 1 == loop_end))
 
         # Saturating unsigned arithmetic (firmware.isa): computed two bits wider, then clamped.
         # Wide enough for a register plus a register, or plus ADDI's 17-bit signed immediate.
@@ -356,10 +364,13 @@ class Controller(wiring.Component):
                 with m.If(taking_loop):
                     with m.If(~taken):                  # not a LOOP of 0 iterations
                         m.d.sync += [loop_active.eq(1), loop_start.eq(pc + 1),
-                                     loop_end.eq(imm), loop_count.eq(a)]
+                                     loop_end.eq(imm), loop_count.eq(a),
+                                     last_pass.eq(a == 1), loop_one_body.eq(pc + 1 == imm)]
+                        m.d.comb += redirect_at_end.eq(pc + 1 == imm)
                     jump()
                 with m.Elif(taken):
                     jump()
+                    m.d.comb += redirect_at_end.eq(loop_active & (imm == loop_end))
                     with m.If(loop_active & (imm > loop_end)):
                         m.d.sync += loop_active.eq(0)
                 with m.Else():

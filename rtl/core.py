@@ -367,6 +367,7 @@ class DeviceCore(wiring.Component):
         word_fill = Signal(range(self.word_bytes + 1))
         words = Signal(16)
         bad = Signal()
+        byte_over, byte_checked = Signal(), Signal()    # SCAN_WEIGHTS: last cycle's byte
         acts_beyond, program_beyond, results_beyond = Signal(), Signal(), Signal()
         run_refused = Signal()      # RUN's length or entry is wrong
         words_refused = Signal()    # WRITE_WEIGHTS: no whole word, or words beyond the memory
@@ -454,7 +455,8 @@ class DeviceCore(wiring.Component):
                             m.next = "WRITE_ACTS"
                     with m.Case(Command.WRITE_WEIGHTS):
                         m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), pipe_index.eq(4),
-                                     pipe_valid.eq(0), bad.eq(0), word_fill.eq(0), words.eq(0)]
+                                     pipe_valid.eq(0), bad.eq(0), word_fill.eq(0), words.eq(0),
+                                     byte_checked.eq(0)]
                         with m.If(length < 4):
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
@@ -516,10 +518,15 @@ class DeviceCore(wiring.Component):
             # the words inside the memory; nothing is written unless all of that holds.
             with m.State("SCAN_WEIGHTS"):
                 m.d.sync += read_ahead
+                # A byte's check is registered before it marks the frame bad: the payload
+                # memory's output is slow and goes through a compare (the last byte's verdict
+                # lands in the cycle that ends the scan, before SCAN_CHECK reads ``bad``).
+                m.d.sync += [byte_over.eq(payload_r.data > packing.BASE3_MAX_BYTE),
+                             byte_checked.eq(pipe_valid)]
+                with m.If(byte_checked & byte_over):
+                    m.d.sync += bad.eq(1)
                 with m.If(pipe_valid):
                     m.d.sync += count.eq(count + 1)
-                    with m.If(payload_r.data > packing.BASE3_MAX_BYTE):
-                        m.d.sync += bad.eq(1)
                     with m.If(word_fill == self.word_bytes - 1):
                         m.d.sync += [word_fill.eq(0), words.eq(words + 1)]
                     with m.Else():
@@ -588,14 +595,30 @@ class DeviceCore(wiring.Component):
                                  frame_ready)
 
         # -- response payloads ------------------------------------------------------------
-        out_index = Signal(16)
-        with m.If(sender.start):
-            m.d.sync += out_index.eq(0)
         info_rom = Array(Const(b, 8) for b in info_bytes)
         pad = COUNTER_BITS - self.counter_bits          # each counter goes out as a u64
         counter_vector = Cat(*(Cat(counters[name], Const(0, pad)) if pad else counters[name]
                                for name in COUNTER_NAMES))
         fault_vector = Cat(controller.fault_pc, controller.fault_cause)   # FAULT_FORMAT
+        # INFO, READ_COUNTERS and a fault's payload go out from a register loaded a byte ahead
+        # (whenever it is empty or its byte is taken): picking a byte by its index out of
+        # dozens is several LUT levels, and in front of the sender's CRC it was the longest
+        # path of a 2x2 ULX3S build at 100 MHz.
+        small_byte, small_valid = Signal(8), Signal()
+        fetch_index = Signal(range(max(len(info_bytes), counter_bytes, FAULT_SIZE) + 1))
+        fetched = Signal(8)
+        with m.Switch(resp_source):
+            with m.Case(0):
+                m.d.comb += fetched.eq(info_rom[fetch_index])
+            with m.Case(1):
+                m.d.comb += fetched.eq(counter_vector.word_select(fetch_index, 8))
+            with m.Case(3):
+                m.d.comb += fetched.eq(fault_vector.word_select(fetch_index, 8))
+        with m.If(sender.start):
+            m.d.sync += [small_valid.eq(0), fetch_index.eq(0)]
+        with m.Elif(~small_valid | sender.payload.ready):
+            m.d.sync += [small_byte.eq(fetched), small_valid.eq(1),
+                         fetch_index.eq(fetch_index + 1)]
         # READ_RESULTS: read a row into a shift register, then send it a byte at a time from
         # the register's low end. A block RAM's unregistered output is slow (5.8 ns on an ECP5
         # -6), so it goes straight into flip-flops rather than through a byte multiplexer (the
@@ -611,15 +634,9 @@ class DeviceCore(wiring.Component):
             m.d.sync += [row_addr.eq(addr), row_loaded.eq(0), row_reading.eq(0)]
         m.d.comb += result_r.addr.eq(row_addr)
         with m.Switch(resp_source):
-            with m.Case(0):
-                m.d.comb += [sender.payload.valid.eq(1),
-                             sender.payload.payload.eq(info_rom[out_index])]
-            with m.Case(1):
-                m.d.comb += [sender.payload.valid.eq(1),
-                             sender.payload.payload.eq(counter_vector.word_select(out_index, 8))]
-            with m.Case(3):
-                m.d.comb += [sender.payload.valid.eq(1),
-                             sender.payload.payload.eq(fault_vector.word_select(out_index, 8))]
+            with m.Case(0, 1, 3):
+                m.d.comb += [sender.payload.valid.eq(small_valid),
+                             sender.payload.payload.eq(small_byte)]
             with m.Case(2):
                 with m.If(~row_loaded & ~row_reading & sender.busy):
                     m.d.sync += row_reading.eq(1)
@@ -633,8 +650,6 @@ class DeviceCore(wiring.Component):
                     m.d.sync += [row.eq(row[8:]), row_byte.eq(row_byte + 1)]
                     with m.If(row_byte == Mux(narrow, 2 * C - 1, 4 * C - 1)):
                         m.d.sync += row_loaded.eq(0)
-        with m.If(sender.payload.valid & sender.payload.ready):
-            m.d.sync += out_index.eq(out_index + 1)
 
         # -- sequencer: stream sweeps through the engine at one step per cycle ---------------
         # A sweep is one tile of weights (words weights + k) for ``tokens`` tokens (activations
@@ -647,7 +662,17 @@ class DeviceCore(wiring.Component):
         # ready, sweeps of one step would leave a gap.
         split = controller.split
         active = Signal()          # steps of the current sweep remain to be issued
-        s1_valid = Signal()        # the operands read last cycle are offered to the engine
+        # Two stages between the memories and the engine: the read (s1: the operands are on the
+        # memories' read ports) and a register (s2: they are offered to the engine). A block
+        # RAM's unregistered output is slow (5.8 ns on an ECP5 -6), and the activation goes to
+        # every PE: straight from the read port into the PEs' carry chains, that was the
+        # longest path of a 2x2 ULX3S build once control was pipelined. Both stages move
+        # together (``advance``), so the engine sees the same stream one cycle later.
+        s1_valid = Signal()        # the operands read last cycle are on the read ports
+        s2_valid = Signal()        # the registered operands are offered to the engine
+        s2_weights = Signal.like(weight_r.data)
+        s2_act = Signal.like(act_r.data)
+        s2_last, s2_first, s2_final = Signal(), Signal(), Signal()
         m.submodules.sweeps = sweeps = fifo.SyncFIFO(width=sweep_layout(controller.bits).size,
                                                      depth=2)
         pending = sweep_layout(controller.bits)(sweeps.r_data)
@@ -679,7 +704,7 @@ class DeviceCore(wiring.Component):
         is_last, is_final, sweep_ends, load = Signal(), Signal(), Signal(), Signal()
         m.d.comb += [
             taken.eq(engine.act.valid & engine.act.ready),
-            advance.eq(~s1_valid | taken),
+            advance.eq(~s2_valid | taken),
             is_last.eq(k_left == 0),
             is_final.eq(passes_after == 0),
             sweep_ends.eq(active & advance & is_last & is_final & (tokens_left == 1)),
@@ -692,15 +717,19 @@ class DeviceCore(wiring.Component):
             weight_r.en.eq(advance),
             act_r.addr.eq(a_base + k_glob),
             act_r.en.eq(advance),
-            engine.weights.valid.eq(s1_valid),
-            engine.weights.payload.as_value().eq(weight_r.data),
-            engine.act.valid.eq(s1_valid),
-            engine.act.payload.last.eq(last_flag),
-            engine.act.payload.first_chunk.eq(first_flag),
-            engine.act.payload.last_chunk.eq(final_flag),
+            engine.weights.valid.eq(s2_valid),
+            engine.weights.payload.as_value().eq(s2_weights),
+            engine.act.valid.eq(s2_valid),
+            engine.act.payload.last.eq(s2_last),
+            engine.act.payload.first_chunk.eq(s2_first),
+            engine.act.payload.last_chunk.eq(s2_final),
         ]
         for r in range(R):
-            m.d.comb += engine.act.payload.data[r].eq(act_r.data)
+            m.d.comb += engine.act.payload.data[r].eq(s2_act)
+        with m.If(advance):
+            m.d.sync += [s2_valid.eq(s1_valid), s2_weights.eq(weight_r.data),
+                         s2_act.eq(act_r.data), s2_last.eq(last_flag),
+                         s2_first.eq(first_flag), s2_final.eq(final_flag)]
 
         def start_token():
             first_long = split_r != 0
@@ -744,20 +773,27 @@ class DeviceCore(wiring.Component):
             m.d.sync += result_row.eq(controller.results)
         with m.Elif(engine.result.valid):
             m.d.sync += result_row.eq(result_row + 1)
-        m.d.comb += controller.idle.eq(~active & ~pending_valid & ~s1_valid & (rows_due == 0))
+        idle = Signal()
+        m.d.comb += idle.eq(~active & ~pending_valid & ~s1_valid & ~s2_valid & (rows_due == 0))
+        # The controller sees idleness a cycle late, from a register (the compares behind it
+        # ran into its retire and on into the fetch address). A sweep it hands over in this
+        # cycle clears it at once, so it never sees a stale "idle" after a sweep.
+        controller_idle = Signal()
+        m.d.sync += controller_idle.eq(idle & ~(controller.sweep.valid & controller.sweep.ready))
+        m.d.comb += controller.idle.eq(controller_idle)
 
         # Counters, as sim.cycles.CycleCount counts them for a stream of passes: from its first
         # operands until its last result row. A stream ends when the sequencer goes idle.
         started = Signal()
-        with m.If(controller.idle):
+        with m.If(idle):
             m.d.sync += started.eq(0)
-        with m.Elif(s1_valid):
+        with m.Elif(s2_valid):
             m.d.sync += started.eq(1)
         with m.If(taken):
             m.d.sync += counters["busy"].eq(counters["busy"] + 1)
-        with m.Elif((active | pending_valid) & started & ~s1_valid):
+        with m.Elif((active | pending_valid | s1_valid) & started & ~s2_valid):
             m.d.sync += counters["stall_input"].eq(counters["stall_input"] + 1)
-        with m.Elif(s1_valid):
+        with m.Elif(s2_valid):
             m.d.sync += counters["stall_drain"].eq(counters["stall_drain"] + 1)
         with m.Elif(started & (rows_due != 0)):
             m.d.sync += counters["drain_tail"].eq(counters["drain_tail"] + 1)

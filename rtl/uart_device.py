@@ -5,7 +5,7 @@ Verilator behind a pseudo-terminal.
 """
 
 from amaranth.hdl import Module
-from amaranth.lib import wiring
+from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from .core import DeviceCore
@@ -27,8 +27,9 @@ class UARTDevice(wiring.Component):
     tx : Out(1)
         The UART pins.
     busy : Out(1)
-        A frame is arriving or being answered, or received bytes wait in the UART's FIFO
-        (for a "busy" LED, and so that a simulation knows when it may sleep).
+        A frame is arriving or being answered, or bytes wait in the UART's receive FIFO or
+        the transmit buffer (for a "busy" LED, and so that a simulation knows when it may
+        sleep).
     framing_errors, overruns : Out(16)
         The UART receiver's error counters.
     """
@@ -49,11 +50,17 @@ class UARTDevice(wiring.Component):
         m.submodules.uart = uart = self.uart
         m.submodules.core = core = self.core
         wiring.connect(m, uart.rx_data, core.rx)
-        wiring.connect(m, core.tx, uart.tx_data)
+        # Two bytes of buffer between the core's response bytes and the transmitter: the
+        # core picks each byte from several sources by its index, and without a register
+        # behind it that choice ran on into the transmitter's shift register (the longest
+        # path of a 2x2 ULX3S build at 100 MHz once control was pipelined).
+        m.submodules.tx_buffer = tx_buffer = fifo.SyncFIFO(width=8, depth=2)
+        wiring.connect(m, core.tx, tx_buffer.w_stream)
+        wiring.connect(m, tx_buffer.r_stream, uart.tx_data)
         m.d.comb += [
             uart.rx.eq(self.rx),
             self.tx.eq(uart.tx),
-            self.busy.eq(core.busy | uart.rx_data.valid),
+            self.busy.eq(core.busy | uart.rx_data.valid | tx_buffer.r_rdy),
             self.framing_errors.eq(uart.framing_errors),
             self.overruns.eq(uart.overruns),
         ]

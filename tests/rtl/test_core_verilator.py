@@ -141,6 +141,28 @@ def test_narrow_results_are_the_low_16_bits(pair):
         assert status == Status.BAD_ARGUMENT
 
 
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_invalid_base3_byte_anywhere_writes_nothing(pair, where):
+    """WRITE_WEIGHTS with one byte above 242 (the first, one in the middle or the very last,
+    whose check lands in the cycle that ends the scan) is refused, and the words it would
+    have overwritten still hold what was there: a layer on them gives 0."""
+    R, C = CONFIG["rows"], CONFIG["cols"]
+    K, word0 = 4, 100
+    rng = np.random.default_rng(len(where))
+    zeros = b"".join(packing.pack_base3(np.zeros(R * C, np.int8)).tobytes() for _ in range(K))
+    status, _ = pair.request(Command.WRITE_WEIGHTS, struct.pack("<I", word0) + zeros)
+    assert status == Status.OK
+    data = bytearray(b"".join(packing.pack_base3(rng.integers(-1, 2, R * C).astype(np.int8))
+                              .tobytes() for _ in range(K)))
+    data[{"first": 0, "middle": len(data) // 2, "last": -1}[where]] = int(rng.integers(243, 256))
+    status, _ = pair.request(Command.WRITE_WEIGHTS, struct.pack("<I", word0) + bytes(data))
+    assert status == Status.BAD_ARGUMENT
+    status, _ = pair.request(Command.WRITE_ACTS, struct.pack("<I", 0) + bytes([1, 2, 3, 4]))
+    assert status == Status.OK
+    y, _ = run_and_read(pair, 1, R * C, K, word0=word0)
+    assert not y.any()
+
+
 def test_extremes_k_16384_rejected_or_exact(pair):
     """K larger than the activation buffer is refused; the largest K that fits is exact at the
     extremes (all -1 weights against -128)."""
