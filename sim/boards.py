@@ -102,10 +102,12 @@ _ULX3S_85F = Board("ulx3s-85f", "ECP5 LFE5U-85F", rows=16, cols=32, clock_hz=250
                    baud=3_000_000, weight_trits=2048 * 512, memory_bits_per_cycle=1024,
                    basis="measured", lut4=83640, bridge="FT231X", note="FT231X bridge at 3 Mbaud")
 # Built: boards/sweeps/icebreaker.json (2x2 with its weights in the four SPRAMs, 131,072 words
-# of 8 bits read whole each cycle: 5,032 of 5,280 cells, 19.9 MHz achieved).
-_ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=18e6, baud=3_000_000,
+# of 8 bits read whole each cycle: 5,221 of 5,280 cells, 27.9 MHz achieved against 24). The
+# FT2232H's UART makes 6 Mbaud exactly (12 Mbaud / 2), which 24 MHz divides into 4 cycles a
+# bit, the UART's smallest divisor (tests/rtl/test_uart.py: every byte at 2% off either way).
+_ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=24e6, baud=6_000_000,
                     weight_trits=SPRAM_TRITS, memory_bits_per_cycle=8, basis="measured",
-                    lut4=5280, bridge="FT2232H", note="FT2232H bridge at 3 Mbaud")
+                    lut4=5280, bridge="FT2232H", note="FT2232H bridge at 6 Mbaud")
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
     _ULX3S_85F,
@@ -142,9 +144,10 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # (wuxx/icesugar, src/basic/uart_echo): no source gives the iCELink's limit.
     replace(_ICEBREAKER, name="icesugar", baud=115_200, bridge="iCELink",
             note="iCELink (STM32F1) USB CDC at 115200 baud"),
-    # Built: boards/sweeps/upduino-v3.json. The same core behind the FT232H at 3 Mbaud, clocked
-    # from the 12 MHz oscillator (the board's OSC jumper must be closed).
-    replace(_ICEBREAKER, name="upduino-v3", bridge="FT232H", note="FT232H bridge at 3 Mbaud"),
+    # Built: boards/sweeps/upduino-v3.json. The same core behind the FT232H (which, like the
+    # FT2232H, goes to 12 Mbaud) at 6 Mbaud, clocked from the 12 MHz oscillator (the board's
+    # OSC jumper must be closed).
+    replace(_ICEBREAKER, name="upduino-v3", bridge="FT232H", note="FT232H bridge at 6 Mbaud"),
     # Issue #4's goals, not built at this size (yet):
     Board("ulx3s-85f-goal", "ECP5 LFE5U-85F", rows=32, cols=64, clock_hz=100e6, baud=3_000_000,
           # 2048 trits x 2 bits per word: 114 of the 208 DP16KD blocks at 36 x 512
