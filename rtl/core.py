@@ -760,10 +760,15 @@ class DeviceCore(wiring.Component):
                          tokens_left.eq(pending.tokens), k_glob.eq(0)]
             start_token()
 
-        # Results: one row per cycle into the result buffer, always ready (full rate).
+        # Results: one row per cycle into the result buffer, always ready (full rate). The write
+        # is registered: from the drain multiplexer through the accumulator's adder to a block
+        # RAM placed far away was the longest path of the ULX3S-85F's 16x32 build (17.2 ns).
+        # It lands a cycle after the row leaves the engine, and the controller sees the
+        # sequencer idle a cycle after that (``controller_idle`` below), so no run ends, and no
+        # READ_RESULTS reads, before its last row is written.
         issued_final = active & advance & is_last & is_final
-        m.d.comb += [
-            engine.result.ready.eq(1),
+        m.d.comb += engine.result.ready.eq(1)
+        m.d.sync += [
             result_w.addr.eq(result_row),
             result_w.data.eq(engine.result.payload.data.as_value()),
             result_w.en.eq(engine.result.valid),
