@@ -154,6 +154,11 @@ class DeviceCore(wiring.Component):
     pe_adder : str
         The PEs' adder (:class:`rtl.ternary_pe.TernaryPE`): "generic", or "ccu2c" (ECP5's
         carry cells with the operand logic inside them) for ECP5 builds.
+    result_register : bool
+        Write result rows into the result buffer from a register, a cycle after they leave the
+        engine (32 flip-flops a column): it cuts the path from the drain through the
+        accumulator into a block RAM, which holds large arrays' clock. A UP5K has no cells to
+        spare for it, and its clock does not need it.
     """
 
     def __init__(self, *, rows: int, cols: int, psum_width: int = 16, acc_width: int = 32,
@@ -161,7 +166,7 @@ class DeviceCore(wiring.Component):
                  max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0,
                  program_words: int = 64, counter_bits: int = COUNTER_BITS,
                  accumulator_ram_style: str | None = None, weight_ram: str | None = None,
-                 pe_adder: str = "generic"):
+                 pe_adder: str = "generic", result_register: bool = True):
         if weight_ram not in (None, "spram"):
             raise ValueError(f"weight_ram must be None or 'spram', not {weight_ram!r}")
         if weight_ram == "spram":
@@ -176,6 +181,7 @@ class DeviceCore(wiring.Component):
         self.program_words, self.counter_bits = program_words, counter_bits
         self.accumulator_ram_style = accumulator_ram_style
         self.pe_adder = pe_adder
+        self.result_register = result_register
         self.rows, self.cols = rows, cols
         self.psum_width, self.acc_width = psum_width, acc_width
         self.weight_words, self.act_bytes, self.result_rows = weight_words, act_bytes, result_rows
@@ -760,15 +766,15 @@ class DeviceCore(wiring.Component):
                          tokens_left.eq(pending.tokens), k_glob.eq(0)]
             start_token()
 
-        # Results: one row per cycle into the result buffer, always ready (full rate). The write
-        # is registered: from the drain multiplexer through the accumulator's adder to a block
-        # RAM placed far away was the longest path of the ULX3S-85F's 16x32 build (17.2 ns).
-        # It lands a cycle after the row leaves the engine, and the controller sees the
-        # sequencer idle a cycle after that (``controller_idle`` below), so no run ends, and no
-        # READ_RESULTS reads, before its last row is written.
+        # Results: one row per cycle into the result buffer, always ready (full rate). With
+        # ``result_register`` the write is registered: from the drain multiplexer through the
+        # accumulator's adder to a block RAM placed far away was the longest path of the
+        # ULX3S-85F's 16x32 build (17.2 ns). It lands a cycle after the row leaves the engine,
+        # and the controller sees the sequencer idle a cycle after that (``controller_idle``
+        # below), so no run ends, and no READ_RESULTS reads, before its last row is written.
         issued_final = active & advance & is_last & is_final
         m.d.comb += engine.result.ready.eq(1)
-        m.d.sync += [
+        m.d["sync" if self.result_register else "comb"] += [
             result_w.addr.eq(result_row),
             result_w.data.eq(engine.result.payload.data.as_value()),
             result_w.en.eq(engine.result.valid),

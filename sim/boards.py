@@ -44,8 +44,9 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5") -
     not the tests. An iCE40 (the UP5K) has a few thousand logic cells and no LUT RAM: 32-bit
     counters (about 220 cells fewer than 64-bit ones), the accumulator's sums in block RAM,
     half the activation buffer (2 KiB, 4 of the UP5K's 30 EBR; the host splits longer inputs)
-    and the weights in its SPRAMs (1 Mbit, ``rtl.spram``). ECP5 PEs use its carry cells with the
-    operand logic inside them (``rtl.ternary_pe``: 19 LUT4 sites a PE instead of 26)."""
+    and the weights in its SPRAMs (1 Mbit, ``rtl.spram``), and no register in front of the result
+    buffer (30 cells more than a UP5K's 5,280 with the 2x2 core). ECP5 PEs use its carry cells
+    with the operand logic inside them (``rtl.ternary_pe``: 19 LUT4 sites a PE instead of 26)."""
     small = family == "ice40"
     return dict(rows=rows, cols=cols, weight_words=weight_words,
                 act_bytes=2048 if small else 4096,
@@ -53,7 +54,7 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5") -
                 counter_bits=32 if small else 64,
                 accumulator_ram_style="block" if small else None,
                 weight_ram="spram" if small else None,
-                pe_adder="generic" if small else "ccu2c")
+                pe_adder="generic" if small else "ccu2c", result_register=not small)
 
 
 @dataclass(frozen=True)
@@ -127,11 +128,11 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
           weight_trits=1024 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
-    # Built: 16x16 at 60 MHz with 4096 words of 256 trits (87.9 MHz achieved, 134 DP16KD),
+    # Built: 16x16 at 84 MHz with 4096 words of 256 trits (96.8 MHz achieved, 134 DP16KD),
     # which hold the bundled model resident (docs/architecture.md, "Boards"). The FT2232H's
-    # UART goes up to 12 Mbaud (its 120 MHz clock over 10), which 60 MHz divides exactly: 5
+    # UART goes up to 12 Mbaud (its 120 MHz clock over 10), which 84 MHz divides exactly: 7
     # cycles a bit.
-    Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=16, clock_hz=60e6, baud=12_000_000,
+    Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=16, clock_hz=84e6, baud=12_000_000,
           weight_trits=ECPIX5_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
           lut4=83640, bridge="FT2232H", note="FT2232H bridge at 12 Mbaud"),
     # Built: boards/sweeps/orangecrab-85f.json. The ULX3S-85F's die and default core at
