@@ -149,11 +149,11 @@ class Controller(wiring.Component):
         redirect = Signal()     # continue at ``jump_to``: the word on the read port is dropped
         jump_to = Signal(len(imm) + 1)      # a branch's or LOOP's target, registered with
         jump_ok = Signal()                  # whether it lies in program memory
-        start_now = Signal()
         # While stopped the port reads the entry word every cycle, whether or not a start comes:
         # the start is decided from the command being dispatched (its length and entry checked),
         # and in front of the program memory's address that decision was the longest path.
         stopped = Signal()
+        start_now = stopped & self.start
         following = Mux(loop_back, loop_start, next_pc + 1)
         m.d.comb += [read.addr.eq(Mux(stopped, self.entry, Mux(redirect, jump_to, following))),
                      read.en.eq(stopped | redirect | shift)]
@@ -244,7 +244,6 @@ class Controller(wiring.Component):
             with m.State("STOPPED"):
                 m.d.comb += stopped.eq(1)
                 with m.If(self.start):
-                    m.d.comb += start_now.eq(1)
                     m.d.sync += [loop_active.eq(0), split_valid.eq(0),
                                  status.eq(Status.OK), fault_cause.eq(Fault.NONE), fault_pc.eq(0)]
                     for i in range(REGISTERS):

@@ -770,7 +770,7 @@ class DeviceCore(wiring.Component):
         # ``result_register`` the write is registered: from the drain multiplexer through the
         # accumulator's adder to a block RAM placed far away was the longest path of the
         # ULX3S-85F's 16x32 build (17.2 ns). It lands a cycle after the row leaves the engine,
-        # and the controller sees the sequencer idle a cycle after that (``controller_idle``
+        # and the controller sees the sequencer idle a cycle after that (``controller.idle``
         # below), so no run ends, and no READ_RESULTS reads, before its last row is written.
         issued_final = active & advance & is_last & is_final
         m.d.comb += engine.result.ready.eq(1)
@@ -789,9 +789,7 @@ class DeviceCore(wiring.Component):
         # The controller sees idleness a cycle late, from a register (the compares behind it
         # ran into its retire and on into the fetch address). A sweep it hands over in this
         # cycle clears it at once, so it never sees a stale "idle" after a sweep.
-        controller_idle = Signal()
-        m.d.sync += controller_idle.eq(idle & ~(controller.sweep.valid & controller.sweep.ready))
-        m.d.comb += controller.idle.eq(controller_idle)
+        m.d.sync += controller.idle.eq(idle & ~(controller.sweep.valid & controller.sweep.ready))
 
         # Counters, as sim.cycles.CycleCount counts them for a stream of passes: from its first
         # operands until its last result row. A stream ends when the sequencer goes idle.
