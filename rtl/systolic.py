@@ -10,7 +10,7 @@ Dataflow (see docs/architecture.md): output-stationary with streamed weights.
 * A *pass* is a run of steps over one chunk of K, closed by a beat with ``last`` set. The last
   step moves every sum into the PE's result register and clears the partial sum, so the next pass
   starts on the very next cycle while the results drain: one row per cycle through a per-column
-  multiplexer. The next pass can only be captured once that drain is done, so passes longer than
+  multiplexer into a register. The next pass can only be captured once that drain is done, so passes longer than
   ``rows`` steps never wait.
 * :class:`MatrixEngine` adds the accumulator (:mod:`rtl.accumulator`) that sums the chunks of K
   in 32 bits, so the PE's partial sum can stay narrow (16 bits: 255 steps per pass).
@@ -62,7 +62,8 @@ class SystolicArray(wiring.Component):
         Taken together: a step happens when both are valid (and, for a ``last`` beat, when the
         previous pass has drained).
     result : Out(stream.Signature(psum_row_layout(rows, cols, psum_width)))
-        ``rows`` beats per pass, row 0 first.
+        ``rows`` beats per pass, row 0 first, from a register: row 0 is offered two cycles
+        after the pass's last step.
     """
 
     def __init__(self, *, rows: int, cols: int, act_width: int = 8, psum_width: int = 16,
@@ -117,22 +118,30 @@ class SystolicArray(wiring.Component):
                 ]
                 results[r][c] = pe.result
 
-        # Drain: one row per beat through a rows:1 multiplexer per column.
-        for c in range(cols):
-            column = Array(results[r][c] for r in range(rows))
-            m.d.comb += self.result.payload.data[c].eq(column[drain_row])
-        m.d.comb += [
-            self.result.valid.eq(drain_left != 0),
-            self.result.payload.row.eq(drain_row),
-            self.result.payload.first_chunk.eq(drain_first),
-            self.result.payload.last_chunk.eq(drain_final),
-            self.result.payload.last.eq(drain_left == 1),
-        ]
-        with m.If(self.result.valid & self.result.ready):
+        # Drain: one row per cycle through a rows:1 multiplexer per column into a register that
+        # drives the result stream. The multiplexer is the deep part (4 LUT levels and a counter
+        # fanned out to every column at 16 rows) and the accumulator's adder and memory write
+        # come after it: in one cycle the two were the longest path of a 16x16 core asked for
+        # 100 MHz (14.3 ns). The register costs the final drain one cycle (``sim.cycles``).
+        # The result registers are free once their last row is in the drain register.
+        result = self.result
+        take_row = Signal()
+        m.d.comb += take_row.eq((drain_left != 0) & (~result.valid | result.ready))
+        with m.If(result.valid & result.ready):
+            m.d.sync += result.valid.eq(0)
+        with m.If(take_row):
             m.d.sync += [
+                result.valid.eq(1),
+                result.payload.row.eq(drain_row),
+                result.payload.first_chunk.eq(drain_first),
+                result.payload.last_chunk.eq(drain_final),
+                result.payload.last.eq(drain_left == 1),
                 drain_left.eq(drain_left - 1),
                 drain_row.eq(drain_row + 1),
             ]
+            for c in range(cols):
+                column = Array(results[r][c] for r in range(rows))
+                m.d.sync += result.payload.data[c].eq(column[drain_row])
         with m.If(capture):     # only when drain_left == 0, so no conflict with the above
             m.d.sync += [
                 drain_left.eq(rows),

@@ -5,14 +5,16 @@ Timing rules of ``rtl.systolic.SystolicArray`` with its accumulator (``rtl.accum
 * A step (one weight beat and one activation beat) is taken in any cycle where both operand
   streams are valid, except that the last step of a pass waits until the previous pass has been
   drained completely (its results sit in the PEs' result registers until then).
-* Capturing a pass starts its drain on the next cycle: ``rows`` result beats, one row per cycle.
-  Beats of a pass that is not the last chunk of its tile go into the accumulator and need nothing
-  from outside; beats of a last chunk leave as output and wait for the sink's ``ready``.
+* Capturing a pass starts its drain on the next cycle: ``rows`` result beats, one row per cycle,
+  each moved from the result registers into a one-row drain register, which offers it on the
+  following cycle. A row moves in when the drain register is empty or its beat leaves in the same
+  cycle. Beats of a pass that is not the last chunk of its tile go into the accumulator and need
+  nothing from outside; beats of a last chunk leave as output and wait for the sink's ``ready``.
 
 At full rate (operands always valid, sink always ready) this gives the closed form
-``L_1 + sum_{i>=2} max(L_i, rows + 1) + rows`` for passes of lengths ``L_i``: a pass costs its
+``L_1 + sum_{i>=2} max(L_i, rows + 1) + rows + 1`` for passes of lengths ``L_i``: a pass costs its
 length, the drain hides behind the next pass when that pass is longer than ``rows``, and only the
-final drain (``rows`` cycles) is exposed. ``simulate`` follows the same rules cycle by cycle for
+final drain (``rows`` cycles, and one for the drain register) is exposed. ``simulate`` follows the same rules cycle by cycle for
 arbitrary idle and back-pressure patterns; the RTL benches compare against both.
 """
 
@@ -22,6 +24,9 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 from .schedule import ArrayConfig, Plan
+
+#: cycles the drain register (``rtl.systolic.SystolicArray``) adds to the final drain
+DRAIN_REGISTER = 1
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ def full_rate_cycles(config: ArrayConfig, lengths: Sequence[int]) -> int:
     if not lengths:
         return 0
     R = config.rows
-    return lengths[0] + sum(max(L, R + 1) for L in lengths[1:]) + R
+    return lengths[0] + sum(max(L, R + 1) for L in lengths[1:]) + R + DRAIN_REGISTER
 
 
 def full_rate_count(plan: Plan) -> CycleCount:
@@ -53,14 +58,14 @@ def full_rate_count(plan: Plan) -> CycleCount:
 def full_rate_count_of(config: ArrayConfig, lengths: Sequence[int]) -> CycleCount:
     """The :class:`CycleCount` of passes of ``lengths`` streamed back to back at full rate.
 
-    Every step is busy, no input stalls, the final drain is ``rows`` cycles, and the rest of
+    Every step is busy, no input stalls, the final drain is ``rows + 1`` cycles, and the rest of
     :func:`full_rate_cycles` is the wait of short passes for the previous drain.
     """
     total = full_rate_cycles(config, lengths)
     if not lengths:
         return CycleCount(total=0, busy=0, stall_input=0, stall_drain=0, drain_tail=0)
     busy = sum(lengths)
-    tail = config.rows
+    tail = config.rows + DRAIN_REGISTER
     return CycleCount(total=total, busy=busy, stall_input=0, stall_drain=total - busy - tail,
                       drain_tail=tail)
 
@@ -107,15 +112,17 @@ def simulate(config: ArrayConfig, lengths: Sequence[int], finals: Sequence[bool]
     next_step = 0
     act_valid = weight_valid = False
     drain_left, drain_final = 0, False
+    held = None     # the drain register: empty, or whether its row is a final chunk's
     busy = stall_input = stall_drain = drain_tail = 0
     t = 0
-    while next_step < steps or drain_left:
+    while next_step < steps or drain_left or held is not None:
         if t >= max_cycles:
             raise RuntimeError(f"cycle model did not finish within {max_cycles} cycles")
         if next_step < steps:
             act_valid = act_valid or act_offer(t)
             weight_valid = weight_valid or weight_offer(t)
-        out_fire = drain_left > 0 and (not drain_final or out_ready(t))
+        out_fire = held is not None and (not held or out_ready(t))
+        row_moves = drain_left > 0 and (held is None or out_fire)
         operands = next_step < steps and act_valid and weight_valid
         step_fire = operands and (not last_flags[next_step] or drain_left == 0)
         if step_fire:
@@ -128,6 +135,9 @@ def simulate(config: ArrayConfig, lengths: Sequence[int], finals: Sequence[bool]
         else:
             drain_tail += 1
         if out_fire:
+            held = None
+        if row_moves:
+            held = drain_final
             drain_left -= 1
         if step_fire:
             if last_flags[next_step]:

@@ -108,14 +108,15 @@ class EngineStreams(Elaboratable):
             m.d.sync += delivered.eq(delivered + 1)
         owed = Signal(range(-512, 512))
         m.d.comb += owed.eq(dut.rows * finals - delivered)
-        # Cycles in which rows were owed and the sink was ready, but none was offered.
+        # Cycles in which rows were owed and the sink was ready, but none was offered. After
+        # a capture there is one: the first row is in the drain register a cycle later.
         waited = Signal(4)
         with m.If((owed != 0) & self.ready & ~res.valid):
             m.d.sync += waited.eq(waited + 1)
         with m.Else():
             m.d.sync += waited.eq(0)
         if self.claim == "no_loss":
-            m.d.comb += Assert((owed >= 0) & (waited == 0))
+            m.d.comb += Assert((owed >= 0) & (waited <= 1))
         elif self.claim == "impossible":           # two tiles finish within the bound
             m.d.comb += Assert(finals < 2)
         return m

@@ -38,7 +38,7 @@ def test_full_rate_simulate_equals_closed_form_random():
         c = cycles.simulate(cfg, lengths, finals)
         assert c.total == cycles.full_rate_cycles(cfg, lengths), (i, rows, lengths)
         assert c.busy == sum(lengths) and c.stall_input == 0
-        assert c.drain_tail == rows
+        assert c.drain_tail == rows + 1       # the drain register's cycle
         assert c.total == c.busy + c.stall_input + c.stall_drain + c.drain_tail
         # only passes shorter than rows+1 wait for the drain: rows+1-L cycles each
         assert c.stall_drain == sum(max(0, rows + 1 - L) for L in lengths[1:])
@@ -60,30 +60,30 @@ def test_full_rate_simulate_equals_closed_form_on_plans():
 def test_hand_computed_rows4():
     # rows = 4, lengths [3, 2, 10], full rate:
     #   cycles 0..2    pass 0 steps; its last step (cycle 2) captures
-    #   cycles 3..6    drain of pass 0 (4 beats)
-    #   cycle 3        pass 1 step 0; its last step must wait for the drain to finish:
+    #   cycles 3..6    pass 0's rows move into the drain register (4 rows), and leave at 4..7
+    #   cycle 3        pass 1 step 0; its last step must wait for the rows to move out:
     #   cycles 4..6    stall_drain (3 cycles); cycle 7: pass 1's last step (drain_left == 0)
     #   cycles 8..11   drain of pass 1, hidden behind
     #   cycles 8..17   pass 2's 10 steps (its last step at 17: drain long done)
-    #   cycles 18..21  final drain (drain_tail = 4)
-    # total = 22 = 3 + max(2, 5) + max(10, 5) + 4; busy = 15
+    #   cycles 18..21  final rows move, leaving at 19..22 (drain_tail = 5)
+    # total = 23 = 3 + max(2, 5) + max(10, 5) + 4 + 1; busy = 15
     cfg = ArrayConfig(4, 4)
     c = cycles.simulate(cfg, [3, 2, 10], [False, False, True])
-    assert c == cycles.CycleCount(total=22, busy=15, stall_input=0, stall_drain=3, drain_tail=4)
-    assert cycles.full_rate_cycles(cfg, [3, 2, 10]) == 22
-    assert c.as_dict() == {"total": 22, "busy": 15, "stall_input": 0, "stall_drain": 3,
-                           "drain_tail": 4}
+    assert c == cycles.CycleCount(total=23, busy=15, stall_input=0, stall_drain=3, drain_tail=5)
+    assert cycles.full_rate_cycles(cfg, [3, 2, 10]) == 23
+    assert c.as_dict() == {"total": 23, "busy": 15, "stall_input": 0, "stall_drain": 3,
+                           "drain_tail": 5}
 
 
 def test_hand_computed_rows1_and_single_pass():
-    # rows = 1, lengths [1, 1, 1]: step at 0 captures, drain at 1; next pass's only (last) step
-    # waits until drain_left == 0, i.e. cycle 2; drain 3; step 4; drain 5: total 6
-    # = 1 + max(1, 2) + max(1, 2) + 1
+    # rows = 1, lengths [1, 1, 1]: step at 0 captures, the row moves into the drain register at
+    # 1 (and leaves at 2); next pass's only (last) step waits until drain_left == 0, i.e. cycle
+    # 2; move 3; step 4; move 5; leave 6: total 7 = 1 + max(1, 2) + max(1, 2) + 1 + 1
     cfg = ArrayConfig(1, 3)
     c = cycles.simulate(cfg, [1, 1, 1], [True] * 3)
-    assert c == cycles.CycleCount(total=6, busy=3, stall_input=0, stall_drain=2, drain_tail=1)
-    # single pass of length 5 on 3 rows: 5 steps + 3 drain beats
-    assert cycles.simulate(ArrayConfig(3, 3), [5], [True]).total == 8
+    assert c == cycles.CycleCount(total=7, busy=3, stall_input=0, stall_drain=2, drain_tail=2)
+    # single pass of length 5 on 3 rows: 5 steps + 3 rows moved + the last one's leaving
+    assert cycles.simulate(ArrayConfig(3, 3), [5], [True]).total == 9
     assert cycles.full_rate_cycles(ArrayConfig(3, 3), []) == 0
 
 
@@ -93,24 +93,25 @@ def test_hand_computed_with_idle_and_back_pressure():
     #   cycle 0: step (pass 0, k=0)
     #   cycle 1: act not offered -> stall_input
     #   cycle 2: step (pass 0, last) -> capture, drain_left = 2
-    #   cycle 3: step (pass 1, k=0); drain beat not taken (not ready)
-    #   cycle 4: step (pass 1, k=1); not ready
-    #   cycle 5: pass 1's last step waits (drain_left 2) -> stall_drain; beat row 0 taken
-    #   cycle 6: stall_drain; beat row 1 taken
-    #   cycle 7: last step of pass 1 -> capture
-    #   cycles 8, 9: drain (drain_tail 2)
-    # total = 10, busy = 5, stall_input = 1, stall_drain = 2, drain_tail = 2
+    #   cycle 3: step (pass 1, k=0); row 0 moves into the empty drain register
+    #   cycle 4: step (pass 1, k=1); row 0 not taken (not ready), so row 1 cannot move
+    #   cycle 5: pass 1's last step waits (drain_left 1) -> stall_drain; row 0 taken, row 1
+    #            moves in its place
+    #   cycle 6: last step of pass 1 (drain_left 0) -> capture; row 1 taken
+    #   cycles 7..9: pass 1's rows move (7, 8) and leave (8, 9): drain_tail 3
+    # total = 10, busy = 5, stall_input = 1, stall_drain = 1, drain_tail = 3
     cfg = ArrayConfig(2, 2)
     c = cycles.simulate(cfg, [2, 3], [True, True],
                         act_offer=lambda t: t != 1,
                         out_ready=lambda t: t not in (3, 4))
-    assert c == cycles.CycleCount(total=10, busy=5, stall_input=1, stall_drain=2, drain_tail=2)
-    # the same with finals [False, True]: the first drain does not wait for ready, so the last
-    # step of pass 1 goes at cycle 5, drain at 6, 7: total 8
+    assert c == cycles.CycleCount(total=10, busy=5, stall_input=1, stall_drain=1, drain_tail=3)
+    # the same with finals [False, True]: pass 0's rows do not wait for ready: they move at 3
+    # and 4 and leave at 4 and 5, so pass 1's last step goes at cycle 5 and its rows move at
+    # 6, 7 and leave at 7, 8: total 9
     c = cycles.simulate(cfg, [2, 3], [False, True],
                         act_offer=lambda t: t != 1,
                         out_ready=lambda t: t not in (3, 4))
-    assert c == cycles.CycleCount(total=8, busy=5, stall_input=1, stall_drain=0, drain_tail=2)
+    assert c == cycles.CycleCount(total=9, busy=5, stall_input=1, stall_drain=0, drain_tail=3)
 
 
 def test_offer_is_held_until_taken():
@@ -119,7 +120,7 @@ def test_offer_is_held_until_taken():
     cfg = ArrayConfig(1, 1)
     c = cycles.simulate(cfg, [1], [True], act_offer=lambda t: t == 0,
                         weight_offer=lambda t: t >= 3)
-    assert c == cycles.CycleCount(total=5, busy=1, stall_input=3, stall_drain=0, drain_tail=1)
+    assert c == cycles.CycleCount(total=6, busy=1, stall_input=3, stall_drain=0, drain_tail=2)
 
 
 # ---------------------------------------------------------------------------------------------
