@@ -39,6 +39,10 @@ class Controller(wiring.Component):
         What ``CFG`` reads (the build's shape and memory sizes).
     init : sequence of int
         The program memory's contents at power-up (``firmware.programs.FIRMWARE``).
+    program_ram_style : str or None
+        The program memory's ``ram_style`` for yosys (synthesis only): "distributed" keeps it
+        in LUT RAM on ECP5, where yosys otherwise may pick a block RAM, whose 5.8 ns
+        clock-to-out starts the operand read; None lets the tools choose.
 
     Members
     -------
@@ -59,11 +63,13 @@ class Controller(wiring.Component):
         The sequencer has nothing in flight (no sweep pending, no step left, no result due).
     """
 
-    def __init__(self, *, program_words: int, params: dict, init=()):
+    def __init__(self, *, program_words: int, params: dict, init=(),
+                 program_ram_style: str | None = None):
         if len(init) > program_words:
             raise ValueError(f"the initial program has {len(init)} words, more than the "
                              f"{program_words}-word program memory")
         self.program_words = program_words
+        self.program_ram_style = program_ram_style
         self.params = {Param(k): int(v) for k, v in params.items()}
         missing = set(Param) - set(self.params)
         if missing:
@@ -98,8 +104,11 @@ class Controller(wiring.Component):
 
         # NO_RW_CHECK: written only while stopped, when what the port reads is used only in the
         # cycle of a start, and the core writes no word in that cycle.
+        attrs = dict(NO_RW_CHECK)
+        if self.program_ram_style:
+            attrs["ram_style"] = self.program_ram_style
         m.submodules.program = program = Memory(shape=WORD_BITS, depth=depth, init=self.init,
-                                                attrs=NO_RW_CHECK)
+                                                attrs=attrs)
         write = program.write_port()
         read = program.read_port()
         m.d.comb += [write.addr.eq(self.write_addr), write.data.eq(self.write_data),

@@ -151,6 +151,9 @@ class DeviceCore(wiring.Component):
         Width of the seven counters, 32 to 64 (INFO reports it; the host takes differences
         modulo ``2**counter_bits``). 32 saves a small board about 220 logic cells; at 100 MHz
         a 32-bit cycle counter wraps every 43 s, far longer than any one request.
+    program_ram_style : str or None
+        The control program memory's ``ram_style`` (:class:`rtl.controller.Controller`):
+        "distributed" for ECP5 builds, None lets the tools choose.
     pe_adder : str
         The PEs' adder (:class:`rtl.ternary_pe.TernaryPE`): "generic", or "ccu2c" (ECP5's
         carry cells with the operand logic inside them) for ECP5 builds.
@@ -166,7 +169,8 @@ class DeviceCore(wiring.Component):
                  max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0,
                  program_words: int = 64, counter_bits: int = COUNTER_BITS,
                  accumulator_ram_style: str | None = None, weight_ram: str | None = None,
-                 pe_adder: str = "generic", result_register: bool = True):
+                 program_ram_style: str | None = None, pe_adder: str = "generic",
+                 result_register: bool = True):
         if weight_ram not in (None, "spram"):
             raise ValueError(f"weight_ram must be None or 'spram', not {weight_ram!r}")
         if weight_ram == "spram":
@@ -180,6 +184,7 @@ class DeviceCore(wiring.Component):
             raise ValueError(f"counter_bits must be 32 to {COUNTER_BITS}, not {counter_bits}")
         self.program_words, self.counter_bits = program_words, counter_bits
         self.accumulator_ram_style = accumulator_ram_style
+        self.program_ram_style = program_ram_style
         self.pe_adder = pe_adder
         self.result_register = result_register
         self.rows, self.cols = rows, cols
@@ -253,7 +258,8 @@ class DeviceCore(wiring.Component):
             accumulator_ram_style=self.accumulator_ram_style, adder=self.pe_adder)
         m.submodules.sender = sender = FrameSender()
         m.submodules.controller = controller = Controller(
-            program_words=self.program_words, params=self.params, init=FIRMWARE.words)
+            program_words=self.program_words, params=self.params, init=FIRMWARE.words,
+            program_ram_style=self.program_ram_style)
         wiring.connect(m, sender.tx, wiring.flipped(self.tx))
 
         counters = {name: Signal(self.counter_bits, name=f"count_{name}")

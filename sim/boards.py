@@ -46,13 +46,15 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5") -
     half the activation buffer (2 KiB, 4 of the UP5K's 30 EBR; the host splits longer inputs)
     and the weights in its SPRAMs (1 Mbit, ``rtl.spram``), and no register in front of the result
     buffer (30 cells more than a UP5K's 5,280 with the 2x2 core). ECP5 PEs use its carry cells
-    with the operand logic inside them (``rtl.ternary_pe``: 19 LUT4 sites a PE instead of 26)."""
+    with the operand logic inside them (``rtl.ternary_pe``: 19 LUT4 sites a PE instead of 26),
+    and its control program stays in LUT RAM (``rtl.controller.Controller``)."""
     small = family == "ice40"
     return dict(rows=rows, cols=cols, weight_words=weight_words,
                 act_bytes=2048 if small else 4096,
                 result_rows=max(64, rows * 4), max_payload=1024, program_words=64,
                 counter_bits=32 if small else 64,
                 accumulator_ram_style="block" if small else None,
+                program_ram_style=None if small else "distributed",
                 weight_ram="spram" if small else None,
                 pe_adder="generic" if small else "ccu2c", result_register=not small)
 

@@ -1,4 +1,5 @@
-"""Memories marked ``NO_RW_CHECK`` (``rtl.synth``) map to block RAM alone on both families.
+"""Memories marked ``NO_RW_CHECK`` (``rtl.synth``) map to block RAM alone on both families, and
+the ECP5 control program to LUT RAM.
 
 Unmarked, yosys keeps Amaranth's "a read of the address being written returns the old data"
 with a delayed write and a forwarding multiplexer: two flip-flops and a LUT per bit of the
@@ -11,7 +12,11 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from firmware.isa import Param
+from firmware.programs import FIRMWARE
+from rtl.controller import Controller
 from rtl.synth import NO_RW_CHECK, synthesize
+from sim.boards import core_config
 
 WIDTH, DEPTH = 36, 256
 
@@ -42,3 +47,20 @@ def test_marked_memories_need_no_forwarding_logic(family):
     assert plain["ff"] >= WIDTH and plain["lut4"] >= WIDTH
     # Marked: the RAMs alone (iCE40 keeps one LUT4 of glue beside its three 16-bit RAMs).
     assert marked["ff"] == 0 and marked["lut4"] <= 1
+
+
+def test_ecp5_control_program_stays_in_lut_ram():
+    """Left to itself yosys puts the controller's 64-word program in a DP16KD, whose 5.8 ns
+    clock-to-out started the longest path of a 16x16 core asked for 100 MHz; the ECP5 builds ask
+    for LUT RAM (``sim.boards.core_config``)."""
+    config = core_config(2, 2, 64, "ecp5")
+    style = config["program_ram_style"]
+    params = {Param.ROWS: 2, Param.COLS: 2, Param.PES: 4, Param.WEIGHT_WORDS: 64,
+              Param.ACT_BYTES: 4096, Param.RESULT_ROWS: 64, Param.PASS_K_MAX: 255,
+              Param.K_MAX: 1 << 24}
+    cells = {s: synthesize(Controller(program_words=config["program_words"], params=params,
+                                      init=FIRMWARE.words, program_ram_style=s), "ecp5")["cells"]
+             for s in (None, style)}
+    assert cells[None].get("DP16KD", 0) == 1        # what the attribute is there to prevent
+    assert cells[style].get("DP16KD", 0) == 0 and cells[style]["TRELLIS_DPR16X4"] >= 1
+    assert core_config(2, 2, 64, "ice40")["program_ram_style"] is None   # iCE40 has no LUT RAM
