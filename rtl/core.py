@@ -376,7 +376,9 @@ class DeviceCore(wiring.Component):
         pipe_valid = Signal()       # a payload byte read last cycle is on payload_r.data
         pipe_index = Signal(16)
         shift = Signal(10 * self.word_bytes)
-        word_fill = Signal(range(self.word_bytes + 1))
+        # bytes of the weight word or instruction word being assembled (WRITE_WEIGHTS and
+        # WRITE_PROGRAM): an array of up to 5 PEs has a weight word of one byte
+        word_fill = Signal(range(max(self.word_bytes, INSTRUCTION_BYTES) + 1))
         words = Signal(16)
         bad = Signal()
         byte_over, byte_checked = Signal(), Signal()    # SCAN_WEIGHTS: last cycle's byte

@@ -80,3 +80,28 @@ def test_streamed_layer_matches_emulator(dev):
         y_emu = emu.linear(w, x)
     assert np.array_equal(y_sim, y_emu)
     assert np.array_equal(y_sim, numerics.ternary_matmul(w, x))
+
+
+def test_programs_load_into_a_core_of_one_byte_words():
+    """``WRITE_PROGRAM`` on a 2x2 core, the iCE40 boards' array, whose weight word is one base3
+    byte. The byte counter it shares with ``WRITE_WEIGHTS`` was sized for the weight word (one
+    bit here), never reached an instruction's fourth byte, and so wrote nothing while answering
+    OK. A program that fails and one that halts, loaded in turn at the same address, tell
+    whether each write landed."""
+    from firmware.asm import assemble
+    from firmware.programs import FIRMWARE
+    from host.device import DeviceError
+    missing = tool_missing("verilator")
+    if missing:
+        pytest.skip(missing)
+    fails, halts = (assemble(f"entry: {op}", base=len(FIRMWARE)) for op in ("FAIL", "HALT"))
+    with open_device("sim", rows=2, cols=2, progress=lambda msg: None) as small:
+        for _ in range(2):
+            small.load_program(fails.words, at=fails.base)
+            with pytest.raises(DeviceError, match="BAD_ARGUMENT"):
+                small.run_program(fails.labels["entry"])
+            small.load_program(halts.words, at=halts.base)
+            small.run_program(halts.labels["entry"])
+        w = np.random.default_rng(3).integers(-1, 2, (5, 9)).astype(np.int8)
+        x = np.random.default_rng(4).integers(-128, 128, (2, 9)).astype(np.int8)
+        assert np.array_equal(small.linear(w, x), numerics.ternary_matmul(w, x))
