@@ -138,9 +138,9 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     _from_table(_ulx3s_45f, "ulx3s-45f", _ulx3s("45F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-45F: 44K LUT4, 108 DP16KD"),
     # The 12F's 16x16 core on the ECPIX-5's faster part, with 4096 weight words (the bundled
-    # model resident) and the FT2232H's UART at 12 Mbaud, 7 cycles a bit at 84 MHz
-    # (boards/sweeps/ecpix5-85f.json): 17,859 cells, 134 of 208 DP16KD, 96.8 MHz achieved
-    # against 84; docs/architecture.md, "Boards".
+    # model resident) and the FT2232H's UART at 12 Mbaud, 8 cycles a bit at 96 MHz
+    # (boards/sweeps/ecpix5-85f.json): 18,125 cells, 133 of 208 DP16KD, 101.4 MHz achieved
+    # against 96; docs/architecture.md, "Boards".
     _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5",
                 programmers=(("openFPGALoader", "--board", "ecpix5"),),
                 note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),

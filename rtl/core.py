@@ -388,6 +388,12 @@ class DeviceCore(wiring.Component):
         narrow = Signal()           # READ_RESULTS of width 2
 
         program_word = Signal(8 * INSTRUCTION_BYTES)
+        program_write = Signal()                # write program_word at program_addr
+        program_addr = Signal(range(self.program_words))
+        m.d.sync += program_write.eq(0)         # one cycle each time WRITE_PROGRAM sets it
+        m.d.comb += [controller.write_addr.eq(program_addr),
+                     controller.write_data.eq(program_word),
+                     controller.write_en.eq(program_write)]
 
         m.d.comb += payload_r.addr.eq(pipe_index)
 
@@ -513,18 +519,19 @@ class DeviceCore(wiring.Component):
                 with m.If(count == limit):
                     respond(Status.OK)
 
-            # WRITE_PROGRAM: little-endian 32-bit words into the controller's program memory.
+            # WRITE_PROGRAM: little-endian 32-bit words into the controller's program memory,
+            # each written a cycle after its last byte, from ``program_word``: straight from
+            # the payload memory's block RAM to the program's LUT RAM was the longest path of
+            # the ULX3S-85F's 16x32 build at 75 MHz (15.6 ns, 9.5 of them routing). Nothing
+            # runs the program before the response is sent.
             with m.State("WRITE_PROGRAM"):
                 m.d.sync += read_ahead
                 with m.If(pipe_valid):
-                    new_word = Cat(program_word[8:], payload_r.data)
-                    m.d.sync += [program_word.eq(new_word), count.eq(count + 1),
-                                 word_fill.eq(word_fill + 1)]
+                    m.d.sync += [program_word.eq(Cat(program_word[8:], payload_r.data)),
+                                 count.eq(count + 1), word_fill.eq(word_fill + 1)]
                     with m.If(word_fill == INSTRUCTION_BYTES - 1):
-                        m.d.comb += [controller.write_addr.eq(addr),
-                                     controller.write_data.eq(new_word),
-                                     controller.write_en.eq(1)]
-                        m.d.sync += [addr.eq(addr + 1), word_fill.eq(0)]
+                        m.d.sync += [program_write.eq(1), program_addr.eq(addr),
+                                     addr.eq(addr + 1), word_fill.eq(0)]
                 with m.If(count == limit):
                     respond(Status.OK)
 
