@@ -387,6 +387,12 @@ class DeviceCore(wiring.Component):
         words_refused = Signal()    # WRITE_WEIGHTS: no whole word, or words beyond the memory
         narrow = Signal()           # READ_RESULTS of width 2
 
+        weight_write = Signal()         # write shift's word at addr (WRITE_WEIGHTS), then addr += 1
+        m.d.sync += weight_write.eq(0)
+        m.d.comb += [weight_w.addr.eq(addr), weight_w.data.eq(shift[:word_bits]),
+                     weight_w.en.eq(weight_write)]
+        with m.If(weight_write):
+            m.d.sync += addr.eq(addr + 1)
         program_word = Signal(8 * INSTRUCTION_BYTES)
         program_write = Signal()                # write program_word at program_addr
         program_addr = Signal(range(self.program_words))
@@ -567,19 +573,20 @@ class DeviceCore(wiring.Component):
                 with m.Else():
                     m.next = "WRITE_WEIGHTS"
 
-            # Second pass: decode each byte into five 2-bit codes and assemble words.
+            # Second pass: decode each byte into five 2-bit codes and assemble words. A word
+            # is written in the cycle after its last byte, from ``shift``, ``addr`` and a
+            # register: the weight memory's address and data reach every one of its block
+            # RAMs (147 on the ULX3S-85F), and with the state decode in front of them that was
+            # the 85F's longest path at 72 MHz (15.5 ns, 13.5 of them routing). With one byte
+            # a word the next word is written in the cycle after, at the address moved on.
             m.d.comb += base3_r.addr.eq(payload_r.data)
             decoded_valid = Signal()
             with m.State("WRITE_WEIGHTS"):
                 m.d.sync += read_ahead + [decoded_valid.eq(pipe_valid)]
                 with m.If(decoded_valid):
-                    m.d.sync += count.eq(count + 1)
-                    new_shift = Cat(shift[10:], base3_r.data)
-                    m.d.sync += shift.eq(new_shift)
+                    m.d.sync += [count.eq(count + 1), shift.eq(Cat(shift[10:], base3_r.data))]
                     with m.If(word_fill == self.word_bytes - 1):
-                        m.d.comb += [weight_w.addr.eq(addr), weight_w.data.eq(new_shift[:word_bits]),
-                                     weight_w.en.eq(1)]
-                        m.d.sync += [word_fill.eq(0), addr.eq(addr + 1)]
+                        m.d.sync += [word_fill.eq(0), weight_write.eq(1)]
                     with m.Else():
                         m.d.sync += word_fill.eq(word_fill + 1)
                 with m.If(count == limit):
@@ -703,7 +710,11 @@ class DeviceCore(wiring.Component):
         # (BAD_SPLIT, BAD_SWEEP), so no counter below can overflow.
         w_base = Signal(range(self.weight_words))
         a_base = Signal(range(self.act_bytes))
-        k_glob = Signal(max(len(w_base), len(a_base)))
+        # The read addresses, base + step of the token, kept as registers beside the bases:
+        # an adder in front of the address pins of every block RAM of the weight memory (147
+        # on the ULX3S-85F) would lengthen a path that is mostly routing already.
+        w_addr = Signal.like(weight_r.addr)
+        a_addr = Signal.like(act_r.addr)
         tokens_left = Signal(range(self.act_bytes + 1))
         # Where the stream is, as counts of what is left after the current step, so that "last
         # step of a pass" and "last pass of a token" are compares with zero of registers
@@ -734,9 +745,9 @@ class DeviceCore(wiring.Component):
             sweeps.w_en.eq(controller.sweep.valid),
             controller.sweep.ready.eq(sweeps.w_rdy),
             sweeps.r_en.eq(load),
-            weight_r.addr.eq(w_base + k_glob),
+            weight_r.addr.eq(w_addr),
             weight_r.en.eq(advance),
-            act_r.addr.eq(a_base + k_glob),
+            act_r.addr.eq(a_addr),
             act_r.en.eq(advance),
             engine.weights.valid.eq(s2_valid),
             engine.weights.payload.as_value().eq(s2_weights),
@@ -763,7 +774,7 @@ class DeviceCore(wiring.Component):
             with m.If(active):
                 m.d.sync += [last_flag.eq(is_last), first_flag.eq(in_first),
                              final_flag.eq(is_final), k_left.eq(k_left - 1),
-                             k_glob.eq(k_glob + 1)]
+                             w_addr.eq(w_addr + 1), a_addr.eq(a_addr + 1)]
                 with m.If(is_last):
                     # The first r passes of a token are q + 1 steps long, the rest q.
                     long_next = longs_after != 0
@@ -772,13 +783,15 @@ class DeviceCore(wiring.Component):
                                  passes_after.eq(passes_after - 1), in_first.eq(0)]
                     with m.If(is_final):
                         start_token()
-                        m.d.sync += [k_glob.eq(0), tokens_left.eq(tokens_left - 1),
-                                     a_base.eq(a_base + split.k)]
+                        next_acts = a_base + split.k
+                        m.d.sync += [w_addr.eq(w_base), a_addr.eq(next_acts),
+                                     tokens_left.eq(tokens_left - 1), a_base.eq(next_acts)]
                         with m.If(tokens_left == 1):
                             m.d.sync += active.eq(0)
         with m.If(load):           # after the updates above: a loaded sweep starts afresh
             m.d.sync += [active.eq(1), w_base.eq(pending.weights), a_base.eq(pending.acts),
-                         tokens_left.eq(pending.tokens), k_glob.eq(0)]
+                         tokens_left.eq(pending.tokens), w_addr.eq(pending.weights),
+                         a_addr.eq(pending.acts)]
             start_token()
 
         # Results: one row per cycle into the result buffer, always ready (full rate). With

@@ -89,7 +89,11 @@ class SystolicArray(wiring.Component):
         drain_final = Signal()
 
         # A step needs both operands; the capturing step also needs the result registers free.
-        may_step = ~self.act.payload.last | (drain_left == 0)
+        # ``drained`` is ``drain_left == 0`` as a register of its own (set below with the
+        # counter): the step enable reaches every PE and, in the core, the operand memories'
+        # read enables, so no compare sits in front of it.
+        drained = Signal(init=1)
+        may_step = ~self.act.payload.last | drained
         step = Signal()
         capture = Signal()
         m.d.comb += [
@@ -131,6 +135,7 @@ class SystolicArray(wiring.Component):
             m.d.sync += result.valid.eq(0)
         with m.If(take_row):
             m.d.sync += [
+                drained.eq(drain_left == 1),
                 result.valid.eq(1),
                 result.payload.row.eq(drain_row),
                 result.payload.first_chunk.eq(drain_first),
@@ -144,6 +149,7 @@ class SystolicArray(wiring.Component):
                 m.d.sync += result.payload.data[c].eq(column[drain_row])
         with m.If(capture):     # only when drain_left == 0, so no conflict with the above
             m.d.sync += [
+                drained.eq(0),
                 drain_left.eq(rows),
                 drain_row.eq(0),
                 drain_first.eq(self.act.payload.first_chunk),
