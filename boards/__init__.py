@@ -119,15 +119,16 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # arrays' clock far below 100 MHz (docs/architecture.md, "Boards").
     _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
-    # From `make sweep BOARD=ulx3s-12f` (boards/sweeps/ulx3s-12f.json): 16x16 is the largest
-    # shape tried that fits (16,671 of 24,288 cells) and meets 30 MHz (51.8 achieved). 30 MHz
-    # because 3 Mbaud needs a clock that divides to within 2%: 10 cycles a bit. The sweep ran
-    # with these 512 weight words (35 DP16KD at 16x16).
+    # From `python -m boards.sweep --board ulx3s-12f --freq 60` (boards/sweeps/ulx3s-12f.json):
+    # 16x16 is the largest shape tried that fits (17,447 of 24,288 cells) and meets 60 MHz
+    # (85.3 achieved). 60 MHz because 3 Mbaud needs a clock that divides to within 2%: 20
+    # cycles a bit. The sweep ran with these 512 weight words (34 DP16KD at 16x16).
     _from_table(_ulx3s_12f, "ulx3s-12f", _ulx3s("12F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
-    # `python -m boards.sweep --board ulx3s-25f --start 16` (boards/sweeps/ulx3s-25f.json):
-    # the 12F's die, so its 16x16 core, with 1024 weight words: 18,931 of 24,288 cells, 49
-    # of 56 DP16KD, 46.6 MHz achieved; 16x32 needs 33,098 cells and 91 DP16KD.
+    # `python -m boards.sweep --board ulx3s-25f --start 16 --freq 60`
+    # (boards/sweeps/ulx3s-25f.json): the 12F's die, so its 16x16 core, with 1024 weight
+    # words: 17,458 of 24,288 cells, 48 of 56 DP16KD, 79.7 MHz achieved against 60; 16x32
+    # needs 29,728 cells and 90 DP16KD.
     _from_table(_ulx3s_25f, "ulx3s-25f", _ulx3s("25F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-25F: 24K LUT4, 56 DP16KD"),
     # `python -m boards.sweep --board ulx3s-45f --start 16` (boards/sweeps/ulx3s-45f.json):

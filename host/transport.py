@@ -124,14 +124,14 @@ class SimTransport(Transport):
     weights in the UP5K's SPRAMs (:mod:`rtl.spram`, simulated with yosys' model of the
     primitive), as iCE40 boards run it, and ``pe_adder="ccu2c"`` with its PEs on ECP5's carry
     cells (:mod:`rtl.ternary_pe`, yosys' model of ``CCU2C``), as ECP5 boards run it;
-    ``result_register=False`` leaves out the register in front of the result buffer, as iCE40
-    boards do. The first use of a configuration builds it (about 20 s for 16x16)."""
+    ``registered_ports=False`` leaves out the registers in front of the result buffer and the
+    operand memories' read addresses, as iCE40 boards do. The first use of a configuration builds it (about 20 s for 16x16)."""
 
     def __init__(self, *, name: str = "sim", rows: int = 16, cols: int = 16,
                  psum_bits: int = 16, acc_bits: int = 32, weight_words: int = 8192,
                  act_bytes: int = 65536, result_rows: int = 4096, max_payload: int = 1024,
                  frame_timeout: int = 1 << 20, weight_ram: str | None = None,
-                 pe_adder: str | None = None, result_register: bool | None = None,
+                 pe_adder: str | None = None, registered_ports: bool | None = None,
                  progress=None):
         import sys
 
@@ -141,7 +141,7 @@ class SimTransport(Transport):
             rows, cols, psum_width=psum_bits, acc_width=acc_bits, weight_words=weight_words,
             act_bytes=act_bytes, result_rows=result_rows, max_payload=max_payload,
             frame_timeout=frame_timeout, weight_ram=weight_ram, pe_adder=pe_adder,
-            result_register=result_register)
+            registered_ports=registered_ports)
         say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
         try:
             self.proc = verilator_device.spawn(self.config, progress=say)

@@ -157,11 +157,14 @@ class DeviceCore(wiring.Component):
     pe_adder : str
         The PEs' adder (:class:`rtl.ternary_pe.TernaryPE`): "generic", or "ccu2c" (ECP5's
         carry cells with the operand logic inside them) for ECP5 builds.
-    result_register : bool
-        Write result rows into the result buffer from a register, a cycle after they leave the
-        engine (32 flip-flops a column): it cuts the path from the drain through the
-        accumulator into a block RAM, which holds large arrays' clock. A UP5K has no cells to
-        spare for it, and its clock does not need it.
+    registered_ports : bool
+        Drive the memory ports that large arrays spread over many block RAMs from registers:
+        result rows go into the result buffer a cycle after they leave the engine (32
+        flip-flops a column; it cuts the path from the drain through the accumulator into a
+        block RAM), and the operand memories' read addresses are counters of their own rather
+        than base + step (no adder in front of every weight block RAM's address pins). A UP5K
+        has no cells to spare for them (with the address registers its 2x2 core took 5,281
+        cells of 5,280), and its clock does not need them.
     """
 
     def __init__(self, *, rows: int, cols: int, psum_width: int = 16, acc_width: int = 32,
@@ -170,7 +173,7 @@ class DeviceCore(wiring.Component):
                  program_words: int = 64, counter_bits: int = COUNTER_BITS,
                  accumulator_ram_style: str | None = None, weight_ram: str | None = None,
                  program_ram_style: str | None = None, pe_adder: str = "generic",
-                 result_register: bool = True):
+                 registered_ports: bool = True):
         if weight_ram not in (None, "spram"):
             raise ValueError(f"weight_ram must be None or 'spram', not {weight_ram!r}")
         if weight_ram == "spram":
@@ -186,7 +189,7 @@ class DeviceCore(wiring.Component):
         self.accumulator_ram_style = accumulator_ram_style
         self.program_ram_style = program_ram_style
         self.pe_adder = pe_adder
-        self.result_register = result_register
+        self.registered_ports = registered_ports
         self.rows, self.cols = rows, cols
         self.psum_width, self.acc_width = psum_width, acc_width
         self.weight_words, self.act_bytes, self.result_rows = weight_words, act_bytes, result_rows
@@ -710,11 +713,30 @@ class DeviceCore(wiring.Component):
         # (BAD_SPLIT, BAD_SWEEP), so no counter below can overflow.
         w_base = Signal(range(self.weight_words))
         a_base = Signal(range(self.act_bytes))
-        # The read addresses, base + step of the token, kept as registers beside the bases:
-        # an adder in front of the address pins of every block RAM of the weight memory (147
-        # on the ULX3S-85F) would lengthen a path that is mostly routing already.
+        # The read addresses are base + step of the token. With ``registered_ports`` they are
+        # registers of their own, moved on with the step: an adder in front of the address
+        # pins of every block RAM of the weight memory (147 on the ULX3S-85F) would lengthen
+        # a path that is mostly routing already. Otherwise one step counter and two adders,
+        # which take fewer of a UP5K's cells.
         w_addr = Signal.like(weight_r.addr)
         a_addr = Signal.like(act_r.addr)
+        if not self.registered_ports:
+            k_glob = Signal(max(len(w_base), len(a_base)))
+            m.d.comb += [w_addr.eq(w_base + k_glob), a_addr.eq(a_base + k_glob)]
+
+        def next_step():
+            if self.registered_ports:
+                m.d.sync += [w_addr.eq(w_addr + 1), a_addr.eq(a_addr + 1)]
+            else:
+                m.d.sync += k_glob.eq(k_glob + 1)
+
+        def first_step(weights, acts):
+            """The addresses of a token's first step (its words and activations start at
+            ``weights`` and ``acts``, which are what w_base and a_base become)."""
+            if self.registered_ports:
+                m.d.sync += [w_addr.eq(weights), a_addr.eq(acts)]
+            else:
+                m.d.sync += k_glob.eq(0)
         tokens_left = Signal(range(self.act_bytes + 1))
         # Where the stream is, as counts of what is left after the current step, so that "last
         # step of a pass" and "last pass of a token" are compares with zero of registers
@@ -773,8 +795,8 @@ class DeviceCore(wiring.Component):
             m.d.sync += s1_valid.eq(active)
             with m.If(active):
                 m.d.sync += [last_flag.eq(is_last), first_flag.eq(in_first),
-                             final_flag.eq(is_final), k_left.eq(k_left - 1),
-                             w_addr.eq(w_addr + 1), a_addr.eq(a_addr + 1)]
+                             final_flag.eq(is_final), k_left.eq(k_left - 1)]
+                next_step()
                 with m.If(is_last):
                     # The first r passes of a token are q + 1 steps long, the rest q.
                     long_next = longs_after != 0
@@ -784,25 +806,25 @@ class DeviceCore(wiring.Component):
                     with m.If(is_final):
                         start_token()
                         next_acts = a_base + split.k
-                        m.d.sync += [w_addr.eq(w_base), a_addr.eq(next_acts),
-                                     tokens_left.eq(tokens_left - 1), a_base.eq(next_acts)]
+                        first_step(w_base, next_acts)
+                        m.d.sync += [tokens_left.eq(tokens_left - 1), a_base.eq(next_acts)]
                         with m.If(tokens_left == 1):
                             m.d.sync += active.eq(0)
         with m.If(load):           # after the updates above: a loaded sweep starts afresh
             m.d.sync += [active.eq(1), w_base.eq(pending.weights), a_base.eq(pending.acts),
-                         tokens_left.eq(pending.tokens), w_addr.eq(pending.weights),
-                         a_addr.eq(pending.acts)]
+                         tokens_left.eq(pending.tokens)]
+            first_step(pending.weights, pending.acts)
             start_token()
 
         # Results: one row per cycle into the result buffer, always ready (full rate). With
-        # ``result_register`` the write is registered: from the drain multiplexer through the
+        # ``registered_ports`` the write is registered: from the drain multiplexer through the
         # accumulator's adder to a block RAM placed far away was the longest path of the
         # ULX3S-85F's 16x32 build (17.2 ns). It lands a cycle after the row leaves the engine,
         # and the controller sees the sequencer idle a cycle after that (``controller.idle``
         # below), so no run ends, and no READ_RESULTS reads, before its last row is written.
         issued_final = active & advance & is_last & is_final
         m.d.comb += engine.result.ready.eq(1)
-        m.d["sync" if self.result_register else "comb"] += [
+        m.d["sync" if self.registered_ports else "comb"] += [
             result_w.addr.eq(result_row),
             result_w.data.eq(engine.result.payload.data.as_value()),
             result_w.en.eq(engine.result.valid),

@@ -44,8 +44,9 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5") -
     not the tests. An iCE40 (the UP5K) has a few thousand logic cells and no LUT RAM: 32-bit
     counters (about 220 cells fewer than 64-bit ones), the accumulator's sums in block RAM,
     half the activation buffer (2 KiB, 4 of the UP5K's 30 EBR; the host splits longer inputs)
-    and the weights in its SPRAMs (1 Mbit, ``rtl.spram``), and no register in front of the result
-    buffer (30 cells more than a UP5K's 5,280 with the 2x2 core). ECP5 PEs use its carry cells
+    and the weights in its SPRAMs (1 Mbit, ``rtl.spram``), and its memory ports not driven from
+    registers (``registered_ports``: with the result register the 2x2 core took 30 cells more
+    than a UP5K's 5,280, with the address registers 1 more). ECP5 PEs use its carry cells
     with the operand logic inside them (``rtl.ternary_pe``: 19 LUT4 sites a PE instead of 26),
     and its control program stays in LUT RAM (``rtl.controller.Controller``)."""
     small = family == "ice40"
@@ -56,7 +57,7 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5") -
                 accumulator_ram_style="block" if small else None,
                 program_ram_style=None if small else "distributed",
                 weight_ram="spram" if small else None,
-                pe_adder="generic" if small else "ccu2c", result_register=not small)
+                pe_adder="generic" if small else "ccu2c", registered_ports=not small)
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,9 @@ _ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=24e6, b
 BOARDS: dict[str, Board] = {b.name: b for b in (
     _ULX3S_85F,
     _ICEBREAKER,
-    # Built: boards/sweeps/ulx3s-12f.json (16x16 at 30 MHz: 51.8 MHz achieved); a weight word
+    # Built: boards/sweeps/ulx3s-12f.json (16x16 at 60 MHz: 85.3 MHz achieved); a weight word
     # (512 bits) is read whole every cycle.
-    Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
+    Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=60e6, baud=3_000_000,
           weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: boards/sweeps/ulx3s-45f.json (16x16 at 30 MHz with 2560 words of 256 trits, the
@@ -126,8 +127,8 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           weight_trits=ULX3S_45F_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
           lut4=43848, bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: boards/sweeps/ulx3s-25f.json (the 12F's 16x16 core with twice its weight words on
-    # the same die: 46.6 MHz achieved, 49 of 56 DP16KD).
-    Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
+    # the same die, at 60 MHz: 79.7 MHz achieved, 48 of 56 DP16KD).
+    Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=60e6, baud=3_000_000,
           weight_trits=1024 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: 16x16 at 96 MHz with 4096 words of 256 trits (101.4 MHz achieved, 133 DP16KD),

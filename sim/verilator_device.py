@@ -24,11 +24,11 @@ def core_config(rows: int = 4, cols: int = 4, *, psum_width: int = 16, acc_width
                 weight_words: int = 4096, act_bytes: int = 16384, result_rows: int = 1024,
                 max_payload: int = 1024, frame_timeout: int = 1 << 14,
                 program_words: int = 64, weight_ram: str | None = None,
-                pe_adder: str | None = None, result_register: bool | None = None,
+                pe_adder: str | None = None, registered_ports: bool | None = None,
                 clock_hz: int = 0) -> dict:
     """The DeviceCore parameters of a simulated device (defaults sized for fast builds);
     ``clock_hz`` is only what INFO reports (0: unknown). ``weight_ram``, ``pe_adder`` and
-    ``result_register`` build the core as a board family does (``sim.boards.core_config``)."""
+    ``registered_ports`` build the core as a board family does (``sim.boards.core_config``)."""
     config = dict(rows=rows, cols=cols, psum_width=psum_width, acc_width=acc_width,
                   weight_words=weight_words, act_bytes=act_bytes, result_rows=result_rows,
                   max_payload=max_payload, frame_timeout=frame_timeout,
@@ -37,8 +37,8 @@ def core_config(rows: int = 4, cols: int = 4, *, psum_width: int = 16, acc_width
         config["weight_ram"] = weight_ram
     if pe_adder is not None:
         config["pe_adder"] = pe_adder
-    if result_register is not None:
-        config["result_register"] = result_register
+    if registered_ports is not None:
+        config["registered_ports"] = registered_ports
     if clock_hz:
         config["clock_hz"] = int(clock_hz)
     return config

@@ -74,9 +74,9 @@ def test_resident_on_the_built_icebreaker_core():
     from boards import board
     b = board("icebreaker")
     core = boards.core_config(b.rows, b.cols, b.weight_words, b.family)
-    assert core["weight_ram"] == "spram" and not core["result_register"]
+    assert core["weight_ram"] == "spram" and not core["registered_ports"]
     options = {k: core[k] for k in ("rows", "cols", "weight_words", "act_bytes", "result_rows",
-                                    "max_payload", "weight_ram", "result_register")}
+                                    "max_payload", "weight_ram", "registered_ports")}
     with open_device("sim", progress=lambda msg: None, **options) as dev:
         r = run_model(TINY, PROMPT, device=dev, max_new_tokens=3)
     up = r.stats["upload"]
