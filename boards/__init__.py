@@ -111,12 +111,12 @@ def _from_table(b: targets.Board, name: str, platform, family: str, **kw) -> Boa
 BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # Measured (boards/sweeps/ulx3s-85f-default.json, `tritium build --board ulx3s-85f`):
     # 16x32 with 2048 words of 512 trits, the goal's 1 Mtrit and the bundled model resident
-    # (2,048 words at 16x32): 29,561 of 83,640 cells, 148 of 208 DP16KD, 0 DSP, 61.4 MHz
-    # achieved against 60 (20 cycles a bit at 3 Mbaud), 2,019 s.
+    # (2,048 words at 16x32): 28,865 of 83,640 cells, 147 of 208 DP16KD, 0 DSP, 79.0 MHz
+    # achieved against 71.875 (the PLL's nearest to 72: 24 cycles a bit at 3 Mbaud), 2,149 s.
     # 32x32 did not finish placement and routing in 60 minutes; the goal, 2048 PEs at
     # 100 MHz (sim.boards' ulx3s-85f-goal), synthesizes as 64x32 to 85% of the LUT4 sites
-    # and 86% of the FF but is not placed, and the drain into the accumulator holds larger
-    # arrays' clock far below 100 MHz (docs/architecture.md, "Boards").
+    # and 86% of the FF but is not placed, and the control paths hold the clock below
+    # 100 MHz (docs/architecture.md, "Boards").
     _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
     # From `python -m boards.sweep --board ulx3s-12f --freq 60` (boards/sweeps/ulx3s-12f.json):
