@@ -162,9 +162,11 @@ class DeviceCore(wiring.Component):
         result rows go into the result buffer a cycle after they leave the engine (32
         flip-flops a column; it cuts the path from the drain through the accumulator into a
         block RAM), and the operand memories' read addresses are counters of their own rather
-        than base + step (no adder in front of every weight block RAM's address pins). A UP5K
-        has no cells to spare for them (with the address registers its 2x2 core took 5,281
-        cells of 5,280), and its clock does not need them.
+        than base + step (no adder in front of every weight block RAM's address pins), a
+        weight word is written from registers a cycle after its last byte, and the engine
+        keeps "drained" in a register in front of its step enable
+        (``rtl.systolic.SystolicArray``). A UP5K has no cells to spare for them (with them its
+        2x2 core took 5,281 of 5,280 cells), and its clock does not need them.
     """
 
     def __init__(self, *, rows: int, cols: int, psum_width: int = 16, acc_width: int = 32,
@@ -258,7 +260,8 @@ class DeviceCore(wiring.Component):
 
         m.submodules.engine = engine = MatrixEngine(
             rows=R, cols=C, psum_width=self.psum_width, acc_width=self.acc_width,
-            accumulator_ram_style=self.accumulator_ram_style, adder=self.pe_adder)
+            accumulator_ram_style=self.accumulator_ram_style, adder=self.pe_adder,
+            drained_register=self.registered_ports)
         m.submodules.sender = sender = FrameSender()
         m.submodules.controller = controller = Controller(
             program_words=self.program_words, params=self.params, init=FIRMWARE.words,
@@ -391,11 +394,12 @@ class DeviceCore(wiring.Component):
         narrow = Signal()           # READ_RESULTS of width 2
 
         weight_write = Signal()         # write shift's word at addr (WRITE_WEIGHTS), then addr += 1
-        m.d.sync += weight_write.eq(0)
-        m.d.comb += [weight_w.addr.eq(addr), weight_w.data.eq(shift[:word_bits]),
-                     weight_w.en.eq(weight_write)]
-        with m.If(weight_write):
-            m.d.sync += addr.eq(addr + 1)
+        if self.registered_ports:
+            m.d.sync += weight_write.eq(0)
+            m.d.comb += [weight_w.addr.eq(addr), weight_w.data.eq(shift[:word_bits]),
+                         weight_w.en.eq(weight_write)]
+            with m.If(weight_write):
+                m.d.sync += addr.eq(addr + 1)
         program_word = Signal(8 * INSTRUCTION_BYTES)
         program_write = Signal()                # write program_word at program_addr
         program_addr = Signal(range(self.program_words))
@@ -576,20 +580,29 @@ class DeviceCore(wiring.Component):
                 with m.Else():
                     m.next = "WRITE_WEIGHTS"
 
-            # Second pass: decode each byte into five 2-bit codes and assemble words. A word
-            # is written in the cycle after its last byte, from ``shift``, ``addr`` and a
-            # register: the weight memory's address and data reach every one of its block
-            # RAMs (147 on the ULX3S-85F), and with the state decode in front of them that was
-            # the 85F's longest path at 72 MHz (15.5 ns, 13.5 of them routing). With one byte
-            # a word the next word is written in the cycle after, at the address moved on.
+            # Second pass: decode each byte into five 2-bit codes and assemble words. With
+            # ``registered_ports`` a word is written in the cycle after its last byte, from
+            # ``shift``, ``addr`` and a register: the weight memory's address and data reach
+            # every one of its block RAMs (147 on the ULX3S-85F), and with the state decode in
+            # front of them that was the 85F's longest path at 72 MHz (15.5 ns, 13.5 of them
+            # routing). With one byte a word the next word is written in the cycle after, at
+            # the address moved on. Otherwise the word is written as its last byte arrives.
             m.d.comb += base3_r.addr.eq(payload_r.data)
             decoded_valid = Signal()
             with m.State("WRITE_WEIGHTS"):
                 m.d.sync += read_ahead + [decoded_valid.eq(pipe_valid)]
                 with m.If(decoded_valid):
-                    m.d.sync += [count.eq(count + 1), shift.eq(Cat(shift[10:], base3_r.data))]
+                    new_shift = Cat(shift[10:], base3_r.data)
+                    m.d.sync += [count.eq(count + 1), shift.eq(new_shift)]
                     with m.If(word_fill == self.word_bytes - 1):
-                        m.d.sync += [word_fill.eq(0), weight_write.eq(1)]
+                        m.d.sync += word_fill.eq(0)
+                        if self.registered_ports:
+                            m.d.sync += weight_write.eq(1)
+                        else:
+                            m.d.comb += [weight_w.addr.eq(addr),
+                                         weight_w.data.eq(new_shift[:word_bits]),
+                                         weight_w.en.eq(1)]
+                            m.d.sync += addr.eq(addr + 1)
                     with m.Else():
                         m.d.sync += word_fill.eq(word_fill + 1)
                 with m.If(count == limit):

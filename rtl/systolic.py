@@ -54,6 +54,10 @@ class SystolicArray(wiring.Component):
         Width of each PE's partial sum; bounds the length of a pass.
     adder : str
         The PEs' adder (:class:`TernaryPE`): ``"generic"``, or ``"ccu2c"`` for ECP5 builds.
+    drained_register : bool
+        Keep "the previous pass is drained" in a register rather than compare the drain
+        counter with zero in front of the step enable (the same behaviour; large arrays'
+        clock wants it, a UP5K's cells do not).
 
     Members
     -------
@@ -67,8 +71,9 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, act_width: int = 8, psum_width: int = 16,
-                 adder: str = "generic"):
+                 adder: str = "generic", drained_register: bool = True):
         self.adder = TernaryPE.check_adder(adder)     # refused now, not at elaboration
+        self.drained_register = drained_register
         if rows < 1 or cols < 1:
             raise ValueError(f"the array needs at least one row and column, not {rows}x{cols}")
         self.rows, self.cols = rows, cols
@@ -89,10 +94,12 @@ class SystolicArray(wiring.Component):
         drain_final = Signal()
 
         # A step needs both operands; the capturing step also needs the result registers free.
-        # ``drained`` is ``drain_left == 0`` as a register of its own (set below with the
-        # counter): the step enable reaches every PE and, in the core, the operand memories'
-        # read enables, so no compare sits in front of it.
+        # With ``drained_register``, ``drain_left == 0`` is a register of its own (set below
+        # with the counter): the step enable reaches every PE and, in the core, the operand
+        # memories' read enables, so no compare sits in front of it.
         drained = Signal(init=1)
+        if not self.drained_register:
+            drained = drain_left == 0
         may_step = ~self.act.payload.last | drained
         step = Signal()
         capture = Signal()
@@ -134,8 +141,9 @@ class SystolicArray(wiring.Component):
         with m.If(result.valid & result.ready):
             m.d.sync += result.valid.eq(0)
         with m.If(take_row):
+            if self.drained_register:
+                m.d.sync += drained.eq(drain_left == 1)
             m.d.sync += [
-                drained.eq(drain_left == 1),
                 result.valid.eq(1),
                 result.payload.row.eq(drain_row),
                 result.payload.first_chunk.eq(drain_first),
@@ -148,8 +156,9 @@ class SystolicArray(wiring.Component):
                 column = Array(results[r][c] for r in range(rows))
                 m.d.sync += result.payload.data[c].eq(column[drain_row])
         with m.If(capture):     # only when drain_left == 0, so no conflict with the above
+            if self.drained_register:
+                m.d.sync += drained.eq(0)
             m.d.sync += [
-                drained.eq(0),
                 drain_left.eq(rows),
                 drain_row.eq(0),
                 drain_first.eq(self.act.payload.first_chunk),
@@ -171,9 +180,10 @@ class MatrixEngine(wiring.Component):
 
     def __init__(self, *, rows: int, cols: int, act_width: int = 8, psum_width: int = 16,
                  acc_width: int = 32, accumulator_ram_style: str | None = None,
-                 adder: str = "generic"):
+                 adder: str = "generic", drained_register: bool = True):
         self.array = SystolicArray(rows=rows, cols=cols, act_width=act_width,
-                                   psum_width=psum_width, adder=adder)
+                                   psum_width=psum_width, adder=adder,
+                                   drained_register=drained_register)
         self.accumulator = ResultAccumulator(rows=rows, cols=cols, psum_width=psum_width,
                                              acc_width=acc_width,
                                              ram_style=accumulator_ram_style)
