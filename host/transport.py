@@ -124,8 +124,9 @@ class SimTransport(Transport):
     weights in the UP5K's SPRAMs (:mod:`rtl.spram`, simulated with yosys' model of the
     primitive), as iCE40 boards run it, and ``pe_adder="ccu2c"`` with its PEs on ECP5's carry
     cells (:mod:`rtl.ternary_pe`, yosys' model of ``CCU2C``), as ECP5 boards run it;
-    ``registered_ports=False`` leaves out the registers in front of the result buffer and the
-    operand memories' read addresses, as iCE40 boards do. The first use of a configuration builds it (about 20 s for 16x16)."""
+    ``registered_ports=False`` leaves out the registers large ECP5 arrays put in front of their
+    memory ports and step enable (:class:`rtl.core.DeviceCore`), as iCE40 boards do. The first
+    use of a configuration builds it (about 20 s for 16x16)."""
 
     def __init__(self, *, name: str = "sim", rows: int = 16, cols: int = 16,
                  psum_bits: int = 16, acc_bits: int = 32, weight_words: int = 8192,

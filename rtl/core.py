@@ -393,8 +393,8 @@ class DeviceCore(wiring.Component):
         words_refused = Signal()    # WRITE_WEIGHTS: no whole word, or words beyond the memory
         narrow = Signal()           # READ_RESULTS of width 2
 
-        weight_write = Signal()         # write shift's word at addr (WRITE_WEIGHTS), then addr += 1
         if self.registered_ports:
+            weight_write = Signal()     # write shift's word at addr (WRITE_WEIGHTS), then addr += 1
             m.d.sync += weight_write.eq(0)
             m.d.comb += [weight_w.addr.eq(addr), weight_w.data.eq(shift[:word_bits]),
                          weight_w.en.eq(weight_write)]

@@ -12,11 +12,12 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from firmware.isa import Param
+from firmware.isa import param_values
 from firmware.programs import FIRMWARE
 from rtl.controller import Controller
 from rtl.synth import NO_RW_CHECK, synthesize
 from sim.boards import core_config
+from sim.numerics import max_exact_k
 
 WIDTH, DEPTH = 36, 256
 
@@ -55,9 +56,9 @@ def test_ecp5_control_program_stays_in_lut_ram():
     for LUT RAM (``sim.boards.core_config``)."""
     config = core_config(2, 2, 64, "ecp5")
     style = config["program_ram_style"]
-    params = {Param.ROWS: 2, Param.COLS: 2, Param.PES: 4, Param.WEIGHT_WORDS: 64,
-              Param.ACT_BYTES: 4096, Param.RESULT_ROWS: 64, Param.PASS_K_MAX: 255,
-              Param.K_MAX: 1 << 24}
+    params = param_values(rows=2, cols=2, weight_words=config["weight_words"],
+                          act_bytes=config["act_bytes"], result_rows=config["result_rows"],
+                          pass_k_max=max_exact_k(16), k_max=max_exact_k(32))
     cells = {s: synthesize(Controller(program_words=config["program_words"], params=params,
                                       init=FIRMWARE.words, program_ram_style=s), "ecp5")["cells"]
              for s in (None, style)}
