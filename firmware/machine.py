@@ -14,7 +14,9 @@ registered before it is saturated), branches and LOOP (the decision is registere
 a taken branch and for LOOP (the fetch stage refills at the target, or at the body once the
 loop's registers are set), ``bits + 1`` more for a division (DIVU, REMU:
 the divider takes a quotient bit per cycle) and ``bits + 2`` for SPLIT (its division, then the
-pass-length check), and one to finish (HALT, FAIL or a fault). Waits are not counted: SPLIT,
+pass-length check), and one to finish (HALT, FAIL or a fault). A SPLIT refused for its K or n
+takes one cycle, or with ``registered_checks`` (the controller's, as ECP5 builds have it) the
+cycles of a SPLIT that runs; a faulting SWEEP one, or with them two. Waits are not counted: SPLIT,
 SETR, HALT and FAIL wait for the sequencer to go idle and SWEEP for it to take the sweep. A
 sweep issued from a one-instruction ``LOOP`` body follows the previous one without a gap, so the
 array's cycle counters equal the cycle model of the concatenated passes.
@@ -77,10 +79,11 @@ def chunk_split(k: int, n: int, k_max: int, pass_k_max: int) -> Split | None:
 
 
 def run(program, entry: int, args, params: dict[Param, int],
-        max_steps: int = 10_000_000) -> Outcome:
+        max_steps: int = 10_000_000, registered_checks: bool = True) -> Outcome:
     """Execute ``program`` (a sequence of 32-bit words; its length is the program memory's
     depth) from ``entry`` with ``args`` in r0.. (at most six), on registers as wide as
-    ``isa.register_bits(params)``."""
+    ``isa.register_bits(params)``. ``registered_checks`` is the controller's
+    (``rtl.controller.Controller``); it changes only the cycles of a faulting SPLIT or SWEEP."""
     bits = register_bits(params)
 
     def saturate_reg(v: int) -> int:
@@ -161,17 +164,20 @@ def run(program, entry: int, args, params: dict[Param, int],
             split = chunk_split(a, b, split_k_limit(params), params[Param.PASS_K_MAX])
             cost += division + 1
             if split is None:
-                # K or n out of range is seen at once; passes too long only after the division
+                # Passes too long are seen after the division; K or n out of range at once,
+                # or with registered_checks after the division too
                 early = a == 0 or a > split_k_limit(params) or b == 0 or b > a
-                return fault(Fault.BAD_SPLIT, pc, 1 if early else cost)
+                return fault(Fault.BAD_SPLIT, pc, 1 if early and not registered_checks else cost)
             out.events.append(split)
         elif op is Op.SETR:
             out.events.append(SetResults(a))
         elif op is Op.SWEEP:
+            # with registered_checks a SWEEP's fault is recorded a cycle after its checks
+            spent = 2 if registered_checks else 1
             if split is None:
-                return fault(Fault.NO_SPLIT, pc)
+                return fault(Fault.NO_SPLIT, pc, spent)
             if b == 0 or b > params[Param.ACT_BYTES]:
-                return fault(Fault.BAD_SWEEP, pc)
+                return fault(Fault.BAD_SWEEP, pc, spent)
             out.events.append(Sweep(regs[ins.rd], a, b, split))
             regs[ins.rd] = saturate_reg(regs[ins.rd] + split.k)
         elif op is Op.HALT:

@@ -43,6 +43,15 @@ class Controller(wiring.Component):
         The program memory's ``ram_style`` for yosys (synthesis only): "distributed" keeps it
         in LUT RAM on ECP5, where yosys otherwise may pick a block RAM, whose 5.8 ns
         clock-to-out starts the operand read; None lets the tools choose.
+    registered_checks : bool
+        Keep the operand checks and the instruction decode off the control's longest paths
+        (ECP5 builds, and simulation): SPLIT's checks of K and n wait for its division, a
+        SWEEP's checks gate only its sweep and the next state (its fault is recorded a cycle
+        later), and whether LI, CFG, SETR and SWEEP retire at once is decoded as they are
+        fetched. A faulting SWEEP then takes a cycle more and a SPLIT refused for K or n the
+        cycles of its division (``firmware.machine.run``'s ``registered_checks``); nothing
+        else changes. The 16x16 ULX3S-12F build went from 88.6 to 94.3 MHz. Off on iCE40: the
+        UP5K's 2x2 core, at 5,209 to 5,255 of its 5,280 cells, overflowed it by up to 188.
 
     Members
     -------
@@ -64,12 +73,13 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, *, program_words: int, params: dict, init=(),
-                 program_ram_style: str | None = None):
+                 program_ram_style: str | None = None, registered_checks: bool = True):
         if len(init) > program_words:
             raise ValueError(f"the initial program has {len(init)} words, more than the "
                              f"{program_words}-word program memory")
         self.program_words = program_words
         self.program_ram_style = program_ram_style
+        self.registered_checks = registered_checks
         self.params = {Param(k): int(v) for k, v in params.items()}
         missing = set(Param) - set(self.params)
         if missing:
@@ -155,6 +165,11 @@ class Controller(wiring.Component):
         redirect_at_end = Signal()          # at_loop_end after the redirect of this cycle
         loop_back = at_loop_end & ~last_pass
         shift = Signal()        # ``ins`` retires: the word on the read port replaces it
+        # With ``registered_checks``, whether ``ins`` retires in its first cycle, decoded as it
+        # is fetched: the decoder in front of ``shift`` (the program port's enable, and every
+        # fetch register's) was the longest path once the operand checks were off it. LI and a
+        # known CFG retire at once, SETR once the sequencer is idle, SWEEP once it takes it.
+        ins_retires, ins_is_setr, ins_is_sweep = Signal(), Signal(), Signal()
         redirect = Signal()     # continue at ``jump_to``: the word on the read port is dropped
         jump_to = Signal(len(imm) + 1)      # a branch's or LOOP's target, registered with
         jump_ok = Signal()                  # whether it lies in program memory
@@ -172,6 +187,11 @@ class Controller(wiring.Component):
             m.d.sync += [next_pc.eq(jump_to), at_loop_end.eq(redirect_at_end)]
         with m.Elif(shift):
             word = INSTRUCTION_LAYOUT(read.data)
+            if self.registered_checks:
+                known_cfg = Cat(word.imm == param for param in self.params).any()
+                m.d.sync += [ins_retires.eq((word.op == Op.LI) | ((word.op == Op.CFG) & known_cfg)),
+                             ins_is_setr.eq(word.op == Op.SETR),
+                             ins_is_sweep.eq(word.op == Op.SWEEP)]
             m.d.sync += [ins.as_value().eq(read.data), pc.eq(next_pc), next_pc.eq(following),
                          ins_ended_loop.eq(at_loop_end & ~loop_back),
                          a.eq(operand(word.ra)), b.eq(operand(word.rb)), d.eq(operand(word.rd))]
@@ -237,6 +257,17 @@ class Controller(wiring.Component):
                 m.d.comb += shift.eq(1)
                 m.next = "RUN"
 
+        def retire_decoded():
+            """:func:`retire` for LI, CFG, SETR and SWEEP with ``registered_checks``: their
+            ``shift`` comes from the flags decoded at fetch (after the FSM below), not from
+            this case's own conditions."""
+            with m.If(next_pc >= depth):
+                fault(Fault.PC_OUT_OF_RANGE)
+            with m.Else():
+                m.next = "RUN"
+
+        retire_at_once = retire_decoded if self.registered_checks else retire
+
         m.d.comb += [self.status.eq(status), self.fault_pc.eq(fault_pc),
                      self.fault_cause.eq(fault_cause), self.results.eq(a)]
 
@@ -246,10 +277,13 @@ class Controller(wiring.Component):
         div_dest = Signal(range(REGISTERS))
         div_rem = Signal()
         split_too_long = Signal()
+        split_args_bad = Signal()   # SPLIT: K or n out of range, registered as the division starts
+        sweep_fault_pc = Signal.like(pc)    # SWEEP: where it is and the fault it would be,
+        sweep_fault = Signal(Fault)         # recorded in SWEEP_FAULT if its checks fail
         taken = Signal()            # BRANCH: the branch is taken / the LOOP skips its body
         taking_loop = Signal()      # BRANCH: the instruction is a LOOP
 
-        with m.FSM(name="control"):
+        with m.FSM(name="control") as control:
             with m.State("STOPPED"):
                 m.d.comb += stopped.eq(1)
                 with m.If(self.start):
@@ -269,7 +303,7 @@ class Controller(wiring.Component):
                 with m.Switch(ins.op):
                     with m.Case(Op.LI):
                         write(ins.rd, clamped(Cat(imm, ins.rb, ins.ra)))
-                        retire()
+                        retire_at_once()
                     # Arithmetic takes two cycles: the sum is registered, then saturated and
                     # written, so the adder and the saturation are not one long path.
                     with m.Case(Op.ADD):
@@ -295,7 +329,7 @@ class Controller(wiring.Component):
                             for param, value in params.items():
                                 with m.Case(param):
                                     write(ins.rd, min(value, reg_max))
-                                    retire()
+                                    retire_at_once()
                             with m.Default():
                                 fault(Fault.ILLEGAL_INSTRUCTION)
                     with m.Case(Op.BEQ, Op.BNE, Op.BLTU, Op.BGEU, Op.LOOP):
@@ -328,33 +362,63 @@ class Controller(wiring.Component):
                             m.d.sync += taking_loop.eq(0)
                             m.next = "BRANCH"
                     with m.Case(Op.SPLIT):
+                        args_bad = (a == 0) | (a > split_k_limit(params)) | (b == 0) | (b > a)
                         with m.If(self.idle):
-                            with m.If((a == 0) | (a > split_k_limit(params)) | (b == 0) |
-                                      (b > a)):
-                                fault(Fault.BAD_SPLIT)
-                            with m.Else():
+                            if self.registered_checks:
+                                # The division starts whatever K and n are and their checks
+                                # wait for SPLIT_CHECK: compares of two registers in front of
+                                # the fault registers and the divider's start were the longest
+                                # path.
                                 m.d.comb += [divider.start.eq(1), divider.dividend.eq(a),
                                              divider.divisor.eq(b)]
                                 m.d.sync += [dividend_k.eq(a), divisor_n.eq(b),
-                                             split_valid.eq(0)]
+                                             split_valid.eq(0), split_args_bad.eq(args_bad)]
                                 m.next = "SPLIT"
+                            else:
+                                with m.If(args_bad):
+                                    fault(Fault.BAD_SPLIT)
+                                with m.Else():
+                                    m.d.comb += [divider.start.eq(1), divider.dividend.eq(a),
+                                                 divider.divisor.eq(b)]
+                                    m.d.sync += [dividend_k.eq(a), divisor_n.eq(b),
+                                                 split_valid.eq(0)]
+                                    m.next = "SPLIT"
                     with m.Case(Op.SETR):
                         with m.If(self.idle):
                             m.d.comb += self.set_results.eq(1)
-                            retire()
+                            retire_at_once()
                     with m.Case(Op.SWEEP):
-                        with m.If(~split_valid):
-                            fault(Fault.NO_SPLIT)
-                        with m.Elif((b == 0) | (b > params[Param.ACT_BYTES])):
-                            fault(Fault.BAD_SWEEP)
-                        with m.Else():
-                            m.d.comb += [self.sweep.valid.eq(1),
-                                         self.sweep.payload.weights.eq(d),
-                                         self.sweep.payload.acts.eq(a),
-                                         self.sweep.payload.tokens.eq(b)]
+                        too_many = b > params[Param.ACT_BYTES]      # tokens for the buffer
+                        sweep = [self.sweep.payload.weights.eq(d),
+                                 self.sweep.payload.acts.eq(a),
+                                 self.sweep.payload.tokens.eq(b)]
+                        if self.registered_checks:
+                            # Only the sweep's valid and the next state wait for the checks:
+                            # the register write and the fetch go ahead with the sweep's
+                            # ready, and a faulting SWEEP is recorded a cycle later
+                            # (SWEEP_FAULT), so no compare sits in front of the register file
+                            # or the fault registers. What a faulting SWEEP writes into a
+                            # register is never read: the program has ended.
+                            bad = ~split_valid | (b == 0) | too_many
+                            m.d.comb += [self.sweep.valid.eq(~bad), *sweep]
+                            m.d.sync += [sweep_fault_pc.eq(pc),
+                                         sweep_fault.eq(Mux(split_valid, Fault.BAD_SWEEP,
+                                                            Fault.NO_SPLIT))]
                             with m.If(self.sweep.ready):
                                 write(ins.rd, saturated(sweep_next))
-                                retire()
+                                retire_at_once()
+                            with m.If(bad):
+                                m.next = "SWEEP_FAULT"
+                        else:
+                            with m.If(~split_valid):
+                                fault(Fault.NO_SPLIT)
+                            with m.Elif((b == 0) | too_many):
+                                fault(Fault.BAD_SWEEP)
+                            with m.Else():
+                                m.d.comb += [self.sweep.valid.eq(1), *sweep]
+                                with m.If(self.sweep.ready):
+                                    write(ins.rd, saturated(sweep_next))
+                                    retire_at_once()
                     with m.Case(Op.HALT):
                         m.next = "FINISH"
                     with m.Case(Op.FAIL):
@@ -404,7 +468,10 @@ class Controller(wiring.Component):
                         (q > limit) | ((q == limit) & (divider.remainder != 0)))
                     m.next = "SPLIT_CHECK"
             with m.State("SPLIT_CHECK"):
-                with m.If(split_too_long):
+                too_long = split_too_long
+                if self.registered_checks:
+                    too_long = split_args_bad | split_too_long
+                with m.If(too_long):
                     fault(Fault.BAD_SPLIT)
                 with m.Else():
                     m.d.sync += [self.split.k.eq(dividend_k), self.split.n.eq(divisor_n),
@@ -412,9 +479,22 @@ class Controller(wiring.Component):
                                  self.split.r.eq(divider.remainder), split_valid.eq(1)]
                     retire()
 
+            if self.registered_checks:
+                with m.State("SWEEP_FAULT"):
+                    m.d.sync += [fault_pc.eq(sweep_fault_pc), fault_cause.eq(sweep_fault),
+                                 status.eq(Status.PROGRAM_FAULT)]
+                    m.next = "FINISH"
+
             # The response goes out once everything issued has finished.
             with m.State("FINISH"):
                 with m.If(self.idle):
                     m.d.comb += self.done.eq(1)
                     m.next = "STOPPED"
+
+        if self.registered_checks:
+            # RUN's retirements (retire_decoded), from the flags decoded at fetch.
+            with m.If(control.ongoing("RUN") & (next_pc < depth) &
+                      (ins_retires | (ins_is_setr & self.idle) |
+                       (ins_is_sweep & self.sweep.ready))):
+                m.d.comb += shift.eq(1)
         return m

@@ -165,8 +165,9 @@ class DeviceCore(wiring.Component):
         than base + step (no adder in front of every weight block RAM's address pins), a
         weight word is written from registers a cycle after its last byte, and the engine
         keeps "drained" in a register in front of its step enable
-        (``rtl.systolic.SystolicArray``). A UP5K has no cells to spare for them (with them its
-        2x2 core took 5,281 of 5,280 cells), and its clock does not need them.
+        (``rtl.systolic.SystolicArray``); the controller's ``registered_checks`` go with them.
+        A UP5K has no cells to spare for them (with them its 2x2 core took 5,281 of 5,280
+        cells), and its clock does not need them.
     """
 
     def __init__(self, *, rows: int, cols: int, psum_width: int = 16, acc_width: int = 32,
@@ -265,7 +266,7 @@ class DeviceCore(wiring.Component):
         m.submodules.sender = sender = FrameSender()
         m.submodules.controller = controller = Controller(
             program_words=self.program_words, params=self.params, init=FIRMWARE.words,
-            program_ram_style=self.program_ram_style)
+            program_ram_style=self.program_ram_style, registered_checks=self.registered_ports)
         wiring.connect(m, sender.tx, wiring.flipped(self.tx))
 
         counters = {name: Signal(self.counter_bits, name=f"count_{name}")

@@ -30,8 +30,10 @@ PARAMS = {Param.ROWS: 2, Param.COLS: 3, Param.PES: 6, Param.WEIGHT_WORDS: 300,
 class ControllerBench:
     """One program in the controller: run it once per argument set, record what it does."""
 
-    def __init__(self, words, seed: int, ready_p: float = 0.6, busy_cycles: int = 3):
-        self.dut = Controller(program_words=DEPTH, params=PARAMS, init=list(words))
+    def __init__(self, words, seed: int, ready_p: float = 0.6, busy_cycles: int = 3,
+                 registered_checks: bool = True):
+        self.dut = Controller(program_words=DEPTH, params=PARAMS, init=list(words),
+                              registered_checks=registered_checks)
         self.rng = random.Random(seed)
         self.ready_p, self.busy_cycles = ready_p, busy_cycles
 
@@ -90,8 +92,8 @@ def expected(words, entry, args):
     return out.status, events, fault
 
 
-def check(words, runs, seed):
-    got = ControllerBench(words, seed).run(runs)
+def check(words, runs, seed, registered_checks=True):
+    got = ControllerBench(words, seed, registered_checks=registered_checks).run(runs)
     for (entry, args), (status, events, fault, _) in zip(runs, got):
         want_status, want_events, want_fault = expected(words, entry, args)
         where = f"entry {entry} args {args}"
@@ -101,13 +103,15 @@ def check(words, runs, seed):
             assert fault == want_fault, where
 
 
-def check_cycles(words, entry, args, seed):
+def check_cycles(words, entry, args, seed, registered_checks=True):
     """With a sequencer that never holds it up (always ready, always idle), the controller
     takes ``machine.Outcome.cycles`` from start to done."""
-    bench = ControllerBench(words, seed=seed, ready_p=1.0, busy_cycles=0)
+    bench = ControllerBench(words, seed=seed, ready_p=1.0, busy_cycles=0,
+                            registered_checks=registered_checks)
     (status, _, _, cycles), = bench.run([(entry, args)])
     program = list(words) + [0] * (DEPTH - len(words))
-    want = machine.run(program, entry, args, PARAMS, max_steps=5000)
+    want = machine.run(program, entry, args, PARAMS, max_steps=5000,
+                       registered_checks=registered_checks)
     assert status is want.status, (seed, words)
     assert cycles == want.cycles, (seed, want.status, want.fault, words)
 
@@ -147,6 +151,9 @@ def test_linear_program_matches_machine():
     ("LI r0, 4\nLI r1, 2\nSPLIT r0, r1\nLI r1, 501\nSWEEP r0, r0, r1\nHALT",
      Fault.BAD_SWEEP),                                                  # M > act_bytes
     ("LI r0, 4\nLI r1, 2\nSPLIT r0, r1\nLI r1, 500\nSWEEP r0, r0, r1\nHALT", None),
+    # SETR right after a SWEEP waits for the sequencer to finish it, then moves the pointer
+    ("LI r0, 4\nLI r1, 2\nSPLIT r0, r1\nSWEEP r0, r0, r1\nSETR r1\nSWEEP r0, r0, r1\nHALT",
+     None),
     ("LI r0, 1\nADD r0, r0, r0", Fault.PC_OUT_OF_RANGE),              # runs off the end
     ("LI r0, 2\nLOOP r0, 90\nADDI r1, r1, 1", Fault.PC_OUT_OF_RANGE),  # a body past the end
     ("LI r0, 0\nLOOP r0, 70\nHALT", Fault.PC_OUT_OF_RANGE),           # skip past the end
@@ -163,7 +170,8 @@ def test_linear_program_matches_machine():
     ("LI r0, 3\nLI r1, 1\nLOOP r0, e\nBEQ r0, r0, e\nADDI r1, r1, 1\ne: SETR r1\n"
      "ADDI r1, r1, 2\nHALT", None),
 ])
-def test_endings_match_machine(text, cause):
+@pytest.mark.parametrize("registered_checks", [True, False])
+def test_endings_match_machine(text, cause, registered_checks):
     words = assemble(text).words
     entry = 0
     if "HALT" not in text:      # place it at the very end of memory, to run off it
@@ -174,8 +182,8 @@ def test_endings_match_machine(text, cause):
         assert want[0] is Status.PROGRAM_FAULT and want[2][1] is cause
     else:
         assert want[0] is not Status.PROGRAM_FAULT
-    check(words, [(entry, ())], seed=2)
-    check_cycles(words, entry, (), seed=2)
+    check(words, [(entry, ())], seed=2, registered_checks=registered_checks)
+    check_cycles(words, entry, (), seed=2, registered_checks=registered_checks)
 
 
 def test_illegal_instructions_fault():
@@ -237,12 +245,14 @@ def random_cases(rng: random.Random, n: int, longest: int, split_every: int = 1)
     return cases
 
 
-def test_random_programs_match_machine():
+@pytest.mark.parametrize("registered_checks", [True, False])
+def test_random_programs_match_machine(registered_checks):
     for i, (words, args) in enumerate(random_cases(random.Random(9), 60, 20, split_every=2)):
-        check(words, [(0, args)], seed=i)
+        check(words, [(0, args)], seed=i, registered_checks=registered_checks)
 
 
-def test_control_cycles_match_machine():
+@pytest.mark.parametrize("registered_checks", [True, False])
+def test_control_cycles_match_machine(registered_checks):
     """Start to done, with a sequencer that never holds the controller up, takes the cycles
     ``machine.Outcome.cycles`` counts: the shipped program on random shapes and bounds
     failures and random programs, faults included (the hand-written endings check theirs in
@@ -257,4 +267,4 @@ def test_control_cycles_match_machine():
     cases.append((FIRMWARE.words, a.entry, a.args))
     cases += [(words, 0, args) for words, args in random_cases(rng, 26, 16)]
     for i, (words, entry, args) in enumerate(cases):
-        check_cycles(words, entry, args, seed=i)
+        check_cycles(words, entry, args, seed=i, registered_checks=registered_checks)
