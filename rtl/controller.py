@@ -50,7 +50,7 @@ class Controller(wiring.Component):
         later), and whether LI, CFG, SETR and SWEEP retire at once is decoded as they are
         fetched. A faulting SWEEP then takes a cycle more and a SPLIT refused for K or n the
         cycles of its division (``firmware.machine.run``'s ``registered_checks``); nothing
-        else changes. The 16x16 ULX3S-12F build went from 88.6 to 94.3 MHz. Off on iCE40: the
+        else changes. The 16x16 ULX3S-12F build went from 87.2 to 94.3 MHz. Off on iCE40: the
         UP5K's 2x2 core, at 5,209 to 5,255 of its 5,280 cells, overflowed it by up to 188.
 
     Members
