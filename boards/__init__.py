@@ -119,16 +119,17 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # 100 MHz (docs/architecture.md, "Boards").
     _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
-    # From `python -m boards.sweep --board ulx3s-12f --freq 60` (boards/sweeps/ulx3s-12f.json):
-    # 16x16 is the largest shape tried that fits (17,447 of 24,288 cells) and meets 60 MHz
-    # (85.3 achieved). 60 MHz because 3 Mbaud needs a clock that divides to within 2%: 20
-    # cycles a bit. The sweep ran with these 512 weight words (34 DP16KD at 16x16).
+    # From `python -m boards.sweep --board ulx3s-12f --freq 84` (boards/sweeps/ulx3s-12f.json):
+    # 16x16 is the largest shape tried that fits (16,980 of 24,288 cells; 16x32 needs 28,737
+    # and 62 DP16KD) and meets 84.375 MHz, the PLL's nearest to 84 (90.0 achieved); 3 Mbaud
+    # needs a clock that divides to within 2%: 28 cycles a bit, 0.4% slow. The sweep ran
+    # with these 512 weight words (34 DP16KD at 16x16).
     _from_table(_ulx3s_12f, "ulx3s-12f", _ulx3s("12F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
-    # `python -m boards.sweep --board ulx3s-25f --start 16 --freq 60`
+    # `python -m boards.sweep --board ulx3s-25f --start 16 --freq 84`
     # (boards/sweeps/ulx3s-25f.json): the 12F's die, so its 16x16 core, with 1024 weight
-    # words: 17,458 of 24,288 cells, 48 of 56 DP16KD, 79.7 MHz achieved against 60; 16x32
-    # needs 29,728 cells and 90 DP16KD.
+    # words: 16,977 of 24,288 cells, 48 of 56 DP16KD, 92.8 MHz achieved against 84.375; 16x32
+    # needs 28,938 cells and 90 DP16KD.
     _from_table(_ulx3s_25f, "ulx3s-25f", _ulx3s("25F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-25F: 24K LUT4, 56 DP16KD"),
     # `python -m boards.sweep --board ulx3s-45f --start 16` (boards/sweeps/ulx3s-45f.json):
@@ -138,9 +139,9 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # 3 Mbaud), so the default keeps the memory.
     _from_table(_ulx3s_45f, "ulx3s-45f", _ulx3s("45F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-45F: 44K LUT4, 108 DP16KD"),
-    # The 12F's 16x16 core on the ECPIX-5's faster part, with 4096 weight words (the bundled
-    # model resident) and the FT2232H's UART at 12 Mbaud, 8 cycles a bit at 96 MHz
-    # (boards/sweeps/ecpix5-85f.json): 18,125 cells, 133 of 208 DP16KD, 101.4 MHz achieved
+    # The ULX3S-85F's 16x32 core with 2048 weight words (the bundled model resident) on the
+    # ECPIX-5's faster part, and the FT2232H's UART at 12 Mbaud, 8 cycles a bit at 96 MHz
+    # (boards/sweeps/ecpix5-85f.json): 28,708 cells, 147 of 208 DP16KD, 118.9 MHz achieved
     # against 96; docs/architecture.md, "Boards".
     _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5",
                 programmers=(("openFPGALoader", "--board", "ecpix5"),),

@@ -33,8 +33,8 @@ UART_BITS_PER_BYTE = 10
 BRIDGE_ANSWER_SECONDS = {"FT231X": 1e-3, "FT2232H": 1e-3, "FT232H": 1e-3, "adapter": 1e-3}
 #: trits the UP5K's four SPRAMs of 256 kbit hold
 SPRAM_TRITS = SPRAMS * SPRAM_DEPTH * SPRAM_WIDTH // TRIT_BITS
-#: weight memory depth of the ECPIX-5 build (words of 16x16 trits)
-ECPIX5_WORDS = 4096
+#: weight memory depth of the ECPIX-5 build (words of 16x32 trits)
+ECPIX5_WORDS = 2048
 #: weight memory depth of the ULX3S-45F build: the bundled model's words at 16x16
 ULX3S_45F_WORDS = 2560
 
@@ -117,9 +117,10 @@ _ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=24e6, b
 BOARDS: dict[str, Board] = {b.name: b for b in (
     _ULX3S_85F,
     _ICEBREAKER,
-    # Built: boards/sweeps/ulx3s-12f.json (16x16 at 60 MHz: 85.3 MHz achieved); a weight word
-    # (512 bits) is read whole every cycle.
-    Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=60e6, baud=3_000_000,
+    # Built: boards/sweeps/ulx3s-12f.json (16x16 at 84.375 MHz, the PLL's nearest to 84: 90.0
+    # MHz achieved; 28 cycles a bit at 3 Mbaud, 0.4% slow); a weight word (512 bits) is read
+    # whole every cycle.
+    Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=84.375e6, baud=3_000_000,
           weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: boards/sweeps/ulx3s-45f.json (16x16 at 30 MHz with 2560 words of 256 trits, the
@@ -128,21 +129,22 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           weight_trits=ULX3S_45F_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
           lut4=43848, bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: boards/sweeps/ulx3s-25f.json (the 12F's 16x16 core with twice its weight words on
-    # the same die, at 60 MHz: 79.7 MHz achieved, 48 of 56 DP16KD).
-    Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=60e6, baud=3_000_000,
+    # the same die, at 84.375 MHz as the 12F: 92.8 MHz achieved, 48 of 56 DP16KD).
+    Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=84.375e6, baud=3_000_000,
           weight_trits=1024 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
-    # Built: 16x16 at 96 MHz with 4096 words of 256 trits (101.4 MHz achieved, 133 DP16KD),
+    # Built: 16x32 at 96 MHz with 2048 words of 512 trits (118.9 MHz achieved, 147 DP16KD),
     # which hold the bundled model resident (docs/architecture.md, "Boards"). The FT2232H's
     # UART goes up to 12 Mbaud (its 120 MHz clock over 10), which 96 MHz divides exactly: 8
     # cycles a bit.
-    Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=16, clock_hz=96e6, baud=12_000_000,
-          weight_trits=ECPIX5_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
+    Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=32, clock_hz=96e6, baud=12_000_000,
+          weight_trits=ECPIX5_WORDS * 512, memory_bits_per_cycle=1024, basis="measured",
           lut4=83640, bridge="FT2232H", note="FT2232H bridge at 12 Mbaud"),
-    # Built: boards/sweeps/orangecrab-85f.json. The ULX3S-85F's die and default core at
-    # 36 MHz (48 MHz x 3/4); the UART on two Feather header pins, through an adapter the user
-    # brings (3 Mbaud: an FTDI one).
-    replace(_ULX3S_85F, name="orangecrab-85f", clock_hz=36e6, bridge="adapter",
+    # Built: boards/sweeps/orangecrab-85f.json. The ULX3S-85F's die (at speed grade 8) and
+    # default core at 96 MHz (48 MHz x 2: 109.6 MHz achieved; 32 cycles a bit at 3 Mbaud);
+    # the UART on two Feather header pins, through an adapter the user brings (3 Mbaud: an
+    # FTDI one).
+    replace(_ULX3S_85F, name="orangecrab-85f", clock_hz=96e6, bridge="adapter",
             note="UART on the Feather header at 3 Mbaud (a USB-serial adapter)"),
     # Built: boards/sweeps/icesugar.json. The iCEBreaker's UP5K and 2x2 core; the link is the
     # iCELink's USB CDC port at 115,200 baud, the rate of the board maker's own UART example

@@ -24,7 +24,7 @@ def test_builds_as_the_boards_make_them():
     ecp = boards.board("ecpix5-85f").device_info()
     assert (ecp.weight_words, ecp.act_bytes, ecp.counter_bits) == (boards.ECPIX5_WORDS, 4096, 64)
     # another shape keeps the board's weight memory in trits
-    assert boards.board("ecpix5-85f").device_info(8, 8).weight_words == 4 * boards.ECPIX5_WORDS
+    assert boards.board("ecpix5-85f").device_info(8, 8).weight_words == 8 * boards.ECPIX5_WORDS
     assert boards.board("icebreaker-goal").family == "ice40"
     assert boards.board("ulx3s-12f").family == "ecp5"
 
@@ -56,13 +56,13 @@ def test_measured_16x16_board_and_the_bundled_model():
     # The bundled model's device calls per layer (q|k|v, o, gate|up, down; K = 128 each) on a
     # 16x16 array: 2 + 1 + 1 + 1 tiles of 256 outputs, 128 words each, 640 words a layer.
     work = est.load_workload(preset="tiny")
-    r = est.estimate(work, board="ecpix5-85f")
+    r = est.estimate(work, board="ulx3s-45f")
     assert r["residency"]["all_resident"] and r["residency"]["resident_words"] == 4 * 640
     d = r["phases"]["decode"]
-    ecpix5 = boards.board("ecpix5-85f")
+    ulx3s_45f = boards.board("ulx3s-45f")
     assert d["cycles"]["memory"] == 4 * 640
     # the one-tile calls: 128 steps, 16 rows drained, a cycle for the drain register
-    assert d["cycles"]["array"] == 4 * (cycles.full_rate_cycles(ecpix5.array, [128] * 2)
+    assert d["cycles"]["array"] == 4 * (cycles.full_rate_cycles(ulx3s_45f.array, [128] * 2)
                                         + 3 * (128 + 16 + 1))
     assert not est.estimate(work, board="ulx3s-12f")["residency"]["all_resident"]
 
