@@ -45,10 +45,12 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5") -
     counters (about 220 cells fewer than 64-bit ones), the accumulator's sums in block RAM,
     half the activation buffer (2 KiB, 4 of the UP5K's 30 EBR; the host splits longer inputs)
     and the weights in its SPRAMs (1 Mbit, ``rtl.spram``), and its memory ports not driven from
-    registers (``registered_ports``: with the result register the 2x2 core took 30 cells more
-    than a UP5K's 5,280, with the address, weight-write and "drained" registers 1 more). ECP5 PEs use its carry cells
-    with the operand logic inside them (``rtl.ternary_pe``: 19 LUT4 sites a PE instead of 26),
-    and its control program stays in LUT RAM (``rtl.controller.Controller``)."""
+    registers nor its controller's checks registered (``registered_ports``: with the result
+    register the 2x2 core took 30 cells more than a UP5K's 5,280, with the address,
+    weight-write and "drained" registers 1 more, with the registered checks up to 188 more).
+    ECP5 PEs use its carry cells with the operand logic inside them (``rtl.ternary_pe``: 19
+    LUT4 sites a PE instead of 26), and its control program stays in LUT RAM
+    (``rtl.controller.Controller``)."""
     small = family == "ice40"
     return dict(rows=rows, cols=cols, weight_words=weight_words,
                 act_bytes=2048 if small else 4096,
