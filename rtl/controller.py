@@ -247,26 +247,23 @@ class Controller(wiring.Component):
                 m.d.comb += redirect.eq(1)
                 m.next = "FILL"
 
-        def retire():
+        def retire(decoded=False):
             """Finish the instruction at ``pc``: the fetch stage has the next one (in sequence,
             or the start of the loop body after its last instruction) unless that would leave
-            program memory, which is a fault of this instruction."""
+            program memory, which is a fault of this instruction. ``decoded``: ``shift`` comes
+            from the flags decoded at fetch (after the FSM below), not from this case's own
+            conditions (LI, CFG, SETR and SWEEP with ``registered_checks``)."""
             with m.If(next_pc >= depth):
                 fault(Fault.PC_OUT_OF_RANGE)
             with m.Else():
-                m.d.comb += shift.eq(1)
+                if not decoded:
+                    m.d.comb += shift.eq(1)
                 m.next = "RUN"
 
-        def retire_decoded():
-            """:func:`retire` for LI, CFG, SETR and SWEEP with ``registered_checks``: their
-            ``shift`` comes from the flags decoded at fetch (after the FSM below), not from
-            this case's own conditions."""
-            with m.If(next_pc >= depth):
-                fault(Fault.PC_OUT_OF_RANGE)
-            with m.Else():
-                m.next = "RUN"
-
-        retire_at_once = retire_decoded if self.registered_checks else retire
+        def retire_at_once():
+            """:func:`retire` for LI, CFG, SETR and SWEEP, which may retire in their first
+            cycle."""
+            retire(decoded=self.registered_checks)
 
         m.d.comb += [self.status.eq(status), self.fault_pc.eq(fault_pc),
                      self.fault_cause.eq(fault_cause), self.results.eq(a)]
@@ -492,7 +489,7 @@ class Controller(wiring.Component):
                     m.next = "STOPPED"
 
         if self.registered_checks:
-            # RUN's retirements (retire_decoded), from the flags decoded at fetch.
+            # RUN's retirements (retire_at_once), from the flags decoded at fetch.
             with m.If(control.ongoing("RUN") & (next_pc < depth) &
                       (ins_retires | (ins_is_setr & self.idle) |
                        (ins_is_sweep & self.sweep.ready))):
