@@ -16,7 +16,8 @@ loop's registers are set), ``bits + 1`` more for a division (DIVU, REMU:
 the divider takes a quotient bit per cycle) and ``bits + 2`` for SPLIT (its division, then the
 pass-length check), and one to finish (HALT, FAIL or a fault). A SPLIT refused for its K or n
 takes one cycle, or with ``registered_checks`` (the controller's, as ECP5 builds have it) the
-cycles of a SPLIT that runs; a faulting SWEEP one, or with them two. Waits are not counted: SPLIT,
+cycles of a SPLIT that runs; a DIVU or REMU by zero one, or with them those of its division;
+a faulting SWEEP one, or with them two. Waits are not counted: SPLIT,
 SETR, HALT and FAIL wait for the sequencer to go idle and SWEEP for it to take the sweep. A
 sweep issued from a one-instruction ``LOOP`` body follows the previous one without a gap, so the
 array's cycle counters equal the cycle model of the concatenated passes.
@@ -83,7 +84,7 @@ def run(program, entry: int, args, params: dict[Param, int],
     """Execute ``program`` (a sequence of 32-bit words; its length is the program memory's
     depth) from ``entry`` with ``args`` in r0.. (at most six), on registers as wide as
     ``isa.register_bits(params)``. ``registered_checks`` is the controller's
-    (``rtl.controller.Controller``); it changes only the cycles of a faulting SPLIT or SWEEP."""
+    (``rtl.controller.Controller``); it changes only the cycles of a faulting SPLIT, SWEEP, DIVU or REMU."""
     bits = register_bits(params)
 
     def saturate_reg(v: int) -> int:
@@ -131,7 +132,9 @@ def run(program, entry: int, args, params: dict[Param, int],
             regs[ins.rd], cost = saturate_reg(a + signed_imm(ins.imm)), 2
         elif op in (Op.DIVU, Op.REMU):
             if b == 0:
-                return fault(Fault.DIVIDE_BY_ZERO, pc)
+                # with registered_checks seen once the division is done
+                spent = cost + division if registered_checks else 1
+                return fault(Fault.DIVIDE_BY_ZERO, pc, spent)
             regs[ins.rd] = a // b if op is Op.DIVU else a % b
             cost += division
         elif op is Op.CFG:

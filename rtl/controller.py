@@ -47,10 +47,11 @@ class Controller(wiring.Component):
         Keep the operand checks and the instruction decode off the control's longest paths
         (ECP5 builds, and simulation): SPLIT's checks of K and n wait for its division, a
         SWEEP's checks gate only its sweep and the next state (its fault is recorded a cycle
-        later), and whether LI, CFG, SETR and SWEEP retire at once is decoded as they are
-        fetched. A faulting SWEEP then takes a cycle more and a SPLIT refused for K or n the
-        cycles of its division (``firmware.machine.run``'s ``registered_checks``); nothing
-        else changes. The 16x16 ULX3S-12F build went from 87.2 to 94.3 MHz. Off on iCE40: the
+        later), a zero divisor is a fault once DIVU's or REMU's division is done, and whether
+        LI, CFG, SETR and SWEEP retire at once is decoded as they are fetched. A faulting
+        SWEEP then takes a cycle more, and a SPLIT refused for K or n and a division by zero
+        the cycles of their division (``firmware.machine.run``'s ``registered_checks``);
+        nothing else changes. The 16x16 ULX3S-12F build went from 87.2 to 94.3 MHz. Off on iCE40: the
         UP5K's 2x2 core, at 5,209 to 5,255 of its 5,280 cells, overflowed it by up to 188.
 
     Members
@@ -273,6 +274,7 @@ class Controller(wiring.Component):
         divisor_n = Signal(bits)
         div_dest = Signal(range(REGISTERS))
         div_rem = Signal()
+        div_by_zero = Signal()      # DIVU, REMU with registered_checks: the divisor was 0
         split_too_long = Signal()
         split_args_bad = Signal()   # SPLIT: K or n out of range, registered as the division starts
         sweep_fault_pc = Signal.like(pc)    # SWEEP: where it is and the fault it would be,
@@ -313,14 +315,24 @@ class Controller(wiring.Component):
                         m.d.sync += alu.eq(addi_result)
                         m.next = "WRITE"
                     with m.Case(Op.DIVU, Op.REMU):
-                        with m.If(b == 0):
-                            fault(Fault.DIVIDE_BY_ZERO)
-                        with m.Else():
-                            m.d.comb += [divider.start.eq(1), divider.dividend.eq(a),
-                                         divider.divisor.eq(b)]
-                            m.d.sync += [div_dest.eq(ins.rd),
-                                         div_rem.eq(ins.op == Op.REMU)]
+                        divide = [divider.start.eq(1), divider.dividend.eq(a),
+                                  divider.divisor.eq(b)]
+                        destination = [div_dest.eq(ins.rd), div_rem.eq(ins.op == Op.REMU)]
+                        if self.registered_checks:
+                            # As SPLIT's: the division starts whatever the divisor, and a
+                            # zero one is a fault once it is done, so the compare feeds a
+                            # register, not the fault registers' enables (once SWEEP's and
+                            # SPLIT's checks were off them, the longest path on the 85F).
+                            m.d.comb += divide
+                            m.d.sync += [*destination, div_by_zero.eq(b == 0)]
                             m.next = "DIVIDE"
+                        else:
+                            with m.If(b == 0):
+                                fault(Fault.DIVIDE_BY_ZERO)
+                            with m.Else():
+                                m.d.comb += divide
+                                m.d.sync += destination
+                                m.next = "DIVIDE"
                     with m.Case(Op.CFG):
                         with m.Switch(imm):
                             for param, value in params.items():
@@ -451,8 +463,11 @@ class Controller(wiring.Component):
 
             with m.State("DIVIDE"):
                 with m.If(divider.done):
-                    write(div_dest, Mux(div_rem, divider.remainder, divider.quotient))
-                    retire()
+                    with m.If(div_by_zero):
+                        fault(Fault.DIVIDE_BY_ZERO)
+                    with m.Else():
+                        write(div_dest, Mux(div_rem, divider.remainder, divider.quotient))
+                        retire()
 
             # The pass-length check gets a cycle of its own: an add and a compare in front of
             # the next fetch address would be the processor's longest path.
