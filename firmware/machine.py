@@ -17,7 +17,7 @@ the divider takes a quotient bit per cycle) and ``bits + 2`` for SPLIT (its divi
 pass-length check), and one to finish (HALT, FAIL or a fault). A SPLIT refused for its K or n
 takes one cycle, or with ``registered_checks`` (the controller's, as ECP5 builds have it) the
 cycles of a SPLIT that runs; a DIVU or REMU by zero one, or with them those of its division;
-a faulting SWEEP one, or with them two. Waits are not counted: SPLIT,
+and with them every fault is recorded in a cycle of its own. Waits are not counted: SPLIT,
 SETR, HALT and FAIL wait for the sequencer to go idle and SWEEP for it to take the sweep. A
 sweep issued from a one-instruction ``LOOP`` body follows the previous one without a gap, so the
 array's cycle counters equal the cycle model of the concatenated passes.
@@ -84,7 +84,7 @@ def run(program, entry: int, args, params: dict[Param, int],
     """Execute ``program`` (a sequence of 32-bit words; its length is the program memory's
     depth) from ``entry`` with ``args`` in r0.. (at most six), on registers as wide as
     ``isa.register_bits(params)``. ``registered_checks`` is the controller's
-    (``rtl.controller.Controller``); it changes only the cycles of a faulting SPLIT, SWEEP, DIVU or REMU."""
+    (``rtl.controller.Controller``); it changes only the cycles of a program that faults."""
     bits = register_bits(params)
 
     def saturate_reg(v: int) -> int:
@@ -107,9 +107,10 @@ def run(program, entry: int, args, params: dict[Param, int],
     out.cycles = 2               # the start cycle and the fetch stage's first fill
 
     def fault(cause: Fault, at: int, spent: int = 1) -> Outcome:
-        """End with ``cause`` after ``spent`` cycles of the faulting instruction."""
+        """End with ``cause`` after ``spent`` cycles of the faulting instruction (with
+        ``registered_checks`` the fault is recorded in a cycle of its own)."""
         out.status, out.fault, out.fault_pc = Status.PROGRAM_FAULT, cause, at
-        out.cycles += spent + 1
+        out.cycles += spent + 1 + (1 if registered_checks else 0)
         return out
 
     while True:
@@ -175,12 +176,10 @@ def run(program, entry: int, args, params: dict[Param, int],
         elif op is Op.SETR:
             out.events.append(SetResults(a))
         elif op is Op.SWEEP:
-            # with registered_checks a SWEEP's fault is recorded a cycle after its checks
-            spent = 2 if registered_checks else 1
             if split is None:
-                return fault(Fault.NO_SPLIT, pc, spent)
+                return fault(Fault.NO_SPLIT, pc)
             if b == 0 or b > params[Param.ACT_BYTES]:
-                return fault(Fault.BAD_SWEEP, pc, spent)
+                return fault(Fault.BAD_SWEEP, pc)
             out.events.append(Sweep(regs[ins.rd], a, b, split))
             regs[ins.rd] = saturate_reg(regs[ins.rd] + split.k)
         elif op is Op.HALT:

@@ -234,10 +234,23 @@ class Controller(wiring.Component):
         fault_pc = Signal(16)
         fault_cause = Signal(Fault)
 
+        # With ``registered_checks`` a fault is recorded a cycle later, in FAULT, from
+        # ``pending_fault`` and ``fault_at`` (``pc`` a cycle ago: a SWEEP that faults may have
+        # moved on): the decision, several levels of decode of ``ins``, then feeds two local
+        # registers and the state, not the status registers the rest of the core reads.
+        pending_fault = Signal(Fault)
+        fault_at = Signal.like(pc)
+        if self.registered_checks:
+            m.d.sync += fault_at.eq(pc)
+
         def fault(cause):
-            m.d.sync += [fault_pc.eq(pc), fault_cause.eq(cause),
-                         status.eq(Status.PROGRAM_FAULT)]
-            m.next = "FINISH"
+            if self.registered_checks:
+                m.d.sync += pending_fault.eq(cause)
+                m.next = "FAULT"
+            else:
+                m.d.sync += [fault_pc.eq(pc), fault_cause.eq(cause),
+                             status.eq(Status.PROGRAM_FAULT)]
+                m.next = "FINISH"
 
         def jump():
             """Continue at ``jump_to`` after a cycle that refills the fetch stage; leaving
@@ -277,8 +290,6 @@ class Controller(wiring.Component):
         div_by_zero = Signal()      # DIVU, REMU with registered_checks: the divisor was 0
         split_too_long = Signal()
         split_args_bad = Signal()   # SPLIT: K or n out of range, registered as the division starts
-        sweep_fault_pc = Signal.like(pc)    # SWEEP: where it is and the fault it would be,
-        sweep_fault = Signal(Fault)         # recorded in SWEEP_FAULT if its checks fail
         taken = Signal()            # BRANCH: the branch is taken / the LOOP skips its body
         taking_loop = Signal()      # BRANCH: the instruction is a LOOP
 
@@ -404,20 +415,16 @@ class Controller(wiring.Component):
                         if self.registered_checks:
                             # Only the sweep's valid and the next state wait for the checks:
                             # the register write and the fetch go ahead with the sweep's
-                            # ready, and a faulting SWEEP is recorded a cycle later
-                            # (SWEEP_FAULT), so no compare sits in front of the register file
-                            # or the fault registers. What a faulting SWEEP writes into a
-                            # register is never read: the program has ended.
+                            # ready, and a faulting SWEEP goes on to FAULT, so no compare
+                            # sits in front of the register file. What a faulting SWEEP writes
+                            # into a register is never read: the program has ended.
                             bad = ~split_valid | (b == 0) | too_many
                             m.d.comb += [self.sweep.valid.eq(~bad), *sweep]
-                            m.d.sync += [sweep_fault_pc.eq(pc),
-                                         sweep_fault.eq(Mux(split_valid, Fault.BAD_SWEEP,
-                                                            Fault.NO_SPLIT))]
                             with m.If(self.sweep.ready):
                                 write(ins.rd, saturated(sweep_next))
                                 retire_at_once()
                             with m.If(bad):
-                                m.next = "SWEEP_FAULT"
+                                fault(Mux(split_valid, Fault.BAD_SWEEP, Fault.NO_SPLIT))
                         else:
                             with m.If(~split_valid):
                                 fault(Fault.NO_SPLIT)
@@ -492,8 +499,8 @@ class Controller(wiring.Component):
                     retire()
 
             if self.registered_checks:
-                with m.State("SWEEP_FAULT"):
-                    m.d.sync += [fault_pc.eq(sweep_fault_pc), fault_cause.eq(sweep_fault),
+                with m.State("FAULT"):
+                    m.d.sync += [fault_pc.eq(fault_at), fault_cause.eq(pending_fault),
                                  status.eq(Status.PROGRAM_FAULT)]
                     m.next = "FINISH"
 
