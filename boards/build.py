@@ -40,6 +40,27 @@ STAGES = {
 }
 
 
+#: the project's checkout, whose commit a report names
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def source_commit(checkout: Path = CHECKOUT) -> str | None:
+    """The commit the design comes from, with "-modified" when its files (anything but
+    docs, tests and the sweep tables, which a sweep writes as it goes) differ from it; None
+    outside a git checkout. A table built before a change to the core says so."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                      ":(exclude)docs", ":(exclude)tests", ":(exclude)boards/sweeps",
+                      ":(exclude)*.md")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-modified" if changed else "")
+
+
 class BuildFailed(RuntimeError):
     """A tool failed; the message names the log to read."""
 
@@ -51,6 +72,7 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     report. Array shape, frequency, UART rate and weight memory default to the board's
     (``boards.BOARDS``)."""
     b = board_def(name)
+    source = source_commit()            # now: the build elaborates the files as they are now
     if baud is not None:
         b = dataclasses.replace(b, baud=baud)
     rows = rows or b.rows
@@ -90,7 +112,7 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
         raise BuildFailed(f"{name}: the build failed after {seconds:.0f} s; see "
                           f"{out / 'build.log'} and {out / 'top.tim'}")
     report = _report(name, b, rows, cols, core["weight_words"], pll.f_out, out, bitstream,
-                     seconds)
+                     seconds, source)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -127,7 +149,7 @@ def _run_with_progress(out: Path, progress, name: str, stages) -> int:
 
 
 def _report(name, b, rows, cols, weight_words, f_target, out: Path, bitstream: Path,
-            seconds: float) -> dict:
+            seconds: float, source: str | None) -> dict:
     """``lut4`` counts nextpnr's logic cells: on ECP5 TRELLIS_COMB (LUT4s and halves of carry
     cells, CCU2C), on iCE40 ICESTORM_LC (a LUT4 with its flip-flop and carry)."""
     pnr = json.loads((out / "pnr.json").read_text())
@@ -156,6 +178,7 @@ def _report(name, b, rows, cols, weight_words, f_target, out: Path, bitstream: P
         "baud": b.baud,
         "resident_weight_trits": weight_words * pes,
         "seconds": round(seconds, 1),
+        "source": source,
         "bitstream": str(bitstream.resolve()),
     }
 

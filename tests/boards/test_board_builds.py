@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from boards.build import source_commit
 from boards.pll import ecp5_pll, ice40_pll
 from host.cli import main
 
@@ -130,6 +131,33 @@ def test_small_ulx3s_build(tmp_path, capsys):
     assert 0 < report["lut4"] < report["lut4_available"]
     assert report["resident_weight_trits"] == 512 * 4           # the 12F's 512 words of 2x2
     assert (out / "top.bit").stat().st_size > 100_000
+    assert report["source"] == source_commit()
+
+
+def test_source_commit_names_the_commit_and_changes(tmp_path):
+    """A report names the commit its design came from, and says when the design's files
+    differed from it (docs, tests and the sweep tables do not count)."""
+    import subprocess
+
+    assert source_commit(tmp_path) is None                      # not a checkout
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t",
+                               "-c", "user.email=t@t", *args], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    git("init", "-q")
+    for path in ("rtl/core.py", "docs/notes.md", "boards/sweeps/x.json"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("1\n")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    head = git("rev-parse", "--short=12", "HEAD")
+    assert source_commit(tmp_path) == head
+    (tmp_path / "docs/notes.md").write_text("2\n")
+    (tmp_path / "boards/sweeps/x.json").write_text("2\n")
+    assert source_commit(tmp_path) == head
+    (tmp_path / "rtl/core.py").write_text("2\n")
+    assert source_commit(tmp_path) == head + "-modified"
 
 
 @pytest.mark.synth
