@@ -46,13 +46,14 @@ class Controller(wiring.Component):
     registered_checks : bool
         Keep the operand checks and the instruction decode off the control's longest paths
         (ECP5 builds, and simulation): SPLIT's checks of K and n wait for its division, a
-        SWEEP's checks gate only its sweep and the next state (its fault is recorded a cycle
-        later), a zero divisor is a fault once DIVU's or REMU's division is done, and whether
-        LI, CFG, SETR and SWEEP retire at once is decoded as they are fetched. A faulting
-        SWEEP then takes a cycle more, and a SPLIT refused for K or n and a division by zero
-        the cycles of their division (``firmware.machine.run``'s ``registered_checks``);
-        nothing else changes. The 16x16 ULX3S-12F build went from 87.2 to 94.3 MHz. Off on iCE40: the
-        UP5K's 2x2 core, at 5,209 to 5,255 of its 5,280 cells, overflowed it by up to 188.
+        SWEEP's checks gate only its sweep and the next state, a zero divisor is a fault once
+        DIVU's or REMU's division is done, every fault is recorded a cycle after it is
+        decided (state FAULT), and whether LI, CFG, SETR and SWEEP retire at once is decoded
+        as they are fetched. A fault then takes a cycle more, and a SPLIT refused for K or n
+        and a division by zero the cycles of their division too (``firmware.machine.run``'s
+        ``registered_checks``); nothing else changes. The 16x16 ULX3S-12F build went from
+        87.2 to 94.3 MHz. Off on iCE40: the UP5K's 2x2 core, at 5,209 to 5,255 of its 5,280
+        cells, overflowed it by up to 188.
 
     Members
     -------
@@ -332,8 +333,8 @@ class Controller(wiring.Component):
                         if self.registered_checks:
                             # As SPLIT's: the division starts whatever the divisor, and a
                             # zero one is a fault once it is done, so the compare feeds a
-                            # register, not the fault registers' enables (once SWEEP's and
-                            # SPLIT's checks were off them, the longest path on the 85F).
+                            # register rather than the fault decision (the 85F's longest
+                            # path once SWEEP's and SPLIT's checks were off it).
                             m.d.comb += divide
                             m.d.sync += [*destination, div_by_zero.eq(b == 0)]
                             m.next = "DIVIDE"
