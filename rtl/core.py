@@ -355,7 +355,7 @@ class DeviceCore(wiring.Component):
 
         # -- executor -----------------------------------------------------------------------
         args = Signal(8 * ARGS_BYTES)
-        arg_index = Signal(range(ARGS_BYTES + 2))
+        arg_index = Signal(range(ARGS_BYTES + 3))
         arg_count = Signal(range(ARGS_BYTES + 1))
 
         def arg(offset, size):
@@ -381,6 +381,18 @@ class DeviceCore(wiring.Component):
         count = Signal(16)                      # loop counter
         limit = Signal(16)
         pipe_valid = Signal()       # a payload byte read last cycle is on payload_r.data
+        # What the commands read: with ``registered_ports`` the payload byte is registered once
+        # more first. The payload memory is a block RAM with a 5.8 ns clock-to-out on the 85F,
+        # and from there across the die into SCAN_WEIGHTS' compare was the 85F's longest path
+        # at 84 MHz (13.4 ns). The commands that read a payload take a cycle more.
+        if self.registered_ports:
+            payload_byte, byte_valid = Signal(8), Signal()
+            m.d.sync += [payload_byte.eq(payload_r.data), byte_valid.eq(pipe_valid)]
+            pipe_reset = [pipe_valid.eq(0), byte_valid.eq(0)]
+        else:
+            payload_byte, byte_valid = payload_r.data, pipe_valid
+            pipe_reset = [pipe_valid.eq(0)]
+        payload_lag = 2 if self.registered_ports else 1     # cycles from address to payload_byte
         pipe_index = Signal(16)
         shift = Signal(10 * self.word_bytes)
         # bytes of the weight word or instruction word being assembled (WRITE_WEIGHTS and
@@ -440,10 +452,10 @@ class DeviceCore(wiring.Component):
             # Read the first bytes of the payload into ``args`` (sync read: one cycle behind).
             with m.State("ARGS"):
                 for i in range(ARGS_BYTES):
-                    with m.If(arg_index == i + 1):
-                        m.d.sync += args[8 * i:8 * (i + 1)].eq(payload_r.data)
+                    with m.If(arg_index == i + payload_lag):
+                        m.d.sync += args[8 * i:8 * (i + 1)].eq(payload_byte)
                 m.d.sync += [arg_index.eq(arg_index + 1), pipe_index.eq(pipe_index + 1)]
-                with m.If(arg_index == arg_count):
+                with m.If(arg_index == arg_count + payload_lag - 1):
                     m.next = "CHECK"
 
             # The range checks get a cycle of their own (registered), so that DISPATCH does
@@ -482,14 +494,14 @@ class DeviceCore(wiring.Component):
                             respond(Status.BAD_ARGUMENT)
                     with m.Case(Command.WRITE_ACTS):
                         m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), pipe_index.eq(4),
-                                     pipe_valid.eq(0)]
+                                     *pipe_reset]
                         with m.If((length < 4) | acts_beyond):
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
                             m.next = "WRITE_ACTS"
                     with m.Case(Command.WRITE_WEIGHTS):
                         m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), pipe_index.eq(4),
-                                     pipe_valid.eq(0), bad.eq(0), word_fill.eq(0), words.eq(0),
+                                     *pipe_reset, bad.eq(0), word_fill.eq(0), words.eq(0),
                                      byte_checked.eq(0)]
                         with m.If(length < 4):
                             respond(Status.BAD_ARGUMENT)
@@ -497,7 +509,7 @@ class DeviceCore(wiring.Component):
                             m.next = "SCAN_WEIGHTS"
                     with m.Case(Command.WRITE_PROGRAM):
                         m.d.sync += [addr.eq(arg(0, 4)), count.eq(0), pipe_index.eq(4),
-                                     pipe_valid.eq(0), word_fill.eq(0)]
+                                     *pipe_reset, word_fill.eq(0)]
                         with m.If((length < 4) | (limit[:2] != 0) | program_beyond):
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
@@ -522,12 +534,13 @@ class DeviceCore(wiring.Component):
 
             # WRITE_ACTS: copy payload bytes 4.. into the activation buffer.
             # The payload read port is one cycle behind ``pipe_index``: ``pipe_valid`` says the
-            # byte on ``payload_r.data`` belongs to the data part (offset 4 .. 4 + limit).
+            # byte on ``payload_r.data`` belongs to the data part (offset 4 .. 4 + limit), and
+            # ``byte_valid`` the same of ``payload_byte``.
             read_ahead = [pipe_index.eq(pipe_index + 1), pipe_valid.eq(pipe_index < length)]
             with m.State("WRITE_ACTS"):
                 m.d.sync += read_ahead
-                with m.If(pipe_valid):
-                    m.d.comb += [act_w.addr.eq(addr), act_w.data.eq(payload_r.data),
+                with m.If(byte_valid):
+                    m.d.comb += [act_w.addr.eq(addr), act_w.data.eq(payload_byte),
                                  act_w.en.eq(1)]
                     m.d.sync += [addr.eq(addr + 1), count.eq(count + 1)]
                 with m.If(count == limit):
@@ -540,8 +553,8 @@ class DeviceCore(wiring.Component):
             # runs the program before the response is sent.
             with m.State("WRITE_PROGRAM"):
                 m.d.sync += read_ahead
-                with m.If(pipe_valid):
-                    m.d.sync += [program_word.eq(Cat(program_word[8:], payload_r.data)),
+                with m.If(byte_valid):
+                    m.d.sync += [program_word.eq(Cat(program_word[8:], payload_byte)),
                                  count.eq(count + 1), word_fill.eq(word_fill + 1)]
                     with m.If(word_fill == INSTRUCTION_BYTES - 1):
                         m.d.sync += [program_write.eq(1), program_addr.eq(addr),
@@ -556,11 +569,11 @@ class DeviceCore(wiring.Component):
                 # A byte's check is registered before it marks the frame bad: the payload
                 # memory's output is slow and goes through a compare (the last byte's verdict
                 # lands in the cycle that ends the scan, before SCAN_CHECK reads ``bad``).
-                m.d.sync += [byte_over.eq(payload_r.data > packing.BASE3_MAX_BYTE),
-                             byte_checked.eq(pipe_valid)]
+                m.d.sync += [byte_over.eq(payload_byte > packing.BASE3_MAX_BYTE),
+                             byte_checked.eq(byte_valid)]
                 with m.If(byte_checked & byte_over):
                     m.d.sync += bad.eq(1)
-                with m.If(pipe_valid):
+                with m.If(byte_valid):
                     m.d.sync += count.eq(count + 1)
                     with m.If(word_fill == self.word_bytes - 1):
                         m.d.sync += [word_fill.eq(0), words.eq(words + 1)]
@@ -569,13 +582,13 @@ class DeviceCore(wiring.Component):
                 # Registered every cycle; the scan's last cycle counts no word, so SCAN_CHECK
                 # sees the verdict on the final count.
                 m.d.sync += words_refused.eq((words == 0) | beyond(words, self.weight_words))
-                with m.If(~pipe_valid & (count == limit)):
+                with m.If(~byte_valid & (count == limit)):
                     m.next = "SCAN_CHECK"
 
             # The scan's verdict gets a cycle of its own, and its range check was registered
             # before, so no compare is chained in front of the next state.
             with m.State("SCAN_CHECK"):
-                m.d.sync += [count.eq(0), pipe_index.eq(4), pipe_valid.eq(0), word_fill.eq(0)]
+                m.d.sync += [count.eq(0), pipe_index.eq(4), *pipe_reset, word_fill.eq(0)]
                 with m.If(bad | (word_fill != 0) | words_refused):
                     respond(Status.BAD_ARGUMENT)
                 with m.Else():
@@ -588,10 +601,10 @@ class DeviceCore(wiring.Component):
             # front of them that was the 85F's longest path at 72 MHz (15.5 ns, 13.5 of them
             # routing). With one byte a word the next word is written in the cycle after, at
             # the address moved on. Otherwise the word is written as its last byte arrives.
-            m.d.comb += base3_r.addr.eq(payload_r.data)
+            m.d.comb += base3_r.addr.eq(payload_byte)
             decoded_valid = Signal()
             with m.State("WRITE_WEIGHTS"):
-                m.d.sync += read_ahead + [decoded_valid.eq(pipe_valid)]
+                m.d.sync += read_ahead + [decoded_valid.eq(byte_valid)]
                 with m.If(decoded_valid):
                     new_shift = Cat(shift[10:], base3_r.data)
                     m.d.sync += [count.eq(count + 1), shift.eq(new_shift)]
