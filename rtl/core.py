@@ -163,9 +163,11 @@ class DeviceCore(wiring.Component):
         flip-flops a column; it cuts the path from the drain through the accumulator into a
         block RAM), and the operand memories' read addresses are counters of their own rather
         than base + step (no adder in front of every weight block RAM's address pins), a
-        weight word is written from registers a cycle after its last byte, and the engine
-        keeps "drained" in a register in front of its step enable
-        (``rtl.systolic.SystolicArray``); the controller's ``registered_checks`` go with them.
+        weight word is written from registers a cycle after its last byte, the payload
+        memory's byte is registered before the commands read it (a cycle more for each
+        command with a payload), and the engine keeps "drained" in a register in front of
+        its step enable (``rtl.systolic.SystolicArray``); the controller's
+        ``registered_checks`` go with them.
         A UP5K has no cells to spare for them (with them its 2x2 core took 5,281 of 5,280
         cells), and its clock does not need them.
     """
