@@ -90,6 +90,30 @@ def test_boards_list(capsys):
     assert all(b["basis"] == "measured" for b in listed.values())
 
 
+@pytest.mark.parametrize("name", sorted(__import__("boards").BOARDS))
+def test_every_default_is_a_checked_in_build(name):
+    """A board's default (shape, clock, weight memory) is what a build in ``boards/sweeps``
+    made and met timing with, at zero DSP blocks: changing a default needs a build."""
+    from pathlib import Path
+
+    from boards import board
+    b = board(name)
+    sweeps = Path(__file__).resolve().parents[2] / "boards" / "sweeps"
+    path = sweeps / f"{name}-default.json"
+    table = json.loads((path if path.exists() else sweeps / f"{name}.json").read_text())
+    if "report" in table:
+        built = table["report"]
+    else:
+        best = table["largest_that_meets_timing"]
+        built = next(r for r in table["runs"]
+                     if r.get("built") and (r["rows"], r["cols"]) == (best["rows"], best["cols"]))
+    assert built["board"] == name and (built["rows"], built["cols"]) == (b.rows, b.cols)
+    assert built["target_mhz"] == pytest.approx(b.freq_mhz, abs=0.01)
+    assert built["timing_met"] and built["achieved_mhz"] >= built["target_mhz"]
+    assert built["dsp"] == 0 and built["baud"] == b.baud
+    assert built["resident_weight_trits"] == b.weight_words * b.rows * b.cols
+
+
 @pytest.mark.parametrize("name", ["ulx3s-85f", "icebreaker"])
 def test_default_builds_hold_the_bundled_model(name):
     """The two boards whose projections are issue #4's goals build smaller arrays today, with
