@@ -119,11 +119,11 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # 100 MHz (docs/architecture.md, "Boards").
     _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
-    # From `python -m boards.sweep --board ulx3s-12f --freq 84` (boards/sweeps/ulx3s-12f.json):
-    # 16x16 is the largest shape tried that fits (16,980 of 24,288 cells; 16x32 needs 28,737
-    # and 62 DP16KD) and meets 84.375 MHz, the PLL's nearest to 84 (90.0 achieved); 3 Mbaud
-    # needs a clock that divides to within 2%: 28 cycles a bit, 0.4% slow. The sweep ran
-    # with these 512 weight words (34 DP16KD at 16x16).
+    # From `python -m boards.sweep --board ulx3s-12f --start 16 --freq 90`
+    # (boards/sweeps/ulx3s-12f.json): 16x16 is the largest shape that fits (16,910 of 24,288
+    # cells; 16x32 does not, 28,737 cells and 62 DP16KD in an earlier sweep from 2x2) and
+    # meets 90 MHz (90.3 achieved); 3 Mbaud needs a clock that divides to within 2%: 30
+    # cycles a bit, exact. The sweep ran with these 512 weight words (34 DP16KD at 16x16).
     _from_table(_ulx3s_12f, "ulx3s-12f", _ulx3s("12F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
     # `python -m boards.sweep --board ulx3s-25f --start 16 --freq 84`
