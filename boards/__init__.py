@@ -119,11 +119,13 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # 100 MHz (docs/architecture.md, "Boards").
     _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
-    # From `python -m boards.sweep --board ulx3s-12f --start 16 --freq 90`
-    # (boards/sweeps/ulx3s-12f.json): 16x16 is the largest shape that fits (16,910 of 24,288
-    # cells; 16x32 does not, 28,737 cells and 62 DP16KD in an earlier sweep from 2x2) and
-    # meets 90 MHz (90.3 achieved); 3 Mbaud needs a clock that divides to within 2%: 30
-    # cycles a bit, exact. The sweep ran with these 512 weight words (34 DP16KD at 16x16).
+    # `python -m boards.sweep --board ulx3s-12f --start 16 --freq 90`, its 16x16 run kept as
+    # boards/sweeps/ulx3s-12f-default.json: 16x16 fits (16,910 of 24,288 cells; 16x32 does
+    # not) and meets 90 MHz (90.3 achieved); 3 Mbaud needs a clock that divides to within 2%:
+    # 30 cycles a bit, exact. boards/sweeps/ulx3s-12f.json keeps the sweep from 2x2 at
+    # 84.375 MHz with an earlier core (every shape to 16x16 met it; 16x32 needs 28,737 cells
+    # and 62 DP16KD), whose sizes the design-space estimate fits. 512 weight words
+    # (34 DP16KD at 16x16).
     _from_table(_ulx3s_12f, "ulx3s-12f", _ulx3s("12F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
     # `python -m boards.sweep --board ulx3s-25f --start 16 --freq 84`

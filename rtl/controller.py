@@ -471,9 +471,13 @@ class Controller(wiring.Component):
 
             with m.State("DIVIDE"):
                 with m.If(divider.done):
-                    with m.If(div_by_zero):
-                        fault(Fault.DIVIDE_BY_ZERO)
-                    with m.Else():
+                    if self.registered_checks:
+                        with m.If(div_by_zero):
+                            fault(Fault.DIVIDE_BY_ZERO)
+                        with m.Else():
+                            write(div_dest, Mux(div_rem, divider.remainder, divider.quotient))
+                            retire()
+                    else:
                         write(div_dest, Mux(div_rem, divider.remainder, divider.quotient))
                         retire()
 

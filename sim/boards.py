@@ -119,7 +119,7 @@ _ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=24e6, b
 BOARDS: dict[str, Board] = {b.name: b for b in (
     _ULX3S_85F,
     _ICEBREAKER,
-    # Built: boards/sweeps/ulx3s-12f.json (16x16 at 90 MHz: 90.3 MHz achieved; 30 cycles a
+    # Built: boards/sweeps/ulx3s-12f-default.json (16x16 at 90 MHz: 90.3 MHz achieved; 30 cycles a
     # bit at 3 Mbaud); a weight word (512 bits) is read whole every cycle.
     Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=90e6, baud=3_000_000,
           weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
