@@ -111,8 +111,8 @@ def _from_table(b: targets.Board, name: str, platform, family: str, **kw) -> Boa
 BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # Measured (boards/sweeps/ulx3s-85f-default.json, `tritium build --board ulx3s-85f`):
     # 16x32 with 2048 words of 512 trits, the goal's 1 Mtrit and the bundled model resident
-    # (2,048 words at 16x32): 28,865 of 83,640 cells, 147 of 208 DP16KD, 0 DSP, 79.0 MHz
-    # achieved against 71.875 (the PLL's nearest to 72: 24 cycles a bit at 3 Mbaud), 2,149 s.
+    # (2,048 words at 16x32): 28,798 of 83,640 cells, 147 of 208 DP16KD, 0 DSP, 80.6 MHz
+    # achieved against 75 (25 cycles a bit at 3 Mbaud), 1,833 s; at 84.375 MHz 77.7.
     # 32x32 did not finish placement and routing in 60 minutes; the goal, 2048 PEs at
     # 100 MHz (sim.boards' ulx3s-85f-goal), synthesizes as 64x32 to 85% of the LUT4 sites
     # and 86% of the FF but is not placed, and the control paths hold the clock below
