@@ -471,13 +471,9 @@ class Controller(wiring.Component):
 
             with m.State("DIVIDE"):
                 with m.If(divider.done):
-                    if self.registered_checks:
-                        with m.If(div_by_zero):
-                            fault(Fault.DIVIDE_BY_ZERO)
-                        with m.Else():
-                            write(div_dest, Mux(div_rem, divider.remainder, divider.quotient))
-                            retire()
-                    else:
+                    with m.If(div_by_zero):     # never set without registered_checks
+                        fault(Fault.DIVIDE_BY_ZERO)
+                    with m.Else():
                         write(div_dest, Mux(div_rem, divider.remainder, divider.quotient))
                         retire()
 

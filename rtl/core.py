@@ -387,14 +387,19 @@ class DeviceCore(wiring.Component):
         # more first. The payload memory is a block RAM with a 5.8 ns clock-to-out on the 85F,
         # and from there across the die into SCAN_WEIGHTS' compare was the 85F's longest path
         # at 84 MHz (13.4 ns). The commands that read a payload take a cycle more.
+        # ``payload_lag``: cycles from an address to its byte in ``payload_byte``; ARGS reads
+        # ``arg_count`` bytes and ends as the last one arrives, at ``args_last``.
         if self.registered_ports:
             payload_byte, byte_valid = Signal(8), Signal()
             m.d.sync += [payload_byte.eq(payload_r.data), byte_valid.eq(pipe_valid)]
             pipe_reset = [pipe_valid.eq(0), byte_valid.eq(0)]
+            payload_lag = 2
+            args_last = arg_count + payload_lag - 1
         else:
             payload_byte, byte_valid = payload_r.data, pipe_valid
             pipe_reset = [pipe_valid.eq(0)]
-        payload_lag = 2 if self.registered_ports else 1     # cycles from address to payload_byte
+            # the plain count: on the UP5K, where cells are short, "+ 0" took 6 LUT4 more
+            payload_lag, args_last = 1, arg_count
         pipe_index = Signal(16)
         shift = Signal(10 * self.word_bytes)
         # bytes of the weight word or instruction word being assembled (WRITE_WEIGHTS and
@@ -457,10 +462,7 @@ class DeviceCore(wiring.Component):
                     with m.If(arg_index == i + payload_lag):
                         m.d.sync += args[8 * i:8 * (i + 1)].eq(payload_byte)
                 m.d.sync += [arg_index.eq(arg_index + 1), pipe_index.eq(pipe_index + 1)]
-                # (the plain count without the payload register: on the UP5K, where cells are
-                # short, "+ 0" took 6 LUT4 more)
-                with m.If(arg_index == (arg_count + payload_lag - 1 if self.registered_ports
-                                        else arg_count)):
+                with m.If(arg_index == args_last):
                     m.next = "CHECK"
 
             # The range checks get a cycle of their own (registered), so that DISPATCH does
