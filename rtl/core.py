@@ -162,10 +162,11 @@ class DeviceCore(wiring.Component):
         result rows go into the result buffer a cycle after they leave the engine (32
         flip-flops a column; it cuts the path from the drain through the accumulator into a
         block RAM), and the operand memories' read addresses are counters of their own rather
-        than base + step (no adder in front of every weight block RAM's address pins), a
-        weight word is written from registers a cycle after its last byte, the payload
-        memory's byte is registered before the commands read it (a cycle more for each
-        command with a payload), and the engine keeps "drained" in a register in front of
+        than base + step (no adder in front of every weight block RAM's address pins), the
+        operands read pass one more register on their way to the engine (a cycle more before
+        a stream's first step), a weight word is written from registers a cycle after its
+        last byte, the payload memory's byte is registered before the commands read it (a
+        cycle more for each command with a payload), and the engine keeps "drained" in a register in front of
         its step enable (``rtl.systolic.SystolicArray``); the controller's
         ``registered_checks`` go with them.
         A UP5K has no cells to spare for them (with them its 2x2 core took 5,281 of 5,280
@@ -731,8 +732,15 @@ class DeviceCore(wiring.Component):
         # memories' read ports) and a register (s2: they are offered to the engine). A block
         # RAM's unregistered output is slow (5.8 ns on an ECP5 -6), and the activation goes to
         # every PE: straight from the read port into the PEs' carry chains, that was the
-        # longest path of a 2x2 ULX3S build once control was pipelined. Both stages move
-        # together (``advance``), so the engine sees the same stream one cycle later.
+        # longest path of a 2x2 ULX3S build once control was pipelined. All stages move
+        # together (``advance``), so the engine sees the same stream a cycle later per stage.
+        # With ``registered_ports`` a third stage sits between them (``read``: the operands in
+        # a register straight after the read ports). The weights come from every block RAM
+        # of the weight memory (147 on the ULX3S-85F) and go to one 1024-bit register beside
+        # the array: a block RAM's clock-to-out and the trip across the die, no logic, were
+        # that build's longest path (12.9 ns). The extra register lets the placer put a
+        # flip-flop between the two. It costs one cycle of latency before a stream's first
+        # step, which no counter sees: they count from the first operands in the engine.
         s1_valid = Signal()        # the operands read last cycle are on the read ports
         s2_valid = Signal()        # the registered operands are offered to the engine
         s2_weights = Signal.like(weight_r.data)
@@ -814,10 +822,17 @@ class DeviceCore(wiring.Component):
         ]
         for r in range(R):
             m.d.comb += engine.act.payload.data[r].eq(s2_act)
+        stage = [s1_valid, weight_r.data, act_r.data, last_flag, first_flag, final_flag]
+        if self.registered_ports:
+            read = [Signal.like(v, name=f"read_{name}") for v, name in zip(
+                stage, ("valid", "weights", "act", "last", "first", "final"))]
+            with m.If(advance):
+                m.d.sync += [reg.eq(v) for reg, v in zip(read, stage)]
+            stage = read
+            read_valid = read[0]
         with m.If(advance):
-            m.d.sync += [s2_valid.eq(s1_valid), s2_weights.eq(weight_r.data),
-                         s2_act.eq(act_r.data), s2_last.eq(last_flag),
-                         s2_first.eq(first_flag), s2_final.eq(final_flag)]
+            m.d.sync += [reg.eq(v) for reg, v in zip(
+                [s2_valid, s2_weights, s2_act, s2_last, s2_first, s2_final], stage)]
 
         def start_token():
             first_long = split_r != 0
@@ -869,7 +884,12 @@ class DeviceCore(wiring.Component):
         with m.Elif(engine.result.valid):
             m.d.sync += result_row.eq(result_row + 1)
         idle = Signal()
-        m.d.comb += idle.eq(~active & ~pending_valid & ~s1_valid & ~s2_valid & (rows_due == 0))
+        idle_now = ~active & ~pending_valid & ~s1_valid & ~s2_valid & (rows_due == 0)
+        in_flight = active | pending_valid | s1_valid       # operands not yet in the engine
+        if self.registered_ports:
+            idle_now &= ~read_valid
+            in_flight |= read_valid
+        m.d.comb += idle.eq(idle_now)
         # The controller sees idleness a cycle late, from a register (the compares behind it
         # ran into its retire and on into the fetch address). A sweep it hands over in this
         # cycle clears it at once, so it never sees a stale "idle" after a sweep.
@@ -884,7 +904,7 @@ class DeviceCore(wiring.Component):
             m.d.sync += started.eq(1)
         with m.If(taken):
             m.d.sync += counters["busy"].eq(counters["busy"] + 1)
-        with m.Elif((active | pending_valid | s1_valid) & started & ~s2_valid):
+        with m.Elif(in_flight & started & ~s2_valid):
             m.d.sync += counters["stall_input"].eq(counters["stall_input"] + 1)
         with m.Elif(s2_valid):
             m.d.sync += counters["stall_drain"].eq(counters["stall_drain"] + 1)
