@@ -142,7 +142,10 @@ class Controller(wiring.Component):
             m.d.sync += regs[write_sel].eq(write_value)
 
         def write(sel, value):
-            m.d.comb += [write_en.eq(1), write_sel.eq(sel), write_value.eq(value)]
+            if self.registered_checks:      # which register, and whether: after the FSM
+                m.d.comb += write_value.eq(value)
+            else:
+                m.d.comb += [write_en.eq(1), write_sel.eq(sel), write_value.eq(value)]
 
         def operand(sel):
             return Mux(write_en & (write_sel == sel), write_value, regs[sel])
@@ -512,6 +515,18 @@ class Controller(wiring.Component):
                     m.next = "STOPPED"
 
         if self.registered_checks:
+            # The register file's write enable from the flags decoded at fetch, not from the
+            # FSM's decode of ``ins`` (a CFG's parameter compare among it): that decode into
+            # the enables of the registers was the ULX3S-85F's longest path at 75 MHz (12.4
+            # ns). Every write goes to ``ins.rd``: a division's too, as ``ins`` stays the
+            # DIVU or REMU until it retires.
+            m.d.comb += [
+                write_sel.eq(ins.rd),
+                write_en.eq((control.ongoing("RUN") &
+                             (ins_retires | (ins_is_sweep & self.sweep.ready))) |
+                            control.ongoing("WRITE") |
+                            (control.ongoing("DIVIDE") & divider.done & ~div_by_zero)),
+            ]
             # RUN's retirements (retire_at_once), from the flags decoded at fetch.
             with m.If(control.ongoing("RUN") & (next_pc < depth) &
                       (ins_retires | (ins_is_setr & self.idle) |
