@@ -80,6 +80,8 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     freq = (freq_mhz or b.freq_mhz) * 1e6
     platform = b.platform()
     pll = PLLS[b.family](platform.default_clk_frequency, freq)
+    if weight_words is not None and weight_words < 1:
+        raise ValueError(f"weight_words must be at least 1, not {weight_words}")
     if weight_words is None:
         weight_words = b.weight_words
         if b.family == "ice40" and (rows, cols) != (b.rows, b.cols):

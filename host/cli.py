@@ -247,7 +247,7 @@ def _cmd_build(args) -> int:
         lambda msg: print(f"tritium: {msg}", file=sys.stderr, flush=True))
     try:
         r = build(args.board, rows=args.rows, cols=args.cols, freq_mhz=args.freq, out=out,
-                  baud=args.baud, progress=say)
+                  baud=args.baud, weight_words=args.weight_words, progress=say)
     except BuildFailed as e:
         raise ValueError(str(e)) from None
     if args.json:
@@ -370,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freq", type=float, help="array clock in MHz (default: the board's)")
     p.add_argument("--baud", type=int, help="UART rate (default: the board's; the host then "
                                             "opens serial:PATH@BAUD)")
+    p.add_argument("--weight-words", type=int,
+                   help="depth of the weight memory in words of rows x cols trits (default: "
+                        "the board's; on an iCE40 another shape takes what its SPRAMs hold)")
     p.add_argument("--out", help="output folder (default build/boards/BOARD)")
     p.add_argument("--program", action="store_true",
                    help="load it with the board's loader (openFPGALoader, iceprog or "

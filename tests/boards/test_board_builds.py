@@ -140,20 +140,22 @@ def test_build_mistakes(capsys):
     # --baud: 5 Mbaud from the iCEBreaker's 24 MHz is 4.8 cycles a bit (divisor 5 is 4% slow).
     assert main(["build", "--board", "icebreaker", "--baud", "5000000"]) == 2
     assert "-4.00% off" in capsys.readouterr().err
+    assert main(["build", "--board", "ulx3s-12f", "--weight-words", "0"]) == 2
+    assert "weight_words must be at least 1, not 0" in capsys.readouterr().err
 
 
 @pytest.mark.synth
 def test_small_ulx3s_build(tmp_path, capsys):
     out = tmp_path / "ulx3s"
     assert main(["build", "--board", "ulx3s-12f", "--rows", "2", "--cols", "2", "--freq", "30",
-                 "--out", str(out), "--json"]) == 0
+                 "--weight-words", "256", "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     report = json.loads((out / "report.json").read_text())
     assert printed == report
     assert report["timing_met"] and report["achieved_mhz"] >= report["target_mhz"] == 30
     assert report["dsp"] == 0 and report["pes"] == 4
     assert 0 < report["lut4"] < report["lut4_available"]
-    assert report["resident_weight_trits"] == 512 * 4           # the 12F's 512 words of 2x2
+    assert report["resident_weight_trits"] == 256 * 4           # --weight-words 256 of 2x2
     assert (out / "top.bit").stat().st_size > 100_000
     assert report["source"] == source_commit()
 
