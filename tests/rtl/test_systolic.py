@@ -27,12 +27,14 @@ import pytest
 from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
-from rtl.systolic import MatrixEngine, SystolicArray, activation_layout, weight_layout
+from rtl.systolic import (DRAIN_GROUP, MatrixEngine, SystolicArray, activation_layout,
+                          weight_layout)
 from sim import cycles, numerics, packing, schedule
 from sim.schedule import ArrayConfig
 
 PSUM_WIDTH = 10                         # pass_k_max = 511 // 128 = 3: K tiling everywhere
-SHAPES = [(1, 1), (2, 3), (3, 2), (4, 4)]
+# (3, DRAIN_GROUP + 2): two groups of columns, each with its copy of the drain row counter
+SHAPES = [(1, 1), (2, 3), (3, 2), (4, 4), (3, DRAIN_GROUP + 2)]
 BASE_SEED = 0x7217
 
 
