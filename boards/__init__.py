@@ -119,19 +119,19 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # 100 MHz (docs/architecture.md, "Boards").
     _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
-    # `python -m boards.sweep --board ulx3s-12f --start 16 --freq 90`, its 16x16 run kept as
-    # boards/sweeps/ulx3s-12f-default.json: 16x16 fits (16,910 of 24,288 cells; 16x32 does
-    # not) and meets 90 MHz (90.3 achieved); 3 Mbaud needs a clock that divides to within 2%:
+    # `python -m boards.sweep --board ulx3s-12f --start 16 --stop 16 --freq 90`, its run kept
+    # as boards/sweeps/ulx3s-12f-default.json: 16x16 fits (17,017 of 24,288 cells; 16x32 does
+    # not) and meets 90 MHz (95.8 achieved); 3 Mbaud needs a clock that divides to within 2%:
     # 30 cycles a bit, exact. boards/sweeps/ulx3s-12f.json keeps the sweep from 2x2 at
     # 84.375 MHz with an earlier core (every shape to 16x16 met it; 16x32 needs 28,737 cells
     # and 62 DP16KD), whose sizes the design-space estimate fits. 512 weight words
     # (34 DP16KD at 16x16).
     _from_table(_ulx3s_12f, "ulx3s-12f", _ulx3s("12F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
-    # `python -m boards.sweep --board ulx3s-25f --start 16 --freq 84`
+    # `python -m boards.sweep --board ulx3s-25f --start 16 --stop 16 --freq 90`
     # (boards/sweeps/ulx3s-25f.json): the 12F's die, so its 16x16 core, with 1024 weight
-    # words: 16,985 of 24,288 cells, 48 of 56 DP16KD, 91.7 MHz achieved against 84.375 (at
-    # 90 MHz, as the 12F: 89.7, missed); 16x32 needs 28,938 cells and 90 DP16KD.
+    # words: 17,199 of 24,288 cells, 48 of 56 DP16KD, 100.1 MHz achieved against 90 (asked
+    # for 100: 99.55, missed); 16x32 needs 28,938 cells and 90 DP16KD (an earlier core).
     _from_table(_ulx3s_25f, "ulx3s-25f", _ulx3s("25F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-25F: 24K LUT4, 56 DP16KD"),
     # `python -m boards.sweep --board ulx3s-45f --start 16` (boards/sweeps/ulx3s-45f.json):

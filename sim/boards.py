@@ -118,7 +118,7 @@ _ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=24e6, b
 BOARDS: dict[str, Board] = {b.name: b for b in (
     _ULX3S_85F,
     _ICEBREAKER,
-    # Built: boards/sweeps/ulx3s-12f-default.json (16x16 at 90 MHz: 90.3 MHz achieved; 30 cycles a
+    # Built: boards/sweeps/ulx3s-12f-default.json (16x16 at 90 MHz: 95.8 MHz achieved; 30 cycles a
     # bit at 3 Mbaud); a weight word (512 bits) is read whole every cycle.
     Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=90e6, baud=3_000_000,
           weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
@@ -129,8 +129,8 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           weight_trits=ULX3S_45F_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
           lut4=43848, bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: boards/sweeps/ulx3s-25f.json (the 12F's 16x16 core with twice its weight words on
-    # the same die, at 84.375 MHz: 91.7 MHz achieved, 48 of 56 DP16KD; at 90 MHz 89.7).
-    Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=84.375e6, baud=3_000_000,
+    # the same die, at 90 MHz: 100.1 MHz achieved, 48 of 56 DP16KD; asked for 100, 99.55).
+    Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=90e6, baud=3_000_000,
           weight_trits=1024 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: 16x32 at 96 MHz with 2048 words of 512 trits (118.9 MHz achieved, 147 DP16KD),
