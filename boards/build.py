@@ -72,6 +72,8 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     report. Array shape, frequency, UART rate and weight memory default to the board's
     (``boards.BOARDS``)."""
     b = board_def(name)
+    if weight_words is not None and weight_words < 1:
+        raise ValueError(f"weight_words must be at least 1, not {weight_words}")
     source = source_commit()            # now: the build elaborates the files as they are now
     if baud is not None:
         b = dataclasses.replace(b, baud=baud)
@@ -80,8 +82,6 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     freq = (freq_mhz or b.freq_mhz) * 1e6
     platform = b.platform()
     pll = PLLS[b.family](platform.default_clk_frequency, freq)
-    if weight_words is not None and weight_words < 1:
-        raise ValueError(f"weight_words must be at least 1, not {weight_words}")
     if weight_words is None:
         weight_words = b.weight_words
         if b.family == "ice40" and (rows, cols) != (b.rows, b.cols):

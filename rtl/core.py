@@ -164,11 +164,12 @@ class DeviceCore(wiring.Component):
         block RAM), and the operand memories' read addresses are counters of their own rather
         than base + step (no adder in front of every weight block RAM's address pins), the
         operands read pass one more register on their way to the engine (a cycle more before
-        a stream's first step), a weight word is written from registers a cycle after its
-        last byte, the payload memory's byte is registered before the commands read it (a
-        cycle more for each command with a payload), and the engine keeps "drained" in a register in front of
-        its step enable (``rtl.systolic.SystolicArray``); the controller's
-        ``registered_checks`` go with them.
+        a stream's first step), so does each row READ_RESULTS reads (a cycle more a row), a
+        weight word is written from registers a cycle after its last byte, the payload
+        memory's byte is registered before the commands read it (a cycle more for each
+        command with a payload), and the engine keeps "drained" in a register in front of
+        its step enable and a drain row counter per group of columns
+        (``rtl.systolic.SystolicArray``); the controller's ``registered_checks`` go with them.
         A UP5K has no cells to spare for them (with them its 2x2 core took 5,281 of 5,280
         cells), and its clock does not need them.
     """
