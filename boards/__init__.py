@@ -143,7 +143,7 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                 note="LFE5U-45F: 44K LUT4, 108 DP16KD"),
     # The ULX3S-85F's 16x32 core with 2048 weight words (the bundled model resident) on the
     # ECPIX-5's faster part, and the FT2232H's UART at 12 Mbaud, 8 cycles a bit at 96 MHz
-    # (boards/sweeps/ecpix5-85f.json): 28,708 cells, 147 of 208 DP16KD, 118.9 MHz achieved
+    # (boards/sweeps/ecpix5-85f.json): 28,900 cells, 147 of 208 DP16KD, 97.35 MHz achieved
     # against 96; docs/architecture.md, "Boards".
     _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5",
                 programmers=(("openFPGALoader", "--board", "ecpix5"),),

@@ -133,7 +133,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=90e6, baud=3_000_000,
           weight_trits=1024 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
-    # Built: 16x32 at 96 MHz with 2048 words of 512 trits (118.9 MHz achieved, 147 DP16KD),
+    # Built: 16x32 at 96 MHz with 2048 words of 512 trits (97.35 MHz achieved, 147 DP16KD),
     # which hold the bundled model resident (docs/architecture.md, "Boards"). The FT2232H's
     # UART goes up to 12 Mbaud (its 120 MHz clock over 10), which 96 MHz divides exactly: 8
     # cycles a bit.
