@@ -141,7 +141,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           weight_trits=ECPIX5_WORDS * 512, memory_bits_per_cycle=1024, basis="measured",
           lut4=83640, bridge="FT2232H", note="FT2232H bridge at 12 Mbaud"),
     # Built: boards/sweeps/orangecrab-85f.json. The ULX3S-85F's die (at speed grade 8) and
-    # default core at 96 MHz (48 MHz x 2: 109.6 MHz achieved; 32 cycles a bit at 3 Mbaud);
+    # default core at 96 MHz (48 MHz x 2: 108.7 MHz achieved; 32 cycles a bit at 3 Mbaud);
     # the UART on two Feather header pins, through an adapter the user brings (3 Mbaud: an
     # FTDI one).
     replace(_ULX3S_85F, name="orangecrab-85f", clock_hz=96e6, bridge="adapter",
