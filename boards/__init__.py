@@ -159,8 +159,8 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                 programmers=(("openFPGALoader", "--board", "icebreaker"), ("iceprog",)),
                 note="iCE40 UP5K: 5,280 logic cells, 30 EBR, 4 SPRAM"),
     # OrangeCrab r0.2 (85F): the ULX3S-85F's die, speed grade 8, and its default core, 16x32
-    # with 2048 words at 36 MHz (the 48 MHz oscillator x 3/4): 33,122 of 83,640 cells, 148
-    # of 208 DP16KD, 0 DSP, 58.7 MHz achieved, 3,360 s (boards/sweeps/orangecrab-85f.json,
+    # with 2048 words at 96 MHz (the 48 MHz oscillator x 2): 28,877 of 83,640 cells, 147
+    # of 208 DP16KD, 0 DSP, 108.7 MHz achieved, 1,418 s (boards/sweeps/orangecrab-85f.json,
     # `tritium build --board orangecrab-85f`). The UART runs on two Feather header pins
     # through an adapter, not through the board's USB port (docs/architecture.md, "Boards").
     _from_table(_orangecrab_built, "orangecrab-85f", _orangecrab_85f, "ecp5",
