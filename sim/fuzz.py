@@ -34,11 +34,11 @@ class FuzzFailure(AssertionError):
 
 class DevicePair:
     """One RTL device process and one emulator of ``config`` (``verilator_device.core_config``),
-    fed the same bytes."""
+    fed the same bytes; the RTL's ``tx.ready`` low in ``tx_stall_percent`` of its cycles."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, *, tx_stall_percent: int = 0):
         self.config = config
-        self.proc = spawn(config, progress=lambda msg: None)
+        self.proc = spawn(config, tx_stall_percent=tx_stall_percent, progress=lambda msg: None)
         self.emu = EmulatedDevice(rows=config["rows"], cols=config["cols"],
                                   psum_bits=config["psum_width"], acc_bits=config["acc_width"],
                                   weight_words=config["weight_words"],

@@ -66,15 +66,24 @@ def _design_sources() -> str:
     return "".join(f.read_text() for f in files)
 
 
-def build(config: dict, *, uart_divisor: int | None = None, progress=print) -> Path:
+def build(config: dict, *, uart_divisor: int | None = None, tx_stall_percent: int = 0,
+          progress=print) -> Path:
     """Build (or reuse) the simulator binary of ``config``; return its path.
 
     With ``uart_divisor`` the top is ``rtl.uart_device.UARTDevice`` and the harness moves the
-    bytes over its rx/tx pins bit by bit, ``uart_divisor`` cycles per bit (``sim-serve``)."""
+    bytes over its rx/tx pins bit by bit, ``uart_divisor`` cycles per bit (``sim-serve``).
+    Without it, ``tx_stall_percent`` of the cycles (pseudo-random, the same in every run)
+    hold the core's ``tx.ready`` low: the tests' back-pressure on the response path."""
     from rtl.core import DeviceCore
     from rtl.uart_device import UARTDevice
-    key = json.dumps([config, uart_divisor], sort_keys=True) + _design_sources()
-    kind = f"uart{uart_divisor}_" if uart_divisor else "core_"
+    if not 0 <= tx_stall_percent < 100:
+        raise ValueError(f"tx_stall_percent must be 0 to 99, not {tx_stall_percent}")
+    if uart_divisor and tx_stall_percent:
+        raise ValueError("tx_stall_percent applies to the byte-stream core, not to a UART")
+    key = json.dumps([config, uart_divisor, tx_stall_percent], sort_keys=True) + \
+        _design_sources()
+    kind = f"uart{uart_divisor}_" if uart_divisor else \
+        f"core_stall{tx_stall_percent}_" if tx_stall_percent else "core_"
     name = f"{kind}{config['rows']}x{config['cols']}_" + \
         hashlib.sha1(key.encode()).hexdigest()[:10]
     build_dir = BUILD_ROOT / name
@@ -95,6 +104,7 @@ def build(config: dict, *, uart_divisor: int | None = None, progress=print) -> P
            "--x-initial", "fast", "-Wno-fatal",
            "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "--top-module", "top", "--prefix", "Vtop",
            "-CFLAGS", f"-DUART_DIVISOR={uart_divisor or 0}",
+           "-CFLAGS", f"-DTX_STALL_PERCENT={tx_stall_percent}",
            "-Mdir", str(build_dir / "obj"), "-o", str(binary), str(build_dir / "top.v"),
            str(HARNESS)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -104,10 +114,11 @@ def build(config: dict, *, uart_divisor: int | None = None, progress=print) -> P
     return binary
 
 
-def spawn(config: dict, *, uart_divisor: int | None = None,
+def spawn(config: dict, *, uart_divisor: int | None = None, tx_stall_percent: int = 0,
           progress=print) -> subprocess.Popen:
     """Start a simulated device; its stdin/stdout are the link (bytes, or with
-    ``uart_divisor`` bytes that cross a simulated UART bit by bit)."""
-    binary = build(config, uart_divisor=uart_divisor, progress=progress)
+    ``uart_divisor`` bytes that cross a simulated UART bit by bit; see :func:`build`)."""
+    binary = build(config, uart_divisor=uart_divisor, tx_stall_percent=tx_stall_percent,
+                   progress=progress)
     return subprocess.Popen([str(binary)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)

@@ -17,6 +17,11 @@
 #ifndef UART_DIVISOR
 #define UART_DIVISOR 0
 #endif
+// Byte-stream mode: the percentage of cycles in which tx is not ready (0: always ready), from
+// a fixed pseudo-random sequence, so that tests see the core's response path back-pressured.
+#ifndef TX_STALL_PERCENT
+#define TX_STALL_PERCENT 0
+#endif
 
 // Verilator escapes the double underscore of Amaranth's port names (rx__valid) as ___05F.
 
@@ -65,6 +70,8 @@ int main(int argc, char **argv) {
     int des_cnt = -1;                   // deserializer from tx: cycles since start bit (-1 idle)
     uint8_t des_byte = 0;
     uint64_t tx_high = 0;               // cycles the tx line has been idle
+#else
+    uint32_t stall_state = 2463534242u;  // TX_STALL_PERCENT's pseudo-random sequence
 #endif
     for (;;) {
         bool took = false, gave = false;
@@ -105,6 +112,12 @@ int main(int argc, char **argv) {
         bool idle = !top->busy && ser_bit < 0 && des_cnt < 0 && tx_high > (uint64_t)(12 * D);
 #else
         // One clock cycle with the byte streams: offer the next input byte, take output.
+        if (TX_STALL_PERCENT) {
+            stall_state ^= stall_state << 13;      // xorshift32
+            stall_state ^= stall_state >> 17;
+            stall_state ^= stall_state << 5;
+            top->tx___05Fready = stall_state % 100 >= TX_STALL_PERCENT;
+        }
         top->rx___05Fvalid = !in.empty();
         if (!in.empty()) top->rx___05Fpayload = in.front();
         top->clk = 0;

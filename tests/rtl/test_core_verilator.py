@@ -27,12 +27,21 @@ CONFIG = core_config(2, 3, weight_words=2048, act_bytes=1024, result_rows=64, ma
                      frame_timeout=200)
 
 
-@pytest.fixture(scope="module")
-def pair():
+# The core with the registers ECP5 builds put on its ports (``registered_ports``, the default)
+# with tx always ready, and with tx not ready in 40% of cycles (pseudo-random): the response
+# path back-pressured (the frame sender's FIFO, the small payloads' byte register, READ_RESULTS'
+# row registers); and without them, as iCE40 builds it, back-pressured too.
+VARIANTS = {"registered": ({}, 0), "registered-tx-stalls": ({}, 40),
+            "unregistered-tx-stalls": ({"registered_ports": False}, 40)}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def pair(request):
     missing = tool_missing("verilator")
     if missing:
         pytest.skip(missing)
-    p = DevicePair(CONFIG)
+    options, stall = VARIANTS[request.param]
+    p = DevicePair({**CONFIG, **options}, tx_stall_percent=stall)
     yield p
     p.close()
 
