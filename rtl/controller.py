@@ -72,6 +72,11 @@ class Controller(wiring.Component):
         Sweeps for the sequencer.
     idle : In(1)
         The sequencer has nothing in flight (no sweep pending, no step left, no result due).
+    sweeping : Out(1)
+        With ``registered_checks`` only: ``ins`` is a SWEEP and the controller is running it,
+        decoded at fetch. It holds in every cycle a sweep is handed over (and in some where
+        none is: a SWEEP waiting for ``ready``, or failing its checks), without the checks'
+        compares that ``sweep.valid`` waits for.
     """
 
     def __init__(self, *, program_words: int, params: dict, init=(),
@@ -92,7 +97,7 @@ class Controller(wiring.Component):
         #: saturates to it, as ``firmware.machine`` does.
         self.bits = bits = register_bits(self.params)
         addr_shape = range(program_words)
-        super().__init__({
+        signature = {
             "write_addr": In(addr_shape),
             "write_data": In(WORD_BITS),
             "write_en": In(1),
@@ -108,7 +113,10 @@ class Controller(wiring.Component):
             "results": Out(bits),
             "sweep": Out(stream.Signature(sweep_layout(bits))),
             "idle": In(1),
-        })
+        }
+        if registered_checks:
+            signature["sweeping"] = Out(1)
+        super().__init__(signature)
 
     def elaborate(self, platform):
         m = Module()
@@ -543,6 +551,7 @@ class Controller(wiring.Component):
                             control.ongoing("WRITE") |
                             (control.ongoing("DIVIDE") & divider.done & ~div_by_zero)),
             ]
+            m.d.comb += self.sweeping.eq(control.ongoing("RUN") & ins_is_sweep)
             # RUN's retirements (retire_at_once), from the flags decoded at fetch.
             with m.If(control.ongoing("RUN") & (next_pc < depth) &
                       (ins_retires | (ins_is_setr & self.idle) |

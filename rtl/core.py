@@ -932,8 +932,15 @@ class DeviceCore(wiring.Component):
         m.d.comb += idle.eq(idle_now)
         # The controller sees idleness a cycle late, from a register (the compares behind it
         # ran into its retire and on into the fetch address). A sweep it hands over in this
-        # cycle clears it at once, so it never sees a stale "idle" after a sweep.
-        m.d.sync += controller.idle.eq(idle & ~(controller.sweep.valid & controller.sweep.ready))
+        # cycle clears it at once, so it never sees a stale "idle" after a sweep. With
+        # ``registered_ports`` any cycle of a SWEEP clears it (``controller.sweeping``, a
+        # superset: idle comes back a cycle after a SWEEP that hands nothing over), since
+        # the SWEEP's checks in ``sweep.valid`` into this register were the ULX3S-12F's
+        # longest path (10.4 ns).
+        handing_over = controller.sweep.valid & controller.sweep.ready
+        if self.registered_ports:
+            handing_over = controller.sweeping
+        m.d.sync += controller.idle.eq(idle & ~handing_over)
 
         # Counters, as sim.cycles.CycleCount counts them for a stream of passes: from its first
         # operands until its last result row. A stream ends when the sequencer goes idle.

@@ -254,6 +254,41 @@ def test_loaded_programs_match_emulator(pair):
     assert np.array_equal(y, numerics.ternary_matmul(w[:7], x[:2]))
 
 
+# A SETR in the cycle after a SWEEP that an idle sequencer took: "idle" was true when the
+# sweep was handed over, and the SETR must still wait for that sweep's results.
+SETR_AFTER_SWEEP = """
+        SETR    r2
+        LI      r6, 1
+        SPLIT   r5, r6          ; K in one pass
+        SWEEP   r0, r1, r3
+        SETR    r4
+        SWEEP   r0, r1, r3
+        HALT
+"""
+
+
+def test_setr_right_after_a_sweep_waits_for_it(pair):
+    from firmware.asm import assemble
+    from firmware.programs import FIRMWARE
+    base = len(FIRMWARE)
+    prog = assemble(SETR_AFTER_SWEEP, base=base)
+    status, _ = pair.request(Command.WRITE_PROGRAM, struct.pack("<I", base) + prog.to_bytes())
+    assert status == Status.OK
+    rng = np.random.default_rng(11)
+    K, R, tokens = 7, CONFIG["rows"], 2
+    w = rng.integers(-1, 2, (2 * 6, K)).astype(np.int8)
+    x = rng.integers(-128, 128, (tokens, K)).astype(np.int8)
+    upload_layer(pair, w, x)
+    status, _ = pair.request(Command.RUN, RunArgs(base, (0, 0, 50, tokens, 60, K)).to_bytes())
+    assert status == Status.OK
+    for tile, row in enumerate((50, 60)):
+        status, data = pair.request(Command.READ_RESULTS,
+                                    ReadResultsArgs(row, tokens * R).to_bytes())
+        assert status == Status.OK
+        got = np.frombuffer(data, dtype="<i4").reshape(tokens, -1)     # 6 outputs a token
+        assert np.array_equal(got, numerics.ternary_matmul(w[6 * tile:6 * tile + 6], x)), tile
+
+
 def test_malformed_frames_fuzz(pair):
     """Random valid and malformed requests (sim.fuzz): identical answers, and the device
     always answers the next valid request. ``make bench`` (fuzz) sends 10^4."""
