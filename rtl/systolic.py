@@ -26,7 +26,7 @@ from .accumulator import ResultAccumulator, psum_row_layout
 from .ternary_pe import TernaryPE, Trit
 
 #: columns whose drain multiplexers share a copy of the drain row counter (``drained_register``)
-DRAIN_GROUP = 8
+DRAIN_GROUP = 2
 
 
 def activation_layout(rows: int, act_width: int) -> data.StructLayout:
@@ -95,9 +95,10 @@ class SystolicArray(wiring.Component):
         drain_row = Signal(range(max(rows, 2)))
         # With ``drained_register``, each group of DRAIN_GROUP columns selects its row with a
         # copy of ``drain_row`` of its own: one counter fanned out to every column's
-        # multiplexer was the longest path of a 16x16 ULX3S-12F build at 84 MHz (10.1 ns).
-        # Each copy counts on its own (yosys merges flip-flops with the same inputs, not
-        # counters fed back from themselves), and they always hold the same value.
+        # multiplexer was the longest path of a 16x16 ULX3S-12F build at 84 MHz (10.1 ns),
+        # and one per 8 columns the 25F's at 100 MHz (10.05 ns). Each copy counts on its own
+        # (yosys merges flip-flops with the same inputs, not counters fed back from
+        # themselves), and they always hold the same value.
         if self.drained_register:
             group = DRAIN_GROUP
             row_copies = [Signal.like(drain_row, name=f"drain_row_{g}")

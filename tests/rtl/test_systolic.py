@@ -33,8 +33,9 @@ from sim import cycles, numerics, packing, schedule
 from sim.schedule import ArrayConfig
 
 PSUM_WIDTH = 10                         # pass_k_max = 511 // 128 = 3: K tiling everywhere
-# (3, DRAIN_GROUP + 2): two groups of columns, each with its copy of the drain row counter
-SHAPES = [(1, 1), (2, 3), (3, 2), (4, 4), (3, DRAIN_GROUP + 2)]
+# (3, 2 * DRAIN_GROUP + 1): three groups of columns, the last one short, each with its copy
+# of the drain row counter
+SHAPES = [(1, 1), (2, 3), (3, 2), (4, 4), (3, 2 * DRAIN_GROUP + 1)]
 BASE_SEED = 0x7217
 
 
