@@ -208,15 +208,21 @@ crash:  SETR    r2
 """
 
 
-def test_loaded_programs_match_emulator(pair):
+def load_program(pair, source):
+    """Assemble ``source`` to follow the firmware in program memory and write it there."""
     from firmware.asm import assemble
+    from firmware.programs import FIRMWARE
+    prog = assemble(source, base=len(FIRMWARE))
+    status, _ = pair.request(Command.WRITE_PROGRAM,
+                             struct.pack("<I", len(FIRMWARE)) + prog.to_bytes())
+    assert status == Status.OK
+    return prog
+
+
+def test_loaded_programs_match_emulator(pair):
     from firmware.commands import FAULT_FORMAT
     from firmware.isa import Fault
-    from firmware.programs import FIRMWARE
-    base = len(FIRMWARE)
-    prog = assemble(CUSTOM, base=base)
-    status, _ = pair.request(Command.WRITE_PROGRAM, struct.pack("<I", base) + prog.to_bytes())
-    assert status == Status.OK
+    prog = load_program(pair, CUSTOM)
     rng = np.random.default_rng(3)
     K = 9
     w = rng.integers(-1, 2, (4 * 6, K)).astype(np.int8)
@@ -257,7 +263,7 @@ def test_loaded_programs_match_emulator(pair):
 # A SETR in the cycle after a SWEEP that an idle sequencer took: "idle" was true when the
 # sweep was handed over, and the SETR must still wait for that sweep's results.
 SETR_AFTER_SWEEP = """
-        SETR    r2
+start:  SETR    r2
         LI      r6, 1
         SPLIT   r5, r6          ; K in one pass
         SWEEP   r0, r1, r3
@@ -268,18 +274,13 @@ SETR_AFTER_SWEEP = """
 
 
 def test_setr_right_after_a_sweep_waits_for_it(pair):
-    from firmware.asm import assemble
-    from firmware.programs import FIRMWARE
-    base = len(FIRMWARE)
-    prog = assemble(SETR_AFTER_SWEEP, base=base)
-    status, _ = pair.request(Command.WRITE_PROGRAM, struct.pack("<I", base) + prog.to_bytes())
-    assert status == Status.OK
+    entry = load_program(pair, SETR_AFTER_SWEEP).labels["start"]
     rng = np.random.default_rng(11)
     K, R, tokens = 7, CONFIG["rows"], 2
     w = rng.integers(-1, 2, (2 * 6, K)).astype(np.int8)
     x = rng.integers(-128, 128, (tokens, K)).astype(np.int8)
     upload_layer(pair, w, x)
-    status, _ = pair.request(Command.RUN, RunArgs(base, (0, 0, 50, tokens, 60, K)).to_bytes())
+    status, _ = pair.request(Command.RUN, RunArgs(entry, (0, 0, 50, tokens, 60, K)).to_bytes())
     assert status == Status.OK
     for tile, row in enumerate((50, 60)):
         status, data = pair.request(Command.READ_RESULTS,
