@@ -121,8 +121,8 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
     # `python -m boards.sweep --board ulx3s-12f --start 16 --stop 16 --freq 90`, its run kept
-    # as boards/sweeps/ulx3s-12f-default.json: 16x16 fits (17,017 of 24,288 cells; 16x32 does
-    # not) and meets 90 MHz (95.8 achieved); 3 Mbaud needs a clock that divides to within 2%:
+    # as boards/sweeps/ulx3s-12f-default.json: 16x16 fits (17,186 of 24,288 cells; 16x32 does
+    # not) and meets 90 MHz (99.6 achieved); 3 Mbaud needs a clock that divides to within 2%:
     # 30 cycles a bit, exact. boards/sweeps/ulx3s-12f.json keeps the sweep from 2x2 at
     # 84.375 MHz with an earlier core (every shape to 16x16 met it; 16x32 needs 28,737 cells
     # and 62 DP16KD), whose sizes the design-space estimate fits. 512 weight words
@@ -144,7 +144,7 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                 note="LFE5U-45F: 44K LUT4, 108 DP16KD"),
     # The ULX3S-85F's 16x32 core with 2048 weight words (the bundled model resident) on the
     # ECPIX-5's faster part, and the FT2232H's UART at 12 Mbaud, 8 cycles a bit at 96 MHz
-    # (boards/sweeps/ecpix5-85f.json): 28,900 cells, 147 of 208 DP16KD, 97.35 MHz achieved
+    # (boards/sweeps/ecpix5-85f.json): 29,237 cells, 147 of 208 DP16KD, 134.9 MHz achieved
     # against 96; docs/architecture.md, "Boards".
     _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5",
                 programmers=(("openFPGALoader", "--board", "ecpix5"),),

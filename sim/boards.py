@@ -119,7 +119,7 @@ _ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=24e6, b
 BOARDS: dict[str, Board] = {b.name: b for b in (
     _ULX3S_85F,
     _ICEBREAKER,
-    # Built: boards/sweeps/ulx3s-12f-default.json (16x16 at 90 MHz: 95.8 MHz achieved; 30 cycles a
+    # Built: boards/sweeps/ulx3s-12f-default.json (16x16 at 90 MHz: 99.6 MHz achieved; 30 cycles a
     # bit at 3 Mbaud); a weight word (512 bits) is read whole every cycle.
     Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=90e6, baud=3_000_000,
           weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
@@ -134,7 +134,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=90e6, baud=3_000_000,
           weight_trits=1024 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
-    # Built: 16x32 at 96 MHz with 2048 words of 512 trits (97.35 MHz achieved, 147 DP16KD),
+    # Built: 16x32 at 96 MHz with 2048 words of 512 trits (134.9 MHz achieved, 147 DP16KD),
     # which hold the bundled model resident (docs/architecture.md, "Boards"). The FT2232H's
     # UART goes up to 12 Mbaud (its 120 MHz clock over 10), which 96 MHz divides exactly: 8
     # cycles a bit.
