@@ -143,9 +143,9 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     _from_table(_ulx3s_45f, "ulx3s-45f", _ulx3s("45F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-45F: 44K LUT4, 108 DP16KD"),
     # The ULX3S-85F's 16x32 core with 2048 weight words (the bundled model resident) on the
-    # ECPIX-5's faster part, and the FT2232H's UART at 12 Mbaud, 8 cycles a bit at 96 MHz
-    # (boards/sweeps/ecpix5-85f.json): 29,237 cells, 147 of 208 DP16KD, 134.9 MHz achieved
-    # against 96; docs/architecture.md, "Boards".
+    # ECPIX-5's faster part, and the FT2232H's UART at 12 Mbaud, 10 cycles a bit at 120 MHz
+    # (boards/sweeps/ecpix5-85f.json): 29,243 cells, 147 of 208 DP16KD, 131.8 MHz achieved
+    # against 120; docs/architecture.md, "Boards".
     _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5",
                 programmers=(("openFPGALoader", "--board", "ecpix5"),),
                 note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),

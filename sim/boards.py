@@ -134,11 +134,11 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=90e6, baud=3_000_000,
           weight_trits=1024 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
-    # Built: 16x32 at 96 MHz with 2048 words of 512 trits (134.9 MHz achieved, 147 DP16KD),
+    # Built: 16x32 at 120 MHz with 2048 words of 512 trits (131.8 MHz achieved, 147 DP16KD),
     # which hold the bundled model resident (docs/architecture.md, "Boards"). The FT2232H's
-    # UART goes up to 12 Mbaud (its 120 MHz clock over 10), which 96 MHz divides exactly: 8
+    # UART goes up to 12 Mbaud (its 120 MHz clock over 10), which 120 MHz divides exactly: 10
     # cycles a bit.
-    Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=32, clock_hz=96e6, baud=12_000_000,
+    Board("ecpix5-85f", "ECP5 LFE5UM5G-85F", rows=16, cols=32, clock_hz=120e6, baud=12_000_000,
           weight_trits=ECPIX5_WORDS * 512, memory_bits_per_cycle=1024, basis="measured",
           lut4=83640, bridge="FT2232H", note="FT2232H bridge at 12 Mbaud"),
     # Built: boards/sweeps/orangecrab-85f.json. The ULX3S-85F's die (at speed grade 8) and

@@ -12,7 +12,7 @@ from sim.cocotb_runner import run_bench
 CLK_HZ = 100_000_000
 # (nominal baud, divisor): exact rates, and 3 Mbaud whose divisor 33 gives 3.03 Mbaud (+1.0%).
 # 20 Mbaud is 5 cycles a bit, near the UART's smallest divisor (4: the UP5K boards' 6 Mbaud at
-# 24 MHz; the ECPIX-5 runs 12 Mbaud at 96 MHz, 8).
+# 24 MHz; the ECPIX-5 runs 12 Mbaud at 120 MHz, 10).
 RATES = [
     (1_000_000, 100),
     (3_000_000, 33),

@@ -206,7 +206,8 @@ def run_receiver(divisor: int, levels: list[int], *, fifo_depth: int = 16,
     (5, +0.02), (5, -0.02),
     (7, +0.02), (7, -0.02),
     (4, +0.02), (4, -0.02),         # the iCEBreaker's 6 Mbaud at 24 MHz, 2% off either way
-    (8, +0.03), (8, -0.03),         # the ECPIX-5's 12 Mbaud at 96 MHz, 3% off either way
+    (8, +0.03), (8, -0.03),         # 12 Mbaud at 96 MHz (the ECPIX-5's clock before 120)
+    (10, +0.03), (10, -0.03),       # the ECPIX-5's 12 Mbaud at 120 MHz, 3% off either way
     (25, +0.03), (25, -0.03),       # 3 Mbaud at 75 MHz (the ULX3S-85F's clock before 84.375)
     (28, +0.03), (28, -0.03),       # 3 Mbaud at the ULX3S-85F's 84.375 MHz
     (30, +0.03), (30, -0.03),       # 3 Mbaud at the ULX3S-12F's and -25F's 90 MHz
