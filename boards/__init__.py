@@ -131,8 +131,8 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                 note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
     # `python -m boards.sweep --board ulx3s-25f --start 16 --stop 16 --freq 90`
     # (boards/sweeps/ulx3s-25f.json): the 12F's die, so its 16x16 core, with 1024 weight
-    # words: 17,199 of 24,288 cells, 48 of 56 DP16KD, 100.1 MHz achieved against 90 (asked
-    # for 100: 99.55, missed); 16x32 needs 28,938 cells and 90 DP16KD (an earlier core).
+    # words: 17,366 of 24,288 cells, 48 of 56 DP16KD, 102.9 MHz achieved against 90 (asked
+    # for 100: 98.19, missed); 16x32 needs 28,938 cells and 90 DP16KD (an earlier core).
     _from_table(_ulx3s_25f, "ulx3s-25f", _ulx3s("25F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-25F: 24K LUT4, 56 DP16KD"),
     # `python -m boards.sweep --board ulx3s-45f --start 16` (boards/sweeps/ulx3s-45f.json):
