@@ -774,13 +774,15 @@ class DeviceCore(wiring.Component):
         # every PE: straight from the read port into the PEs' carry chains, that was the
         # longest path of a 2x2 ULX3S build once control was pipelined. All stages move
         # together (``advance``), so the engine sees the same stream a cycle later per stage.
-        # With ``registered_ports`` a third stage sits between them (``read``: the operands in
-        # a register straight after the read ports). The weights come from every block RAM
-        # of the weight memory (147 on the ULX3S-85F) and go to one 1024-bit register beside
-        # the array: a block RAM's clock-to-out and the trip across the die, no logic, were
-        # that build's longest path (12.9 ns). The extra register lets the placer put a
-        # flip-flop between the two. It costs one cycle of latency before a stream's first
-        # step, which no counter sees: they count from the first operands in the engine.
+        # With ``registered_ports`` two more stages sit between them (``read`` and ``cross``:
+        # the operands in registers after the read ports). The weights come from every block
+        # RAM of the weight memory (147 on the ULX3S-85F) and go to one 1024-bit register
+        # beside the array: a block RAM's clock-to-out and the trip across the die, no logic,
+        # were that build's longest path (12.9 ns). With one register between the two, it
+        # still was at 84 MHz (``read`` placed 86 columns from its block RAM: 5.83 ns
+        # clock-to-out and 5.87 of routing, 11.7 ns), so the trip has two. Each costs one
+        # cycle of latency before a stream's first step, which no counter sees: they count
+        # from the first operands in the engine.
         s1_valid = Signal()        # the operands read last cycle are on the read ports
         s2_valid = Signal()        # the registered operands are offered to the engine
         s2_weights = Signal.like(weight_r.data)
@@ -863,13 +865,15 @@ class DeviceCore(wiring.Component):
         for r in range(R):
             m.d.comb += engine.act.payload.data[r].eq(s2_act)
         stage = [s1_valid, weight_r.data, act_r.data, last_flag, first_flag, final_flag]
+        between_valid = []      # the valid bits of the stages between s1 and s2
         if self.registered_ports:
-            read = [Signal.like(v, name=f"read_{name}") for v, name in zip(
-                stage, ("valid", "weights", "act", "last", "first", "final"))]
-            with m.If(advance):
-                m.d.sync += [reg.eq(v) for reg, v in zip(read, stage)]
-            stage = read
-            read_valid = read[0]
+            for prefix in ("read", "cross"):
+                regs = [Signal.like(v, name=f"{prefix}_{name}") for v, name in zip(
+                    stage, ("valid", "weights", "act", "last", "first", "final"))]
+                with m.If(advance):
+                    m.d.sync += [reg.eq(v) for reg, v in zip(regs, stage)]
+                stage = regs
+                between_valid.append(regs[0])
         with m.If(advance):
             m.d.sync += [reg.eq(v) for reg, v in zip(
                 [s2_valid, s2_weights, s2_act, s2_last, s2_first, s2_final], stage)]
@@ -926,9 +930,9 @@ class DeviceCore(wiring.Component):
         idle = Signal()
         idle_now = ~active & ~pending_valid & ~s1_valid & ~s2_valid & (rows_due == 0)
         in_flight = active | pending_valid | s1_valid       # operands not yet in the engine
-        if self.registered_ports:
-            idle_now &= ~read_valid
-            in_flight |= read_valid
+        for valid in between_valid:
+            idle_now &= ~valid
+            in_flight |= valid
         m.d.comb += idle.eq(idle_now)
         # The controller sees idleness a cycle late, from a register (the compares behind it
         # ran into its retire and on into the fetch address). A sweep it hands over in this
