@@ -189,7 +189,15 @@ class Controller(wiring.Component):
         # While stopped the port reads the entry word every cycle, whether or not a start comes:
         # the start is decided from the command being dispatched (its length and entry checked),
         # and in front of the program memory's address that decision was the longest path.
-        stopped = Signal()
+        # With ``registered_checks`` "stopped" and "redirect" are registers of their own, set
+        # with the state they stand for, rather than decoded from it: in front of the program
+        # memory's address (LUT RAM, read as the address settles) the decode of the BRANCH
+        # state was the ULX3S-12F's longest path at 100 MHz (10.29 ns). "redirect" is then
+        # decided with the branch, before ``jump_ok`` is checked: a jump out of program memory
+        # redirects the fetch as well as faulting, and the fault ends the program, so the word
+        # fetched is never used.
+        stopped = Signal(init=1) if self.registered_checks else Signal()
+        will_redirect = Signal()            # ``redirect`` in the next cycle
         start_now = stopped & self.start
         if self.registered_checks:
             # ``next_pc + 1`` as a register, set with ``next_pc`` from the value each update
@@ -286,7 +294,8 @@ class Controller(wiring.Component):
             with m.If(~jump_ok):
                 fault(Fault.PC_OUT_OF_RANGE)
             with m.Else():
-                m.d.comb += redirect.eq(1)
+                if not self.registered_checks:      # otherwise will_redirect says so
+                    m.d.comb += redirect.eq(1)
                 m.next = "FILL"
 
         def retire(decoded=False):
@@ -321,10 +330,17 @@ class Controller(wiring.Component):
         taken = Signal()            # BRANCH: the branch is taken / the LOOP skips its body
         taking_loop = Signal()      # BRANCH: the instruction is a LOOP
 
+        if self.registered_checks:
+            m.d.sync += will_redirect.eq(0)     # set below as the jump is decided
+            m.d.comb += redirect.eq(will_redirect)
+
         with m.FSM(name="control") as control:
             with m.State("STOPPED"):
-                m.d.comb += stopped.eq(1)
+                if not self.registered_checks:
+                    m.d.comb += stopped.eq(1)
                 with m.If(self.start):
+                    if self.registered_checks:
+                        m.d.sync += stopped.eq(0)
                     m.d.sync += [loop_active.eq(0), split_valid.eq(0),
                                  status.eq(Status.OK), fault_cause.eq(Fault.NONE), fault_pc.eq(0)]
                     for i in range(REGISTERS):
@@ -396,17 +412,17 @@ class Controller(wiring.Component):
                                 fault(Fault.NESTED_LOOP)
                             with m.Else():
                                 m.d.sync += [taken.eq(skip), taking_loop.eq(1)]
+                                if self.registered_checks:     # a LOOP always jumps
+                                    m.d.sync += will_redirect.eq(1)
                                 m.next = "BRANCH"
                         with m.Else():
                             with m.Switch(ins.op):
-                                with m.Case(Op.BEQ):
-                                    m.d.sync += taken.eq(a == b)
-                                with m.Case(Op.BNE):
-                                    m.d.sync += taken.eq(a != b)
-                                with m.Case(Op.BLTU):
-                                    m.d.sync += taken.eq(a < b)
-                                with m.Case(Op.BGEU):
-                                    m.d.sync += taken.eq(a >= b)
+                                for op, holds in ((Op.BEQ, a == b), (Op.BNE, a != b),
+                                                  (Op.BLTU, a < b), (Op.BGEU, a >= b)):
+                                    with m.Case(op):
+                                        m.d.sync += taken.eq(holds)
+                                        if self.registered_checks:
+                                            m.d.sync += will_redirect.eq(holds)
                             m.d.sync += taking_loop.eq(0)
                             m.next = "BRANCH"
                     with m.Case(Op.SPLIT):
@@ -536,6 +552,8 @@ class Controller(wiring.Component):
             with m.State("FINISH"):
                 with m.If(self.idle):
                     m.d.comb += self.done.eq(1)
+                    if self.registered_checks:
+                        m.d.sync += stopped.eq(1)
                     m.next = "STOPPED"
 
         if self.registered_checks:

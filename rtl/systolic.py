@@ -212,6 +212,9 @@ class MatrixEngine(wiring.Component):
     """The array plus the accumulator: exact int32 dot products for K up to ``sim.schedule``'s
     ``ArrayConfig.k_max``, fed pass by pass as ``sim.schedule.plan_linear`` lays them out.
 
+    ``drained_register`` goes to the array, and to the accumulator as ``counted_reads``: the
+    variant for large arrays' clocks (ECP5 builds), the same behaviour cycle for cycle.
+
     Members
     -------
     act, weights : as :class:`SystolicArray`.
@@ -227,7 +230,8 @@ class MatrixEngine(wiring.Component):
                                    drained_register=drained_register)
         self.accumulator = ResultAccumulator(rows=rows, cols=cols, psum_width=psum_width,
                                              acc_width=acc_width,
-                                             ram_style=accumulator_ram_style)
+                                             ram_style=accumulator_ram_style,
+                                             counted_reads=drained_register)
         self.rows, self.cols = rows, cols
         self.act_width, self.psum_width, self.acc_width = act_width, psum_width, acc_width
         super().__init__({
