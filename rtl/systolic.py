@@ -98,13 +98,10 @@ class SystolicArray(wiring.Component):
         # multiplexer was the longest path of a 16x16 ULX3S-12F build at 84 MHz (10.1 ns),
         # and one per 8 columns the 25F's at 100 MHz (10.05 ns). Each copy counts on its own
         # (yosys merges flip-flops with the same inputs, not counters fed back from
-        # themselves), and they always hold the same value.
-        if self.drained_register:
-            group = DRAIN_GROUP
-            row_copies = [Signal.like(drain_row, name=f"drain_row_{g}")
-                          for g in range(-(-cols // group))]
-        else:
-            group, row_copies = cols, [drain_row]
+        # themselves), and they always hold the same value. ``drain_row`` is the first group's.
+        group = DRAIN_GROUP if self.drained_register else cols
+        row_copies = [drain_row, *(Signal.like(drain_row, name=f"drain_row_{g}")
+                                   for g in range(1, -(-cols // group)))]
         drain_first = Signal()
         drain_final = Signal()
 
@@ -185,10 +182,8 @@ class SystolicArray(wiring.Component):
                 result.payload.last_chunk.eq(drain_final),
                 result.payload.last.eq(drain_left == 1),
                 drain_left.eq(drain_left - 1),
-                drain_row.eq(drain_row + 1),
+                *(copy.eq(copy + 1) for copy in row_copies),
             ]
-            if self.drained_register:
-                m.d.sync += [copy.eq(copy + 1) for copy in row_copies]
             for c in range(cols):
                 column = Array(results[r][c] for r in range(rows))
                 m.d.sync += result.payload.data[c].eq(column[row_copies[c // group]])
@@ -197,8 +192,7 @@ class SystolicArray(wiring.Component):
                 m.d.sync += drained.eq(0)
             m.d.sync += [
                 drain_left.eq(rows),
-                drain_row.eq(0),
-                *(copy.eq(0) for copy in row_copies if self.drained_register),
+                *(copy.eq(0) for copy in row_copies),
                 drain_first.eq(self.act.payload.first_chunk),
                 drain_final.eq(self.act.payload.last_chunk),
             ]
