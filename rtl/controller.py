@@ -174,9 +174,27 @@ class Controller(wiring.Component):
         # ``loop_active & (next_pc == loop_end)``, kept up to date with ``next_pc`` (so set
         # from the value each update gives it), since in front of the fetch address the
         # compare was the longest path; ``loop_one_body``: the body is one instruction long.
-        at_loop_end, loop_one_body = Signal(), Signal()
+        at_loop_end = Signal()
+        loop_one_body = Signal()
         redirect_at_end = Signal()          # at_loop_end after the redirect of this cycle
-        loop_back = at_loop_end & ~last_pass
+        # Whether the word after the one on the read port is the loop's start. With
+        # ``registered_checks`` a register of its own, set with at_loop_end from the values
+        # each update gives it and last_pass: the AND of the two in front of the program
+        # memory's address was the ULX3S-12F's longest path at 100 MHz once the branch's
+        # redirect was a register (10.26 ns).
+        if self.registered_checks:
+            loop_back = Signal()
+            redirect_last_pass = Signal()   # last_pass after the redirect of this cycle
+            m.d.comb += redirect_last_pass.eq(last_pass)    # unless a LOOP starts (BRANCH)
+        else:
+            loop_back = at_loop_end & ~last_pass
+            redirect_last_pass = last_pass  # (unused)
+
+        def loop_end_is(at_end, last=last_pass):
+            """Set at_loop_end, with last_pass holding ``last`` after this cycle."""
+            m.d.sync += at_loop_end.eq(at_end)
+            if self.registered_checks:
+                m.d.sync += loop_back.eq(at_end & ~last)
         shift = Signal()        # ``ins`` retires: the word on the read port replaces it
         # With ``registered_checks``, whether ``ins`` retires in its first cycle, decoded as it
         # is fetched: the decoder in front of ``shift`` (the program port's enable, and every
@@ -216,10 +234,12 @@ class Controller(wiring.Component):
         m.d.comb += [read.addr.eq(Mux(stopped, self.entry, Mux(redirect, jump_to, following))),
                      read.en.eq(stopped | redirect | shift)]
         with m.If(start_now):
-            m.d.sync += [next_pc.eq(self.entry), at_loop_end.eq(0)]
+            m.d.sync += next_pc.eq(self.entry)
+            loop_end_is(0)
             goes_to(self.entry)
         with m.Elif(redirect):
-            m.d.sync += [next_pc.eq(jump_to), at_loop_end.eq(redirect_at_end)]
+            m.d.sync += next_pc.eq(jump_to)
+            loop_end_is(redirect_at_end, redirect_last_pass)
             goes_to(jump_to)
         with m.Elif(shift):
             goes_to(following)
@@ -233,12 +253,13 @@ class Controller(wiring.Component):
                          ins_ended_loop.eq(at_loop_end & ~loop_back),
                          a.eq(operand(word.ra)), b.eq(operand(word.rb)), d.eq(operand(word.rd))]
             with m.If(loop_back):
-                m.d.sync += [loop_count.eq(loop_count - 1), last_pass.eq(loop_count == 2),
-                             at_loop_end.eq(loop_one_body)]
+                m.d.sync += [loop_count.eq(loop_count - 1), last_pass.eq(loop_count == 2)]
+                loop_end_is(loop_one_body, loop_count == 2)
             with m.Elif(at_loop_end):
-                m.d.sync += [loop_active.eq(0), at_loop_end.eq(0)]
+                m.d.sync += loop_active.eq(0)
+                loop_end_is(0)
             with m.Else():
-                m.d.sync += at_loop_end.eq(loop_active & (successor == loop_end))
+                loop_end_is(loop_active & (successor == loop_end))
 
         # Saturating unsigned arithmetic (firmware.isa): computed two bits wider, then clamped.
         # Wide enough for a register plus a register, or plus ADDI's 17-bit signed immediate.
@@ -499,6 +520,8 @@ class Controller(wiring.Component):
                                      loop_end.eq(imm), loop_count.eq(a),
                                      last_pass.eq(a == 1), loop_one_body.eq(pc + 1 == imm)]
                         m.d.comb += redirect_at_end.eq(pc + 1 == imm)
+                        if self.registered_checks:
+                            m.d.comb += redirect_last_pass.eq(a == 1)
                     jump()
                 with m.Elif(taken):
                     jump()
