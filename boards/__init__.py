@@ -120,19 +120,19 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # 100 MHz (docs/architecture.md, "Boards").
     _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
-    # `python -m boards.sweep --board ulx3s-12f --start 16 --stop 16 --freq 90`, its run kept
-    # as boards/sweeps/ulx3s-12f-default.json: 16x16 fits (17,186 of 24,288 cells; 16x32 does
-    # not) and meets 90 MHz (99.6 achieved); 3 Mbaud needs a clock that divides to within 2%:
-    # 30 cycles a bit, exact. boards/sweeps/ulx3s-12f.json keeps the sweep from 2x2 at
+    # `tritium build --board ulx3s-12f --freq 100`, its report kept as
+    # boards/sweeps/ulx3s-12f-default.json: 16x16 fits (17,262 of 24,288 cells; 16x32 does
+    # not) and meets 100 MHz (104.1 achieved); 3 Mbaud needs a clock that divides to within
+    # 2%: 33 cycles a bit, 1% fast. boards/sweeps/ulx3s-12f.json keeps the sweep from 2x2 at
     # 84.375 MHz with an earlier core (every shape to 16x16 met it; 16x32 needs 28,737 cells
     # and 62 DP16KD), whose sizes the design-space estimate fits. 512 weight words
     # (34 DP16KD at 16x16).
     _from_table(_ulx3s_12f, "ulx3s-12f", _ulx3s("12F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
-    # `python -m boards.sweep --board ulx3s-25f --start 16 --stop 16 --freq 90`
-    # (boards/sweeps/ulx3s-25f.json): the 12F's die, so its 16x16 core, with 1024 weight
-    # words: 17,366 of 24,288 cells, 48 of 56 DP16KD, 102.9 MHz achieved against 90 (asked
-    # for 100: 98.19, missed); 16x32 needs 28,938 cells and 90 DP16KD (an earlier core).
+    # `tritium build --board ulx3s-25f --freq 100` (boards/sweeps/ulx3s-25f-default.json;
+    # boards/sweeps/ulx3s-25f.json keeps the run at 90 MHz): the 12F's die, so its 16x16
+    # core, with 1024 weight words: 17,459 of 24,288 cells, 48 of 56 DP16KD, 102.5 MHz
+    # achieved against 100; 16x32 needs 28,938 cells and 90 DP16KD (an earlier core).
     _from_table(_ulx3s_25f, "ulx3s-25f", _ulx3s("25F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-25F: 24K LUT4, 56 DP16KD"),
     # `python -m boards.sweep --board ulx3s-45f --start 16` (boards/sweeps/ulx3s-45f.json):
@@ -160,9 +160,10 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                 programmers=(("openFPGALoader", "--board", "icebreaker"), ("iceprog",)),
                 note="iCE40 UP5K: 5,280 logic cells, 30 EBR, 4 SPRAM"),
     # OrangeCrab r0.2 (85F): the ULX3S-85F's die, speed grade 8, and its default core, 16x32
-    # with 2048 words at 96 MHz (the 48 MHz oscillator x 2): 28,877 of 83,640 cells, 147
-    # of 208 DP16KD, 0 DSP, 108.7 MHz achieved, 1,418 s (boards/sweeps/orangecrab-85f.json,
-    # `tritium build --board orangecrab-85f`). The UART runs on two Feather header pins
+    # with 2048 words at 108 MHz (the 48 MHz oscillator x 9 / 4, 36 cycles a bit at 3 Mbaud):
+    # 29,333 of 83,640 cells, 147 of 208 DP16KD, 0 DSP, 113.5 MHz achieved, 2,329 s sharing
+    # the machine (boards/sweeps/orangecrab-85f.json, `tritium build --board orangecrab-85f
+    # --freq 108`). The UART runs on two Feather header pins
     # through an adapter, not through the board's USB port (docs/architecture.md, "Boards").
     _from_table(_orangecrab_built, "orangecrab-85f", _orangecrab_85f, "ecp5",
                 programmers=(("openFPGALoader", "--board", "orangecrab"),

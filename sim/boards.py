@@ -119,9 +119,9 @@ _ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=24e6, b
 BOARDS: dict[str, Board] = {b.name: b for b in (
     _ULX3S_85F,
     _ICEBREAKER,
-    # Built: boards/sweeps/ulx3s-12f-default.json (16x16 at 90 MHz: 99.6 MHz achieved; 30 cycles a
-    # bit at 3 Mbaud); a weight word (512 bits) is read whole every cycle.
-    Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=90e6, baud=3_000_000,
+    # Built: boards/sweeps/ulx3s-12f-default.json (16x16 at 100 MHz: 104.1 MHz achieved; 33
+    # cycles a bit at 3 Mbaud, 1% fast); a weight word (512 bits) is read whole every cycle.
+    Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=100e6, baud=3_000_000,
           weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: boards/sweeps/ulx3s-45f.json (16x16 at 30 MHz with 2560 words of 256 trits, the
@@ -129,9 +129,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ulx3s-45f", "ECP5 LFE5U-45F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
           weight_trits=ULX3S_45F_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
           lut4=43848, bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
-    # Built: boards/sweeps/ulx3s-25f.json (the 12F's 16x16 core with twice its weight words on
-    # the same die, at 90 MHz: 102.9 MHz achieved, 48 of 56 DP16KD; asked for 100, 98.19).
-    Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=90e6, baud=3_000_000,
+    # Built: boards/sweeps/ulx3s-25f-default.json (the 12F's 16x16 core with twice its weight
+    # words on the same die, at 100 MHz: 102.5 MHz achieved, 48 of 56 DP16KD).
+    Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=100e6, baud=3_000_000,
           weight_trits=1024 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: 16x32 at 120 MHz with 2048 words of 512 trits (131.8 MHz achieved, 147 DP16KD),
@@ -142,10 +142,10 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           weight_trits=ECPIX5_WORDS * 512, memory_bits_per_cycle=1024, basis="measured",
           lut4=83640, bridge="FT2232H", note="FT2232H bridge at 12 Mbaud"),
     # Built: boards/sweeps/orangecrab-85f.json. The ULX3S-85F's die (at speed grade 8) and
-    # default core at 96 MHz (48 MHz x 2: 108.7 MHz achieved; 32 cycles a bit at 3 Mbaud);
+    # default core at 108 MHz (48 MHz x 9 / 4: 113.5 MHz achieved; 36 cycles a bit at 3 Mbaud);
     # the UART on two Feather header pins, through an adapter the user brings (3 Mbaud: an
     # FTDI one).
-    replace(_ULX3S_85F, name="orangecrab-85f", clock_hz=96e6, bridge="adapter",
+    replace(_ULX3S_85F, name="orangecrab-85f", clock_hz=108e6, bridge="adapter",
             note="UART on the Feather header at 3 Mbaud (a USB-serial adapter)"),
     # Built: boards/sweeps/icesugar.json. The iCEBreaker's UP5K and 2x2 core; the link is the
     # iCELink's USB CDC port at 115,200 baud, the rate of the board maker's own UART example

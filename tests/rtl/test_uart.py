@@ -211,8 +211,10 @@ def run_receiver(divisor: int, levels: list[int], *, fifo_depth: int = 16,
     (25, +0.03), (25, -0.03),       # 3 Mbaud at 75 MHz (the ULX3S-85F's clock before 84.375)
     (28, +0.03), (28, -0.03),       # 3 Mbaud at the ULX3S-85F's 84.375 MHz
     (30, +0.03), (30, -0.03),       # 3 Mbaud at the ULX3S-12F's and -25F's 90 MHz
-    (32, +0.03), (32, -0.03),       # 3 Mbaud at the OrangeCrab's 96 MHz
-    (16, +0.04), (16, -0.04), (33, +0.04), (33, -0.04),
+    (32, +0.03), (32, -0.03),       # 3 Mbaud at the OrangeCrab's 96 MHz (its clock before 108)
+    (36, +0.03), (36, -0.03),       # 3 Mbaud at the OrangeCrab's 108 MHz
+    (16, +0.04), (16, -0.04),
+    (33, +0.04), (33, -0.04),       # 3 Mbaud at the ULX3S-12F's 100 MHz (33.3 cycles a bit)
 ])
 def test_receiver_rate_tolerance(divisor, rate_error):
     """Back-to-back frames from a sender whose bits last ``divisor * (1 - rate_error)`` cycles,
