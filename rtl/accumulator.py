@@ -89,12 +89,12 @@ class ResultAccumulator(wiring.Component):
         # with every row taken, since it fans out to every cell of the sums memory (LUT RAM on
         # ECP5): the increment and the multiplexer in front of it were the longest path of a
         # 16x16 ULX3S-25F build asked for 100 MHz (10.18 ns, 3.95 of it that net).
-        next_row = Mux(beat.last, 0, beat.row + 1)
         if self.counted_reads:
-            read_row = Signal.like(read.addr, init=1 % self.rows)
+            next_row = Signal.like(read.addr, init=1 % self.rows)
             with m.If(taken):
-                m.d.sync += read_row.eq(Mux(read_row == self.rows - 1, 0, read_row + 1))
-            next_row = read_row
+                m.d.sync += next_row.eq(Mux(next_row == self.rows - 1, 0, next_row + 1))
+        else:
+            next_row = Mux(beat.last, 0, beat.row + 1)
         m.d.comb += [
             taken.eq(self.input.valid & self.input.ready),
             read.addr.eq(next_row),

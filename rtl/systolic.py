@@ -128,7 +128,9 @@ class SystolicArray(wiring.Component):
         # 84.375 MHz (11.62 ns, 4.85 of it the last net). Each copy is set and cleared by its
         # own row's capture, so yosys cannot merge them, and they always agree with
         # ``drained``, which keeps driving the handshake and the drain.
-        row_steps, row_captures, row_drained = [step] * rows, [capture] * rows, []
+        # (register, the capture that clears it): "drained" and, below, each row's copy
+        drained_copies = [(drained, capture)] if self.drained_register else []
+        row_steps, row_captures = [step] * rows, [capture] * rows
         if self.drained_register:
             both_valid = self.act.valid & self.weights.valid
             for r in range(rows):
@@ -139,7 +141,7 @@ class SystolicArray(wiring.Component):
                     row_steps[r].eq(both_valid & (~self.act.payload.last | copy)),
                     row_captures[r].eq(both_valid & self.act.payload.last & copy),
                 ]
-                row_drained.append((copy, row_captures[r]))
+                drained_copies.append((copy, row_captures[r]))
 
         results = [[None] * cols for _ in range(rows)]
         for r in range(rows):
@@ -172,9 +174,7 @@ class SystolicArray(wiring.Component):
         with m.If(result.valid & result.ready):
             m.d.sync += result.valid.eq(0)
         with m.If(take_row):
-            if self.drained_register:
-                m.d.sync += [copy.eq(drain_left == 1)
-                             for copy in [drained, *(copy for copy, _ in row_drained)]]
+            m.d.sync += [copy.eq(drain_left == 1) for copy, _ in drained_copies]
             m.d.sync += [
                 result.valid.eq(1),
                 result.payload.row.eq(drain_row),
@@ -188,16 +188,14 @@ class SystolicArray(wiring.Component):
                 column = Array(results[r][c] for r in range(rows))
                 m.d.sync += result.payload.data[c].eq(column[row_copies[c // group]])
         with m.If(capture):     # only when drain_left == 0, so no conflict with the above
-            if self.drained_register:
-                m.d.sync += drained.eq(0)
             m.d.sync += [
                 drain_left.eq(rows),
                 *(copy.eq(0) for copy in row_copies),
                 drain_first.eq(self.act.payload.first_chunk),
                 drain_final.eq(self.act.payload.last_chunk),
             ]
-        for copy, row_capture in row_drained:
-            with m.If(row_capture):
+        for copy, clear in drained_copies:
+            with m.If(clear):
                 m.d.sync += copy.eq(0)
         return m
 
