@@ -54,7 +54,7 @@ def base3_rom() -> list[int]:
 class FrameSender(wiring.Component):
     """Frames one response: sync, status, seq, length, ``length`` bytes from ``payload``, CRC.
 
-    With ``buffered`` the payload passes a two-entry FIFO (``lib.fifo.SyncFIFO``, emptied on
+    With ``buffered`` the payload passes a three-entry FIFO (``lib.fifo.SyncFIFO``, emptied on
     ``start``, so bytes offered past the end of one response never reach the next), and each
     side of it hands off on a ready or valid that is a compare of its level register. Without
     it, ``payload.ready`` comes from the sender's state and ``tx.ready``, and the byte sources
@@ -204,8 +204,9 @@ class DeviceCore(wiring.Component):
         command with a payload), and the engine keeps "drained" in a register in front of
         its step enable and a drain row counter per group of columns
         (``rtl.systolic.SystolicArray``); the response payload reaches the frame sender
-        through a two-entry FIFO (:class:`FrameSender`'s ``buffered``); the controller's
-        ``registered_checks`` go with them.
+        through a three-entry FIFO (:class:`FrameSender`'s ``buffered``); the sequencer
+        issues without stalls (it holds a pass's last step back for the drain, so the
+        operand stages need no enable); the controller's ``registered_checks`` go with them.
         A UP5K has no cells to spare for them (with them its 2x2 core took 5,281 of 5,280
         cells), and its clock does not need them.
     """
