@@ -904,22 +904,22 @@ class DeviceCore(wiring.Component):
         for r in range(R):
             m.d.comb += engine.act.payload.data[r].eq(s2_act)
         stage = [s1_valid, weight_r.data, act_r.data, last_flag, first_flag, final_flag]
-        between_valid = []      # the valid bits of the stages between s1 and s2
-        if self.registered_ports:
-            for prefix in ("read", "cross"):
-                regs = [Signal.like(v, name=f"{prefix}_{name}") for v, name in zip(
-                    stage, ("valid", "weights", "act", "last", "first", "final"))]
-                with m.If(advance):
-                    m.d.sync += [reg.eq(v) for reg, v in zip(regs, stage)]
-                stage = regs
-                between_valid.append(regs[0])
+        between = ("read", "cross") if self.registered_ports else ()   # stages after s1
+        between_valid = []      # their valid bits
+        for prefix in between:
+            regs = [Signal.like(v, name=f"{prefix}_{name}") for v, name in zip(
+                stage, ("valid", "weights", "act", "last", "first", "final"))]
+            with m.If(advance):
+                m.d.sync += [reg.eq(v) for reg, v in zip(regs, stage)]
+            stage = regs
+            between_valid.append(regs[0])
         with m.If(advance):
             m.d.sync += [reg.eq(v) for reg, v in zip(
                 [s2_valid, s2_weights, s2_act, s2_last, s2_first, s2_final], stage)]
         if self.registered_ports:
             # a bubble held back for the drain is offered to the engine (``s2_held``)
             held = holding
-            for prefix in ("s1", "read", "cross"):
+            for prefix in ("s1", *between):
                 held_next = Signal(name=f"{prefix}_held")
                 m.d.sync += held_next.eq(held)
                 held = held_next
