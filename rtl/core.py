@@ -870,7 +870,7 @@ class DeviceCore(wiring.Component):
             # flip-flops and 147 DP16KD on the ULX3S-85F) crossed the die from "drained":
             # 4.4 + 4.7 ns of routing at 90 MHz. The bubbles held back carry ``held`` to the
             # engine, where the counters see them as the stall they replace.
-            last_gap = Signal(range(R + 1))     # cycles until a last step may issue, - 1
+            last_gap = Signal(range(R + 1))     # cycles until a last step may issue
             last_may_issue = Signal(init=1)     # last_gap is 0
             holding = Signal()
             issue = Signal()
