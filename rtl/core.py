@@ -973,7 +973,9 @@ class DeviceCore(wiring.Component):
         # With ``registered_ports`` a final pass's rows count as due a cycle after it is
         # issued (its operands are then in flight, so nothing reads the count as idle): the
         # engine's "drained" through ``advance`` into this adder was the longest path of the
-        # ULX3S-85F's 16x32 build at 90 MHz (13.31 ns, 10.87 of them routing).
+        # ULX3S-85F's 16x32 build at 90 MHz (13.31 ns, 10.87 of them routing). Since the
+        # stall-free issue ``issue`` no longer comes from "drained", so this register may no
+        # longer be needed; it stays because the ECP5 tables were built with it.
         if self.registered_ports:
             issued_before = Signal()
             m.d.sync += issued_before.eq(issued_final)
