@@ -20,7 +20,7 @@ host speaks the framed protocol of docs/protocol.md over it. Inside:
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Shape, Signal, unsigned
 from amaranth.lib import fifo, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from firmware.commands import (COUNTER_NAMES, FAULT_SIZE, FRAME_CRC, INSTRUCTION_BYTES,
@@ -37,6 +37,21 @@ from .systolic import MatrixEngine
 
 ARGS_BYTES = RUN_SIZE    # the longest argument block
 COUNTER_BITS = 64        # as the READ_COUNTERS payload carries them (the widest counters)
+
+
+def weight_bank_depths(words: int) -> list[int]:
+    """The weight memory's banks with ``registered_ports``: the powers of two that add up to
+    ``words``, largest first, so each bank starts at a multiple of its own depth and is picked
+    by the address bits above it. A memory of another depth is split by yosys into block RAMs
+    of one shape and a multiplexer in front of their outputs: the ULX3S-45F's 2560 words took
+    72 DP16KD of 512 x 36 and three LUT4 in front of every bit of the read register, five
+    block RAM outputs each (its builds placed at 66-71 MHz and did not finish routing). As
+    banks, each maps onto block RAMs whose depth is the bank's (2048 x 9 and 512 x 36: 57 + 15
+    DP16KD, as many) and is read into a register of its own, and the choice between them is
+    made after those registers (``DeviceCore``)."""
+    if words < 1:
+        raise ValueError(f"the weight memory needs at least one word, not {words}")
+    return [1 << bit for bit in reversed(range(words.bit_length())) if words >> bit & 1]
 
 
 def base3_rom() -> list[int]:
@@ -268,6 +283,8 @@ class DeviceCore(wiring.Component):
         m = Module()
         R, C = self.rows, self.cols
         word_bits = 2 * R * C
+        banked = self.registered_ports and self.weight_ram is None
+        bank_depths = weight_bank_depths(self.weight_words) if banked else [self.weight_words]
 
         # -- memories ------------------------------------------------------------------------
         # NO_RW_CHECK (rtl.synth): no read of these is used in a cycle that writes them. The
@@ -282,12 +299,36 @@ class DeviceCore(wiring.Component):
             m.submodules.weight_mem = weight_mem = SPRAMWeights(word_bits=word_bits,
                                                                 depth=self.weight_words)
             weight_w, weight_r = weight_mem.write, weight_mem.read
-        else:
+        elif len(bank_depths) == 1:
             m.submodules.weight_mem = weight_mem = Memory(shape=unsigned(word_bits),
                                                           depth=self.weight_words, init=[],
                                                           attrs=NO_RW_CHECK)
             weight_w = weight_mem.write_port()
             weight_r = weight_mem.read_port()
+        else:
+            # Banks (``weight_bank_depths``): the ports below drive every bank, and each bank's
+            # read data goes on to the sequencer's ``read`` stage as it is (``bank_data``).
+            addr_width = Shape.cast(range(self.weight_words)).width
+            weight_w = WritePort.Signature(addr_width=addr_width, shape=unsigned(word_bits)
+                                           ).create(path=("weight_w",))
+            weight_r = ReadPort.Signature(addr_width=addr_width, shape=unsigned(word_bits)
+                                          ).create(path=("weight_r",))
+            bank_data, bank_hits = [], []    # each bank's read data; "addr is in bank i"
+            offset = 0
+            for i, depth in enumerate(bank_depths):
+                bank = Memory(shape=unsigned(word_bits), depth=depth, init=[], attrs=NO_RW_CHECK)
+                m.submodules[f"weight_bank_{i}"] = bank
+                bank_w, bank_r = bank.write_port(), bank.read_port()
+                low = depth.bit_length() - 1
+
+                def hit(addr, low=low, offset=offset):
+                    return addr[low:] == offset >> low
+                m.d.comb += [bank_w.addr.eq(weight_w.addr[:low]), bank_w.data.eq(weight_w.data),
+                             bank_w.en.eq(weight_w.en & hit(weight_w.addr)),
+                             bank_r.addr.eq(weight_r.addr[:low]), bank_r.en.eq(weight_r.en)]
+                bank_data.append(bank_r.data)
+                bank_hits.append(hit)
+                offset += depth
         m.submodules.act_mem = act_mem = Memory(shape=8, depth=self.act_bytes, init=[],
                                                 attrs=NO_RW_CHECK)
         act_w = act_mem.write_port()
@@ -903,7 +944,24 @@ class DeviceCore(wiring.Component):
         ]
         for r in range(R):
             m.d.comb += engine.act.payload.data[r].eq(s2_act)
-        stage = [s1_valid, weight_r.data, act_r.data, last_flag, first_flag, final_flag]
+        s1_weights = weight_r.data
+        if len(bank_depths) > 1:
+            # Every bank is read, each into a ``read`` register of its own, with the index of
+            # the bank the address is in; the choice is made between ``read`` and ``cross``.
+            s1_bank = Signal(range(len(bank_depths)))
+            with m.If(advance):
+                for i, hit in enumerate(bank_hits):     # one hit: the banks do not overlap
+                    with m.If(hit(w_addr)):
+                        m.d.sync += s1_bank.eq(i)
+            s1_weights = Cat(*bank_data, s1_bank)
+
+        def chosen_bank(read_weights):
+            """The word of the bank the address was in, from the ``read`` stage's banks."""
+            words = Array(read_weights[i * word_bits:(i + 1) * word_bits]
+                          for i in range(len(bank_depths)))
+            return words[read_weights[len(bank_depths) * word_bits:]]
+
+        stage = [s1_valid, s1_weights, act_r.data, last_flag, first_flag, final_flag]
         between = ("read", "cross") if self.registered_ports else ()   # stages after s1
         between_valid = []      # their valid bits
         for prefix in between:
@@ -913,6 +971,8 @@ class DeviceCore(wiring.Component):
                 m.d.sync += [reg.eq(v) for reg, v in zip(regs, stage)]
             stage = regs
             between_valid.append(regs[0])
+            if prefix == "read" and len(bank_depths) > 1:
+                stage = [stage[0], chosen_bank(stage[1]), *stage[2:]]
         with m.If(advance):
             m.d.sync += [reg.eq(v) for reg, v in zip(
                 [s2_valid, s2_weights, s2_act, s2_last, s2_first, s2_final], stage)]
