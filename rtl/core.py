@@ -47,8 +47,8 @@ def weight_bank_depths(words: int) -> list[int]:
     72 DP16KD of 512 x 36 and three LUT4 in front of every bit of the read register, five
     block RAM outputs each (its builds placed at 66-71 MHz and did not finish routing). As
     banks, each maps onto block RAMs whose depth is the bank's (2048 x 9 and 512 x 36: 57 + 15
-    DP16KD, as many) and is read into a register of its own, and the choice between them is
-    made after those registers (``DeviceCore``)."""
+    DP16KD, the same 72) and is read into a register of its own, and the choice between them
+    is made after those registers (``DeviceCore``), one LUT4 a bit between two registers."""
     if words < 1:
         raise ValueError(f"the weight memory needs at least one word, not {words}")
     return [1 << bit for bit in reversed(range(words.bit_length())) if words >> bit & 1]
@@ -213,8 +213,9 @@ class DeviceCore(wiring.Component):
         block RAM), and the operand memories' read addresses are counters of their own rather
         than base + step (no adder in front of every weight block RAM's address pins), the
         operands read pass one more register on their way to the engine (a cycle more before
-        a stream's first step), so does each row READ_RESULTS reads (a cycle more a row), a
-        weight word is written from registers a cycle after its last byte, the payload
+        a stream's first step; a weight memory whose depth is not a power of two is read in
+        banks, each into a register of its own: ``weight_bank_depths``), so does each row
+        READ_RESULTS reads (a cycle more a row), a weight word is written from registers a cycle after its last byte, the payload
         memory's byte is registered before the commands read it (a cycle more for each
         command with a payload), and the engine keeps "drained" in a register in front of
         its step enable and a drain row counter per group of columns
