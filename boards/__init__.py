@@ -135,11 +135,13 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # achieved against 100; 16x32 needs 28,938 cells and 90 DP16KD (an earlier core).
     _from_table(_ulx3s_25f, "ulx3s-25f", _ulx3s("25F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-25F: 24K LUT4, 56 DP16KD"),
-    # `python -m boards.sweep --board ulx3s-45f --start 16` (boards/sweeps/ulx3s-45f.json):
-    # 16x16 with 2560 weight words, the bundled model resident: 20,540 of 43,848 cells, 92 of
-    # 108 DP16KD, 47.5 MHz achieved. 16x32 with the same words needs 177 DP16KD; with fewer
-    # words it would fit but stream the model (tritium estimate: 2.1 against 18.2 tokens/s at
-    # 3 Mbaud), so the default keeps the memory.
+    # `tritium build --board ulx3s-45f --freq 90` (boards/sweeps/ulx3s-45f-default.json;
+    # ulx3s-45f.json keeps the sweep at 30 MHz): 16x16 with 2560 weight words, the bundled
+    # model resident, its weight memory in banks of 2048 and 512 words: 18,083 of 43,848
+    # cells, 91 of 108 DP16KD, 98.62 MHz achieved against 90 (at 100 MHz 95.76, at 95.833
+    # 89.01). 16x32 with the same words needs 177 DP16KD; with fewer words it would fit but
+    # stream the model (tritium estimate: 2.1 against 18.3 tokens/s at 3 Mbaud and 90 MHz),
+    # so the default keeps the memory.
     _from_table(_ulx3s_45f, "ulx3s-45f", _ulx3s("45F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-45F: 44K LUT4, 108 DP16KD"),
     # The ULX3S-85F's 16x32 core with 2048 weight words (the bundled model resident) on the

@@ -124,9 +124,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=100e6, baud=3_000_000,
           weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
-    # Built: boards/sweeps/ulx3s-45f.json (16x16 at 30 MHz with 2560 words of 256 trits, the
-    # bundled model's 2,560: 47.5 MHz achieved, 92 of 108 DP16KD).
-    Board("ulx3s-45f", "ECP5 LFE5U-45F", rows=16, cols=16, clock_hz=30e6, baud=3_000_000,
+    # Built: boards/sweeps/ulx3s-45f-default.json (16x16 at 90 MHz with 2560 words of 256
+    # trits, the bundled model's 2,560: 98.62 MHz achieved, 91 of 108 DP16KD).
+    Board("ulx3s-45f", "ECP5 LFE5U-45F", rows=16, cols=16, clock_hz=90e6, baud=3_000_000,
           weight_trits=ULX3S_45F_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
           lut4=43848, bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: boards/sweeps/ulx3s-25f-default.json (the 12F's 16x16 core with twice its weight
