@@ -215,11 +215,11 @@ class DeviceCore(wiring.Component):
         operands read pass one more register on their way to the engine (a cycle more before
         a stream's first step; a weight memory whose depth is not a power of two is read in
         banks, each into a register of its own: ``weight_bank_depths``), so does each row
-        READ_RESULTS reads (a cycle more a row), a weight word is written from registers a cycle after its last byte, the payload
-        memory's byte is registered before the commands read it (a cycle more for each
-        command with a payload), and the engine keeps "drained" in a register in front of
-        its step enable and a drain row counter per group of columns
-        (``rtl.systolic.SystolicArray``); the response payload reaches the frame sender
+        READ_RESULTS reads (a cycle more a row), a weight word is written from registers a
+        cycle after its last byte, the payload memory's byte is registered before the
+        commands read it (a cycle more for each command with a payload), and the engine keeps
+        "drained" in a register in front of its step enable and a drain row counter per group
+        of columns (``rtl.systolic.SystolicArray``); the response payload reaches the frame sender
         through a three-entry FIFO (:class:`FrameSender`'s ``buffered``); the sequencer
         issues without stalls (it holds a pass's last step back for the drain, so the
         operand stages need no enable); the controller's ``registered_checks`` go with them.
@@ -956,11 +956,11 @@ class DeviceCore(wiring.Component):
                         m.d.sync += s1_bank.eq(i)
             s1_weights = Cat(*bank_data, s1_bank)
 
-        def chosen_bank(read_weights):
-            """The word of the bank the address was in, from the ``read`` stage's banks."""
-            words = Array(read_weights[i * word_bits:(i + 1) * word_bits]
-                          for i in range(len(bank_depths)))
-            return words[read_weights[len(bank_depths) * word_bits:]]
+            def chosen_bank(read_weights):
+                """The word of the bank the address was in, from the ``read`` stage's banks."""
+                words = Array(read_weights[i * word_bits:(i + 1) * word_bits]
+                              for i in range(len(bank_depths)))
+                return words[read_weights[len(bank_depths) * word_bits:]]
 
         stage = [s1_valid, s1_weights, act_r.data, last_flag, first_flag, final_flag]
         between = ("read", "cross") if self.registered_ports else ()   # stages after s1
