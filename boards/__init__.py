@@ -16,6 +16,14 @@ from typing import Callable
 from sim import boards as targets
 
 
+#: nextpnr's placers and routers (``--placer``, ``--router``). HeAP packs a large design
+#: densely from one edge of the die; the electrostatic placer ("static") spreads it over the
+#: whole die, which routes where HeAP's placement runs out of wires but lengthens the nets
+#: that reach every PE (docs/architecture.md, "Where the router is stuck").
+PLACERS = ("heap", "static", "sa")
+ROUTERS = ("router1", "router2")
+
+
 @dataclass(frozen=True)
 class BoardDef:
     name: str
@@ -32,6 +40,9 @@ class BoardDef:
     programmers: tuple = ()
     pll_from_pad: bool = True   # the oscillator's pin is the PLL's own pad (iCE40)
     note: str = ""
+    # nextpnr's placer and router for the default build (PLACERS, ROUTERS)
+    placer: str = "heap"
+    router: str = "router1"
 
 
 def _icebreaker():

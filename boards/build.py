@@ -21,7 +21,7 @@ from rtl.uart import divisor_for
 
 from sim.boards import core_config
 
-from . import board as board_def
+from . import PLACERS, ROUTERS, board as board_def
 from .pll import PLLS
 from .top import BoardTop
 
@@ -67,13 +67,19 @@ class BuildFailed(RuntimeError):
 
 def build(name: str, *, rows: int | None = None, cols: int | None = None,
           freq_mhz: float | None = None, out: Path | str = "build/boards",
-          weight_words: int | None = None, baud: int | None = None, progress=print) -> dict:
+          weight_words: int | None = None, baud: int | None = None,
+          placer: str | None = None, router: str | None = None, progress=print) -> dict:
     """Build board ``name``; write the bitstream and ``report.json`` into ``out``; return the
-    report. Array shape, frequency, UART rate and weight memory default to the board's
-    (``boards.BOARDS``)."""
+    report. Array shape, frequency, UART rate, weight memory and nextpnr's placer and router
+    default to the board's (``boards.BOARDS``)."""
     b = board_def(name)
     if weight_words is not None and weight_words < 1:
         raise ValueError(f"weight_words must be at least 1, not {weight_words}")
+    placer, router = placer or b.placer, router or b.router
+    if placer not in PLACERS:
+        raise ValueError(f"placer must be one of {', '.join(PLACERS)}, not {placer!r}")
+    if router not in ROUTERS:
+        raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
     source = source_commit()            # now: the build elaborates the files as they are now
     if baud is not None:
         b = dataclasses.replace(b, baud=baud)
@@ -101,9 +107,10 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
         top, name="top", build_dir=str(out), do_build=False,
         synth_opts=synth[0].split("-top {top} ", 1)[1],
         script_after_synth="; ".join(synth[1:]).format(top="top"),
-        nextpnr_opts="--report pnr.json --timing-allow-fail")   # relative: WASI sees only the cwd
+        # pnr.json is relative: WASI sees only the cwd
+        nextpnr_opts=f"--report pnr.json --timing-allow-fail --placer {placer} --router {router}")
     progress(f"{name}: {rows}x{cols} array ({rows * cols} PEs) at {pll.f_out / 1e6:g} MHz, "
-             f"UART {b.baud} baud, building in {out}")
+             f"UART {b.baud} baud, nextpnr's {placer} placer and {router}, building in {out}")
     t0 = time.perf_counter()
     plan.extract(str(out))
     stages = STAGES[b.family]
@@ -115,6 +122,7 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
                           f"{out / 'build.log'} and {out / 'top.tim'}")
     report = _report(name, b, rows, cols, core["weight_words"], pll.f_out, out, bitstream,
                      seconds, source)
+    report.update(placer=placer, router=router)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import board
+from . import PLACERS, ROUTERS, board
 from .build import BuildFailed, build
 
 SWEEPS = Path(__file__).resolve().parent / "sweeps"
@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--freq", type=float, help="clock in MHz (default: the board's)")
     ap.add_argument("--start", type=int, default=2, help="first (square) shape's rows")
     ap.add_argument("--stop", type=int, default=64, help="largest rows or columns to try")
+    ap.add_argument("--placer", choices=PLACERS, help="nextpnr's placer (default: the board's)")
+    ap.add_argument("--router", choices=ROUTERS, help="nextpnr's router (default: the board's)")
     ap.add_argument("--out", type=Path, default=Path("build/sweep"))
     a = ap.parse_args(argv)
     b = board(a.board)
@@ -48,7 +50,9 @@ def main(argv=None) -> int:
                  "runs": runs, "command": f"python -m boards.sweep --board {a.board}"
                  + (f" --freq {a.freq:g}" if a.freq else "")
                  + (f" --start {a.start}" if a.start != 2 else "")
-                 + (f" --stop {a.stop}" if a.stop != 64 else "")}
+                 + (f" --stop {a.stop}" if a.stop != 64 else "")
+                 + (f" --placer {a.placer}" if a.placer else "")
+                 + (f" --router {a.router}" if a.router else "")}
         SWEEPS.mkdir(exist_ok=True)
         path.write_text(json.dumps(table, indent=2) + "\n")
 
@@ -56,7 +60,7 @@ def main(argv=None) -> int:
         print(f"sweep {a.board}: {rows}x{cols} at {freq:g} MHz", file=sys.stderr, flush=True)
         try:
             r = build(a.board, rows=rows, cols=cols, freq_mhz=freq,
-                      out=a.out / f"{a.board}_{rows}x{cols}",
+                      out=a.out / f"{a.board}_{rows}x{cols}", placer=a.placer, router=a.router,
                       progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
         except BuildFailed as e:
             runs.append({"rows": rows, "cols": cols, "built": False, "error": str(e)})

@@ -247,7 +247,8 @@ def _cmd_build(args) -> int:
         lambda msg: print(f"tritium: {msg}", file=sys.stderr, flush=True))
     try:
         r = build(args.board, rows=args.rows, cols=args.cols, freq_mhz=args.freq, out=out,
-                  baud=args.baud, weight_words=args.weight_words, progress=say)
+                  baud=args.baud, weight_words=args.weight_words, placer=args.placer,
+                  router=args.router, progress=say)
     except BuildFailed as e:
         raise ValueError(str(e)) from None
     if args.json:
@@ -305,6 +306,7 @@ def _cmd_estimate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from boards import PLACERS, ROUTERS
     parser = argparse.ArgumentParser(prog="tritium", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="map a linear layer onto the array; print passes, cycles, "
@@ -373,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-words", type=int,
                    help="depth of the weight memory in words of rows x cols trits (default: "
                         "the board's; on an iCE40 another shape takes what its SPRAMs hold)")
+    p.add_argument("--placer", choices=PLACERS,
+                   help="nextpnr's placer (default: the board's, heap; static spreads a "
+                        "large design over the die)")
+    p.add_argument("--router", choices=ROUTERS, help="nextpnr's router (default: the board's)")
     p.add_argument("--out", help="output folder (default build/boards/BOARD)")
     p.add_argument("--program", action="store_true",
                    help="load it with the board's loader (openFPGALoader, iceprog or "

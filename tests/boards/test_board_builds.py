@@ -142,13 +142,25 @@ def test_build_mistakes(capsys):
     assert "-4.00% off" in capsys.readouterr().err
     assert main(["build", "--board", "ulx3s-12f", "--weight-words", "0"]) == 2
     assert "weight_words must be at least 1, not 0" in capsys.readouterr().err
+    # nextpnr's placer and router: argparse refuses names it does not know, build() too.
+    from boards.build import build
+    with pytest.raises(SystemExit):
+        main(["build", "--board", "ulx3s-12f", "--placer", "fast"])
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="placer must be one of heap, static, sa, not 'fast'"):
+        build("ulx3s-12f", placer="fast")
+    with pytest.raises(ValueError, match="router must be one of router1, router2, not 'r3'"):
+        build("ulx3s-12f", router="r3")
 
 
 @pytest.mark.synth
 def test_small_ulx3s_build(tmp_path, capsys):
+    """A small ECP5 build, with nextpnr's other placer and router (the iCEBreaker's build
+    below takes the defaults)."""
     out = tmp_path / "ulx3s"
     assert main(["build", "--board", "ulx3s-12f", "--rows", "2", "--cols", "2", "--freq", "30",
-                 "--weight-words", "256", "--out", str(out), "--json"]) == 0
+                 "--weight-words", "256", "--placer", "static", "--router", "router2",
+                 "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     report = json.loads((out / "report.json").read_text())
     assert printed == report
@@ -158,6 +170,9 @@ def test_small_ulx3s_build(tmp_path, capsys):
     assert report["resident_weight_trits"] == 256 * 4           # --weight-words 256 of 2x2
     assert (out / "top.bit").stat().st_size > 100_000
     assert report["source"] == source_commit()
+    assert (report["placer"], report["router"]) == ("static", "router2")
+    log = (out / "top.tim").read_text()
+    assert "Running Static placer" in log and "Running router2" in log
 
 
 def test_source_commit_names_the_commit_and_changes(tmp_path):
@@ -195,6 +210,7 @@ def test_small_icebreaker_build(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report == json.loads((out / "report.json").read_text())
     assert report["fpga"] == "ice40" and report["pes"] == 4
+    assert (report["placer"], report["router"]) == ("heap", "router1")
     assert report["timing_met"] and report["achieved_mhz"] >= report["target_mhz"] == 24
     assert report["baud"] == 6_000_000                 # 4 cycles a bit
     assert report["dsp"] == 0 and 0 < report["lut4"] <= report["lut4_available"] == 5280
