@@ -112,6 +112,8 @@ def test_every_default_is_a_checked_in_build(name):
     assert built["timing_met"] and built["achieved_mhz"] >= built["target_mhz"]
     assert built["dsp"] == 0 and built["baud"] == b.baud
     assert built["resident_weight_trits"] == b.weight_words * b.rows * b.cols
+    # Reports from before --placer and --router were built with nextpnr's defaults.
+    assert (built.get("placer", "heap"), built.get("router", "router1")) == (b.placer, b.router)
 
 
 @pytest.mark.parametrize("name", ["ulx3s-85f", "icebreaker"])
