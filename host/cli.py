@@ -224,7 +224,8 @@ def _cmd_boards(args) -> int:
         rows.append({"board": b.name, "family": b.family, "rows": b.rows, "cols": b.cols,
                      "pes": b.rows * b.cols, "target_mhz": b.freq_mhz, "baud": b.baud,
                      "weight_words": b.weight_words, "basis": b.basis,
-                     "programmers": [tool for tool, *_ in b.programmers], "note": b.note})
+                     "programmers": [tool for tool, *_ in b.programmers],
+                     "placer": b.placer, "router": b.router, "note": b.note})
     if args.json:
         print(json.dumps(rows))
         return 0
