@@ -377,8 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="depth of the weight memory in words of rows x cols trits (default: "
                         "the board's; on an iCE40 another shape takes what its SPRAMs hold)")
     p.add_argument("--placer", choices=PLACERS,
-                   help="nextpnr's placer (default: the board's, heap; static spreads a "
-                        "large design over the die: it routes, at a lower clock)")
+                   help="nextpnr's placer (default: the board's, 'tritium boards --json'; "
+                        "static spreads a large design over the die: it routes, at a lower "
+                        "clock)")
     p.add_argument("--router", choices=ROUTERS, help="nextpnr's router (default: the board's)")
     p.add_argument("--out", help="output folder (default build/boards/BOARD)")
     p.add_argument("--program", action="store_true",
