@@ -482,7 +482,7 @@ class DeviceCore(wiring.Component):
             # the plain count: on the UP5K, where cells are short, "+ 0" took 6 LUT4 more
             payload_lag, args_last = 1, arg_count
         pipe_index = Signal(16)
-        shift = Signal(10 * self.word_bytes)
+        shift = Signal(10 * self.word_bytes, reset_less=True)
         # bytes of the weight word or instruction word being assembled (WRITE_WEIGHTS and
         # WRITE_PROGRAM): an array of up to 5 PEs has a weight word of one byte
         word_fill = Signal(range(max(self.word_bytes, INSTRUCTION_BYTES) + 1))
@@ -775,12 +775,12 @@ class DeviceCore(wiring.Component):
         # the die into the shift register's load multiplexer was the ULX3S-85F's longest path
         # once the weights' was cut (13.1 ns, 5.8 of them the block RAM's clock-to-out).
         row_addr = Signal.like(addr)
-        row = Signal(C * 32)
+        row = Signal(C * 32, reset_less=True)
         row_byte = Signal(range(4 * C + 1))
         row_loaded = Signal()
         row_reading = Signal()
         if self.registered_ports:
-            row_word = Signal.like(result_r.data)
+            row_word = Signal.like(result_r.data, reset_less=True)
             row_ready = Signal()        # row_word holds the row read
             row_busy = row_reading | row_ready
         else:
@@ -840,9 +840,13 @@ class DeviceCore(wiring.Component):
         # clock-to-out and 5.87 of routing, 11.7 ns), so the trip has two. Each costs one
         # cycle of latency before a stream's first step, which no counter sees: they count
         # from the first operands in the engine.
+        # Operand registers have no reset, valid bits do: data is only read where its valid
+        # bit says so, and a reset on every weight bit made the domain's reset the widest net
+        # of the ULX3S-85F's core (docs/architecture.md, "Fewer resets"). The same holds for
+        # ``shift``, ``row`` and ``row_word``, which are filled before anything reads them.
         s1_valid = Signal()        # the operands read last cycle are on the read ports
         s2_valid = Signal()        # the registered operands are offered to the engine
-        s2_weights = Signal.like(weight_r.data)
+        s2_weights = Signal.like(weight_r.data, reset_less=True)
         s2_act = Signal.like(act_r.data)
         s2_last, s2_first, s2_final = Signal(), Signal(), Signal()
         m.submodules.sweeps = sweeps = fifo.SyncFIFO(width=sweep_layout(controller.bits).size,
@@ -966,8 +970,8 @@ class DeviceCore(wiring.Component):
         between = ("read", "cross") if self.registered_ports else ()   # stages after s1
         between_valid = []      # their valid bits
         for prefix in between:
-            regs = [Signal.like(v, name=f"{prefix}_{name}") for v, name in zip(
-                stage, ("valid", "weights", "act", "last", "first", "final"))]
+            regs = [Signal.like(v, name=f"{prefix}_{name}", reset_less=name in ("weights", "act"))
+                    for v, name in zip(stage, ("valid", "weights", "act", "last", "first", "final"))]
             with m.If(advance):
                 m.d.sync += [reg.eq(v) for reg, v in zip(regs, stage)]
             stage = regs
