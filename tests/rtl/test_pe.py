@@ -181,6 +181,13 @@ def test_pe_synthesis_has_no_multiplier(family):
     else:
         luts = stats["lut4"]
     assert luts / psum_width <= 2.0, f"{family}: {luts} LUT4 for {psum_width} bits: {stats['cells']}"
+    if family == "ice40":
+        # iCE40 names a flip-flop by its controls: the partial sum has a synchronous reset
+        # (the domain's, or a capture's clear) and an enable (SB_DFFESR); the result only an
+        # enable (SB_DFFE), because a capture writes it before anything reads it, which
+        # keeps the domain's reset off the array's result bits.
+        assert stats["cells"].get("SB_DFFESR") == psum_width, stats["cells"]
+        assert stats["cells"].get("SB_DFFE") == psum_width, stats["cells"]
 
 
 @pytest.mark.synth
