@@ -42,7 +42,10 @@ class PEAgainstModel(Elaboratable):
                      pe.capture.eq(self.capture)]
         if pe.adder == "ccu2c":
             m.d.comb += pe.act_n.eq(~self.act)
-        psum, result = Signal(signed(self.psum_width)), Signal(signed(self.psum_width))
+        # The result keeps its value through a reset, as the PE's does (nothing reads it
+        # before a capture writes it); the partial sum restarts at 0.
+        psum = Signal(signed(self.psum_width))
+        result = Signal(signed(self.psum_width), reset_less=True)
         # Code 3 is no weight at all: it must read as 0, like code 1.
         t = Mux(self.weight == Trit.POS.value, self.sign,
                 Mux(self.weight == Trit.NEG.value, -self.sign, 0))
