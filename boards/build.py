@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -39,6 +40,8 @@ STAGES = {
               ("packing (icepack)", "top.bin")),
 }
 
+#: the products of the place-and-route stages, during which nextpnr's log says how far it is
+PNR_PRODUCTS = ("top.config", "top.asc")
 
 #: the project's checkout, whose commit a report names
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -130,6 +133,44 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
 #: seconds between "still running" lines
 PROGRESS_EVERY = 60
 
+# Lines of nextpnr's log (``--log top.tim``) that say how far place and route has come.
+_HEAP = re.compile(r"at iteration #(\d+), type ")                 # HeAP's analytic placement
+_ANNEAL = re.compile(r"at iteration #(\d+): temp = ")             # its annealing refinement
+_STATIC = re.compile(r"\biter=(\d+) steplen=")                     # the electrostatic placer
+_ESTIMATE = re.compile(r"Max frequency for clock '[^']*': ([\d.]+) MHz \((?:PASS|FAIL) at ([\d.]+)")
+_ARCS = re.compile(r"Routing (\d+) arcs\.")
+_ROUTER1 = re.compile(r"^Info:\s+\d+ \|\s+\d+\s+\d+ \|\s+\d+\s+\d+ \|\s+(\d+)\|")  # arcs left
+_ROUTER2 = re.compile(r"\biter=(\d+) wires=\d+ overused=(\d+)")
+
+
+def pnr_status(log: str) -> str | None:
+    """Where place and route stands, from nextpnr's log so far: the placer's iteration, then
+    the router's arcs still to route (router1) or wires still overused (router2), with the
+    placement's clock estimate. None before the log says anything of the kind."""
+    status = estimate = arcs = None
+    for line in log.splitlines():
+        if m := _HEAP.search(line):
+            status = f"placing (analytic placement, iteration {m[1]})"
+        elif m := _ANNEAL.search(line):
+            status = f"placing (annealing, iteration {m[1]})"
+        elif m := _STATIC.search(line):
+            status = f"placing (electrostatic placement, iteration {m[1]})"
+        elif (m := _ESTIMATE.search(line)) and estimate is None:
+            # the first is the placement's estimate; the routed design's comes at the end
+            estimate = f"placement estimate {m[1]} MHz against {m[2]}"
+        elif (m := _ARCS.search(line)) and int(m[1]):     # router2 ends with "Routing 0 arcs."
+            arcs = int(m[1])
+            status = f"routing {arcs:,} arcs"
+        elif (m := _ROUTER1.search(line)) and arcs:
+            status = f"routing, {int(m[1]):,} of {arcs:,} arcs to go"
+        elif m := _ROUTER2.search(line):
+            status = f"routing, {int(m[2]):,} wires overused after iteration {m[1]}"
+        elif "Routing complete." in line:
+            status = "routed, timing the result"
+    if status and status.startswith("routing") and estimate:
+        status += f" ({estimate})"
+    return status
+
 
 def _run_with_progress(out: Path, progress, name: str, stages) -> int:
     """Run the build script, saying which stage it is in (from the files each stage writes)
@@ -152,8 +193,15 @@ def _run_with_progress(out: Path, progress, name: str, stages) -> int:
                 progress(f"{name}: {stages[stage][0]} ...")
             elif proc.returncode is None and time.perf_counter() - said >= PROGRESS_EVERY:
                 said = time.perf_counter()
+                where = ""
+                if stages[stage][1] in PNR_PRODUCTS:
+                    try:
+                        status = pnr_status((out / "top.tim").read_text(errors="replace"))
+                    except FileNotFoundError:
+                        status = None
+                    where = f": {status}" if status else ""
                 progress(f"{name}: still in {stages[stage][0]}, "
-                         f"{time.perf_counter() - since:.0f} s so far")
+                         f"{time.perf_counter() - since:.0f} s so far{where}")
             if proc.returncode is not None:
                 return proc.returncode
 

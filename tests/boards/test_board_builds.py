@@ -204,13 +204,20 @@ def test_source_commit_names_the_commit_and_changes(tmp_path):
 
 
 @pytest.mark.synth
-def test_small_icebreaker_build(tmp_path, capsys):
+def test_small_icebreaker_build(tmp_path, capsys, monkeypatch):
     """The iCEBreaker's default (the 2x2 core fills most of the UP5K's 5,280 cells, its weights
-    the four SPRAMs)."""
+    the four SPRAMs), built as a user would, with its progress and summary printed."""
+    import boards.build
+    monkeypatch.setattr(boards.build, "PROGRESS_EVERY", 0)     # a "still in" line each poll
     out = tmp_path / "icebreaker"
-    assert main(["build", "--board", "icebreaker", "--out", str(out), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report == json.loads((out / "report.json").read_text())
+    assert main(["build", "--board", "icebreaker", "--out", str(out)]) == 0
+    said = capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    assert f"{report['achieved_mhz']} MHz achieved" in said.out
+    # Place and route's progress comes from nextpnr's log: the placer's, then the router's.
+    assert "still in place and route (nextpnr)" in said.err
+    assert ": placing (analytic placement, iteration " in said.err, said.err
+    assert " arcs to go (placement estimate " in said.err, said.err
     assert report["fpga"] == "ice40" and report["pes"] == 4
     assert (report["placer"], report["router"]) == ("heap", "router1")
     assert report["timing_met"] and report["achieved_mhz"] >= report["target_mhz"] == 24
@@ -226,3 +233,62 @@ def test_small_icebreaker_build(tmp_path, capsys):
 def test_sweep_shapes_grow_square_then_wide():
     from boards.sweep import shapes
     assert list(shapes(2, 16)) == [(2, 2), (2, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16)]
+
+
+# Lines of nextpnr's own logs (``--log top.tim``): HeAP with router1 on the ULX3S-85F's core
+# at 84.375 MHz (its last line from the same core at 90 MHz), the electrostatic placer with
+# router2 on the same core at 90 MHz.
+HEAP_ROUTER1_LOG = """\
+Info: Running main analytical placer, max placement attempts per cell = 407165916.
+Info:     at iteration #1, type ALL: wirelen solved = 26261, spread = 1171657, legal = 1308650; time = 19.05s
+Info:     at iteration #22, type ALL: wirelen solved = 249292, spread = 491706, legal = 611252; time = 8.14s
+Info: HeAP Placer Time: 347.26s
+Info: Running simulated annealing placer for refinement.
+Info:   at iteration #1: temp = 0.000000, timing cost = 3659, wirelen = 608723
+Info:   at iteration #42: temp = 0.000000, timing cost = 13535, wirelen = 459904 
+Info: SA placement time 235.67s
+Info: Max frequency for clock '$glbnet$clk': 61.12 MHz (FAIL at 84.38 MHz)
+Info: Routing..
+Info: Routing 163326 arcs.
+Info:            |   (re-)routed arcs  |   delta    | remaining|       time spent     |
+Info:    IterCnt |  w/ripup   wo/ripup |  w/r  wo/r |      arcs| batch(sec) total(sec)|
+Info:       1000 |      359        640 |  359   640 |    162766|       4.10       4.10|
+Info:     441000 |    83878     357121 |  271   729 |     92148|       4.71    1213.03|
+Info: Routing complete.
+"""
+STATIC_ROUTER2_LOG = """\
+Info: Running Static placer...
+Info: iter=0 steplen=1.405075 a=1.000000 penalty=[0.00, 0.00, 0.00, 0.00]
+Info: iter=544 steplen=1.816237 a=274.400055 penalty=[23.78, 23.78, 23.78, 23.78]
+Info: Max frequency for clock '$glbnet$clk': 53.93 MHz (FAIL at 90.00 MHz)
+Info: Running router2...
+Info:     iter=1 wires=695007 overused=51274 overuse=60036 archfail=NA
+Info:     iter=116 wires=752338 overused=0 overuse=0 archfail=0
+Info: Routing..
+Info: Routing 0 arcs.
+Info: Routing complete.
+"""
+
+
+@pytest.mark.parametrize("log, lines, status", [
+    (HEAP_ROUTER1_LOG, 0, None),
+    (HEAP_ROUTER1_LOG, 2, "placing (analytic placement, iteration 1)"),
+    (HEAP_ROUTER1_LOG, 3, "placing (analytic placement, iteration 22)"),
+    (HEAP_ROUTER1_LOG, 7, "placing (annealing, iteration 42)"),
+    (HEAP_ROUTER1_LOG, 11, "routing 163,326 arcs (placement estimate 61.12 MHz against 84.38)"),
+    (HEAP_ROUTER1_LOG, 15,
+     "routing, 92,148 of 163,326 arcs to go (placement estimate 61.12 MHz against 84.38)"),
+    (HEAP_ROUTER1_LOG, 17, "routed, timing the result"),
+    (STATIC_ROUTER2_LOG, 3, "placing (electrostatic placement, iteration 544)"),
+    (STATIC_ROUTER2_LOG, 6,
+     "routing, 51,274 wires overused after iteration 1 (placement estimate 53.93 MHz against 90.00)"),
+    # router2 hands what is left to router1, which has nothing to route
+    (STATIC_ROUTER2_LOG, 9,
+     "routing, 0 wires overused after iteration 116 (placement estimate 53.93 MHz against 90.00)"),
+    (STATIC_ROUTER2_LOG, 10, "routed, timing the result"),
+])
+def test_place_and_route_progress_from_nextpnr_log(log, lines, status):
+    """A build's "still in place and route" lines say where nextpnr is, from its log so far."""
+    from boards.build import pnr_status
+    assert pnr_status("\n".join(log.splitlines()[:lines])) == status
+
