@@ -160,7 +160,7 @@ class SystolicArray(wiring.Component):
                     pe.step.eq(row_steps[r]),
                     pe.capture.eq(row_captures[r]),
                 ]
-                results[r][c] = pe.result
+                results[r][c] = pe.pass_sum
 
         # Drain: one row per cycle through a rows:1 multiplexer per column into a register that
         # drives the result stream. The multiplexer is the deep part (4 LUT levels and a counter

@@ -58,15 +58,19 @@ class TernaryPE(wiring.Component):
     step : In(1)
         Accumulate ``weight * act`` this cycle.
     capture : In(1)
-        Accumulate, and this is the last step of a pass (implies ``step``). The finished sum goes to ``result``
-        and the partial sum restarts from 0, so the next pass starts on the next cycle while
-        ``result`` is being read out.
+        Accumulate, and this is the last step of a pass (implies ``step``). The finished sum goes to
+        ``pass_sum`` and the partial sum restarts from 0, so the next pass starts on the next cycle
+        while ``pass_sum`` is being read out.
     act_n : In(signed(act_width))
         Only with ``adder="ccu2c"``: ``~act``, inverted once for the whole row by the array.
     psum : Out(signed(psum_width))
         The running partial sum (observable for tests and debugging; costs nothing).
-    result : Out(signed(psum_width))
-        The sum of the last finished pass, held until the next capture.
+    pass_sum : Out(signed(psum_width))
+        The sum of the last finished pass, held until the next capture. The name sorts before
+        ``psum`` on purpose: both registers take the adder's sum, and nextpnr's ECP5 packer
+        gives the flip-flops beside each carry cell to the register whose name sorts last,
+        which must be the partial sum (its accumulate loop then stays inside the slice; the
+        result is written once a pass). ``tests/rtl/test_pe.py`` checks where they land.
 
     ``adder`` is ``"generic"`` (any family, and the simulated devices) or ``"ccu2c"`` (ECP5
     carry cells, for ECP5 builds; proven equal to the naive model with yosys' model of the
@@ -99,7 +103,7 @@ class TernaryPE(wiring.Component):
             "step": In(1),
             "capture": In(1),
             "psum": Out(signed(psum_width)),
-            "result": Out(signed(psum_width)),
+            "pass_sum": Out(signed(psum_width)),
         })
 
     def elaborate(self, platform):
@@ -128,14 +132,15 @@ class TernaryPE(wiring.Component):
 
         # Capture takes priority over step so that yosys maps "psum <= 0" onto the flip-flops'
         # synchronous reset (free on ECP5 and iCE40) instead of a LUT per bit.
-        # The result has no reset: a capture writes it before the drain reads it. On the
+        # The pass's sum has no reset: a capture writes it before the drain reads it. On the
         # ULX3S-85F's 16x32 core the PEs' results were 8,192 of the 17,764 flip-flops that
-        # the domain's reset reached, its widest net (docs/architecture.md, "Fewer resets").
-        result = Signal.like(self.result, reset_less=True)
-        m.d.comb += self.result.eq(result)
+        # the domain's reset reached, its widest net (docs/architecture.md, "Data registers
+        # without a reset").
+        pass_sum = Signal.like(self.pass_sum, reset_less=True)
+        m.d.comb += self.pass_sum.eq(pass_sum)
         with m.If(self.capture):
             m.d.sync += [
-                result.eq(total),
+                pass_sum.eq(total),
                 self.psum.eq(0),
             ]
         with m.Elif(self.step):

@@ -54,7 +54,7 @@ class PEAgainstModel(Elaboratable):
             m.d.sync += [result.eq(following), psum.eq(0)]
         with m.Elif(self.step):
             m.d.sync += psum.eq(following)
-        m.d.comb += Assert((pe.psum == psum) & (pe.result == result))
+        m.d.comb += Assert((pe.psum == psum) & (pe.pass_sum == result))
         return m
 
 

@@ -129,7 +129,7 @@ def test_pe_capture(psum_width):
     pe = TernaryPE(act_width=ACT_WIDTH, psum_width=psum_width)
 
     async def bench(ctx):
-        assert ctx.get(pe.result) == 0
+        assert ctx.get(pe.pass_sum) == 0
         ops = [(trit, act) for trit in (Trit.NEG, Trit.ZERO, Trit.POS, INVALID_CODE)
                for act in (-128, -127, -1, 0, 1, 127)]
         for corner in corners(psum_width):
@@ -140,13 +140,13 @@ def test_pe_capture(psum_width):
                 t = TRITS.get(trit, 0)
                 await apply(ctx, pe, trit, act, capture=1)
                 expected = corner + t * act
-                assert ctx.get(pe.result) == expected, (corner, trit, act)
+                assert ctx.get(pe.pass_sum) == expected, (corner, trit, act)
                 assert ctx.get(pe.psum) == 0, "capture must restart the partial sum at 0"
                 # result holds while the next pass accumulates (and while idle).
                 await apply(ctx, pe, Trit.POS, 5)
                 await apply(ctx, pe, Trit.NEG, 3, step=0)
                 assert ctx.get(pe.psum) == 5
-                assert ctx.get(pe.result) == expected
+                assert ctx.get(pe.pass_sum) == expected
                 await apply(ctx, pe, Trit.NEG, 5)      # back to 0 for the next corner
                 assert ctx.get(pe.psum) == 0
 
