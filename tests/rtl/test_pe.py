@@ -203,3 +203,41 @@ def test_ecp5_carry_chain_pe_holds_its_operand_logic_in_the_carry_cells():
     sites = fast["lut4"] + 2 * fast["carry"]
     assert sites < plain["lut4"] + 2 * plain["carry"] - psum_width // 4, (fast, plain)
     assert fast["ff"] == plain["ff"] == 2 * psum_width
+
+
+@pytest.mark.synth
+def test_ecp5_partial_sum_sits_beside_its_carry_cells(tmp_path):
+    """Placed by nextpnr, the carry-cell PE keeps its partial sum in the flip-flops of its own
+    carry cells' slices, so the accumulate loop never leaves them. The sum feeds the pass's
+    sum register too, and nextpnr's ECP5 packer gives those flip-flops to the register whose
+    name sorts last: with the result named ``result`` (after ``psum``) it took them and every
+    partial-sum bit went out and back through the fabric (the ULX3S-12F's longest path at
+    90 MHz, 9.17 ns of routing inside one PE)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    from amaranth.back import rtlil
+    from rtl.synth import SYNTH_SCRIPTS, _run_yosys, setup_yowasp_env
+
+    netlist = _run_yosys(rtlil.convert(TernaryPE(adder="ccu2c"), name="top"),
+                         SYNTH_SCRIPTS["ecp5"].format(top="top") + "; write_json pe.json",
+                         ["pe.json"], "synthesis of one PE")["pe.json"]
+    (tmp_path / "pe.json").write_text(netlist)
+    setup_yowasp_env()
+    nextpnr = shutil.which(os.environ["NEXTPNR_ECP5"])
+    subprocess.run([nextpnr, "--quiet", "--25k", "--package", "CABGA381", "--json", "pe.json",
+                    "--write", "placed.json", "--freq", "100"], cwd=tmp_path, check=True,
+                   capture_output=True)
+    cells = json.loads((tmp_path / "placed.json").read_text())["modules"]["top"]["cells"]
+
+    def slice_of(cell):                     # "X29/Y28/SLICEB.FF1" -> "X29/Y28/SLICEB"
+        return cell["attributes"]["NEXTPNR_BEL"].rsplit(".", 1)[0]
+    carry_slices = {slice_of(c) for name, c in cells.items() if name.startswith("ccu2c_")}
+    ffs = {name: slice_of(c) for name, c in cells.items() if c["type"] == "TRELLIS_FF"}
+    psum = [s for name, s in ffs.items() if name.startswith("psum_")]
+    passed = [s for name, s in ffs.items() if name.startswith("pass_sum_")]
+    assert len(psum) == len(passed) == 16, sorted(ffs)
+    assert all(s in carry_slices for s in psum), (psum, carry_slices)
+    assert not any(s in carry_slices for s in passed)
