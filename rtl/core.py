@@ -842,8 +842,8 @@ class DeviceCore(wiring.Component):
         # from the first operands in the engine.
         # Operand registers have no reset, valid bits do: data is only read where its valid
         # bit says so, and a reset on every weight bit made the domain's reset the widest net
-        # of the ULX3S-85F's core (docs/architecture.md, "Fewer resets"). The same holds for
-        # ``shift``, ``row`` and ``row_word``, which are filled before anything reads them.
+        # of the ULX3S-85F's core (docs/architecture.md, "Data registers without a reset").
+        # So do ``shift``, ``row`` and ``row_word``, filled before anything reads them.
         s1_valid = Signal()        # the operands read last cycle are on the read ports
         s2_valid = Signal()        # the registered operands are offered to the engine
         s2_weights = Signal.like(weight_r.data, reset_less=True)
@@ -970,8 +970,9 @@ class DeviceCore(wiring.Component):
         between = ("read", "cross") if self.registered_ports else ()   # stages after s1
         between_valid = []      # their valid bits
         for prefix in between:
+            names = ("valid", "weights", "act", "last", "first", "final")
             regs = [Signal.like(v, name=f"{prefix}_{name}", reset_less=name in ("weights", "act"))
-                    for v, name in zip(stage, ("valid", "weights", "act", "last", "first", "final"))]
+                    for v, name in zip(stage, names)]
             with m.If(advance):
                 m.d.sync += [reg.eq(v) for reg, v in zip(regs, stage)]
             stage = regs

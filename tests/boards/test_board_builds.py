@@ -280,8 +280,8 @@ Info: Routing complete.
      "routing, 92,148 of 163,326 arcs to go (placement estimate 61.12 MHz against 84.38)"),
     (HEAP_ROUTER1_LOG, 17, "routed, timing the result"),
     (STATIC_ROUTER2_LOG, 3, "placing (electrostatic placement, iteration 544)"),
-    (STATIC_ROUTER2_LOG, 6,
-     "routing, 51,274 wires overused after iteration 1 (placement estimate 53.93 MHz against 90.00)"),
+    (STATIC_ROUTER2_LOG, 6, "routing, 51,274 wires overused after iteration 1 "
+                            "(placement estimate 53.93 MHz against 90.00)"),
     # router2 hands what is left to router1, which has nothing to route
     (STATIC_ROUTER2_LOG, 9,
      "routing, 0 wires overused after iteration 116 (placement estimate 53.93 MHz against 90.00)"),
