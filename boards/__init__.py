@@ -133,10 +133,11 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # 100 MHz (docs/architecture.md, "Boards").
     _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
-    # `tritium build --board ulx3s-12f --freq 100`, its report kept as
-    # boards/sweeps/ulx3s-12f-default.json: 16x16 fits (17,262 of 24,288 cells; 16x32 does
-    # not) and meets 100 MHz (104.1 achieved); 3 Mbaud needs a clock that divides to within
-    # 2%: 33 cycles a bit, 1% fast. boards/sweeps/ulx3s-12f.json keeps the sweep from 2x2 at
+    # `tritium build --board ulx3s-12f --freq 96`, its report kept as
+    # boards/sweeps/ulx3s-12f-default.json: 16x16 fits (17,279 of 24,288 cells; 16x32 does
+    # not) and meets 95.833 MHz, the PLL's nearest to 96 (97.58 achieved; the same core made
+    # 99.69 at 100); 3 Mbaud needs a clock that divides to within 2%: 32 cycles a bit, 0.17%
+    # slow. boards/sweeps/ulx3s-12f.json keeps the sweep from 2x2 at
     # 84.375 MHz with an earlier core (every shape to 16x16 met it; 16x32 needs 28,737 cells
     # and 62 DP16KD), whose sizes the design-space estimate fits. 512 weight words
     # (34 DP16KD at 16x16).
