@@ -40,8 +40,9 @@ STAGES = {
               ("packing (icepack)", "top.bin")),
 }
 
-#: the products of the place-and-route stages, during which nextpnr's log says how far it is
-PNR_PRODUCTS = ("top.config", "top.asc")
+#: what place and route (each family's second stage) leaves behind: while it is missing,
+#: nextpnr's log says how far it is
+PNR_PRODUCTS = {stages[1][1] for stages in STAGES.values()}
 
 #: the project's checkout, whose commit a report names
 CHECKOUT = Path(__file__).resolve().parent.parent

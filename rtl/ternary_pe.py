@@ -130,14 +130,15 @@ class TernaryPE(wiring.Component):
             ]
             m.d.comb += total.eq(self.psum + operand + subtract)
 
-        # Capture takes priority over step so that yosys maps "psum <= 0" onto the flip-flops'
-        # synchronous reset (free on ECP5 and iCE40) instead of a LUT per bit.
         # The pass's sum has no reset: a capture writes it before the drain reads it. On the
         # ULX3S-85F's 16x32 core the PEs' results were 8,192 of the 17,764 flip-flops that
         # the domain's reset reached, its widest net (docs/architecture.md, "Data registers
         # without a reset").
         pass_sum = Signal.like(self.pass_sum, reset_less=True)
         m.d.comb += self.pass_sum.eq(pass_sum)
+
+        # Capture takes priority over step so that yosys maps "psum <= 0" onto the flip-flops'
+        # synchronous reset (free on ECP5 and iCE40) instead of a LUT per bit.
         with m.If(self.capture):
             m.d.sync += [
                 pass_sum.eq(total),

@@ -123,9 +123,8 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # / 6 for 96 asked: 97.58 MHz achieved; 32 cycles a bit at 3 Mbaud, 0.17% slow); a weight
     # word (512 bits) is read whole every cycle. At 100 MHz the same core made 99.69.
     Board("ulx3s-12f", "ECP5 LFE5U-12F", rows=16, cols=16, clock_hz=25e6 * 23 / 6,
-          baud=3_000_000,
-          weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
-          bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
+          baud=3_000_000, weight_trits=512 * 256, memory_bits_per_cycle=512, basis="measured",
+          lut4=24288, bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: boards/sweeps/ulx3s-45f-default.json (16x16 at 90 MHz with 2560 words of 256
     # trits, the bundled model's 2,560: 98.62 MHz achieved, 91 of 108 DP16KD).
     Board("ulx3s-45f", "ECP5 LFE5U-45F", rows=16, cols=16, clock_hz=90e6, baud=3_000_000,
