@@ -1031,11 +1031,18 @@ class DeviceCore(wiring.Component):
         # below), so no run ends, and no READ_RESULTS reads, before its last row is written.
         issued_final = active & issue & is_last & is_final
         m.d.comb += engine.result.ready.eq(1)
+        # The registered row's data has no reset (a row is only written with its ``en``), which
+        # keeps C x acc_width flip-flops (1,024 on the 85F) off the die-wide reset net.
+        row_data = engine.result.payload.data.as_value()
+        if self.registered_ports:
+            write_data = Signal.like(result_w.data, reset_less=True)
+            m.d.sync += write_data.eq(row_data)
+            row_data = write_data
         m.d["sync" if self.registered_ports else "comb"] += [
             result_w.addr.eq(result_row),
-            result_w.data.eq(engine.result.payload.data.as_value()),
             result_w.en.eq(engine.result.valid),
         ]
+        m.d.comb += result_w.data.eq(row_data)
         # With ``registered_ports`` a final pass's rows count as due a cycle after it is
         # issued (its operands are then in flight, so nothing reads the count as idle): the
         # engine's "drained" through ``advance`` into this adder was the longest path of the

@@ -169,6 +169,11 @@ class SystolicArray(wiring.Component):
         # 100 MHz (14.3 ns). The register costs the final drain one cycle (``sim.cycles``).
         # The result registers are free once their last row is in the drain register.
         result = self.result
+        # The drained row's data is a register without a reset that drives the port: the
+        # stream leaves the payload free while ``valid`` is low, so a reset on these cols x
+        # psum bits would only load the die-wide reset net (512 flip-flops on the 85F).
+        drain_data = Signal.like(result.payload.data, reset_less=True)
+        m.d.comb += result.payload.data.eq(drain_data)
         take_row = Signal()
         m.d.comb += take_row.eq((drain_left != 0) & (~result.valid | result.ready))
         with m.If(result.valid & result.ready):
@@ -186,7 +191,7 @@ class SystolicArray(wiring.Component):
             ]
             for c in range(cols):
                 column = Array(results[r][c] for r in range(rows))
-                m.d.sync += result.payload.data[c].eq(column[row_copies[c // group]])
+                m.d.sync += drain_data[c].eq(column[row_copies[c // group]])
         with m.If(capture):     # only when drain_left == 0, so no conflict with the above
             m.d.sync += [
                 drain_left.eq(rows),
