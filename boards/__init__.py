@@ -143,9 +143,9 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # (34 DP16KD at 16x16).
     _from_table(_ulx3s_12f, "ulx3s-12f", _ulx3s("12F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-12F (a 25F die): 24K LUT4, 56 DP16KD"),
-    # `tritium build --board ulx3s-25f --freq 100` (boards/sweeps/ulx3s-25f-default.json;
+    # `tritium build --board ulx3s-25f` (boards/sweeps/ulx3s-25f-default.json;
     # boards/sweeps/ulx3s-25f.json keeps the run at 90 MHz): the 12F's die, so its 16x16
-    # core, with 1024 weight words: 17,459 of 24,288 cells, 48 of 56 DP16KD, 102.5 MHz
+    # core, with 1024 weight words: 17,473 of 24,288 cells, 48 of 56 DP16KD, 100.78 MHz
     # achieved against 100; 16x32 needs 28,938 cells and 90 DP16KD (an earlier core).
     _from_table(_ulx3s_25f, "ulx3s-25f", _ulx3s("25F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-25F: 24K LUT4, 56 DP16KD"),

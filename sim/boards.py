@@ -131,7 +131,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           weight_trits=ULX3S_45F_WORDS * 256, memory_bits_per_cycle=512, basis="measured",
           lut4=43848, bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
     # Built: boards/sweeps/ulx3s-25f-default.json (the 12F's 16x16 core with twice its weight
-    # words on the same die, at 100 MHz: 102.5 MHz achieved, 48 of 56 DP16KD).
+    # words on the same die, at 100 MHz: 100.78 MHz achieved, 48 of 56 DP16KD).
     Board("ulx3s-25f", "ECP5 LFE5U-25F", rows=16, cols=16, clock_hz=100e6, baud=3_000_000,
           weight_trits=1024 * 256, memory_bits_per_cycle=512, basis="measured", lut4=24288,
           bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
