@@ -21,10 +21,12 @@
   malformed requests to the RTL core in Verilator (``sim.fuzz``), each answered exactly as the
   emulator answers it and each followed by a valid request that must be answered;
 * estimates (``estimate``, into ``bench/results/estimate.json``): ``tritium estimate`` of the
-  bundled model on every board and of bitnet-b1.58-2B-4T over four links, and the sweep's best.
+  bundled model on every board and of bitnet-b1.58-2B-4T over four links, and the sweep's best;
+* where the cells go (``breakdown``, into ``bench/results/breakdown.json``): the iCEBreaker's
+  and the ULX3S-85F's default devices synthesized with their hierarchy kept, per module.
 
 Usage: ``python -m bench [--quick]
-[--only resources,utilization,speed,link,device,model,faults,fuzz,estimate] [--out FILE]``.
+[--only resources,utilization,speed,link,device,model,faults,fuzz,estimate,breakdown] [--out FILE]``.
 A run of
 some of the compute core's parts updates those in ``compute_core.json`` and keeps the rest.
 These are measurements, not tests: the machines are shared, so quote ratios and cycle counts.
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -42,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtl.synth import synthesize
+from rtl.synth import synthesize, synthesize_modules
 from rtl.systolic import MatrixEngine, SystolicArray
 from rtl.ternary_pe import TernaryPE
 from sim import cycles, packing, schedule
@@ -97,6 +100,36 @@ def bench_resources(quick: bool) -> dict:
                 "lut4_per_psum_bit": round(lut / pes / psum, 3),
                 "synth_seconds": round(time.perf_counter() - start, 1),
             }
+    return out
+
+
+def board_breakdown(quick: bool) -> dict:
+    """Where each board's cells go: its default device (core and UART) synthesized with the
+    hierarchy kept, each module's own LUT4, FF, carry and RAM cells, the PEs summed."""
+    from boards import board as board_def
+    from boards.build import board_device
+    out = {}
+    for name in ("icebreaker",) if quick else ("icebreaker", "ulx3s-85f"):
+        b = board_def(name)
+        progress(f"synth_{b.family} -noflatten: {name}'s device, {b.rows}x{b.cols}")
+        start = time.perf_counter()
+        modules = synthesize_modules(board_device(name), b.family)
+        keys = ("lut4", "ff", "carry", "ram")
+        parts, pes = {}, {k: 0 for k in ("count", *keys)}
+        for path, counts in modules.items():
+            if re.search(r"\.pe_\d+_\d+$", path):
+                pes["count"] += 1
+                for k in keys:
+                    pes[k] += counts[k]
+            else:
+                parts[path] = {k: counts[k] for k in keys}
+        out[name] = {
+            "family": b.family, "rows": b.rows, "cols": b.cols,
+            "total": {k: sum(c[k] for c in modules.values()) for k in keys},
+            "pes": pes,
+            "modules": dict(sorted(parts.items(), key=lambda kv: -kv[1]["lut4"])),
+            "synth_seconds": round(time.perf_counter() - start, 1),
+        }
     return out
 
 
@@ -465,7 +498,7 @@ def fuzz_runs(quick: bool) -> dict:
 
 
 PARTS = ("resources", "utilization", "speed", "link", "device", "model", "faults", "fuzz",
-         "estimate")
+         "estimate", "breakdown")
 
 
 def main(argv=None) -> int:
@@ -490,7 +523,7 @@ def main(argv=None) -> int:
     }
     # Parts with a file of their own: bench/results/<part>.json.
     for part, run in (("fuzz", fuzz_runs), ("faults", fault_runs), ("model", model_runs),
-                      ("estimate", estimate_runs)):
+                      ("estimate", estimate_runs), ("breakdown", board_breakdown)):
         if part in parts:
             out = RESULTS / f"{part}.json"
             out.write_text(json.dumps({"bench": part, **header, **run(args.quick)},

@@ -19,6 +19,7 @@ from pathlib import Path
 from rtl.synth import SYNTH_SCRIPTS, setup_yowasp_env
 from rtl.spram import spram_words
 from rtl.uart import divisor_for
+from rtl.uart_device import UARTDevice
 
 from sim.boards import core_config
 
@@ -89,15 +90,7 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
         b = dataclasses.replace(b, baud=baud)
     rows = rows or b.rows
     cols = cols or b.cols
-    freq = (freq_mhz or b.freq_mhz) * 1e6
-    platform = b.platform()
-    pll = PLLS[b.family](platform.default_clk_frequency, freq)
-    if weight_words is None:
-        weight_words = b.weight_words
-        if b.family == "ice40" and (rows, cols) != (b.rows, b.cols):
-            # Another shape, the same SPRAMs: as many words of its width as they hold.
-            weight_words = spram_words(2 * rows * cols)
-    core = core_config(rows, cols, weight_words, b.family)
+    platform, pll, core = _board_parts(b, rows, cols, freq_mhz, weight_words)
     # A UART rate the clock cannot make is refused here, before anything runs.
     top = BoardTop(pll, divisor_for(pll.f_out, b.baud), core, pll_from_pad=b.pll_from_pad)
     out = Path(out)
@@ -129,6 +122,27 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     report.update(placer=placer, router=router)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _board_parts(b, rows: int, cols: int, freq_mhz: float | None, weight_words: int | None):
+    """The platform, the PLL setting and the core's parameters of a build of board ``b``."""
+    platform = b.platform()
+    pll = PLLS[b.family](platform.default_clk_frequency, (freq_mhz or b.freq_mhz) * 1e6)
+    if weight_words is None:
+        weight_words = b.weight_words
+        if b.family == "ice40" and (rows, cols) != (b.rows, b.cols):
+            # Another shape, the same SPRAMs: as many words of its width as they hold.
+            weight_words = spram_words(2 * rows * cols)
+    return platform, pll, core_config(rows, cols, weight_words, b.family)
+
+
+def board_device(name: str) -> UARTDevice:
+    """The device (core and UART) inside board ``name``'s default build, without the board's
+    pins and PLL: what ``rtl.synth`` can synthesize by itself (``python -m bench --only
+    breakdown``)."""
+    b = board_def(name)
+    _, pll, core = _board_parts(b, b.rows, b.cols, None, None)
+    return UARTDevice(divisor=divisor_for(pll.f_out, b.baud), clock_hz=round(pll.f_out), **core)
 
 
 #: seconds between "still running" lines

@@ -140,12 +140,37 @@ def synthesize(component, family: str, *, name: str = "top") -> dict:
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-    luts, ffs, dsps = FAMILIES[family]
     script = SYNTH_SCRIPTS[family].format(top=name) + "; tee -q -o stat.json stat -json"
     stat = _run_yosys(rtlil.convert(component, name=name), script, ["stat.json"],
                       f"synthesis for {family}")
     data = json.loads(stat["stat.json"])
-    cells = {k: int(v) for k, v in data["design"]["num_cells_by_type"].items()}
+    return _counts(family, data["design"]["num_cells_by_type"])
+
+
+def synthesize_modules(component, family: str, *, name: str = "top") -> dict[str, dict]:
+    """Synthesize ``component`` for ``family`` with its hierarchy kept and count each module's
+    own cells (not its submodules'), as :func:`synthesize` counts a whole design.
+
+    Returns ``{path: counts}`` with paths such as ``top.core.engine.array.pe_0_0``. Keeping the
+    hierarchy stops yosys optimizing across module boundaries, so the sum can exceed the
+    flattened design's count a little; this is for seeing where the cells go.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    script = (SYNTH_SCRIPTS[family].format(top=name)
+              .replace(f"synth_{family} -top", f"synth_{family} -noflatten -top")
+              + "; tee -q -o stat.json stat -json")
+    stat = _run_yosys(rtlil.convert(component, name=name), script, ["stat.json"],
+                      f"synthesis for {family} (hierarchy kept)")
+    modules = json.loads(stat["stat.json"])["modules"]
+    return {path.lstrip("\\"): _counts(family, m["num_cells_by_type"])
+            for path, m in modules.items()}
+
+
+def _counts(family: str, cells_by_type: dict) -> dict:
+    """LUT4, FF, carry, RAM and DSP counts from yosys' cells by type."""
+    luts, ffs, dsps = FAMILIES[family]
+    cells = {k: int(v) for k, v in cells_by_type.items()}
     ff_count = sum(v for k, v in cells.items()
                    if (k in ffs if ffs is not None else k.startswith("SB_DFF")))
     return {

@@ -191,6 +191,27 @@ def test_pe_synthesis_has_no_multiplier(family):
 
 
 @pytest.mark.synth
+@pytest.mark.parametrize("family", ["ecp5", "ice40"])
+def test_per_module_synthesis_counts_each_pe_by_itself(family):
+    """``synthesize_modules`` (``python -m bench --only breakdown``) keeps the hierarchy: every
+    PE of an array is a module of its own that counts what the PE alone counts, and the
+    modules' flip-flops add up to the flattened array's."""
+    from rtl.synth import synthesize, synthesize_modules
+    from rtl.systolic import SystolicArray
+    modules = synthesize_modules(SystolicArray(rows=2, cols=3), family)
+    assert sorted(modules) == ["top"] + [f"top.pe_{r}_{c}" for r in range(2) for c in range(3)]
+    alone = synthesize(TernaryPE(), family)
+    for path in modules.keys() - {"top"}:
+        assert [modules[path][k] for k in ("lut4", "ff", "carry")] == \
+            [alone[k] for k in ("lut4", "ff", "carry")], (path, modules[path], alone)
+    flat = synthesize(SystolicArray(rows=2, cols=3), family)
+    assert sum(m["ff"] for m in modules.values()) == flat["ff"]
+    assert modules["top"]["ff"] == flat["ff"] - 6 * alone["ff"] > 0
+    with pytest.raises(ValueError, match="unknown family"):
+        synthesize_modules(None, "gowin")     # refused before anything is elaborated
+
+
+@pytest.mark.synth
 def test_ecp5_carry_chain_pe_holds_its_operand_logic_in_the_carry_cells():
     """The ECP5 PE (``adder="ccu2c"``): one CCU2C half per partial-sum bit plus one for the
     carry-in, no multiplier, and fewer LUT4 sites than the generic PE on the same family.
