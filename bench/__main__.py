@@ -26,9 +26,8 @@
   and the ULX3S-85F's default devices synthesized with their hierarchy kept, per module.
 
 Usage: ``python -m bench [--quick]
-[--only resources,utilization,speed,link,device,model,faults,fuzz,estimate,breakdown] [--out FILE]``.
-A run of
-some of the compute core's parts updates those in ``compute_core.json`` and keeps the rest.
+[--only resources,utilization,speed,link,device,model,faults,fuzz,estimate,breakdown]
+[--out FILE]``. A run of some of the compute core's parts updates those in ``compute_core.json`` and keeps the rest.
 These are measurements, not tests: the machines are shared, so quote ratios and cycle counts.
 """
 
