@@ -28,7 +28,8 @@
 Usage: ``python -m bench [--quick]
 [--only resources,utilization,speed,link,device,model,faults,fuzz,estimate,breakdown]
 [--out FILE]``. A run of some of the compute core's parts updates those in
-``compute_core.json`` and keeps the rest. These are measurements, not tests: the machines are shared, so quote ratios and cycle counts.
+``compute_core.json`` and keeps the rest. These are measurements, not tests: the machines
+are shared, so quote ratios and cycle counts.
 """
 
 from __future__ import annotations
