@@ -167,8 +167,8 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                 note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),
     # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): 2x2 with its weights
     # in the four SPRAMs (131,072 words of 4 trits: the bundled model's 114,688 resident) takes
-    # 5,219 of the UP5K's 5,280 logic cells, 18 of 30 EBR and 4 of 4 SPRAM, 27.19 MHz achieved
-    # against 24; 2x4 does not fit (5,798 cells). 24 MHz, issue #4's clock for this board,
+    # 5,245 of the UP5K's 5,280 logic cells, 18 of 30 EBR and 4 of 4 SPRAM, 26.65 MHz achieved
+    # against 24; 2x4 does not fit (5,799 cells). 24 MHz, issue #4's clock for this board,
     # divides the FT2232H's 6 Mbaud into 4 cycles a bit. The goal, 8x16 (sim.boards'
     # icebreaker-goal), needs a smaller PE and control than this core's
     # (docs/architecture.md, "Boards").
