@@ -124,8 +124,9 @@ def _from_table(b: targets.Board, name: str, platform, family: str, **kw) -> Boa
 BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # Measured (boards/sweeps/ulx3s-85f-default.json, `tritium build --board ulx3s-85f`):
     # 16x32 with 2048 words of 512 trits, the goal's 1 Mtrit and the bundled model resident
-    # (2,048 words at 16x32): 29,260 of 83,640 cells, 147 of 208 DP16KD, 0 DSP, 86.1 MHz
-    # achieved against 84.375 (28 cycles a bit at 3 Mbaud, 0.45% fast), 1,591 s.
+    # (2,048 words at 16x32): 29,375 of 83,640 cells, 147 of 208 DP16KD, 0 DSP, 82.11 MHz
+    # achieved against 81.25 (27 cycles a bit at 3 Mbaud, 0.31% fast), 1,851 s; the same core
+    # made 82.31 against 84.375, its default before.
     # 32x32 (1024 words) placed at an estimated 48 MHz and had not finished routing after
     # 31 minutes; the goal, 2048 PEs at
     # 100 MHz (sim.boards' ulx3s-85f-goal), synthesizes as 64x32 to 85% of the LUT4 sites

@@ -209,7 +209,8 @@ def run_receiver(divisor: int, levels: list[int], *, fifo_depth: int = 16,
     (8, +0.03), (8, -0.03),         # 12 Mbaud at 96 MHz (the ECPIX-5's clock before 120)
     (10, +0.03), (10, -0.03),       # the ECPIX-5's 12 Mbaud at 120 MHz, 3% off either way
     (25, +0.03), (25, -0.03),       # 3 Mbaud at 75 MHz (the ULX3S-85F's clock before 84.375)
-    (28, +0.03), (28, -0.03),       # 3 Mbaud at the ULX3S-85F's 84.375 MHz
+    (27, +0.03), (27, -0.03),       # 3 Mbaud at the ULX3S-85F's 81.25 MHz
+    (28, +0.03), (28, -0.03),       # 3 Mbaud at 84.375 MHz (the ULX3S-85F's clock before 81.25)
     (30, +0.03), (30, -0.03),       # 3 Mbaud at 90 MHz (the ULX3S-12F's and -25F's before 100)
     (32, +0.03), (32, -0.03),       # 3 Mbaud at the OrangeCrab's 96 MHz (its clock before 108)
     (36, +0.03), (36, -0.03),       # 3 Mbaud at 108 MHz (the OrangeCrab's clock before 120)
