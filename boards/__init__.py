@@ -177,10 +177,10 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                 programmers=(("openFPGALoader", "--board", "icebreaker"), ("iceprog",)),
                 note="iCE40 UP5K: 5,280 logic cells, 30 EBR, 4 SPRAM"),
     # OrangeCrab r0.2 (85F): the ULX3S-85F's die, speed grade 8, and its default core, 16x32
-    # with 2048 words at 120 MHz (the 48 MHz oscillator x 5 / 2, 40 cycles a bit at 3 Mbaud):
-    # 29,350 of 83,640 cells, 147 of 208 DP16KD, 0 DSP, 120.25 MHz achieved, 3,359 s sharing
-    # the machine (boards/sweeps/orangecrab-85f.json, `tritium build --board orangecrab-85f
-    # --freq 120`). The UART runs on two Feather header pins
+    # with 2048 words at 108 MHz (the 48 MHz oscillator x 9 / 4, 36 cycles a bit at 3 Mbaud):
+    # 29,306 of 83,640 cells, 147 of 208 DP16KD, 0 DSP, 111.12 MHz achieved, 1,867 s
+    # (boards/sweeps/orangecrab-85f.json, `tritium build --board orangecrab-85f --freq
+    # 108`; the same core made 112.21 at 120). The UART runs on two Feather header pins
     # through an adapter, not through the board's USB port (docs/architecture.md, "Boards").
     _from_table(_orangecrab_built, "orangecrab-85f", _orangecrab_85f, "ecp5",
                 programmers=(("openFPGALoader", "--board", "orangecrab"),

@@ -143,10 +143,10 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           weight_trits=ECPIX5_WORDS * 512, memory_bits_per_cycle=1024, basis="measured",
           lut4=83640, bridge="FT2232H", note="FT2232H bridge at 12 Mbaud"),
     # Built: boards/sweeps/orangecrab-85f.json. The ULX3S-85F's die (at speed grade 8) and
-    # default core at 120 MHz (48 MHz x 5 / 2: 120.25 MHz achieved; 40 cycles a bit at 3 Mbaud);
+    # default core at 108 MHz (48 MHz x 9 / 4: 111.12 MHz achieved; 36 cycles a bit at 3 Mbaud);
     # the UART on two Feather header pins, through an adapter the user brings (3 Mbaud: an
     # FTDI one).
-    replace(_ULX3S_85F, name="orangecrab-85f", clock_hz=120e6, bridge="adapter",
+    replace(_ULX3S_85F, name="orangecrab-85f", clock_hz=108e6, bridge="adapter",
             note="UART on the Feather header at 3 Mbaud (a USB-serial adapter)"),
     # Built: boards/sweeps/icesugar.json. The iCEBreaker's UP5K and 2x2 core; the link is the
     # iCELink's USB CDC port at 115,200 baud, the rate of the board maker's own UART example

@@ -213,8 +213,8 @@ def run_receiver(divisor: int, levels: list[int], *, fifo_depth: int = 16,
     (28, +0.03), (28, -0.03),       # 3 Mbaud at 84.375 MHz (the ULX3S-85F's clock before 81.25)
     (30, +0.03), (30, -0.03),       # 3 Mbaud at 90 MHz (the ULX3S-12F's and -25F's before 100)
     (32, +0.03), (32, -0.03),       # 3 Mbaud at the OrangeCrab's 96 MHz (its clock before 108)
-    (36, +0.03), (36, -0.03),       # 3 Mbaud at 108 MHz (the OrangeCrab's clock before 120)
-    (40, +0.03), (40, -0.03),       # 3 Mbaud at the OrangeCrab's 120 MHz
+    (36, +0.03), (36, -0.03),       # 3 Mbaud at the OrangeCrab's 108 MHz (as before its 120)
+    (40, +0.03), (40, -0.03),       # 3 Mbaud at 120 MHz (the OrangeCrab's clock before 108)
     (16, +0.04), (16, -0.04),
     (33, +0.04), (33, -0.04),       # 3 Mbaud at the ULX3S-12F's 100 MHz (33.3 cycles a bit)
 ])
