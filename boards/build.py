@@ -25,7 +25,7 @@ from sim.boards import core_config
 
 from . import PLACERS, ROUTERS, board as board_def
 from .pll import PLLS
-from .top import BoardTop
+from .top import BoardTop, device_for
 
 #: nextpnr cell types: (LUTs, flip-flops, block RAM, multipliers) per family. An iCE40 logic
 #: cell holds a LUT4, a flip-flop and a carry: nextpnr counts cells (``ICESTORM_LC``), and the
@@ -90,9 +90,9 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
         b = dataclasses.replace(b, baud=baud)
     rows = rows or b.rows
     cols = cols or b.cols
-    platform, pll, core = _board_parts(b, rows, cols, freq_mhz, weight_words)
     # A UART rate the clock cannot make is refused here, before anything runs.
-    top = BoardTop(pll, divisor_for(pll.f_out, b.baud), core, pll_from_pad=b.pll_from_pad)
+    platform, pll, core, divisor = _board_parts(b, rows, cols, freq_mhz, weight_words)
+    top = BoardTop(pll, divisor, core, pll_from_pad=b.pll_from_pad)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -125,7 +125,8 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
 
 
 def _board_parts(b, rows: int, cols: int, freq_mhz: float | None, weight_words: int | None):
-    """The platform, the PLL setting and the core's parameters of a build of board ``b``."""
+    """The platform, the PLL setting, the core's parameters and the UART's divisor of a build
+    of board ``b`` (``divisor_for`` refuses a rate the clock cannot make)."""
     platform = b.platform()
     pll = PLLS[b.family](platform.default_clk_frequency, (freq_mhz or b.freq_mhz) * 1e6)
     if weight_words is None:
@@ -133,7 +134,8 @@ def _board_parts(b, rows: int, cols: int, freq_mhz: float | None, weight_words: 
         if b.family == "ice40" and (rows, cols) != (b.rows, b.cols):
             # Another shape, the same SPRAMs: as many words of its width as they hold.
             weight_words = spram_words(2 * rows * cols)
-    return platform, pll, core_config(rows, cols, weight_words, b.family)
+    core = core_config(rows, cols, weight_words, b.family)
+    return platform, pll, core, divisor_for(pll.f_out, b.baud)
 
 
 def board_device(name: str) -> UARTDevice:
@@ -141,8 +143,8 @@ def board_device(name: str) -> UARTDevice:
     pins and PLL: what ``rtl.synth`` can synthesize by itself (``python -m bench --only
     breakdown``)."""
     b = board_def(name)
-    _, pll, core = _board_parts(b, b.rows, b.cols, None, None)
-    return UARTDevice(divisor=divisor_for(pll.f_out, b.baud), clock_hz=round(pll.f_out), **core)
+    _, pll, core, divisor = _board_parts(b, b.rows, b.cols, None, None)
+    return device_for(pll, divisor, core)
 
 
 #: seconds between "still running" lines

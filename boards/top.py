@@ -14,6 +14,12 @@ from .pll import Ecp5Pll, Ice40Pll
 ACTIVITY_BITS = 22
 
 
+def device_for(pll: Ecp5Pll | Ice40Pll, divisor: int, core: dict) -> UARTDevice:
+    """The device (core and UART) a board runs at ``pll``'s clock: what :class:`BoardTop`
+    puts behind the board's pins."""
+    return UARTDevice(divisor=divisor, clock_hz=round(pll.f_out), **core)
+
+
 class BoardTop(Elaboratable):
     """``core`` are :class:`rtl.core.DeviceCore` parameters; ``pll`` the clock setting;
     ``divisor`` the UART's clock cycles per bit (``rtl.uart.divisor_for``, which refuses a
@@ -24,7 +30,7 @@ class BoardTop(Elaboratable):
                  pll_from_pad: bool = True):
         self.pll = pll
         self.pll_from_pad = pll_from_pad
-        self.device = UARTDevice(divisor=divisor, clock_hz=round(pll.f_out), **core)
+        self.device = device_for(pll, divisor, core)
 
     def elaborate(self, platform):
         m = Module()

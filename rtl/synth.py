@@ -138,13 +138,8 @@ def synthesize(component, family: str, *, name: str = "top") -> dict:
     Returns ``{"lut4", "ff", "carry", "ram", "dsp", "cells": {type: count}}``. Ports stay ports
     (nothing is optimised away for lack of outputs).
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-    script = SYNTH_SCRIPTS[family].format(top=name) + "; tee -q -o stat.json stat -json"
-    stat = _run_yosys(rtlil.convert(component, name=name), script, ["stat.json"],
-                      f"synthesis for {family}")
-    data = json.loads(stat["stat.json"])
-    return _counts(family, data["design"]["num_cells_by_type"])
+    stat = _synth_stat(component, family, name, hierarchy=False)
+    return _counts(family, stat["design"]["num_cells_by_type"])
 
 
 def synthesize_modules(component, family: str, *, name: str = "top") -> dict[str, dict]:
@@ -155,16 +150,23 @@ def synthesize_modules(component, family: str, *, name: str = "top") -> dict[str
     hierarchy stops yosys optimizing across module boundaries, so the sum can exceed the
     flattened design's count a little; this is for seeing where the cells go.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-    script = (SYNTH_SCRIPTS[family].format(top=name)
-              .replace(f"synth_{family} -top", f"synth_{family} -noflatten -top")
-              + "; tee -q -o stat.json stat -json")
-    stat = _run_yosys(rtlil.convert(component, name=name), script, ["stat.json"],
-                      f"synthesis for {family} (hierarchy kept)")
-    modules = json.loads(stat["stat.json"])["modules"]
+    modules = _synth_stat(component, family, name, hierarchy=True)["modules"]
     return {path.lstrip("\\"): _counts(family, m["num_cells_by_type"])
             for path, m in modules.items()}
+
+
+def _synth_stat(component, family: str, name: str, *, hierarchy: bool) -> dict:
+    """yosys' ``stat -json`` of ``component`` synthesized for ``family`` (flattened, or with
+    ``hierarchy`` kept)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    script = SYNTH_SCRIPTS[family].format(top=name)
+    if hierarchy:
+        script = script.replace(f"synth_{family} -top", f"synth_{family} -noflatten -top")
+    stat = _run_yosys(rtlil.convert(component, name=name),
+                      script + "; tee -q -o stat.json stat -json", ["stat.json"],
+                      f"synthesis for {family}" + (" (hierarchy kept)" if hierarchy else ""))
+    return json.loads(stat["stat.json"])
 
 
 def _counts(family: str, cells_by_type: dict) -> dict:
