@@ -111,7 +111,7 @@ class TernaryPE(wiring.Component):
 
         total = Signal(signed(self.psum_width))
         if self.adder == "ccu2c":
-            self._ccu2c_total(m, total)
+            ccu2c_ternary_sum(m, self.psum, self.weight.as_value(), self.act_n, total)
         else:
             # The codes are NEG 0b00, ZERO 0b01, POS 0b10 (invalid 0b11): bit 0 set means
             # "skip", otherwise bit 1 picks act over ~act. Written as a choice between two
@@ -149,27 +149,34 @@ class TernaryPE(wiring.Component):
 
         return m
 
-    def _ccu2c_total(self, m, total):
-        """``total = psum + w * act`` as a chain of ECP5 ``CCU2C`` cells (module docstring)."""
-        code = self.weight.as_value()
-        # Half 0 makes the carry-in: C tied high selects entries that are all 0 (propagate 0),
-        # and the LUT2 (entries C = D = 0, inputs A = code bit 0, B = code bit 1) is "NEG".
-        halves = [(CARRY_IN_INIT, code[0], code[1], Const(1), Const(0), None)]
-        for i in range(self.psum_width):
-            act_n_bit = self.act_n[min(i, self.act_width - 1)]     # sign-extended
-            halves.append((SUM_INIT, self.psum[i], code[0], code[1], act_n_bit, total[i]))
-        if len(halves) % 2:
-            halves.append((0, Const(0), Const(0), Const(0), Const(0), None))
-        carry = Const(0)
-        for k in range(0, len(halves), 2):
-            cout = Signal(name=f"carry_{k // 2}")
-            ports = {"i_CIN": carry, "o_COUT": cout}
-            for j, (init, a, b, c, d, s) in enumerate(halves[k:k + 2]):
-                ports.update({f"p_INIT{j}": Const(init, 16), f"p_INJECT1_{j}": "NO",
-                              f"i_A{j}": a, f"i_B{j}": b, f"i_C{j}": c, f"i_D{j}": d,
-                              f"o_S{j}": s if s is not None else Signal(name=f"unused_{k}_{j}")})
-            m.submodules[f"ccu2c_{k // 2}"] = Instance("CCU2C", **ports)
-            carry = cout
+
+def ccu2c_ternary_sum(m, a, code, act_n, total, *, prefix: str = ""):
+    """``total = a + w * act`` as a chain of ECP5 ``CCU2C`` cells (module docstring): ``code``
+    is the weight's 2bit code, ``act_n`` is ``~act``, and ``a`` (sign-extended, as ``act_n``)
+    takes the partial sum's place. The PE adds into its partial sum; the adder-tree engine
+    (:mod:`rtl.adder_tree`) adds a pair's second product to its first. Cells and nets are named
+    ``{prefix}ccu2c_N``, ``{prefix}carry_N``: nextpnr's packing follows names, so the PE's
+    (empty prefix) stay what its placement was measured with."""
+    # Half 0 makes the carry-in: C tied high selects entries that are all 0 (propagate 0),
+    # and the LUT2 (entries C = D = 0, inputs A = code bit 0, B = code bit 1) is "NEG".
+    halves = [(CARRY_IN_INIT, code[0], code[1], Const(1), Const(0), None)]
+    for i in range(len(total)):
+        a_bit = a[min(i, len(a) - 1)]
+        act_n_bit = act_n[min(i, len(act_n) - 1)]
+        halves.append((SUM_INIT, a_bit, code[0], code[1], act_n_bit, total[i]))
+    if len(halves) % 2:
+        halves.append((0, Const(0), Const(0), Const(0), Const(0), None))
+    carry = Const(0)
+    for k in range(0, len(halves), 2):
+        cout = Signal(name=f"{prefix}carry_{k // 2}")
+        ports = {"i_CIN": carry, "o_COUT": cout}
+        for j, (init, a_bit, b, c, d, s) in enumerate(halves[k:k + 2]):
+            ports.update({f"p_INIT{j}": Const(init, 16), f"p_INJECT1_{j}": "NO",
+                          f"i_A{j}": a_bit, f"i_B{j}": b, f"i_C{j}": c, f"i_D{j}": d,
+                          f"o_S{j}": s if s is not None
+                          else Signal(name=f"{prefix}unused_{k}_{j}")})
+        m.submodules[f"{prefix}ccu2c_{k // 2}"] = Instance("CCU2C", **ports)
+        carry = cout
 
 
 def _lut_init(f) -> int:

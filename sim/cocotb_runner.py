@@ -76,11 +76,14 @@ class RunResult:
 
 def run_bench(make_component, *, name: str, test_module: str, config: dict,
               testcase: str | list[str] | None = None, sim: str | None = None,
-              waves: bool | None = None, seed: int | None = None) -> RunResult:
+              waves: bool | None = None, seed: int | None = None,
+              models: str = "") -> RunResult:
     """Convert the component ``make_component()`` returns to Verilog as module ``top``, build it for ``sim`` in its own build
     directory (``build/cocotb/<name>-<sim>``), and run the cocotb ``test_module`` (or only its
     ``testcase``) with ``config`` (JSON, available to the bench through ``TRITIUM_TB_CONFIG``).
-    ``name`` identifies the design: one process converts each name to Verilog once."""
+    ``name`` identifies the design: one process converts each name to Verilog once.
+    ``models``: Verilog of the vendor primitives the design instantiates (``rtl.synth``'s
+    ``ecp5_carry_model()`` for ECP5 carry cells), compiled with it."""
     from cocotb_tools.runner import get_results, get_runner
 
     sim = sim or selected_simulator()
@@ -93,7 +96,7 @@ def run_bench(make_component, *, name: str, test_module: str, config: dict,
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / "top.v"
     if name not in _verilog_cache:
-        _verilog_cache[name] = to_verilog(make_component(), name="top")
+        _verilog_cache[name] = to_verilog(make_component(), name="top") + models
     text = _verilog_cache[name]
     if not source.exists() or source.read_text() != text:
         source.write_text(text)     # unchanged Verilog keeps Verilator's build up to date

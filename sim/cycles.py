@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
-from .schedule import ArrayConfig, Plan
+from .schedule import ArrayConfig, Plan, TreeConfig, TreePlan
 
 #: cycles the drain register (``rtl.systolic.SystolicArray``) adds to the final drain
 DRAIN_REGISTER = 1
@@ -142,6 +142,108 @@ def simulate(config: ArrayConfig, lengths: Sequence[int], finals: Sequence[bool]
         if step_fire:
             if last_flags[next_step]:
                 drain_left, drain_final = R, finals[pass_of_step[next_step]]
+            next_step += 1
+            act_valid = weight_valid = False
+        t += 1
+    return CycleCount(total=t, busy=busy, stall_input=stall_input,
+                      stall_drain=stall_drain, drain_tail=drain_tail)
+
+
+# ---------------------------------------------------------------------------------------------
+# The adder-tree engine (rtl.adder_tree.TreeEngine)
+# ---------------------------------------------------------------------------------------------
+#
+# Timing rules:
+#
+# * A step is taken in any cycle where both operand streams are valid, except that the last step
+#   of a pass waits while the previous pass's result is pending: from the cycle after its own
+#   last step until the cycle its result beat leaves (the engine keeps one result register).
+# * A step's sum reaches the accumulator ``latency`` (= log2(k)) cycles after the step; a last
+#   step's total is then written into the result register, offered on the following cycle.
+#
+# At full rate the last step of pass i + 1 can follow pass i's by ``latency + 2`` cycles at the
+# soonest, so ``L_1 + sum_{i>=2} max(L_i, latency + 2) + latency + 1`` cycles run from the first
+# step to the last result beat: the array's closed form with ``latency`` in place of ``rows``
+# and one cycle more between short passes (the pending flag is a register).
+
+
+def tree_full_rate_cycles(config: TreeConfig, lengths: Sequence[int]) -> int:
+    """Total cycles of tree passes of ``lengths`` at full rate (closed form)."""
+    if not lengths:
+        return 0
+    P = config.latency
+    return lengths[0] + sum(max(L, P + 2) for L in lengths[1:]) + P + 1
+
+
+def tree_full_rate_count(config: TreeConfig, lengths: Sequence[int]) -> CycleCount:
+    """The :class:`CycleCount` of tree passes of ``lengths`` at full rate, in closed form:
+    ``stall_drain`` counts the last steps' waits for the previous result, ``drain_tail`` the
+    cycles from the last step to the last result beat."""
+    total = tree_full_rate_cycles(config, lengths)
+    if not lengths:
+        return CycleCount(total=0, busy=0, stall_input=0, stall_drain=0, drain_tail=0)
+    busy, tail = sum(lengths), config.latency + 1
+    return CycleCount(total=total, busy=busy, stall_input=0, stall_drain=total - busy - tail,
+                      drain_tail=tail)
+
+
+def tree_plan_cycles(plan: TreePlan) -> int:
+    return tree_full_rate_cycles(plan.config, plan.lengths)
+
+
+def tree_utilization(plan: TreePlan, cycles: int | None = None) -> float:
+    """Fraction of product-cycles doing useful multiply-accumulates (padding of K and unused
+    lanes count as idle)."""
+    cycles = tree_plan_cycles(plan) if cycles is None else cycles
+    return plan.useful_macs / (plan.config.pes * cycles)
+
+
+def tree_simulate(config: TreeConfig, lengths: Sequence[int],
+                  act_offer: Callable[[int], bool] = _always,
+                  weight_offer: Callable[[int], bool] = _always,
+                  out_ready: Callable[[int], bool] = _always,
+                  max_cycles: int = 10**8) -> CycleCount:
+    """Cycle-by-cycle model of the tree engine's handshakes (arguments as :func:`simulate`)."""
+    if any(L < 1 for L in lengths):
+        raise ValueError("every pass needs at least one step")
+    last_flags = []
+    for L in lengths:
+        last_flags += [False] * (L - 1) + [True]
+    steps = len(last_flags)
+    P = config.latency
+
+    next_step = 0
+    act_valid = weight_valid = False
+    pending = False     # a result is on its way or in the result register
+    arrival = None      # the cycle whose end writes the pending result into the register
+    held = False        # the result register is full (its beat is offered)
+    busy = stall_input = stall_drain = drain_tail = 0
+    t = 0
+    while next_step < steps or pending:
+        if t >= max_cycles:
+            raise RuntimeError(f"cycle model did not finish within {max_cycles} cycles")
+        if next_step < steps:
+            act_valid = act_valid or act_offer(t)
+            weight_valid = weight_valid or weight_offer(t)
+        out_fire = held and out_ready(t)
+        operands = next_step < steps and act_valid and weight_valid
+        step_fire = operands and (not last_flags[next_step] or not pending)
+        if step_fire:
+            busy += 1
+        elif next_step < steps:
+            if operands:
+                stall_drain += 1
+            else:
+                stall_input += 1
+        else:
+            drain_tail += 1
+        if out_fire:
+            held = pending = False
+        if arrival == t:
+            held, arrival = True, None
+        if step_fire:
+            if last_flags[next_step]:
+                pending, arrival = True, t + P
             next_step += 1
             act_valid = weight_valid = False
         t += 1

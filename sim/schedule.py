@@ -262,3 +262,143 @@ def execute(plan: Plan, w: np.ndarray, x: np.ndarray) -> np.ndarray:
     for p, sums in tile_sums(plan, w, x):
         scatter_tile(plan, p, sums, y)
     return numerics.to_int32(y)
+
+
+# ---------------------------------------------------------------------------------------------
+# The adder-tree engine (rtl.adder_tree.TreeEngine)
+# ---------------------------------------------------------------------------------------------
+#
+# Each of ``lanes`` output lanes adds ``k`` ternary products a cycle in a pipelined adder tree
+# and accumulates the tree's sums in ``acc_bits``. A *pass* is one token's dot products for one
+# tile of ``lanes`` outputs over the whole of K, ``ceil(K / k)`` steps: step s brings the
+# activations ``x[m, s*k : s*k + k]`` (one int8 per tree input) and the trits
+# ``W[n0 + lane, s*k + i]`` (a ``k x lanes`` block, the array's weight beat with rows = k). No
+# sum stays in a PE, so nothing is drained and K is not split: the accumulator is as wide as
+# the result. K beyond a multiple of k is padded with zero weights and zero activations.
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    """Parameters of the adder-tree engine as built: ``k`` products per lane and cycle (a power
+    of two, at least 2), ``lanes`` outputs, widths."""
+    k: int
+    lanes: int
+    act_bits: int = numerics.ACT_BITS
+    acc_bits: int = numerics.RESULT_BITS
+
+    def __post_init__(self):
+        for name in ("k", "lanes"):
+            v = getattr(self, name)
+            if not _is_count(v):
+                raise ValueError(f"{name} must be a positive integer, not {v!r}")
+        if self.k < 2 or self.k & (self.k - 1):
+            raise ValueError(f"k must be a power of two of at least 2, not {self.k}")
+        if self.acc_bits <= self.act_bits + self.latency:
+            raise ValueError(f"acc_bits ({self.acc_bits}) must exceed the tree's sum "
+                             f"({self.act_bits + self.latency} bits)")
+
+    @property
+    def pes(self) -> int:
+        """Ternary products per cycle, the adder-tree counterpart of the array's PEs."""
+        return self.k * self.lanes
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a step to its sum reaching the accumulator: one per level of the tree,
+        ``log2(k)`` (the pair level first)."""
+        return self.k.bit_length() - 1
+
+    @property
+    def k_max(self) -> int:
+        """Largest K whose results cannot overflow the ``acc_bits`` accumulator."""
+        return numerics.max_exact_k(self.acc_bits, self.act_bits)
+
+    def steps(self, K: int) -> int:
+        """Steps of one pass over K (the last one padded with zeros)."""
+        return -(-K // self.k)
+
+
+@dataclass(frozen=True, eq=False)
+class TreePass:
+    """One pass through the tree engine: token ``token``'s sums over all of K for the outputs
+    ``outputs`` (one per lane, -1 where the lane is unused)."""
+    token: int
+    outputs: np.ndarray
+    length: int              # steps
+
+
+@dataclass(eq=False)
+class TreePlan:
+    """Every pass of one ``(M, K) x (N, K)^T`` product on the tree engine, in run order: tiles
+    of ``lanes`` outputs, and within a tile every token (so a tile's weights are read once per
+    token, as the array's ``outputs`` mapping reads them)."""
+    config: TreeConfig
+    M: int
+    N: int
+    K: int
+    passes: list[TreePass] = field(repr=False)
+
+    @property
+    def useful_macs(self) -> int:
+        return self.M * self.N * self.K
+
+    @property
+    def lengths(self) -> list[int]:
+        return [p.length for p in self.passes]
+
+
+def plan_tree(config: TreeConfig, M: int, N: int, K: int) -> TreePlan:
+    """Plan ``y (M, N) = x (M, K) @ W (N, K)^T`` on the tree engine ``config``."""
+    for name, v in (("M", M), ("N", N), ("K", K)):
+        if not _is_count(v):
+            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    if K > config.k_max:
+        raise ValueError(f"K={K} exceeds {config.k_max}, the largest K whose sums fit the "
+                         f"{config.acc_bits}-bit accumulator")
+    passes = []
+    for n0 in range(0, N, config.lanes):
+        outputs = np.arange(n0, n0 + config.lanes)
+        outputs[outputs >= N] = -1
+        for m in range(M):
+            passes.append(TreePass(token=m, outputs=outputs, length=config.steps(K)))
+    return TreePlan(config=config, M=int(M), N=int(N), K=int(K), passes=passes)
+
+
+def tree_pass_operands(plan: TreePlan, p: TreePass, w: np.ndarray,
+                       x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The operand beats of a tree pass: weights ``(steps, k, lanes)`` trits (``[s, i, lane]``
+    is ``W[outputs[lane], s*k + i]``) and activations ``(steps, k)`` int8; zeros pad K and the
+    unused lanes."""
+    k, steps = plan.config.k, p.length
+    padded = steps * k
+    weights = np.zeros((padded, len(p.outputs)), dtype=np.int8)
+    used = p.outputs >= 0
+    weights[:plan.K, used] = w[p.outputs[used]].T
+    acts = np.zeros(padded, dtype=np.int8)
+    acts[:plan.K] = x[p.token]
+    return weights.reshape(steps, k, -1), acts.reshape(steps, k)
+
+
+def scatter_tree_result(p: TreePass, sums: np.ndarray, y: np.ndarray) -> None:
+    """Write one pass's ``(lanes,)`` results into ``y (M, N)``."""
+    used = p.outputs >= 0
+    y[p.token, p.outputs[used]] = sums[used]
+
+
+def execute_tree(plan: TreePlan, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The product a tree plan computes, pass by pass as the engine does, checking the
+    accumulator's width after every step: it must agree with ``numerics.ternary_matmul``."""
+    w = numerics.check_ternary(w)
+    x = numerics.check_int8(x)
+    if w.shape != (plan.N, plan.K) or x.shape != (plan.M, plan.K):
+        raise ValueError(f"operands {w.shape}, {x.shape} do not match the plan "
+                         f"(N, K)=({plan.N}, {plan.K}), (M, K)=({plan.M}, {plan.K})")
+    acc_lim = 1 << (plan.config.acc_bits - 1)
+    y = np.zeros((plan.M, plan.N), dtype=np.int64)
+    for p in plan.passes:
+        weights, acts = tree_pass_operands(plan, p, w, x)
+        per_step = np.einsum("sil,si->sl", weights.astype(np.int64), acts.astype(np.int64))
+        running = np.cumsum(per_step, axis=0)
+        assert -acc_lim <= running.min() and running.max() < acc_lim, "accumulator overflow"
+        scatter_tree_result(p, running[-1], y)
+    return numerics.to_int32(y)

@@ -299,3 +299,77 @@ def test_array_config_validation():
         ArrayConfig(2, 2, psum_bits=16, acc_bits=12)
     cfg = ArrayConfig(3, 5, psum_bits=10)
     assert cfg.pes == 15 and cfg.pass_k_max == 3 and cfg.k_max == 16777215
+
+
+# ---------------------------------------------------------------------------------------------
+# The adder-tree engine's mapping (plan_tree)
+# ---------------------------------------------------------------------------------------------
+
+def test_tree_plan_covers_every_output_once_in_tile_then_token_order():
+    rng = np.random.default_rng([SEED, 7])
+    for _ in range(60):
+        cfg = schedule.TreeConfig(k=int(2 ** rng.integers(1, 6)), lanes=int(rng.integers(1, 9)))
+        M, N, K = (int(v) for v in rng.integers(1, [5, 30, 200]))
+        plan = schedule.plan_tree(cfg, M, N, K)
+        seen = np.zeros((M, N), int)
+        for p in plan.passes:
+            assert p.length == -(-K // cfg.k) and len(p.outputs) == cfg.lanes
+            seen[p.token, p.outputs[p.outputs >= 0]] += 1
+        assert (seen == 1).all()
+        assert len(plan.passes) == M * -(-N // cfg.lanes)
+        # a tile's tokens run back to back, so its weights are read once per token in a row
+        tiles = [int(p.outputs[0]) for p in plan.passes]
+        assert tiles == sorted(tiles) and [p.token for p in plan.passes[:M]] == list(range(M))
+
+
+def test_tree_pass_operands_pad_k_and_lanes_with_zeros():
+    cfg = schedule.TreeConfig(k=4, lanes=3)
+    M, N, K = 2, 4, 6                       # K pads to 8; the second tile uses one lane of 3
+    w = np.arange(1, N * K + 1).reshape(N, K) % 3 - 1
+    x = np.arange(1, M * K + 1, dtype=np.int8).reshape(M, K)
+    plan = schedule.plan_tree(cfg, M, N, K)
+    p = plan.passes[M + 1]                  # tile of output 3, token 1
+    weights, acts = schedule.tree_pass_operands(plan, p, w.astype(np.int8), x)
+    assert weights.shape == (2, 4, 3) and acts.shape == (2, 4)
+    assert acts.ravel().tolist() == x[1].tolist() + [0, 0]
+    assert weights[:, :, 0].ravel().tolist() == w[3].tolist() + [0, 0]
+    assert not weights[:, :, 1:].any()
+
+
+def test_execute_tree_matches_ternary_matmul():
+    rng = np.random.default_rng([SEED, 8])
+    for i in range(40):
+        cfg = schedule.TreeConfig(k=int(2 ** rng.integers(1, 7)), lanes=int(rng.integers(1, 9)))
+        M, N, K = (int(v) for v in rng.integers(1, [5, 30, 300]))
+        w = rng.integers(-1, 2, size=(N, K)).astype(np.int8)
+        x = rng.integers(-128, 128, size=(M, K)).astype(np.int8)
+        y = schedule.execute_tree(schedule.plan_tree(cfg, M, N, K), w, x)
+        assert y.dtype == np.int32
+        np.testing.assert_array_equal(y, numerics.ternary_matmul(w, x), err_msg=f"case {i}")
+
+
+def test_execute_tree_extremes_and_k_max():
+    cfg = schedule.TreeConfig(k=32, lanes=2)
+    plan = schedule.plan_tree(cfg, 1, 2, 16384)
+    neg = np.full((1, 16384), -128, np.int8)
+    assert (schedule.execute_tree(plan, -np.ones((2, 16384), np.int8), neg) == 2097152).all()
+    assert cfg.k_max == 16777215
+    with pytest.raises(ValueError, match="K=16777216 exceeds 16777215"):
+        schedule.plan_tree(cfg, 1, 1, 16777216)
+    with pytest.raises(ValueError, match="do not match the plan"):
+        schedule.execute_tree(plan, np.zeros((2, 5), np.int8), neg)
+
+
+def test_tree_config_validation():
+    for k in (0, 1, 3, 6, 2.0):
+        with pytest.raises(ValueError, match="k must be"):
+            schedule.TreeConfig(k=k, lanes=2)
+    with pytest.raises(ValueError, match="lanes"):
+        schedule.TreeConfig(k=2, lanes=0)
+    with pytest.raises(ValueError, match="acc_bits"):
+        schedule.TreeConfig(k=64, lanes=1, acc_bits=14)     # the tree's sum needs 15 bits
+    cfg = schedule.TreeConfig(k=32, lanes=64)
+    assert (cfg.pes, cfg.latency, cfg.steps(2560), cfg.steps(2561)) == (2048, 5, 80, 81)
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ValueError, match="M must be"):
+            schedule.plan_tree(cfg, bad, 1, 1)

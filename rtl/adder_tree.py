@@ -1,0 +1,241 @@
+"""The adder-tree engine: ``k x lanes`` ternary products a cycle with no sum kept per product.
+
+Why a second engine (docs/architecture.md, "What the goals need"): the output-stationary array
+keeps two sums in every PE and reads them out through a rows:1 multiplexer per column, which at
+2048 PEs needs more flip-flops than the ULX3S-85F has. Here every *lane* (one output) takes
+``k`` activations of one token and its ``k`` trits each cycle, adds the ``k`` products in a
+pipelined adder tree and accumulates the tree's sums in ``acc_width`` bits, so
+
+* a product costs its share of the tree, not a register of its own, and nothing is drained;
+* K is never split into chunks: the accumulator is as wide as the result;
+* the operand beats have the array's shapes with ``rows = k``, ``cols = lanes``: the weight
+  beat is the same ``k x lanes`` trit block (``rtl.systolic.weight_layout``), the activation
+  beat ``k`` int8s, here ``k`` consecutive elements of K of one token.
+
+Arithmetic, the same in both adders so that the simulated engine is the built one:
+
+* the *pair level* adds products two by two: ``ones(w1, x1) + w2 * x2``, where ``ones`` is
+  ``x1``, ``~x1`` (one's complement) or 0, the second product an exact one with its carry-in.
+  Each pair sum fits ``act_width + 1`` bits (``~x1`` is at most ``2**(act_width-1) - 1``). The
+  ``-1`` trits on the first operand leave out a 1 each; the lane counts them (``negs``) and
+  adds the count at the accumulator, so the result is exact;
+* then one register level per halving, one bit wider each, to a single sum ``log2(k)`` cycles
+  after the step (``sim.schedule.TreeConfig.latency``);
+* the accumulator adds the sum and the count; a pass's last step moves the total into the
+  result register and clears the accumulator (the flip-flops' synchronous reset), so the next
+  pass accumulates from its first step.
+
+With ``adder="ccu2c"`` (ECP5 builds) the pair's adder is a chain of ``CCU2C`` carry cells that
+computes the second product's operand inside its own LUTs, as the carry-cell PE does
+(``rtl.ternary_pe.ccu2c_ternary_sum``; its LUT contents are proven in tests/formal). The tree's
+upper levels and the accumulator are plain additions, which yosys maps onto carry chains.
+
+Timing rules and the mapping of a layer are ``sim.cycles.tree_*`` and ``sim.schedule.plan_tree``.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from sim.schedule import TreeConfig
+
+from .accumulator import result_row_layout
+from .systolic import weight_layout
+from .ternary_pe import TernaryPE, Trit, ccu2c_ternary_sum
+
+
+def tree_activation_layout(k: int, act_width: int) -> data.StructLayout:
+    """One activation beat of the tree engine: ``k`` elements of K of one token."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(act_width), k),
+        "last": 1,          # last step of the pass: the lanes' totals become the result
+    })
+
+
+class TreeLane(wiring.Component):
+    """One output lane: the pair level, the adder tree and the accumulator.
+
+    The tree's registers take a new sum every cycle whether or not a step was taken (no
+    enable to fan out); only the accumulator looks at whether its sum is a step's.
+
+    Members
+    -------
+    act : In(ArrayLayout(signed(act_width), k))
+        The step's activations (shared by every lane).
+    act_n : In(ArrayLayout(signed(act_width), k))
+        Only with ``adder="ccu2c"``: ``~act``, inverted once for all lanes by the engine.
+    weights : In(ArrayLayout(Trit, k))
+        This lane's trits for the step.
+    add : In(1)
+        The sum now leaving the tree is a step's (the step ``latency`` cycles ago): add it.
+    capture : In(1)
+        ... and it is its pass's last step (implies ``add``): the total goes to ``result``, the
+        accumulator restarts from 0.
+    acc : Out(signed(acc_width))
+        The running sum of the current pass (observable for tests; costs nothing).
+    result : Out(signed(acc_width))
+        The total of the last finished pass, held until the next capture.
+    """
+
+    def __init__(self, *, k: int, act_width: int = 8, acc_width: int = 32,
+                 adder: str = "generic"):
+        self.config = TreeConfig(k=k, lanes=1, act_bits=act_width, acc_bits=acc_width)
+        self.adder = TernaryPE.check_adder(adder)
+        self.k, self.act_width, self.acc_width = k, act_width, acc_width
+        acts = data.ArrayLayout(signed(act_width), k)
+        members = {"act": In(acts)}
+        if adder == "ccu2c":
+            members["act_n"] = In(acts)
+        super().__init__({
+            **members,
+            "weights": In(data.ArrayLayout(Trit, k)),
+            "add": In(1),
+            "capture": In(1),
+            "acc": Out(signed(acc_width)),
+            "result": Out(signed(acc_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        k, w = self.k, self.act_width
+
+        # The pair level: sums of act_width + 1 bits, and the count of the -1s left out.
+        level = []
+        negs = []
+        for p in range(k // 2):
+            i, j = 2 * p, 2 * p + 1
+            code1 = self.weights[i].as_value()
+            code2 = self.weights[j].as_value()
+            # codes as rtl.ternary_pe.Trit: bit 0 set means skip, else bit 1 picks x over ~x
+            ones = Signal(signed(w), name=f"ones_{p}")
+            m.d.comb += ones.eq(Mux(code1[0], 0, Mux(code1[1], self.act[i], ~self.act[i])))
+            negs.append(self.weights[i] == Trit.NEG)
+            total = Signal(signed(w + 1), name=f"pair_sum_{p}")
+            if self.adder == "ccu2c":
+                ccu2c_ternary_sum(m, ones, code2, self.act_n[j], total, prefix=f"pair_{p}_")
+            else:
+                second = Mux(code2[0], 0, Mux(code2[1], self.act[j], ~self.act[j]))
+                m.d.comb += total.eq(ones + second + (self.weights[j] == Trit.NEG))
+            pair = Signal(signed(w + 1), name=f"pair_{p}", reset_less=True)
+            m.d.sync += pair.eq(total)
+            level.append(pair)
+        count = Signal(range(k // 2 + 1), name="negs_1", reset_less=True)
+        m.d.sync += count.eq(sum(negs))
+
+        # One register level per halving; the count keeps pace with the sums.
+        depth = 1
+        while len(level) > 1:
+            depth += 1
+            width = w + depth
+            nxt = []
+            for p in range(0, len(level), 2):
+                s = Signal(signed(width), name=f"sum_{depth}_{p // 2}", reset_less=True)
+                m.d.sync += s.eq(level[p] + level[p + 1])
+                nxt.append(s)
+            level = nxt
+            later = Signal.like(count, name=f"negs_{depth}")
+            m.d.sync += later.eq(count)
+            count = later
+        assert depth == self.config.latency
+
+        # The accumulator. The result register has no reset: a capture writes it before the
+        # engine offers it. The accumulator's clear takes priority so that yosys maps it onto
+        # the flip-flops' synchronous reset, as the PE's partial sum.
+        total = Signal(signed(self.acc_width))
+        m.d.comb += total.eq(self.acc + level[0] + count)
+        result = Signal.like(self.result, reset_less=True)
+        m.d.comb += self.result.eq(result)
+        with m.If(self.capture):
+            m.d.sync += [result.eq(total), self.acc.eq(0)]
+        with m.Elif(self.add):
+            m.d.sync += self.acc.eq(total)
+        return m
+
+
+class TreeEngine(wiring.Component):
+    """``lanes`` :class:`TreeLane` s fed pass by pass as ``sim.schedule.plan_tree`` lays them out.
+
+    Parameters
+    ----------
+    k : int
+        Products per lane and cycle: a power of two, at least 2.
+    lanes : int
+        Outputs per pass.
+    act_width, acc_width : int
+        Widths of the activations and of the accumulators (and results).
+    adder : str
+        The pair level's adder: ``"generic"``, or ``"ccu2c"`` for ECP5 builds.
+
+    Members
+    -------
+    act : In(stream.Signature(tree_activation_layout(k, act_width)))
+    weights : In(stream.Signature(rtl.systolic.weight_layout(k, lanes)))
+        Taken together: a step happens when both are valid, except that a ``last`` beat waits
+        while the previous pass's result is pending (from its last step until its result beat
+        leaves).
+    result : Out(stream.Signature(rtl.accumulator.result_row_layout(lanes, acc_width)))
+        One beat per pass, its lanes' totals, offered ``latency + 1`` cycles after the pass's
+        last step; ``last`` is always set (a beat completes its tile).
+    """
+
+    def __init__(self, *, k: int, lanes: int, act_width: int = 8, acc_width: int = 32,
+                 adder: str = "generic"):
+        self.config = TreeConfig(k=k, lanes=lanes, act_bits=act_width, acc_bits=acc_width)
+        self.adder = TernaryPE.check_adder(adder)
+        self.k, self.lanes = k, lanes
+        self.act_width, self.acc_width = act_width, acc_width
+        super().__init__({
+            "act": In(stream.Signature(tree_activation_layout(k, act_width))),
+            "weights": In(stream.Signature(weight_layout(k, lanes))),
+            "result": Out(stream.Signature(result_row_layout(lanes, acc_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        act, weights, result = self.act, self.weights, self.result
+
+        # A last step reserves the result register until its beat has left: one register, so
+        # no path from the sink's ready reaches the sources' (sim.cycles' timing rules).
+        pending = Signal()
+        may_step = ~act.payload.last | ~pending
+        step = Signal()
+        m.d.comb += [
+            act.ready.eq(weights.valid & may_step),
+            weights.ready.eq(act.valid & may_step),
+            step.eq(act.valid & act.ready),
+        ]
+
+        # The step and its last flag travel down beside the sums, one register a level.
+        add, last = step, act.payload.last
+        for level in range(1, self.config.latency + 1):
+            add_l = Signal(name=f"add_{level}")
+            last_l = Signal(name=f"last_{level}")
+            m.d.sync += [add_l.eq(add), last_l.eq(last & add)]
+            add, last = add_l, last_l
+
+        if self.adder == "ccu2c":
+            act_n = Signal(data.ArrayLayout(signed(self.act_width), self.k))
+            m.d.comb += act_n.eq(~act.payload.data.as_value())
+        for lane in range(self.lanes):
+            unit = TreeLane(k=self.k, act_width=self.act_width, acc_width=self.acc_width,
+                            adder=self.adder)
+            m.submodules[f"lane_{lane}"] = unit
+            m.d.comb += [
+                unit.act.eq(act.payload.data),
+                unit.add.eq(add),
+                unit.capture.eq(last),
+                result.payload.data[lane].eq(unit.result),
+            ]
+            if self.adder == "ccu2c":
+                m.d.comb += unit.act_n.eq(act_n)
+            # lane l's trits: element i of the beat's row i, column l
+            m.d.comb += [unit.weights[i].eq(weights.payload[i][lane]) for i in range(self.k)]
+
+        m.d.comb += result.payload.last.eq(1)
+        with m.If(result.valid & result.ready):
+            m.d.sync += [result.valid.eq(0), pending.eq(0)]
+        with m.If(last):
+            m.d.sync += result.valid.eq(1)
+        with m.If(step & act.payload.last):
+            m.d.sync += pending.eq(1)
+        return m

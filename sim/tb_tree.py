@@ -1,0 +1,188 @@
+"""cocotb bench for ``rtl.adder_tree.TreeEngine``: random layers, extremes, idle and
+back-pressure, exact results and exact cycle counts against the golden model
+(``sim.schedule.plan_tree``, ``sim.cycles.tree_simulate``).
+
+Run through ``sim.cocotb_runner.run_bench`` (see ``tests/cocotb``); the configuration (k, lanes,
+widths, seed, how many layers) arrives as JSON in the environment.
+"""
+
+from __future__ import annotations
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
+
+from rtl.accumulator import result_row_layout
+from rtl.adder_tree import tree_activation_layout
+from sim import cycles, numerics, packing, schedule
+from sim.cocotb_runner import bench_config
+from sim.tb_matrix import Pattern, _random_layer
+
+
+class TreeTB:
+    """Owns the clock, reset, the two operand sources and the result sink of one engine."""
+
+    def __init__(self, dut, config: dict):
+        self.dut = dut
+        self.cfg = schedule.TreeConfig(k=config["k"], lanes=config["lanes"],
+                                       acc_bits=config["acc_width"])
+        self.act_layout = tree_activation_layout(self.cfg.k, self.cfg.act_bits)
+        self.result_layout = result_row_layout(self.cfg.lanes, self.cfg.acc_bits)
+        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+
+    async def reset(self):
+        d = self.dut
+        d.act__valid.value = 0
+        d.weights__valid.value = 0
+        d.result__ready.value = 0
+        d.rst.value = 1
+        for _ in range(3):
+            await RisingEdge(d.clk)
+        d.rst.value = 0
+
+    # -- beat encoding: offsets from the RTL's own layout, the trits from the 2bit format
+    @staticmethod
+    def weight_beat(trits: np.ndarray) -> int:
+        """A (k, lanes) trit block as the weight bus carries it: the 2bit packing of the
+        row-major block (trit [i, lane] at bits 2*(i*lanes + lane))."""
+        value = int.from_bytes(packing.pack_2bit(trits.ravel()).tobytes(), "little")
+        return value & ((1 << (2 * trits.size)) - 1)
+
+    def act_beat(self, acts: np.ndarray, last: bool) -> int:
+        lay = self.act_layout
+        value = 0
+        for i, a in enumerate(acts):
+            value |= (int(a) & ((1 << self.cfg.act_bits) - 1)) << \
+                (lay["data"].offset + i * self.cfg.act_bits)
+        return value | (int(last) << lay["last"].offset)
+
+    def decode_result(self, value: int) -> np.ndarray:
+        bits = self.cfg.acc_bits
+        mask = (1 << bits) - 1
+        out = []
+        for lane in range(self.cfg.lanes):
+            v = (value >> (lane * bits)) & mask
+            out.append(v - (1 << bits) if v >> (bits - 1) else v)
+        return np.array(out, dtype=np.int64)
+
+    async def run(self, plan, w, x, act_offer, weight_offer, out_ready):
+        """Drive a whole plan; return (y, cycles) where cycle 0 is the first cycle a source may
+        offer and the count runs to the cycle the last result beat is taken, inclusive."""
+        d = self.dut
+        ws, acts = [], []
+        for p in plan.passes:
+            wt, xa = schedule.tree_pass_operands(plan, p, w, x)
+            for s in range(p.length):
+                ws.append(self.weight_beat(wt[s]))
+                acts.append(self.act_beat(xa[s], s == p.length - 1))
+        results: list[np.ndarray] = []
+        next_beat = 0
+        act_pending = weight_pending = False
+        t = 0
+        await RisingEdge(d.clk)
+        while len(results) < len(plan.passes):
+            if next_beat < len(ws):
+                if not act_pending and act_offer(t):
+                    d.act__payload.value = acts[next_beat]
+                    d.act__valid.value = 1
+                    act_pending = True
+                if not weight_pending and weight_offer(t):
+                    d.weights__payload.value = ws[next_beat]
+                    d.weights__valid.value = 1
+                    weight_pending = True
+            d.result__ready.value = int(out_ready(t))
+            await ReadOnly()
+            act_taken = act_pending and int(d.act__ready.value)
+            weight_taken = weight_pending and int(d.weights__ready.value)
+            assert act_taken == weight_taken, f"cycle {t}: operand streams taken apart"
+            if int(d.result__valid.value) and int(d.result__ready.value):
+                payload = int(d.result__payload.value)
+                assert payload >> self.result_layout["last"].offset & 1, "a beat without last"
+                results.append(self.decode_result(payload >> self.result_layout["data"].offset))
+            await RisingEdge(d.clk)
+            if act_taken:
+                next_beat += 1
+                act_pending = weight_pending = False
+                d.act__valid.value = 0
+                d.weights__valid.value = 0
+            t += 1
+            assert t < 10**7, "no progress"
+        d.result__ready.value = 0
+        y = np.zeros((plan.M, plan.N), dtype=np.int64)
+        for p, sums in zip(plan.passes, results):
+            schedule.scatter_tree_result(p, sums, y)
+        return y, t
+
+    async def check_layer(self, w, x, rng, *, idle=0.0, backpressure=0.0, label=""):
+        """Run one layer, compare results and cycles with the golden model; return the report."""
+        M, K = x.shape
+        plan = schedule.plan_tree(self.cfg, M, w.shape[0], K)
+        act_offer = Pattern(rng, 1.0 - idle)
+        weight_offer = Pattern(rng, 1.0 - idle)
+        out_ready = Pattern(rng, 1.0 - backpressure)
+        y, measured = await self.run(plan, w, x, act_offer, weight_offer, out_ready)
+        expected_y = numerics.ternary_matmul(w, x)
+        bad = np.argwhere(y != expected_y)
+        assert bad.size == 0, (f"{label}: {len(bad)} wrong results, first at {tuple(bad[0])}: "
+                               f"got {y[tuple(bad[0])]}, expected {expected_y[tuple(bad[0])]}")
+        model = cycles.tree_simulate(self.cfg, plan.lengths, act_offer, weight_offer, out_ready)
+        assert measured == model.total, (f"{label}: RTL took {measured} cycles, "
+                                         f"cycle model says {model.total}")
+        if idle == 0.0 and backpressure == 0.0:
+            closed = cycles.tree_plan_cycles(plan)
+            assert measured == closed, f"{label}: {measured} cycles, closed form {closed}"
+        self.dut._log.info("%s: M=%d N=%d K=%d passes=%d cycles=%d utilization=%.3f", label,
+                           M, w.shape[0], K, len(plan.passes), measured,
+                           cycles.tree_utilization(plan, measured))
+        return {"cycles": measured, "plan": plan}
+
+
+def _setup(dut):
+    config = bench_config()
+    rng = np.random.default_rng(config["seed"])
+    return TreeTB(dut, config), config, rng
+
+
+@cocotb.test()
+async def random_layers(dut):
+    """Random shapes: K not a multiple of k, N not of lanes, several tokens, short passes that
+    wait for the result register; idle and back-pressure on every stream."""
+    tb, config, rng = _setup(dut)
+    await tb.reset()
+    k, lanes = tb.cfg.k, tb.cfg.lanes
+    for i in range(config.get("layers", 4)):
+        M = int(rng.integers(1, 4))
+        N = int(rng.integers(1, 2 * lanes + 2))
+        K = int(rng.integers(1, 12 * k))
+        w, x = _random_layer(rng, M, N, K)
+        idle, bp = [(0.0, 0.0), (0.3, 0.0), (0.0, 0.5), (0.4, 0.4)][i % 4]
+        await tb.check_layer(w, x, rng, idle=idle, backpressure=bp,
+                             label=f"layer {i} idle={idle} bp={bp} seed={config['seed']}")
+
+
+@cocotb.test()
+async def extremes(dut):
+    """Every weight +1 or -1 against activations -128 and +127 (the one's complement of -128
+    and the count of left-out ones at their limits), K up to 16384."""
+    tb, config, rng = _setup(dut)
+    await tb.reset()
+    K = config.get("extreme_k", 16384)
+    N = tb.cfg.lanes
+    for wv in (-1, 1):
+        for av in (numerics.ACT_MIN, numerics.ACT_MAX):
+            w = np.full((N, K), wv, dtype=np.int8)
+            x = np.full((1, K), av, dtype=np.int8)
+            await tb.check_layer(w, x, rng, label=f"extreme w={wv} x={av} K={K}")
+
+
+@cocotb.test()
+async def full_rate(dut):
+    """Operands at full rate: cycles equal the closed form; utilization of a decode layer."""
+    tb, config, rng = _setup(dut)
+    await tb.reset()
+    K = config.get("full_rate_k", 2000)
+    w, x = _random_layer(rng, 1, 2 * tb.cfg.lanes, K)
+    report = await tb.check_layer(w, x, rng, label="decode full rate")
+    util = cycles.tree_utilization(report["plan"], report["cycles"])
+    assert util >= config.get("min_utilization", 0.0), f"utilization {util:.3f}"

@@ -1,0 +1,73 @@
+"""Tests of ``rtl.adder_tree`` besides its cocotb benches (tests/cocotb/test_tree_cocotb.py):
+parameter checks, and what synthesis makes of it."""
+
+import gc
+import warnings
+
+import pytest
+from amaranth.hdl import Fragment, UnusedElaboratable
+
+from rtl.adder_tree import TreeEngine, TreeLane
+
+
+def test_tree_engine_refuses_bad_parameters():
+    # (a constructor that raises leaves an elaboratable behind: collected here, unwarned)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        for k in (1, 3, 12):
+            with pytest.raises(ValueError, match="k must be a power of two"):
+                TreeEngine(k=k, lanes=2)
+        with pytest.raises(ValueError, match="lanes"):
+            TreeEngine(k=4, lanes=0)
+        with pytest.raises(ValueError, match="adder"):
+            TreeEngine(k=4, lanes=2, adder="dsp")
+        with pytest.raises(ValueError, match="acc_bits"):
+            TreeLane(k=64, acc_width=14)
+        gc.collect()
+
+
+def test_tree_engine_ports_follow_the_parameters():
+    engine = TreeEngine(k=8, lanes=5, act_width=6, acc_width=24)
+    assert engine.act.payload.shape()["data"].shape.length == 8
+    assert engine.weights.payload.shape().length == 8               # rows: one per element of K
+    assert engine.weights.payload.shape().elem_shape.length == 5    # cols: one per lane
+    assert engine.result.payload.shape()["data"].shape.length == 5
+    assert engine.config.latency == 3 and engine.config.pes == 40
+    Fragment.get(engine, None)          # and it elaborates at these widths
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("family", ["ecp5", "ice40"])
+def test_tree_engine_synthesis_has_no_multiplier_and_lanes_cost_alike(family):
+    """0 DSP blocks; kept as modules, every lane counts what a lane alone counts, and the
+    engine's own logic (the flags' pipeline and the handshake) is a handful of cells."""
+    from rtl.synth import synthesize, synthesize_modules
+    k, lanes = 8, 3
+    flat = synthesize(TreeEngine(k=k, lanes=lanes), family)
+    assert flat["dsp"] == 0, flat["cells"]
+    modules = synthesize_modules(TreeEngine(k=k, lanes=lanes), family)
+    alone = synthesize(TreeLane(k=k), family)
+    assert sorted(modules) == ["top"] + [f"top.lane_{i}" for i in range(lanes)]
+    for i in range(lanes):
+        assert modules[f"top.lane_{i}"]["ff"] == alone["ff"], (modules, alone)
+    # the pair level (k/2 sums of 9 bits), the upper levels (2 x 10, 1 x 11 bits), the count
+    # of left-out ones (3 bits, one register a level), the accumulator and the result:
+    # nothing per product besides
+    assert alone["ff"] == 4 * 9 + 2 * 10 + 11 + 3 * 3 + 2 * 32
+    assert modules["top"]["ff"] <= 8
+
+
+@pytest.mark.synth
+def test_ecp5_pair_level_holds_the_second_operand_in_the_carry_cells():
+    """``adder="ccu2c"``: the same carry cells as the generic pair adder, and the second
+    product's operand logic gone into them. ABC packs the generic pair's two operands and
+    carry-in differently with the tree around it: the ECP5 adder saves 5 LUT4 a pair here
+    (16 x 2) and 7 at 32 x 4."""
+    from rtl.synth import synthesize
+    k, lanes = 16, 2
+    generic = synthesize(TreeEngine(k=k, lanes=lanes), "ecp5")
+    cells = synthesize(TreeEngine(k=k, lanes=lanes, adder="ccu2c"), "ecp5")
+    pairs = k // 2 * lanes
+    assert cells["ff"] == generic["ff"] and cells["dsp"] == 0
+    assert cells["carry"] <= generic["carry"] + pairs, (cells, generic)
+    assert cells["lut4"] <= generic["lut4"] - 4 * pairs, (cells, generic)
