@@ -17,11 +17,12 @@ Arithmetic, the same in both adders so that the simulated engine is the built on
 * the *pair level* adds products two by two: ``ones(w1, x1) + w2 * x2``, where ``ones`` is
   ``x1``, ``~x1`` (one's complement) or 0, the second product an exact one with its carry-in.
   Each pair sum fits ``act_width + 1`` bits (``~x1`` is at most ``2**(act_width-1) - 1``). The
-  ``-1`` trits on the first operand leave out a 1 each; the lane counts them (``negs``) and
-  adds the count at the accumulator, so the result is exact;
+  ``-1`` trits on the first operand leave out a 1 each, kept as a bit beside the pair's sum;
 * then one register level per halving, one bit wider each, to a single sum ``log2(k)`` cycles
-  after the step (``sim.schedule.TreeConfig.latency``);
-* the accumulator adds the sum and the count; a pass's last step moves the total into the
+  after the step (``sim.schedule.TreeConfig.latency``). Every adder above the pair level, and
+  the accumulator, takes one of the left-out ones as its carry-in: there are ``k/2`` of each,
+  so the result is exact and the ones cost no adder of their own;
+* the accumulator adds the sum; a pass's last step moves the total into the
   result register and clears the accumulator (the flip-flops' synchronous reset), so the next
   pass accumulates from its first step.
 
@@ -99,9 +100,10 @@ class TreeLane(wiring.Component):
         m = Module()
         k, w = self.k, self.act_width
 
-        # The pair level: sums of act_width + 1 bits, and the count of the -1s left out.
+        # The pair level: sums of act_width + 1 bits, and the ones left out of the first
+        # operands (the -1 trits), one bit each.
         level = []
-        negs = []
+        ones_left = []
         for p in range(k // 2):
             i, j = 2 * p, 2 * p + 1
             code1 = self.weights[i].as_value()
@@ -109,7 +111,6 @@ class TreeLane(wiring.Component):
             # codes as rtl.ternary_pe.Trit: bit 0 set means skip, else bit 1 picks x over ~x
             ones = Signal(signed(w), name=f"ones_{p}")
             m.d.comb += ones.eq(Mux(code1[0], 0, Mux(code1[1], self.act[i], ~self.act[i])))
-            negs.append(self.weights[i] == Trit.NEG)
             total = Signal(signed(w + 1), name=f"pair_sum_{p}")
             if self.adder == "ccu2c":
                 ccu2c_ternary_sum(m, ones, code2, self.act_n[j], total, prefix=f"pair_{p}_")
@@ -117,12 +118,20 @@ class TreeLane(wiring.Component):
                 second = Mux(code2[0], 0, Mux(code2[1], self.act[j], ~self.act[j]))
                 m.d.comb += total.eq(ones + second + (self.weights[j] == Trit.NEG))
             pair = Signal(signed(w + 1), name=f"pair_{p}", reset_less=True)
-            m.d.sync += pair.eq(total)
+            left_out = Signal(name=f"one_{p}", reset_less=True)
+            m.d.sync += [pair.eq(total), left_out.eq(self.weights[i] == Trit.NEG)]
             level.append(pair)
-        count = Signal(range(k // 2 + 1), name="negs_1", reset_less=True)
-        m.d.sync += count.eq(sum(negs))
+            ones_left.append(left_out)
 
-        # One register level per halving; the count keeps pace with the sums.
+        # One register level per halving. Each adder above the pair level takes one of the
+        # left-out ones as its carry-in (free: yosys gives a one-bit addend the carry chain's
+        # input) and the accumulator the last: k/2 - 1 adders and the accumulator, k/2 ones.
+        # The others wait a register a level. Counting them instead and adding the count
+        # with the accumulator cost a lane of 32 about 100 of its 587 LUT4 sites on ECP5.
+        # Every level still fits its width: a first operand is -2**(w-1) .. 2**(w-1) - 1, a
+        # product -2**(w-1) .. 2**(w-1), so a subtree of 2**d products and the 2**(d-1) - 1
+        # carry-ins of its adders sum to -2**(w-1+d) .. 2**(d-1) * (2**w - 1) + 2**(d-1) - 1,
+        # that is 2**(w-1+d) - 1: a signed w + d bits.
         depth = 1
         while len(level) > 1:
             depth += 1
@@ -130,19 +139,21 @@ class TreeLane(wiring.Component):
             nxt = []
             for p in range(0, len(level), 2):
                 s = Signal(signed(width), name=f"sum_{depth}_{p // 2}", reset_less=True)
-                m.d.sync += s.eq(level[p] + level[p + 1])
+                m.d.sync += s.eq(level[p] + level[p + 1] + ones_left.pop())
                 nxt.append(s)
             level = nxt
-            later = Signal.like(count, name=f"negs_{depth}")
-            m.d.sync += later.eq(count)
-            count = later
+            later = [Signal(name=f"one_{depth}_{i}", reset_less=True)
+                     for i in range(len(ones_left))]
+            m.d.sync += [a.eq(b) for a, b in zip(later, ones_left)]
+            ones_left = later
+        assert len(ones_left) == 1
         assert depth == self.config.latency
 
         # The accumulator. The result register has no reset: a capture writes it before the
         # engine offers it. The accumulator's clear takes priority so that yosys maps it onto
         # the flip-flops' synchronous reset, as the PE's partial sum.
         total = Signal(signed(self.acc_width))
-        m.d.comb += total.eq(self.acc + level[0] + count)
+        m.d.comb += total.eq(self.acc + level[0] + ones_left[0])
         result = Signal.like(self.result, reset_less=True)
         m.d.comb += self.result.eq(result)
         with m.If(self.capture):
