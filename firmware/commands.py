@@ -22,7 +22,7 @@ from amaranth.lib.crc import catalog as _crc_catalog
 
 __all__ = [
     "PROTOCOL_VERSION", "REQUEST_SYNC", "RESPONSE_SYNC", "FRAME_CRC", "HEADER_FORMAT", "HEADER_SIZE", "CRC_SIZE",
-    "FRAME_OVERHEAD", "MAX_LENGTH", "Command", "Status", "FORMAT_BASE3",
+    "FRAME_OVERHEAD", "MAX_LENGTH", "Command", "Status", "Engine", "FORMAT_BASE3",
     "INFO_FORMAT", "INFO_SIZE", "DeviceInfo",
     "ADDRESS_FORMAT", "ADDRESS_SIZE",
     "RUN_FORMAT", "RUN_SIZE", "RUN_ARGS", "RunArgs", "FAULT_FORMAT", "FAULT_SIZE",
@@ -33,7 +33,7 @@ __all__ = [
     "COUNTER_NAMES", "COUNTERS_FORMAT", "COUNTERS_SIZE", "Counters",
 ]
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 REQUEST_SYNC = 0xA5          # first byte of every request (host to device)
 RESPONSE_SYNC = 0x5A         # first byte of every response (device to host)
 
@@ -75,6 +75,14 @@ class Status(enum.Enum, shape=8):
     PROGRAM_FAULT = 0x05
 
 
+class Engine(enum.Enum, shape=8):
+    """The compute engine a device is built with (``DeviceInfo.engine``); it decides how a
+    layer's weights are laid out in words and what a step of K is (docs/protocol.md)."""
+    ARRAY = 0       # rtl.systolic.MatrixEngine: rows x cols PEs, a step is one element of K
+    TREE = 1        # rtl.adder_tree.TreeEngine: rows = k products for each of cols lanes, a
+                    # step is k elements of K; activations in words of k bytes
+
+
 #: Bit of ``DeviceInfo.formats``: ``WRITE_WEIGHTS`` accepts base3 words.
 FORMAT_BASE3 = 1 << 0
 
@@ -102,9 +110,9 @@ def _unpack(cls, fmt: str, size: int, data) -> tuple:
 # ---------------------------------------------------------------------------------------------
 
 #: version, rows, cols, act_bits, psum_bits, acc_bits, formats, weight_words, act_bytes,
-#: result_rows, max_payload, frame_timeout, clock_hz, program_words, counter_bits
-INFO_FORMAT = "<HHHBBBBIIIHIIHB"
-INFO_SIZE = struct.calcsize(INFO_FORMAT)       # 35
+#: result_rows, max_payload, frame_timeout, clock_hz, program_words, counter_bits, engine
+INFO_FORMAT = "<HHHBBBBIIIHIIHBB"
+INFO_SIZE = struct.calcsize(INFO_FORMAT)       # 36
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,7 @@ class DeviceInfo:
     clock_hz: int = 0           # core clock, 0 when unknown
     program_words: int = 0      # program memory depth in 32-bit instructions
     counter_bits: int = 64      # width of the counters (READ_COUNTERS zero-extends them to u64)
+    engine: int = Engine.ARRAY.value    # Engine: the array, or the adder trees
 
     def to_bytes(self) -> bytes:
         _check_fields(self, INFO_FORMAT)
@@ -132,7 +141,20 @@ class DeviceInfo:
 
     @classmethod
     def from_bytes(cls, data) -> "DeviceInfo":
+        data = bytes(data)
+        if len(data) >= 2 and len(data) != INFO_SIZE:
+            # Say which protocol the device speaks rather than only that the size is wrong:
+            # the version is the first field of every protocol's INFO.
+            (version,) = struct.unpack_from("<H", data)
+            if version != PROTOCOL_VERSION:
+                raise ValueError(f"{cls.__name__}: the device speaks protocol version "
+                                 f"{version}, this host speaks {PROTOCOL_VERSION}")
         return cls(*_unpack(cls, INFO_FORMAT, INFO_SIZE, data))
+
+    @property
+    def tree(self) -> bool:
+        """The device runs the adder-tree engine (``Engine.TREE``)."""
+        return self.engine == Engine.TREE.value
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -146,6 +146,19 @@ def param_values(*, rows: int, cols: int, weight_words: int, act_bytes: int, res
             Param.RESULT_ROWS: result_rows, Param.PASS_K_MAX: pass_k_max, Param.K_MAX: k_max}
 
 
+def tree_param_values(*, k: int, lanes: int, weight_words: int, act_bytes: int,
+                      result_rows: int, k_max: int) -> dict:
+    """What ``CFG`` reads on a device with the adder-tree engine (``Engine.TREE``): the same
+    programs run on it when a *step* of K is ``k`` elements and the activation buffer is
+    counted in words of ``k`` bytes. A tile is ``lanes`` outputs with one result row per token
+    (``ROWS`` 1), and a token's whole K is one pass (``PASS_K_MAX`` is the buffer's words, the
+    most a ``SPLIT`` accepts anyway), so ``linear`` needs no change: given K in steps and the
+    activations' first word, it sweeps every tile once for all tokens. ``K_MAX`` is in steps."""
+    words = act_bytes // k
+    return param_values(rows=1, cols=lanes, weight_words=weight_words, act_bytes=words,
+                        result_rows=result_rows, pass_k_max=words, k_max=k_max // k)
+
+
 def signed_imm(imm: int) -> int:
     """The imm field as a two's-complement number (ADDI)."""
     return imm - (1 << IMM_BITS) if imm >> (IMM_BITS - 1) else imm

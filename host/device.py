@@ -192,7 +192,10 @@ class Device:
         self._stats.update(model_cycles=0, device_frames_ok=0, device_frames_bad=0)
         self._closed = False
 
-        info = DeviceInfo.from_bytes(self._request(Command.INFO))
+        try:
+            info = DeviceInfo.from_bytes(self._request(Command.INFO))
+        except ValueError as e:
+            raise ProtocolError(f"{self.name}: {e}") from None
         if info.version != PROTOCOL_VERSION:
             raise ProtocolError(f"{self.name}: device speaks protocol version {info.version}, "
                                 f"this host speaks {PROTOCOL_VERSION}")

@@ -17,7 +17,9 @@ specifies and ``rtl.core.DeviceCore`` implements:
   ``sim.schedule.plan_linear(..., mapping="outputs", n_chunks=...)`` over one tile of whole
   weight words (padding trits included) and run pass by pass through
   ``sim.schedule.tile_sums``, writing one row of ``cols`` int32 sums per result beat from the
-  result pointer on (docs/protocol.md);
+  result pointer on (docs/protocol.md). With ``engine="tree"`` (``rtl.adder_tree``) a sweep's
+  K is in steps of ``rows`` elements and its activations in words of ``rows`` bytes; it is
+  planned with ``sim.schedule.plan_tree`` and writes one row per token and tile;
 * the cycle counters add the full-rate :class:`sim.cycles.CycleCount` of the passes streamed
   back to back (sweeps separated by an instruction that waits for the sequencer, such as
   ``SPLIT`` or ``SETR``, are counted as separate streams). That is what the RTL counts when
@@ -34,9 +36,9 @@ from firmware import machine
 from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, FAULT_FORMAT,
                                FORMAT_BASE3, INSTRUCTION_BYTES, MAX_LENGTH, PROTOCOL_VERSION,
                                READ_RESULTS_SIZE, REQUEST_SYNC, RESULT_DTYPE, RESULT_WIDTHS,
-                               RUN_SIZE, Command, Counters, DeviceInfo, ReadResultsArgs, RunArgs,
-                               Status, unpack_instructions)
-from firmware.isa import param_values
+                               RUN_SIZE, Command, Counters, DeviceInfo, Engine, ReadResultsArgs,
+                               RunArgs, Status, unpack_instructions)
+from firmware.isa import param_values, tree_param_values
 from firmware.programs import FIRMWARE
 from sim import cycles, packing, schedule
 
@@ -52,15 +54,25 @@ class EmulatedDevice:
     ``result_words`` rows of ``cols`` int32 sums — INFO reports it as ``result_rows``, which is
     accepted as an alias), ``max_payload`` (largest request payload), ``frame_timeout`` and
     ``clock_hz`` (reported by INFO), ``program_words`` (the control program memory, which
-    starts with ``firmware.programs.FIRMWARE`` like the RTL's) and ``counter_bits`` (the
-    counters count modulo ``2**counter_bits``).
+    starts with ``firmware.programs.FIRMWARE`` like the RTL's), ``counter_bits`` (the
+    counters count modulo ``2**counter_bits``) and ``engine`` ("array", or "tree": ``rows``
+    products for each of ``cols`` lanes, as ``DeviceCore(engine="tree")``).
     """
 
     def __init__(self, rows: int = 16, cols: int = 16, psum_bits: int = 16, acc_bits: int = 32,
                  weight_words: int = 8192, act_bytes: int = 65536, result_words: int = 65536,
                  max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0,
                  *, result_rows: int | None = None, program_words: int = 64,
-                 counter_bits: int = 64):
+                 counter_bits: int = 64, engine: str = "array"):
+        if engine not in ("array", "tree"):
+            raise ValueError(f"engine must be 'array' or 'tree', not {engine!r}")
+        self.tree = None
+        if engine == "tree":
+            self.tree = schedule.TreeConfig(k=rows, lanes=cols, acc_bits=acc_bits)
+            psum_bits = acc_bits           # as the RTL's INFO reports it: no partial sums
+            if act_bytes % rows:
+                raise ValueError(f"act_bytes ({act_bytes}) must be a multiple of the trees' "
+                                 f"k ({rows})")
         self.config = schedule.ArrayConfig(rows=rows, cols=cols, psum_bits=psum_bits,
                                            acc_bits=acc_bits)
         if result_rows is not None:
@@ -83,7 +95,8 @@ class EmulatedDevice:
                                weight_words=weight_words, act_bytes=act_bytes,
                                result_rows=result_words, max_payload=max_payload,
                                frame_timeout=frame_timeout, clock_hz=clock_hz,
-                               program_words=program_words, counter_bits=counter_bits)
+                               program_words=program_words, counter_bits=counter_bits,
+                               engine=(Engine.TREE if self.tree else Engine.ARRAY).value)
         self._counter_mask = (1 << counter_bits) - 1
         self._info_bytes = self.info.to_bytes()   # validates every field's range
         self.word_bytes = packing.packed_size(rows * cols, "base3")
@@ -92,9 +105,15 @@ class EmulatedDevice:
         self.acts = np.zeros(act_bytes, dtype=np.int8)
         self.results = np.zeros((result_words, cols), dtype=np.int32)
         self.program = list(FIRMWARE.words) + [0] * (program_words - len(FIRMWARE))
-        self.params = param_values(rows=rows, cols=cols, weight_words=weight_words,
-                                   act_bytes=act_bytes, result_rows=result_words,
-                                   pass_k_max=self.config.pass_k_max, k_max=self.config.k_max)
+        if self.tree:
+            self.params = tree_param_values(k=rows, lanes=cols, weight_words=weight_words,
+                                            act_bytes=act_bytes, result_rows=result_words,
+                                            k_max=self.tree.k_max)
+        else:
+            self.params = param_values(rows=rows, cols=cols, weight_words=weight_words,
+                                       act_bytes=act_bytes, result_rows=result_words,
+                                       pass_k_max=self.config.pass_k_max,
+                                       k_max=self.config.k_max)
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._decoder = FrameDecoder(REQUEST_SYNC, max_payload)
         self._out = bytearray()
@@ -252,7 +271,8 @@ class EmulatedDevice:
         return out.status, b""
 
     def _count_stream(self, lengths: list[int]) -> None:
-        count = cycles.full_rate_count_of(self.config, lengths)
+        count = (cycles.tree_full_rate_count(self.tree, lengths) if self.tree
+                 else cycles.full_rate_count_of(self.config, lengths))
         for name in ("busy", "stall_input", "stall_drain", "drain_tail"):
             self._count(name, getattr(count, name))
 
@@ -262,6 +282,8 @@ class EmulatedDevice:
         Words and bytes outside the memories read as zero and result rows outside the buffer
         are dropped (the shipped programs check their bounds; other programs get what they
         ask for)."""
+        if self.tree:
+            return self._tree_sweep(sw)
         cfg = self.config
         R, P, K, M = cfg.rows, cfg.pes, sw.split.k, sw.tokens
         plan = schedule.plan_linear(cfg, M, P, K, mapping="outputs", n_chunks=sw.split.n)
@@ -275,6 +297,25 @@ class EmulatedDevice:
                     self.results[row + j] = sums[j]
             self.result_row = (row + R) & 0xFFFFFFFF
         return plan.lengths
+
+    def _tree_sweep(self, sw: machine.Sweep) -> list[int]:
+        """:meth:`_sweep` on the adder trees: K is ``sw.split.k`` steps of ``k`` elements and
+        the activations start at word ``sw.acts`` (byte ``k`` times that). Every pass ends
+        with a result row, its lanes' sums over the pass's steps: one row per token under
+        ``linear``'s split (``tree_param_values`` makes it one pass), and as the sequencer
+        streams them when a program splits K further."""
+        k, lanes, S, M = self.tree.k, self.tree.lanes, sw.split.k, sw.tokens
+        words = _window(self.weights, sw.weights, S)                 # (S, k*lanes) codes
+        w = words.reshape(S, k, lanes).astype(np.int64) - 1          # [step, i, lane] trits
+        x = _window(self.acts, sw.acts * k, M * S * k).reshape(M, S, k).astype(np.int64)
+        per_step = np.einsum("sil,msi->msl", w, x)                   # (M, S, lanes)
+        passes = schedule.split_k(S, sw.split.n)
+        for m in range(M):
+            for s0, s1 in passes:
+                if self.result_row < self.info.result_rows:
+                    self.results[self.result_row] = per_step[m, s0:s1].sum(axis=0)
+                self.result_row = (self.result_row + 1) & 0xFFFFFFFF
+        return [s1 - s0 for s0, s1 in passes] * M
 
 
 def _window(mem: np.ndarray, start: int, n: int) -> np.ndarray:

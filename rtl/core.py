@@ -14,7 +14,9 @@ host speaks the framed protocol of docs/protocol.md over it. Inside:
   split of ``sim.schedule.k_chunks``, one sweep per tile) and hands sweeps to
 * the **sequencer**, which streams each sweep (one tile of weights, every token, every pass of
   K) through :class:`rtl.systolic.MatrixEngine`, one weight word and one activation per cycle,
-  taking the next sweep without a gap, so the counters equal the cycle model;
+  taking the next sweep without a gap, so the counters equal the cycle model (or, built with
+  ``engine="tree"``, through :class:`rtl.adder_tree.TreeEngine`, one weight word and one word
+  of ``rows`` activations per cycle);
 * the **sender** frames the response and appends its CRC.
 """
 
@@ -25,11 +27,13 @@ from amaranth.lib.wiring import In, Out
 
 from firmware.commands import (COUNTER_NAMES, FAULT_SIZE, FRAME_CRC, INSTRUCTION_BYTES,
                                READ_RESULTS_SIZE, REQUEST_SYNC, RESPONSE_SYNC, RUN_ARGS, RUN_SIZE,
-                               Command, DeviceInfo, Status)
-from firmware.isa import param_values, sweep_layout
+                               Command, DeviceInfo, Engine, Status)
+from firmware.isa import param_values, sweep_layout, tree_param_values
 from firmware.programs import FIRMWARE
 from sim import numerics, packing
+from sim.schedule import TreeConfig
 
+from .adder_tree import TreeEngine
 from .controller import Controller
 from .spram import SPRAMWeights, spram_words
 from .synth import NO_RW_CHECK
@@ -176,6 +180,15 @@ class DeviceCore(wiring.Component):
     Parameters
     ----------
     rows, cols, psum_width, acc_width : array parameters (:class:`rtl.systolic.MatrixEngine`).
+        With ``engine="tree"``, ``rows`` is the trees' ``k`` and ``cols`` their lanes, and
+        ``psum_width`` is unused (the lanes accumulate in ``acc_width``).
+    engine : str
+        "array" (:class:`rtl.systolic.MatrixEngine`) or "tree" (:class:`rtl.adder_tree.
+        TreeEngine`: ``rows`` products for each of ``cols`` outputs a cycle, no per-product
+        sums; INFO's ``engine`` tells the host, docs/protocol.md). The tree's activation
+        buffer holds words of ``rows`` bytes (``act_bytes`` must be a multiple of ``rows``),
+        WRITE_ACTS still addresses bytes, and the programs count K in steps of ``rows``
+        elements and activations in words (``firmware.isa.tree_param_values``).
     weight_words : int
         Depth of the weight memory in words of ``rows*cols`` trits (2-bit codes).
     act_bytes : int
@@ -233,7 +246,15 @@ class DeviceCore(wiring.Component):
                  program_words: int = 64, counter_bits: int = COUNTER_BITS,
                  accumulator_ram_style: str | None = None, weight_ram: str | None = None,
                  program_ram_style: str | None = None, pe_adder: str = "generic",
-                 registered_ports: bool = True):
+                 registered_ports: bool = True, engine: str = "array"):
+        if engine not in ("array", "tree"):
+            raise ValueError(f"engine must be 'array' or 'tree', not {engine!r}")
+        self.engine = engine
+        if engine == "tree":
+            TreeConfig(k=rows, lanes=cols, acc_bits=acc_width)   # refuses a bad tree now
+            if act_bytes % rows:
+                raise ValueError(f"act_bytes ({act_bytes}) must be a multiple of the trees' "
+                                 f"k ({rows}): the buffer holds words of k activations")
         if weight_ram not in (None, "spram"):
             raise ValueError(f"weight_ram must be None or 'spram', not {weight_ram!r}")
         if weight_ram == "spram":
@@ -255,8 +276,10 @@ class DeviceCore(wiring.Component):
         self.weight_words, self.act_bytes, self.result_rows = weight_words, act_bytes, result_rows
         self.max_payload, self.frame_timeout, self.clock_hz = max_payload, frame_timeout, clock_hz
         self.word_bytes = -(-rows * cols // packing.FORMATS["base3"].trits_per_byte)
-        self.pass_k_max = numerics.max_exact_k(psum_width)
         self.k_max = numerics.max_exact_k(acc_width)
+        # the longest pass the sequencer counts: the PEs' limit, or a whole token's K in steps
+        self.pass_k_max = (numerics.max_exact_k(psum_width) if engine == "array"
+                           else act_bytes // rows)
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -267,15 +290,22 @@ class DeviceCore(wiring.Component):
     @property
     def info(self) -> DeviceInfo:
         return DeviceInfo(rows=self.rows, cols=self.cols, act_bits=numerics.ACT_BITS,
-                          psum_bits=self.psum_width, acc_bits=self.acc_width,
+                          psum_bits=self.psum_width if self.engine == "array"
+                          else self.acc_width, acc_bits=self.acc_width,
                           weight_words=self.weight_words, act_bytes=self.act_bytes,
                           result_rows=self.result_rows, max_payload=self.max_payload,
                           frame_timeout=self.frame_timeout, clock_hz=self.clock_hz,
-                          program_words=self.program_words, counter_bits=self.counter_bits)
+                          program_words=self.program_words, counter_bits=self.counter_bits,
+                          engine=Engine.TREE.value if self.engine == "tree"
+                          else Engine.ARRAY.value)
 
     @property
     def params(self) -> dict:
         """What control programs read with ``CFG``."""
+        if self.engine == "tree":
+            return tree_param_values(k=self.rows, lanes=self.cols,
+                                     weight_words=self.weight_words, act_bytes=self.act_bytes,
+                                     result_rows=self.result_rows, k_max=self.k_max)
         return param_values(rows=self.rows, cols=self.cols, weight_words=self.weight_words,
                             act_bytes=self.act_bytes, result_rows=self.result_rows,
                             pass_k_max=self.pass_k_max, k_max=self.k_max)
@@ -330,9 +360,13 @@ class DeviceCore(wiring.Component):
                 bank_data.append(bank_r.data)
                 bank_hits.append(hit)
                 offset += depth
-        m.submodules.act_mem = act_mem = Memory(shape=8, depth=self.act_bytes, init=[],
+        # The tree's activation buffer holds a step's R bytes a word, written a byte at a time.
+        tree = self.engine == "tree"
+        act_word = R if tree else 1
+        m.submodules.act_mem = act_mem = Memory(shape=8 * act_word,
+                                                depth=self.act_bytes // act_word, init=[],
                                                 attrs=NO_RW_CHECK)
-        act_w = act_mem.write_port()
+        act_w = act_mem.write_port(granularity=8) if tree else act_mem.write_port()
         act_r = act_mem.read_port()
         m.submodules.result_mem = result_mem = Memory(shape=unsigned(C * self.acc_width),
                                                       depth=self.result_rows, init=[],
@@ -342,10 +376,14 @@ class DeviceCore(wiring.Component):
         m.submodules.base3 = base3 = Memory(shape=10, depth=256, init=base3_rom())
         base3_r = base3.read_port()
 
-        m.submodules.engine = engine = MatrixEngine(
-            rows=R, cols=C, psum_width=self.psum_width, acc_width=self.acc_width,
-            accumulator_ram_style=self.accumulator_ram_style, adder=self.pe_adder,
-            drained_register=self.registered_ports)
+        if tree:
+            m.submodules.engine = engine = TreeEngine(k=R, lanes=C, acc_width=self.acc_width,
+                                                      adder=self.pe_adder)
+        else:
+            m.submodules.engine = engine = MatrixEngine(
+                rows=R, cols=C, psum_width=self.psum_width, acc_width=self.acc_width,
+                accumulator_ram_style=self.accumulator_ram_style, adder=self.pe_adder,
+                drained_register=self.registered_ports)
         m.submodules.sender = sender = FrameSender(buffered=self.registered_ports)
         m.submodules.controller = controller = Controller(
             program_words=self.program_words, params=self.params, init=FIRMWARE.words,
@@ -636,8 +674,14 @@ class DeviceCore(wiring.Component):
             with m.State("WRITE_ACTS"):
                 m.d.sync += read_ahead
                 with m.If(byte_valid):
-                    m.d.comb += [act_w.addr.eq(addr), act_w.data.eq(payload_byte),
-                                 act_w.en.eq(1)]
+                    if tree:    # byte addr: word addr >> log2(R), byte lane addr mod R
+                        lane_bits = R.bit_length() - 1
+                        m.d.comb += [act_w.addr.eq(addr[lane_bits:]),
+                                     act_w.data.eq(Cat(*[payload_byte] * R)),
+                                     act_w.en.eq(Const(1, R) << addr[:lane_bits])]
+                    else:
+                        m.d.comb += [act_w.addr.eq(addr), act_w.data.eq(payload_byte),
+                                     act_w.en.eq(1)]
                     m.d.sync += [addr.eq(addr + 1), count.eq(count + 1)]
                 with m.If(count == limit):
                     respond(Status.OK)
@@ -923,14 +967,17 @@ class DeviceCore(wiring.Component):
             # (every operand register's and weight block RAM's enable, about 3,100
             # flip-flops and 147 DP16KD on the ULX3S-85F) crossed the die from "drained":
             # 4.4 + 4.7 ns of routing at 90 MHz. The bubbles held back carry ``held`` to the
-            # engine, where the counters see them as the stall they replace.
-            last_gap = Signal(range(R + 1))     # cycles until a last step may issue
+            # engine, where the counters see them as the stall they replace. The tree engine
+            # frees its result register ``latency + 1`` cycles after a last step instead
+            # (sim.cycles' tree rules), the same way.
+            gap = engine.config.latency + 1 if tree else R
+            last_gap = Signal(range(gap + 1))   # cycles until a last step may issue
             last_may_issue = Signal(init=1)     # last_gap is 0
             holding = Signal()
             issue = Signal()
             m.d.comb += [holding.eq(active & is_last & ~last_may_issue), issue.eq(~holding)]
             with m.If(active & is_last & issue):
-                m.d.sync += [last_gap.eq(R), last_may_issue.eq(0)]
+                m.d.sync += [last_gap.eq(gap), last_may_issue.eq(0)]
             with m.Elif(last_gap != 0):
                 m.d.sync += [last_gap.eq(last_gap - 1), last_may_issue.eq(last_gap == 1)]
         m.d.comb += [
@@ -952,11 +999,14 @@ class DeviceCore(wiring.Component):
             engine.weights.payload.as_value().eq(s2_weights),
             engine.act.valid.eq(s2_valid),
             engine.act.payload.last.eq(s2_last),
-            engine.act.payload.first_chunk.eq(s2_first),
-            engine.act.payload.last_chunk.eq(s2_final),
         ]
-        for r in range(R):
-            m.d.comb += engine.act.payload.data[r].eq(s2_act)
+        if tree:        # a word of R elements of K (one token's), one to each tree input
+            m.d.comb += engine.act.payload.data.as_value().eq(s2_act)
+        else:           # one element of K, broadcast to every row
+            m.d.comb += [engine.act.payload.first_chunk.eq(s2_first),
+                         engine.act.payload.last_chunk.eq(s2_final)]
+            for r in range(R):
+                m.d.comb += engine.act.payload.data[r].eq(s2_act)
         s1_weights = weight_r.data
         if len(bank_depths) > 1:
             # Every bank is read, each into a ``read`` register of its own, with the index of
@@ -1061,7 +1111,9 @@ class DeviceCore(wiring.Component):
             issued_before = Signal()
             m.d.sync += issued_before.eq(issued_final)
             issued_final = issued_before
-        m.d.sync += rows_due.eq(rows_due + Mux(issued_final, R, 0) - engine.result.valid)
+        rows_per_pass = 1 if tree else R        # result rows of a final pass
+        m.d.sync += rows_due.eq(rows_due + Mux(issued_final, rows_per_pass, 0)
+                                - engine.result.valid)
         with m.If(controller.set_results):
             m.d.sync += result_row.eq(controller.results)
         with m.Elif(engine.result.valid):

@@ -45,7 +45,8 @@ class DevicePair:
                                   act_bytes=config["act_bytes"],
                                   result_rows=config["result_rows"],
                                   max_payload=config["max_payload"],
-                                  frame_timeout=config["frame_timeout"])
+                                  frame_timeout=config["frame_timeout"],
+                                  engine=config.get("engine", "array"))
         self.decoder = FrameDecoder(RESPONSE_SYNC)
         self.seq = 0
 

@@ -25,10 +25,11 @@ def core_config(rows: int = 4, cols: int = 4, *, psum_width: int = 16, acc_width
                 max_payload: int = 1024, frame_timeout: int = 1 << 14,
                 program_words: int = 64, weight_ram: str | None = None,
                 pe_adder: str | None = None, registered_ports: bool | None = None,
-                clock_hz: int = 0) -> dict:
+                engine: str | None = None, clock_hz: int = 0) -> dict:
     """The DeviceCore parameters of a simulated device (defaults sized for fast builds);
     ``clock_hz`` is only what INFO reports (0: unknown). ``weight_ram``, ``pe_adder`` and
-    ``registered_ports`` build the core as a board family does (``sim.boards.core_config``)."""
+    ``registered_ports`` build the core as a board family does (``sim.boards.core_config``);
+    ``engine="tree"``, with the adder-tree engine."""
     config = dict(rows=rows, cols=cols, psum_width=psum_width, acc_width=acc_width,
                   weight_words=weight_words, act_bytes=act_bytes, result_rows=result_rows,
                   max_payload=max_payload, frame_timeout=frame_timeout,
@@ -39,6 +40,8 @@ def core_config(rows: int = 4, cols: int = 4, *, psum_width: int = 16, acc_width
         config["pe_adder"] = pe_adder
     if registered_ports is not None:
         config["registered_ports"] = registered_ports
+    if engine is not None:
+        config["engine"] = engine
     if clock_hz:
         config["clock_hz"] = int(clock_hz)
     return config

@@ -37,7 +37,7 @@ def test_codes_match_protocol_doc():
     assert {s.name: s.value for s in Status} == {
         "OK": 0, "BAD_CRC": 1, "BAD_LENGTH": 2, "UNKNOWN_COMMAND": 3, "BAD_ARGUMENT": 4,
         "PROGRAM_FAULT": 5}
-    assert (REQUEST_SYNC, RESPONSE_SYNC, commands.PROTOCOL_VERSION) == (0xA5, 0x5A, 3)
+    assert (REQUEST_SYNC, RESPONSE_SYNC, commands.PROTOCOL_VERSION) == (0xA5, 0x5A, 4)
 
 
 def test_codes_are_amaranth_enums_of_one_byte():
@@ -47,7 +47,7 @@ def test_codes_are_amaranth_enums_of_one_byte():
 
 
 def test_payload_sizes():
-    assert commands.INFO_SIZE == 35
+    assert commands.INFO_SIZE == 36
     assert commands.RUN_SIZE == 26
     assert commands.FAULT_SIZE == 3
     assert commands.READ_RESULTS_SIZE == 7
@@ -58,20 +58,24 @@ def test_payload_sizes():
 def test_device_info_round_trip_and_layout():
     info = DeviceInfo(rows=16, cols=8, psum_bits=16, acc_bits=32, weight_words=0x01020304,
                       act_bytes=65536, result_rows=300, max_payload=1024, frame_timeout=99,
-                      clock_hz=48_000_000, program_words=300, counter_bits=32)
+                      clock_hz=48_000_000, program_words=300, counter_bits=32, engine=1)
     b = info.to_bytes()
-    assert len(b) == 35
-    assert b[:6] == bytes([3, 0, 16, 0, 8, 0])             # version, rows, cols (LE u16)
+    assert len(b) == 36
+    assert b[:6] == bytes([4, 0, 16, 0, 8, 0])             # version, rows, cols (LE u16)
     assert b[6:10] == bytes([8, 16, 32, 1])               # act/psum/acc bits, formats
     assert b[10:14] == bytes([4, 3, 2, 1])                # weight_words LE
     assert b[32:34] == bytes([44, 1])                     # program_words LE
     assert b[34] == 32                                    # counter_bits
+    assert b[35] == 1 and info.tree                       # engine: the adder trees
     assert DeviceInfo.from_bytes(b) == info
     assert info.word_bytes == 26                          # ceil(128 / 5)
     with pytest.raises(ValueError, match="rows"):
         DeviceInfo(rows=70000).to_bytes()
-    with pytest.raises(ValueError, match="expected 35 bytes"):
+    with pytest.raises(ValueError, match="expected 36 bytes"):
         DeviceInfo.from_bytes(b[:-1])
+    # a device of protocol 3 (35 bytes, no engine field) is named by its version
+    with pytest.raises(ValueError, match="speaks protocol version 3, this host speaks 4"):
+        DeviceInfo.from_bytes(bytes([3, 0]) + b[2:-1])
 
 
 def test_run_args_and_counters_round_trip():

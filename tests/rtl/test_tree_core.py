@@ -1,0 +1,142 @@
+"""The device core built with the adder-tree engine (``DeviceCore(engine="tree")``) in
+Verilator against the emulator, byte for byte (``sim.fuzz.DevicePair``): layers through the
+shipped ``linear`` program with exact results and counters equal to the tree's cycle model,
+activations written a byte at a time into words of k bytes, and random malformed requests."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from firmware.commands import INFO_SIZE, Command, Counters, DeviceInfo, ReadResultsArgs, Status
+from firmware.programs import linear_args
+from sim import cycles, numerics, packing, schedule
+from sim.cocotb_runner import tool_missing
+from sim.fuzz import DevicePair, fuzz
+from sim.verilator_device import core_config
+
+K_TREE, LANES = 4, 3
+CONFIG = core_config(K_TREE, LANES, weight_words=512, act_bytes=1024, result_rows=64,
+                     max_payload=64, frame_timeout=200, engine="tree")
+TREE = schedule.TreeConfig(k=K_TREE, lanes=LANES)
+
+# registered ports (ECP5 builds) with the pair adders on carry cells and tx back-pressured;
+# without them (the stalling sequencer), generic adders
+VARIANTS = {"registered-ccu2c": ({"pe_adder": "ccu2c"}, 40),
+            "unregistered": ({"registered_ports": False}, 0)}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def pair(request):
+    missing = tool_missing("verilator")
+    if missing:
+        pytest.skip(missing)
+    options, stall = VARIANTS[request.param]
+    p = DevicePair({**CONFIG, **options}, tx_stall_percent=stall)
+    yield p
+    p.close()
+
+
+def send(pair, command, address, data, per_frame):
+    for i in range(0, len(data), per_frame):
+        status, _ = pair.request(command, struct.pack("<I", address + i // (
+            1 if command == Command.WRITE_ACTS else packing.packed_size(K_TREE * LANES,
+                                                                         "base3")))
+                                 + data[i:i + per_frame])
+        assert status == Status.OK
+
+
+def upload_layer(pair, w, x):
+    """Weights as tree beats (tile t, step s at word t*S + s), activations padded to whole
+    steps per token, both from address 0."""
+    N, K = w.shape
+    M = x.shape[0]
+    plan = schedule.plan_tree(TREE, 1, N, K)
+    zeros = np.zeros((1, K), dtype=np.int8)
+    words = [beat.ravel() for p in plan.passes
+             for beat in schedule.tree_pass_operands(plan, p, w, zeros)[0]]
+    word_bytes = packing.packed_size(K_TREE * LANES, "base3")
+    data = b"".join(packing.pack_base3(wd).tobytes() for wd in words)
+    send(pair, Command.WRITE_WEIGHTS, 0, data, (CONFIG["max_payload"] - 4) // word_bytes *
+         word_bytes)
+    S = TREE.steps(K)
+    padded = np.zeros((M, S * K_TREE), dtype=np.int8)
+    padded[:, :K] = x
+    send(pair, Command.WRITE_ACTS, 0, padded.tobytes(), CONFIG["max_payload"] - 4)
+    return S
+
+
+def run_and_read(pair, M, N, K):
+    S = TREE.steps(K)
+    status, _ = pair.request(Command.RUN, linear_args(weights=0, acts=0, results=0, M=M, N=N,
+                                                      K=S).to_bytes())
+    assert status == Status.OK
+    plan = schedule.plan_tree(TREE, M, N, K)
+    rows = len(plan.passes)                 # one per token and tile, tile-major
+    status, payload = pair.request(Command.READ_RESULTS, ReadResultsArgs(0, rows).to_bytes())
+    assert status == Status.OK
+    vals = np.frombuffer(payload, dtype="<i4").reshape(rows, LANES)
+    y = np.zeros((M, N), dtype=np.int64)
+    for p, row in zip(plan.passes, vals):
+        schedule.scatter_tree_result(p, row, y)
+    return y, plan
+
+
+def test_info_says_tree(pair):
+    status, data = pair.request(Command.INFO)
+    assert status == Status.OK and len(data) == INFO_SIZE
+    info = DeviceInfo.from_bytes(data)
+    assert info.tree and (info.rows, info.cols, info.psum_bits) == (K_TREE, LANES, 32)
+
+
+# (3, 2, 1): passes of one step, shorter than the tree's latency + 2 (the sequencer holds
+# the last step back); (1, 7, 50): three tiles of one token; K not a multiple of k throughout
+@pytest.mark.parametrize("M,N,K", [(1, 7, 50), (3, 2, 1), (2, 6, 13), (4, 5, 33)])
+def test_layer_exact_and_counters(pair, M, N, K):
+    rng = np.random.default_rng(M * 1000 + N * 10 + K)
+    w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    pair.request(Command.CLEAR_COUNTERS)
+    upload_layer(pair, w, x)
+    y, plan = run_and_read(pair, M, N, K)
+    assert np.array_equal(y, numerics.ternary_matmul(w, x))
+    _, payload = pair.request(Command.READ_COUNTERS)
+    c = Counters.from_bytes(payload)
+    model = cycles.tree_simulate(TREE, plan.lengths)
+    assert (c.busy, c.stall_input, c.stall_drain, c.drain_tail) == \
+        (model.busy, model.stall_input, model.stall_drain, model.drain_tail)
+
+
+def test_extremes(pair):
+    """Every weight -1 against -128: the trees' one's complements and carry-ins at their limit."""
+    N, K, M = 3, 128, 2
+    w = -np.ones((N, K), dtype=np.int8)
+    x = np.full((M, K), -128, dtype=np.int8)
+    upload_layer(pair, w, x)
+    y, _ = run_and_read(pair, M, N, K)
+    assert (y == 128 * K).all()
+
+
+def test_activation_bytes_land_in_their_lanes(pair):
+    """WRITE_ACTS at byte offsets that start mid-word, one byte per frame and across words:
+    each byte lands in its lane (the word's byte enables), the others stay."""
+    N, K = 3, 8
+    w = np.eye(N, K, dtype=np.int8) - np.eye(N, K, k=5, dtype=np.int8)   # y[n] = x[n] - x[n+5]
+    x = np.arange(1, K + 1, dtype=np.int8)[None, :]
+    upload_layer(pair, w, x)
+    for offset, value in ((1, -7), (6, 100), (2, 55)):
+        status, _ = pair.request(Command.WRITE_ACTS, struct.pack("<I", offset) +
+                                 np.int8(value).tobytes())
+        assert status == Status.OK
+        x[0, offset] = value
+    status, _ = pair.request(Command.WRITE_ACTS, struct.pack("<I", 3) + bytes([9, 8, 7]))
+    x[0, 3:6] = [9, 8, 7]
+    y, _ = run_and_read(pair, 1, N, K)
+    assert np.array_equal(y, numerics.ternary_matmul(w, x))
+
+
+def test_malformed_frames_fuzz(pair):
+    sent = fuzz(pair, 200, seed=78)
+    assert all(n > 0 for n in sent.values()), sent
