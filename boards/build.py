@@ -73,10 +73,12 @@ class BuildFailed(RuntimeError):
 def build(name: str, *, rows: int | None = None, cols: int | None = None,
           freq_mhz: float | None = None, out: Path | str = "build/boards",
           weight_words: int | None = None, baud: int | None = None,
-          placer: str | None = None, router: str | None = None, progress=print) -> dict:
+          placer: str | None = None, router: str | None = None, engine: str = "array",
+          progress=print) -> dict:
     """Build board ``name``; write the bitstream and ``report.json`` into ``out``; return the
     report. Array shape, frequency, UART rate, weight memory and nextpnr's placer and router
-    default to the board's (``boards.BOARDS``)."""
+    default to the board's (``boards.BOARDS``). ``engine="tree"`` builds the core with the
+    adder-tree engine, ``rows`` its k and ``cols`` its lanes (``rtl.core.DeviceCore``)."""
     b = board_def(name)
     if weight_words is not None and weight_words < 1:
         raise ValueError(f"weight_words must be at least 1, not {weight_words}")
@@ -91,7 +93,7 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     rows = rows or b.rows
     cols = cols or b.cols
     # A UART rate the clock cannot make is refused here, before anything runs.
-    platform, pll, core, divisor = _board_parts(b, rows, cols, freq_mhz, weight_words)
+    platform, pll, core, divisor = _board_parts(b, rows, cols, freq_mhz, weight_words, engine)
     top = BoardTop(pll, divisor, core, pll_from_pad=b.pll_from_pad)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +108,9 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
         script_after_synth="; ".join(synth[1:]).format(top="top"),
         # pnr.json is relative: WASI sees only the cwd
         nextpnr_opts=f"--report pnr.json --timing-allow-fail --placer {placer} --router {router}")
-    progress(f"{name}: {rows}x{cols} array ({rows * cols} PEs) at {pll.f_out / 1e6:g} MHz, "
+    shape = (f"adder trees of {rows} for {cols} outputs" if engine == "tree"
+             else f"{rows}x{cols} array")
+    progress(f"{name}: {shape} ({rows * cols} PEs) at {pll.f_out / 1e6:g} MHz, "
              f"UART {b.baud} baud, nextpnr's {placer} placer and {router}, building in {out}")
     t0 = time.perf_counter()
     plan.extract(str(out))
@@ -119,12 +123,13 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
                           f"{out / 'build.log'} and {out / 'top.tim'}")
     report = _report(name, b, rows, cols, core["weight_words"], pll.f_out, out, bitstream,
                      seconds, source)
-    report.update(placer=placer, router=router)
+    report.update(placer=placer, router=router, engine=engine)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def _board_parts(b, rows: int, cols: int, freq_mhz: float | None, weight_words: int | None):
+def _board_parts(b, rows: int, cols: int, freq_mhz: float | None, weight_words: int | None,
+                 engine: str = "array"):
     """The platform, the PLL setting, the core's parameters and the UART's divisor of a build
     of board ``b`` (``divisor_for`` refuses a rate the clock cannot make)."""
     platform = b.platform()
@@ -134,7 +139,7 @@ def _board_parts(b, rows: int, cols: int, freq_mhz: float | None, weight_words: 
         if b.family == "ice40" and (rows, cols) != (b.rows, b.cols):
             # Another shape, the same SPRAMs: as many words of its width as they hold.
             weight_words = spram_words(2 * rows * cols)
-    core = core_config(rows, cols, weight_words, b.family)
+    core = core_config(rows, cols, weight_words, b.family, engine)
     return platform, pll, core, divisor_for(pll.f_out, b.baud)
 
 

@@ -196,14 +196,17 @@ def _cmd_run(args) -> int:
         f"{trits:,} ternary weights, vocabulary {cfg.vocab_size}")
     prompt = _parse_ids(args.ids) if args.ids is not None else args.prompt
     tokenizer = load_tokenizer(ckpt, needed=isinstance(prompt, str))
-    options = {k: v for k, v in (("rows", args.rows), ("cols", args.cols)) if v is not None}
+    options = {k: v for k, v in (("rows", args.rows), ("cols", args.cols),
+                                 ("engine", args.engine)) if v is not None}
     if args.device == "sim":
         say("opening the simulated device (the first run compiles it with Verilator: "
             "about a minute)")
     stream = None if quiet else _TextStream(tokenizer, sys.stdout, prompt)
     with open_device(args.device, **options) as dev:
-        say(f"device {dev.name}: {dev.info['rows']}x{dev.info['cols']} array; uploading "
-            f"weights, then generating up to {args.max_new_tokens} tokens")
+        shape = (f"adder trees of {dev.info['rows']} for {dev.info['cols']} outputs"
+                 if dev.planner.tree else f"{dev.info['rows']}x{dev.info['cols']} array")
+        say(f"device {dev.name}: {shape}; uploading weights, then generating up to "
+            f"{args.max_new_tokens} tokens")
         r = run_model(ckpt, prompt, device=dev, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, top_k=args.top_k, seed=args.seed,
                       on_token=stream)
@@ -249,7 +252,7 @@ def _cmd_build(args) -> int:
     try:
         r = build(args.board, rows=args.rows, cols=args.cols, freq_mhz=args.freq, out=out,
                   baud=args.baud, weight_words=args.weight_words, placer=args.placer,
-                  router=args.router, progress=say)
+                  router=args.router, engine=args.engine, progress=say)
     except BuildFailed as e:
         raise ValueError(str(e)) from None
     if args.json:
@@ -353,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="emu", help="emu, sim, serial:PATH[@BAUD] or pcie:DEV")
     p.add_argument("--rows", type=int, help="array rows of an emu or sim device")
     p.add_argument("--cols", type=int, help="array columns of an emu or sim device")
+    p.add_argument("--engine", choices=("array", "tree"),
+                   help="an emu or sim device's engine (default array; tree: adder trees of "
+                        "--rows products, a power of two, for --cols outputs)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     p.add_argument("--top-k", type=int, default=None)
@@ -381,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "static spreads a large design over the die: it routes, at a lower "
                         "clock)")
     p.add_argument("--router", choices=ROUTERS, help="nextpnr's router (default: the board's)")
+    p.add_argument("--engine", choices=("array", "tree"), default="array",
+                   help="the compute engine: the PE array, or adder trees of --rows products "
+                        "(a power of two) for --cols outputs (rtl/adder_tree.py)")
     p.add_argument("--out", help="output folder (default build/boards/BOARD)")
     p.add_argument("--program", action="store_true",
                    help="load it with the board's loader (openFPGALoader, iceprog or "

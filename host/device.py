@@ -9,7 +9,10 @@
 Everything about numerics, packing and the mapping comes from ``sim``: weights are laid out
 with ``sim.schedule`` (``outputs`` mapping, tiles of ``rows*cols`` outputs, the word of tile
 ``t``, step ``k`` at ``t*K + k``), packed with ``sim.packing`` (base3, one word at a time), and
-results are unscrambled with ``sim.schedule.scatter_tile``. Layers larger than the device's
+results are unscrambled with ``sim.schedule.scatter_tile``. A device built with the adder-tree
+engine (INFO's ``engine``) takes tiles of ``cols`` outputs and steps of ``rows`` elements of K
+instead (``sim.schedule.plan_tree``: the word of tile ``t``, step ``s`` at ``t*S + s``,
+activations padded to whole steps). Layers larger than the device's
 buffers are split on the host (tokens, tiles of outputs and, if a single token's inputs do not
 fit, K), which keeps the result exact: every piece is an exact integer sum.
 """
@@ -119,14 +122,16 @@ class _Req:
 class WeightHandle:
     """A layer's weights on (or for) a device; made by :meth:`Device.load`.
 
-    ``resident``: the words live in weight memory at ``base`` (``tiles * K`` words).
+    ``resident``: the words live in weight memory at ``base`` (``tiles * steps`` words, a
+    word per tile and step of K; ``steps`` is K, or on the adder trees K in steps of k).
     ``streamed``: they did not fit; the host keeps the packed words (``words``, uint8
-    ``(tiles, K, word_bytes)``) and :meth:`Device.linear` uploads them piece by piece.
+    ``(tiles, steps, word_bytes)``) and :meth:`Device.linear` uploads them piece by piece.
     """
 
     def __init__(self, device: "Device", N: int, K: int, tiles: int, base: int | None,
-                 words: np.ndarray | None):
+                 words: np.ndarray | None, steps: int | None = None):
         self.device, self.N, self.K, self.tiles = device, N, K, tiles
+        self.steps = K if steps is None else steps
         self.base, self.words = base, words
         self.freed = False
 
@@ -144,7 +149,7 @@ class WeightHandle:
 
     @property
     def n_words(self) -> int:
-        return self.tiles * self.K
+        return self.tiles * self.steps
 
     def free(self) -> None:
         self.device.free(self)
@@ -220,13 +225,13 @@ class Device:
                             f"weight word ({ADDRESS_SIZE} + {self.word_bytes} bytes)")
         if info.max_payload < RUN_SIZE:
             problems.append(f"max_payload {info.max_payload} < {RUN_SIZE} (a RUN request)")
-        if info.result_rows < info.rows:
+        if info.result_rows < planner.rows_per_tile:
             problems.append(f"result buffer of {info.result_rows} rows cannot hold one tile "
-                            f"({info.rows} rows)")
+                            f"({planner.rows_per_tile} rows)")
         if self.rows_per_read < 1:
             problems.append(f"a result row ({4 * info.cols} bytes) does not fit one frame")
-        if info.weight_words < 1 or info.act_bytes < 1:
-            problems.append("weight memory or activation buffer is empty")
+        if info.weight_words < 1 or planner.act_steps < 1:
+            problems.append("weight memory or activation buffer is empty (or holds no step)")
         if info.program_words < len(FIRMWARE):
             problems.append(f"program memory of {info.program_words} words cannot hold the "
                             f"{len(FIRMWARE)}-word firmware")
@@ -496,6 +501,25 @@ class Device:
     # -- uploads -------------------------------------------------------------------------
 
     def _layout(self, w: np.ndarray) -> np.ndarray:
+        if self.planner.tree:
+            return self._tree_layout(w)
+        return self._array_layout(w)
+
+    def _tree_layout(self, w: np.ndarray) -> np.ndarray:
+        """Weight words of ``w`` (N, K) for the adder trees: uint8 ``(tiles, S, word_bytes)``
+        base3, the word of tile t, step s (a ``k x lanes`` beat) at ``[t, s]``."""
+        tree = self.planner.tree
+        N, K = w.shape
+        plan = schedule.plan_tree(tree, 1, N, K)
+        S = plan.passes[0].length
+        trits = np.zeros((len(plan.passes), S, 5 * self.word_bytes), dtype=np.int8)
+        x0 = np.zeros((1, K), dtype=np.int8)
+        for t, p in enumerate(plan.passes):              # one pass per tile (M = 1)
+            beats, _ = schedule.tree_pass_operands(plan, p, w, x0)    # (S, k, lanes)
+            trits[t, :, :tree.pes] = beats.reshape(S, tree.pes)
+        return packing.pack_base3(trits).reshape(len(plan.passes), S, self.word_bytes)
+
+    def _array_layout(self, w: np.ndarray) -> np.ndarray:
         """Weight words of ``w`` (N, K) for the ``outputs`` mapping: uint8
         ``(tiles, K, word_bytes)`` base3, the word of tile t, step k at ``[t, k]``."""
         cfg = self.config
@@ -547,16 +571,16 @@ class Device:
             raise ValueError(f"weights have K={K} inputs, more than this device's k_max "
                              f"{self.k_max} ({self.config.acc_bits}-bit accumulator)")
         words = self._layout(w)
-        tiles = words.shape[0]
-        base = self.memory.alloc(tiles * K)
+        tiles, steps = words.shape[:2]
+        base = self.memory.alloc(tiles * steps)
         if base is None:
-            return WeightHandle(self, N, K, tiles, None, words)
+            return WeightHandle(self, N, K, tiles, None, words, steps)
         try:
             self._write_weights(base, words)
         except BaseException:
-            self.memory.release(base, tiles * K)
+            self.memory.release(base, tiles * steps)
             raise
-        return WeightHandle(self, N, K, tiles, base, None)
+        return WeightHandle(self, N, K, tiles, base, None, steps)
 
     def load_many(self, ws) -> list[WeightHandle]:
         """Load several layers (a whole model) at once; handles in the same order.
@@ -567,8 +591,9 @@ class Device:
         them one by one with :meth:`load` could fill memory to the last word first.)
         """
         ws = [numerics.check_ternary(w, "weights") for w in ws]
-        reserve = self.memory.reserve_for([(schedule.resident_words(self.config, *w.shape),
-                                            w.shape[1]) for w in ws if w.ndim == 2])
+        planner = self.planner
+        reserve = self.memory.reserve_for([(planner.resident_words(*w.shape),
+                                            planner.step(w.shape[1])) for w in ws if w.ndim == 2])
         handles: list[WeightHandle] = []
         try:
             for w in ws:
@@ -632,10 +657,11 @@ class Device:
         for step in self.planner.steps(x.shape[0], h.N, h.K, resident=h.resident,
                                        scratch_words=scratch_words):
             if isinstance(step, WriteWeights):
-                reqs += self._weight_requests(scratch, h.words[step.t0:step.t1,
-                                                               step.k0:step.k1])
+                s0, s1 = self.planner.step(step.k0), self.planner.step(step.k1)
+                reqs += self._weight_requests(scratch, h.words[step.t0:step.t1, s0:s1])
             else:
-                base = h.base + step.t0 * h.K + step.k0 if h.resident else scratch
+                base = (h.base + step.t0 * h.steps + self.planner.step(step.k0)
+                        if h.resident else scratch)
                 finish.append(self._run_requests(base, step, x, y, h.N, reqs))
         reqs.append(_Req(Command.READ_COUNTERS, response_size=COUNTERS_SIZE,
                          then=lambda data: self._absorb_counters(Counters.from_bytes(data))))
@@ -648,25 +674,29 @@ class Device:
     def _run_requests(self, weights: int, run: Run, x, y, N: int, reqs: list[_Req]):
         """Append the requests of one RUN with its weights from word ``weights`` to ``reqs``;
         return what adds its results into ``y`` once the answers are in."""
-        cfg, planner = self.config, self.planner
-        R, C, P = cfg.rows, cfg.cols, cfg.pes
+        planner = self.planner
+        R, C, P = planner.rows_per_tile, self.config.cols, planner.outputs_per_tile
         m0, m1, k0, k1 = run.m0, run.m1, run.k0, run.k1
         Mc, Kc = m1 - m0, k1 - k0
+        Sc = planner.step(k1) - planner.step(k0)        # K in steps (elements on the array)
         n0, n1 = run.t0 * P, min(N, run.t1 * P)
         Nc = n1 - n0
-        if run.write_acts:
-            reqs += self._act_requests(0, np.ascontiguousarray(x[m0:m1, k0:k1]).tobytes())
+        if run.write_acts:      # each token's K padded to whole steps (the adder trees)
+            acts = np.zeros((Mc, Sc * planner.unit), dtype=np.int8)
+            acts[:, :Kc] = x[m0:m1, k0:k1]
+            reqs += self._act_requests(0, acts.tobytes())
         plan = planner.run_plan(run, N)
-        model = cycles.plan_cycles(plan)
+        model = planner.plan_cycles(plan)
         extra = 2.0 * model / self._info.clock_hz if self._info.clock_hz else 0.0
 
         def ran(_):
             self._stats["model_cycles"] += model
 
-        reqs.append(_Req(Command.RUN, linear_args(weights, 0, 0, Mc, Nc, Kc).to_bytes(),
+        reqs.append(_Req(Command.RUN, linear_args(weights, 0, 0, Mc, Nc, Sc).to_bytes(),
                          cycles=planner.run_cycles(plan), extra_time=extra,
                          then=ran))
-        finals = [p for p in plan.passes if p.last_chunk]     # tile-major, then token
+        # the passes that leave result rows: tile-major, then token
+        finals = plan.passes if planner.tree else [p for p in plan.passes if p.last_chunk]
         buf = np.zeros((len(finals) * R, C), dtype=np.int32)
         width = planner.result_width(Kc)
 
@@ -685,6 +715,9 @@ class Device:
         def add() -> None:
             part = np.zeros((Mc, Nc), dtype=np.int64)
             for i, p in enumerate(finals):
-                schedule.scatter_tile(plan, p, buf[i * R:(i + 1) * R], part)
+                if planner.tree:
+                    schedule.scatter_tree_result(p, buf[i], part)
+                else:
+                    schedule.scatter_tile(plan, p, buf[i * R:(i + 1) * R], part)
             y[m0:m1, n0:n1] += part
         return add

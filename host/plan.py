@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from firmware import machine
 from firmware.commands import (ADDRESS_SIZE, COUNTERS_SIZE, FRAME_OVERHEAD, MAX_LENGTH,
                                READ_RESULTS_SIZE, RUN_SIZE, Command, DeviceInfo)
-from firmware.isa import param_values
+from firmware.isa import param_values, tree_param_values
 from firmware.programs import FIRMWARE, linear_args
 from sim import cycles, numerics, packing, schedule
 
@@ -190,37 +190,65 @@ class RequestPlanner:
         self.config = schedule.ArrayConfig(rows=info.rows, cols=info.cols,
                                            act_bits=info.act_bits, psum_bits=info.psum_bits,
                                            acc_bits=info.acc_bits)
+        # The adder-tree engine (INFO's engine): a step is ``k`` = rows elements of K, a tile
+        # is ``cols`` outputs with one result row per token, and the activation buffer holds
+        # words of k bytes (``firmware.isa.tree_param_values``). ``unit`` elements make a step.
+        self.tree = (schedule.TreeConfig(k=info.rows, lanes=info.cols, act_bits=info.act_bits,
+                                         acc_bits=info.acc_bits) if info.tree else None)
+        self.unit = info.rows if self.tree else 1
+        self.rows_per_tile = 1 if self.tree else info.rows     # result rows per token and tile
+        self.outputs_per_tile = info.cols if self.tree else self.config.pes
+        self.act_steps = info.act_bytes // self.unit            # steps the buffer holds
         self.word_bytes = packing.packed_size(self.config.pes, "base3")
         self.max_payload = min(info.max_payload, frame_cap)
         self.words_per_frame = (self.max_payload - ADDRESS_SIZE) // self.word_bytes
         self.rows_per_read = min(MAX_LENGTH, frame_cap) // (4 * info.cols)
-        self.params = param_values(rows=info.rows, cols=info.cols,
-                                   weight_words=info.weight_words, act_bytes=info.act_bytes,
-                                   result_rows=info.result_rows,
-                                   pass_k_max=self.config.pass_k_max, k_max=self.config.k_max)
+        if self.tree:
+            self.params = tree_param_values(k=info.rows, lanes=info.cols,
+                                            weight_words=info.weight_words,
+                                            act_bytes=info.act_bytes,
+                                            result_rows=info.result_rows, k_max=self.tree.k_max)
+        else:
+            self.params = param_values(rows=info.rows, cols=info.cols,
+                                       weight_words=info.weight_words,
+                                       act_bytes=info.act_bytes, result_rows=info.result_rows,
+                                       pass_k_max=self.config.pass_k_max,
+                                       k_max=self.config.k_max)
         self._program = list(FIRMWARE.words) + [0] * (info.program_words - len(FIRMWARE))
         self._control: dict[tuple, int] = {}
 
     # -- the split -------------------------------------------------------------------------
 
     def tiles(self, N: int) -> int:
-        return schedule.tile_count(self.config, 1, N, "outputs")
+        return -(-N // self.outputs_per_tile)
+
+    def step(self, k: int) -> int:
+        """The step of K that element ``k`` starts (or, for ``k = K``, the steps of K): a
+        weight word and an activation word hold one step."""
+        return -(-k // self.unit)
+
+    def resident_words(self, N: int, K: int) -> int:
+        """Weight words a layer (N, K) takes resident: a word per tile and step."""
+        return self.tiles(N) * self.step(K)
 
     def steps(self, M: int, N: int, K: int, *, resident: bool, scratch_words: int = 0):
         """The uploads and runs of one call, in order (:class:`WriteWeights`, :class:`Run`).
 
-        A resident layer's words sit at ``base + t*K + k``; a streamed one passes through
-        ``scratch_words`` free words, as many tiles at a time as fit.
+        A resident layer's words sit at ``base + t*S + s`` (``S`` steps of K, :meth:`step`); a
+        streamed one passes through ``scratch_words`` free words, as many tiles at a time as
+        fit. K is split in whole steps; ``k0``, ``k1`` count elements.
         """
-        info, R, T = self.info, self.config.rows, self.tiles(N)
-        k_cap = info.act_bytes if resident else min(info.act_bytes, scratch_words)
+        info, R, T = self.info, self.rows_per_tile, self.tiles(N)
+        S = self.step(K)
+        k_cap = self.act_steps if resident else min(self.act_steps, scratch_words)
         if k_cap < 1:
             raise ValueError("no free weight memory to stream the layer through")
-        pieces = [(0, K)] if K <= k_cap else schedule.k_chunks(K, k_cap)
+        pieces = [(0, S)] if S <= k_cap else schedule.k_chunks(S, k_cap)
+        pieces = [(s0 * self.unit, min(K, s1 * self.unit)) for s0, s1 in pieces]
         last = None
         for k0, k1 in pieces:
-            Kp = k1 - k0
-            m_step = min(M, info.act_bytes // Kp, info.result_rows // R, 0xFFFF)
+            Kp = self.step(k1) - self.step(k0)
+            m_step = min(M, self.act_steps // Kp, info.result_rows // R, 0xFFFF)
             if resident and len(pieces) > 1:
                 t_step = 1         # tile t's words for [k0, k1) are contiguous only per tile
             else:
@@ -240,12 +268,19 @@ class RequestPlanner:
                         yield Run(m0, m1, t0, t1, k0, k1, write_acts=key != last)
                         last = key
 
-    def run_plan(self, run: Run, N: int) -> schedule.Plan:
-        """The passes of ``run`` (its outputs ``[t0*PES, min(N, t1*PES))``)."""
-        P = self.config.pes
+    def run_plan(self, run: Run, N: int) -> schedule.Plan | schedule.TreePlan:
+        """The passes of ``run`` (its outputs ``[t0*P, min(N, t1*P))``, ``P`` outputs a tile):
+        a ``sim.schedule.Plan``, or on the adder trees a ``TreePlan``."""
+        P = self.outputs_per_tile
         Nc = min(N, run.t1 * P) - run.t0 * P
+        if self.tree:
+            return schedule.plan_tree(self.tree, run.m1 - run.m0, Nc, run.k1 - run.k0)
         return schedule.plan_linear(self.config, run.m1 - run.m0, Nc, run.k1 - run.k0,
                                     mapping="outputs")
+
+    def plan_cycles(self, plan) -> int:
+        """The engine's cycles on ``plan`` at full rate (``sim.cycles``)."""
+        return cycles.tree_plan_cycles(plan) if self.tree else cycles.plan_cycles(plan)
 
     def result_width(self, Kc: int) -> int:
         """Bytes per result read back: sums over at most 255 int8 steps fit int16
@@ -255,7 +290,12 @@ class RequestPlanner:
     def reads(self, plan: schedule.Plan) -> list[tuple[int, int]]:
         """``READ_RESULTS`` of a run: ``(first row, rows)`` for every frame. Only rows that hold
         outputs are read (a tile wider than N leaves the last rows of its passes unused: they
-        are a suffix), in runs of consecutive rows."""
+        are a suffix), in runs of consecutive rows. On the adder trees every row is one
+        token's results for one tile, all read."""
+        if self.tree:
+            n = len(plan.passes)
+            return [(r0, min(self.rows_per_read, n - r0))
+                    for r0 in range(0, n, self.rows_per_read)]
         R = self.config.rows
         spans: list[list[int]] = []
         for i, p in enumerate(q for q in plan.passes if q.last_chunk):
@@ -276,7 +316,7 @@ class RequestPlanner:
         counted."""
         key = (Mc, Nc, Kc)
         if key not in self._control:
-            a = linear_args(0, 0, 0, Mc, Nc, Kc)
+            a = linear_args(0, 0, 0, Mc, Nc, self.step(Kc))
             out = machine.run(self._program, a.entry, a.args, self.params)
             sweeps = sum(isinstance(e, machine.Sweep) for e in out.events)
             self._control[key] = out.cycles - max(0, sweeps - 1)
@@ -340,8 +380,8 @@ class RequestPlanner:
         return True
 
     def run_cycles(self, plan: schedule.Plan) -> int:
-        """The device's cycles on a ``RUN`` of ``plan``: the array's and the controller's."""
-        return cycles.plan_cycles(plan) + self.control_cycles(plan.M, plan.N, plan.K)
+        """The device's cycles on a ``RUN`` of ``plan``: the engine's and the controller's."""
+        return self.plan_cycles(plan) + self.control_cycles(plan.M, plan.N, plan.K)
 
     def run_requests(self, run: Run, plan: schedule.Plan) -> list[Request]:
         """The requests of one :class:`Run` (``plan`` is its :meth:`run_plan`): its
@@ -349,7 +389,8 @@ class RequestPlanner:
         sends them."""
         out = []
         if run.write_acts:
-            step, data = self.max_payload - ADDRESS_SIZE, plan.M * plan.K
+            # (the adder trees take each token's K padded to whole steps)
+            step, data = self.max_payload - ADDRESS_SIZE, plan.M * self.step(plan.K) * self.unit
             out += [self.request(Command.WRITE_ACTS, ADDRESS_SIZE + min(step, data - i), 0)
                     for i in range(0, data, step)]
         out.append(self.request(Command.RUN, RUN_SIZE, 0, self.run_cycles(plan)))
@@ -380,12 +421,13 @@ class RequestPlanner:
         reqs: list[Request] = []
         for step in self.steps(M, N, K, resident=resident, scratch_words=scratch_words):
             if isinstance(step, WriteWeights):
-                reqs += self.upload_requests((step.t1 - step.t0) * (step.k1 - step.k0))
+                reqs += self.upload_requests((step.t1 - step.t0) *
+                                             (self.step(step.k1) - self.step(step.k0)))
                 continue
             plan = self.run_plan(step, N)
             reqs += self.run_requests(step, plan)
             c.runs += 1
-            c.array_cycles += cycles.plan_cycles(plan)
+            c.array_cycles += self.plan_cycles(plan)
             c.busy_cycles += sum(plan.lengths)
             c.passes += len(plan.lengths)
             c.control_cycles += self.control_cycles(plan.M, plan.N, plan.K)

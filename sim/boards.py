@@ -39,7 +39,8 @@ ECPIX5_WORDS = 2048
 ULX3S_45F_WORDS = 2560
 
 
-def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5") -> dict:
+def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5",
+                engine: str = "array") -> dict:
     """The device core a board is built with (``boards.build``): memories sized for the board,
     not the tests. An iCE40 (the UP5K) has a few thousand logic cells and no LUT RAM: 32-bit
     counters (about 220 cells fewer than 64-bit ones), the accumulator's sums in block RAM,
@@ -50,9 +51,11 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5") -
     weight-write and "drained" registers 1 more, with the registered checks up to 188 more).
     ECP5 PEs use its carry cells with the operand logic inside them (``rtl.ternary_pe``: 19
     LUT4 sites a PE instead of 26), and its control program stays in LUT RAM
-    (``rtl.controller.Controller``)."""
+    (``rtl.controller.Controller``). ``engine="tree"``: the adder-tree engine, ``rows`` its k
+    and ``cols`` its lanes (the array's configuration leaves the key out, as before)."""
     small = family == "ice40"
-    return dict(rows=rows, cols=cols, weight_words=weight_words,
+    tree = {"engine": "tree"} if engine == "tree" else {}
+    return dict(**tree, rows=rows, cols=cols, weight_words=weight_words,
                 act_bytes=2048 if small else 4096,
                 result_rows=max(64, rows * 4), max_payload=1024, program_words=64,
                 counter_bits=32 if small else 64,
