@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rtl.adder_tree import TreeEngine
 from rtl.synth import synthesize, synthesize_modules
 from rtl.systolic import MatrixEngine, SystolicArray
 from rtl.ternary_pe import TernaryPE
@@ -83,6 +84,8 @@ def bench_resources(quick: bool) -> dict:
                                                       adder=adder), 256),
                 ("engine_16x16", lambda: MatrixEngine(rows=16, cols=16, psum_width=psum,
                                                       adder=adder), 256),
+                # the adder-tree engine with as many products a cycle (rtl.adder_tree)
+                ("tree_32x8", lambda: TreeEngine(k=32, lanes=8, adder=adder), 256),
             ]
         return parts
     runs = [("ecp5", "ccu2c", ""), ("ecp5", "generic", "_generic"), ("ice40", "generic", "")]
@@ -92,12 +95,13 @@ def bench_resources(quick: bool) -> dict:
             start = time.perf_counter()
             stats = synthesize(make(), family)
             lut = lut4_equivalent(stats)
+            tree = name.startswith("tree")      # no partial sums: nothing per psum bit
             out[f"{family}_{name}{suffix}"] = {
-                "family": family, "adder": adder, "pes": pes, "psum_bits": psum,
+                "family": family, "adder": adder, "pes": pes, "psum_bits": None if tree else psum,
                 "lut4": lut, "lut4_cells": stats["lut4"], "carry_cells": stats["carry"],
                 "ff": stats["ff"], "ram": stats["ram"], "dsp": stats["dsp"],
                 "lut4_per_pe": round(lut / pes, 2), "ff_per_pe": round(stats["ff"] / pes, 2),
-                "lut4_per_psum_bit": round(lut / pes / psum, 3),
+                "lut4_per_psum_bit": None if tree else round(lut / pes / psum, 3),
                 "synth_seconds": round(time.perf_counter() - start, 1),
             }
     return out
@@ -148,6 +152,17 @@ def model_utilization() -> dict:
                     "overhead_cycles_per_pass": round((total - sum(plan.lengths))
                                                       / len(plan.passes), 3),
                 }
+    # the adder-tree engine with the 32x64 array's 2048 products a cycle (rtl.adder_tree)
+    tree = schedule.TreeConfig(k=32, lanes=64)
+    for proj, (N, K) in BITNET_2B.items():
+        for phase, M in (("decode", 1), ("prefill", 128)):
+            plan = schedule.plan_tree(tree, M, N, K)
+            total = cycles.tree_plan_cycles(plan)
+            out[f"tree_32x64_{proj}_{phase}"] = {
+                "k": tree.k, "lanes": tree.lanes, "M": M, "N": N, "K": K,
+                "passes": len(plan.passes), "cycles": total,
+                "utilization": round(cycles.tree_utilization(plan, total), 4),
+            }
     return out
 
 
