@@ -34,6 +34,13 @@ def _is_count(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
 
 
+def _check_counts(**values) -> None:
+    """Refuse any of ``values`` that is not a count, naming it."""
+    for name, v in values.items():
+        if not _is_count(v):
+            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+
+
 @dataclass(frozen=True)
 class ArrayConfig:
     """Parameters of the array as built: shape and widths."""
@@ -44,10 +51,7 @@ class ArrayConfig:
     acc_bits: int = numerics.RESULT_BITS
 
     def __post_init__(self):
-        for name in ("rows", "cols"):
-            v = getattr(self, name)
-            if not _is_count(v):
-                raise ValueError(f"{name} must be a positive integer, not {v!r}")
+        _check_counts(rows=self.rows, cols=self.cols)
         if self.psum_bits <= self.act_bits:
             raise ValueError(f"psum_bits ({self.psum_bits}) must exceed act_bits ({self.act_bits})")
         if self.acc_bits < self.psum_bits:
@@ -183,9 +187,7 @@ def plan_linear(config: ArrayConfig, M: int, N: int, K: int, mapping: str | None
 
     K is split as :func:`k_chunks` does unless ``n_chunks`` asks for another (balanced) split;
     no chunk may be longer than ``config.pass_k_max``."""
-    for name, v in (("M", M), ("N", N), ("K", K)):
-        if not _is_count(v):
-            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    _check_counts(M=M, N=N, K=K)
     if K > config.k_max:
         raise ValueError(f"K={K} exceeds {config.k_max}, the largest K whose sums fit the "
                          f"{config.acc_bits}-bit accumulator")
@@ -287,10 +289,7 @@ class TreeConfig:
     acc_bits: int = numerics.RESULT_BITS
 
     def __post_init__(self):
-        for name in ("k", "lanes"):
-            v = getattr(self, name)
-            if not _is_count(v):
-                raise ValueError(f"{name} must be a positive integer, not {v!r}")
+        _check_counts(k=self.k, lanes=self.lanes)
         if self.k < 2 or self.k & (self.k - 1):
             raise ValueError(f"k must be a power of two of at least 2, not {self.k}")
         if self.acc_bits <= self.act_bits + self.latency:
@@ -349,9 +348,7 @@ class TreePlan:
 
 def plan_tree(config: TreeConfig, M: int, N: int, K: int) -> TreePlan:
     """Plan ``y (M, N) = x (M, K) @ W (N, K)^T`` on the tree engine ``config``."""
-    for name, v in (("M", M), ("N", N), ("K", K)):
-        if not _is_count(v):
-            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    _check_counts(M=M, N=N, K=K)
     if K > config.k_max:
         raise ValueError(f"K={K} exceeds {config.k_max}, the largest K whose sums fit the "
                          f"{config.acc_bits}-bit accumulator")

@@ -30,15 +30,13 @@ class Pattern:
         return True if self.bits is None else bool(self.bits[t % len(self.bits)])
 
 
-class TB:
-    """Owns the clock, reset, the two operand sources and the result sink of one engine."""
+class EngineTB:
+    """Owns the clock, reset, the two operand sources and the result sink of an engine with
+    ``act`` and ``weights`` streams in and a ``result`` stream out (``rtl.systolic``'s and
+    ``rtl.adder_tree``'s); :class:`TB` and ``sim.tb_tree.TreeTB`` add their beats."""
 
-    def __init__(self, dut, config: dict):
+    def __init__(self, dut):
         self.dut = dut
-        self.cfg = schedule.ArrayConfig(rows=config["rows"], cols=config["cols"],
-                                        psum_bits=config["psum_width"],
-                                        acc_bits=config["acc_width"])
-        self.act_layout = activation_layout(self.cfg.rows, self.cfg.act_bits)
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
 
     async def reset(self):
@@ -51,12 +49,66 @@ class TB:
             await RisingEdge(d.clk)
         d.rst.value = 0
 
-    # -- beat encoding: offsets come from the RTL's own layouts, the trits from the 2bit format
-    def weight_beat(self, trits: np.ndarray) -> int:
+    @staticmethod
+    def weight_beat(trits: np.ndarray) -> int:
         """A (rows, cols) trit block as the weight bus carries it: the 2bit code of PE (r, c)
         at bits 2*(r*cols + c), which is exactly the 2bit packing of the row-major block."""
         value = int.from_bytes(packing.pack_2bit(trits.ravel()).tobytes(), "little")
         return value & ((1 << (2 * trits.size)) - 1)     # drop the padding of the last byte
+
+    async def drive(self, ws: list[int], acts: list[int], n_out: int, act_offer, weight_offer,
+                    out_ready) -> tuple[list[int], int]:
+        """Offer the beats ``ws`` and ``acts`` (bus values) as the patterns say and take
+        ``n_out`` result payloads; return them and the cycles, where cycle 0 is the first cycle
+        a source may offer and the count runs to the cycle the last result beat is taken,
+        inclusive. Both operand streams must be taken in the same cycles."""
+        d = self.dut
+        out: list[int] = []
+        next_beat = 0
+        act_pending = weight_pending = False
+        t = 0
+        await RisingEdge(d.clk)
+        while len(out) < n_out:
+            # Cycle t begins: sources start offering (and keep offering until taken).
+            if next_beat < len(ws):
+                if not act_pending and act_offer(t):
+                    d.act__payload.value = acts[next_beat]
+                    d.act__valid.value = 1
+                    act_pending = True
+                if not weight_pending and weight_offer(t):
+                    d.weights__payload.value = ws[next_beat]
+                    d.weights__valid.value = 1
+                    weight_pending = True
+            d.result__ready.value = int(out_ready(t))
+            await ReadOnly()
+            act_taken = act_pending and int(d.act__ready.value)
+            weight_taken = weight_pending and int(d.weights__ready.value)
+            assert act_taken == weight_taken, f"cycle {t}: operand streams taken apart"
+            if int(d.result__valid.value) and int(d.result__ready.value):
+                out.append(int(d.result__payload.value))
+            await RisingEdge(d.clk)
+            if act_taken:
+                next_beat += 1
+                act_pending = weight_pending = False
+                d.act__valid.value = 0
+                d.weights__valid.value = 0
+            t += 1
+            assert t < 10**7, "no progress"
+        d.result__ready.value = 0
+        return out, t
+
+
+class TB(EngineTB):
+    """The matrix engine's bench: its beats, results and plans (``sim.schedule.plan_linear``)."""
+
+    def __init__(self, dut, config: dict):
+        super().__init__(dut)
+        self.cfg = schedule.ArrayConfig(rows=config["rows"], cols=config["cols"],
+                                        psum_bits=config["psum_width"],
+                                        acc_bits=config["acc_width"])
+        self.act_layout = activation_layout(self.cfg.rows, self.cfg.act_bits)
+
+    # -- beat encoding: offsets come from the RTL's own layouts, the trits from the 2bit format
 
     def act_beat(self, acts: np.ndarray, last: bool, first_chunk: bool, last_chunk: bool) -> int:
         lay = self.act_layout
@@ -90,43 +142,11 @@ class TB:
         return ws, acts
 
     async def run(self, plan, w, x, act_offer, weight_offer, out_ready):
-        """Drive a whole plan; return (y, cycles) where cycle 0 is the first cycle a source may
-        offer and the count runs to the cycle the last result beat is taken, inclusive."""
-        d = self.dut
+        """Drive a whole plan; return (y, cycles) as :meth:`EngineTB.drive` counts them."""
         ws, acts = self.beats(plan, w, x)
         n_out = sum(p.last_chunk for p in plan.passes) * self.cfg.rows
-        rows_out: list[list[int]] = []
-        next_beat = 0
-        act_pending = weight_pending = False
-        t = 0
-        await RisingEdge(d.clk)
-        while len(rows_out) < n_out:
-            # Cycle t begins: sources start offering (and keep offering until taken).
-            if next_beat < len(ws):
-                if not act_pending and act_offer(t):
-                    d.act__payload.value = acts[next_beat]
-                    d.act__valid.value = 1
-                    act_pending = True
-                if not weight_pending and weight_offer(t):
-                    d.weights__payload.value = ws[next_beat]
-                    d.weights__valid.value = 1
-                    weight_pending = True
-            d.result__ready.value = int(out_ready(t))
-            await ReadOnly()
-            act_taken = act_pending and int(d.act__ready.value)
-            weight_taken = weight_pending and int(d.weights__ready.value)
-            assert act_taken == weight_taken, f"cycle {t}: operand streams taken apart"
-            if int(d.result__valid.value) and int(d.result__ready.value):
-                rows_out.append(self.decode_result(int(d.result__payload.value)))
-            await RisingEdge(d.clk)
-            if act_taken:
-                next_beat += 1
-                act_pending = weight_pending = False
-                d.act__valid.value = 0
-                d.weights__valid.value = 0
-            t += 1
-            assert t < 10**7, "no progress"
-        d.result__ready.value = 0
+        payloads, t = await self.drive(ws, acts, n_out, act_offer, weight_offer, out_ready)
+        rows_out = [self.decode_result(v) for v in payloads]
         y = np.zeros((plan.M, plan.N), dtype=np.int64)
         i = 0
         for p in plan.passes:

@@ -10,45 +10,25 @@ from __future__ import annotations
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge
 
 from rtl.accumulator import result_row_layout
 from rtl.adder_tree import tree_activation_layout
-from sim import cycles, numerics, packing, schedule
+from sim import cycles, numerics, schedule
 from sim.cocotb_runner import bench_config
-from sim.tb_matrix import Pattern, _random_layer
+from sim.tb_matrix import EngineTB, Pattern, _random_layer
 
 
-class TreeTB:
-    """Owns the clock, reset, the two operand sources and the result sink of one engine."""
+class TreeTB(EngineTB):
+    """The tree engine's bench: its beats, results and plans (``sim.schedule.plan_tree``)."""
 
     def __init__(self, dut, config: dict):
-        self.dut = dut
+        super().__init__(dut)
         self.cfg = schedule.TreeConfig(k=config["k"], lanes=config["lanes"],
                                        acc_bits=config["acc_width"])
         self.act_layout = tree_activation_layout(self.cfg.k, self.cfg.act_bits)
         self.result_layout = result_row_layout(self.cfg.lanes, self.cfg.acc_bits)
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
 
-    async def reset(self):
-        d = self.dut
-        d.act__valid.value = 0
-        d.weights__valid.value = 0
-        d.result__ready.value = 0
-        d.rst.value = 1
-        for _ in range(3):
-            await RisingEdge(d.clk)
-        d.rst.value = 0
-
-    # -- beat encoding: offsets from the RTL's own layout, the trits from the 2bit format
-    @staticmethod
-    def weight_beat(trits: np.ndarray) -> int:
-        """A (k, lanes) trit block as the weight bus carries it: the 2bit packing of the
-        row-major block (trit [i, lane] at bits 2*(i*lanes + lane))."""
-        value = int.from_bytes(packing.pack_2bit(trits.ravel()).tobytes(), "little")
-        return value & ((1 << (2 * trits.size)) - 1)
-
+    # -- beat encoding: offsets from the RTL's own layouts; the weight beat is the array's
     def act_beat(self, acts: np.ndarray, last: bool) -> int:
         lay = self.act_layout
         value = 0
@@ -57,7 +37,9 @@ class TreeTB:
                 (lay["data"].offset + i * self.cfg.act_bits)
         return value | (int(last) << lay["last"].offset)
 
-    def decode_result(self, value: int) -> np.ndarray:
+    def decode_result(self, payload: int) -> np.ndarray:
+        assert payload >> self.result_layout["last"].offset & 1, "a result beat without last"
+        value = payload >> self.result_layout["data"].offset
         bits = self.cfg.acc_bits
         mask = (1 << bits) - 1
         out = []
@@ -67,51 +49,18 @@ class TreeTB:
         return np.array(out, dtype=np.int64)
 
     async def run(self, plan, w, x, act_offer, weight_offer, out_ready):
-        """Drive a whole plan; return (y, cycles) where cycle 0 is the first cycle a source may
-        offer and the count runs to the cycle the last result beat is taken, inclusive."""
-        d = self.dut
+        """Drive a whole plan; return (y, cycles) as :meth:`EngineTB.drive` counts them."""
         ws, acts = [], []
         for p in plan.passes:
             wt, xa = schedule.tree_pass_operands(plan, p, w, x)
             for s in range(p.length):
                 ws.append(self.weight_beat(wt[s]))
                 acts.append(self.act_beat(xa[s], s == p.length - 1))
-        results: list[np.ndarray] = []
-        next_beat = 0
-        act_pending = weight_pending = False
-        t = 0
-        await RisingEdge(d.clk)
-        while len(results) < len(plan.passes):
-            if next_beat < len(ws):
-                if not act_pending and act_offer(t):
-                    d.act__payload.value = acts[next_beat]
-                    d.act__valid.value = 1
-                    act_pending = True
-                if not weight_pending and weight_offer(t):
-                    d.weights__payload.value = ws[next_beat]
-                    d.weights__valid.value = 1
-                    weight_pending = True
-            d.result__ready.value = int(out_ready(t))
-            await ReadOnly()
-            act_taken = act_pending and int(d.act__ready.value)
-            weight_taken = weight_pending and int(d.weights__ready.value)
-            assert act_taken == weight_taken, f"cycle {t}: operand streams taken apart"
-            if int(d.result__valid.value) and int(d.result__ready.value):
-                payload = int(d.result__payload.value)
-                assert payload >> self.result_layout["last"].offset & 1, "a beat without last"
-                results.append(self.decode_result(payload >> self.result_layout["data"].offset))
-            await RisingEdge(d.clk)
-            if act_taken:
-                next_beat += 1
-                act_pending = weight_pending = False
-                d.act__valid.value = 0
-                d.weights__valid.value = 0
-            t += 1
-            assert t < 10**7, "no progress"
-        d.result__ready.value = 0
+        payloads, t = await self.drive(ws, acts, len(plan.passes), act_offer, weight_offer,
+                                       out_ready)
         y = np.zeros((plan.M, plan.N), dtype=np.int64)
-        for p, sums in zip(plan.passes, results):
-            schedule.scatter_tree_result(p, sums, y)
+        for p, payload in zip(plan.passes, payloads):
+            schedule.scatter_tree_result(p, self.decode_result(payload), y)
         return y, t
 
     async def check_layer(self, w, x, rng, *, idle=0.0, backpressure=0.0, label=""):
