@@ -1087,7 +1087,9 @@ class DeviceCore(wiring.Component):
         # ULX3S-85F's 16x32 build (17.2 ns). It lands a cycle after the row leaves the engine,
         # and the controller sees the sequencer idle a cycle after that (``controller.idle``
         # below), so no run ends, and no READ_RESULTS reads, before its last row is written.
-        issued_final = active & issue & is_last & is_final
+        # (the trees leave a row at the end of every pass, not only of a token's final one:
+        # a program that splits K there gets a row a pass, and the count must say so)
+        issued_final = active & issue & is_last & (1 if tree else is_final)
         m.d.comb += engine.result.ready.eq(1)
         # The registered row's data has no reset (a row is only written with its ``en``), which
         # keeps C x acc_width flip-flops (1,024 on the 85F) off the die-wide reset net.
@@ -1111,7 +1113,7 @@ class DeviceCore(wiring.Component):
             issued_before = Signal()
             m.d.sync += issued_before.eq(issued_final)
             issued_final = issued_before
-        rows_per_pass = 1 if tree else R        # result rows of a final pass
+        rows_per_pass = 1 if tree else R        # result rows of such a pass
         m.d.sync += rows_due.eq(rows_due + Mux(issued_final, rows_per_pass, 0)
                                 - engine.result.valid)
         with m.If(controller.set_results):

@@ -137,6 +137,46 @@ def test_activation_bytes_land_in_their_lanes(pair):
     assert np.array_equal(y, numerics.ternary_matmul(w, x))
 
 
+# K in three passes of a token: the trees leave a row at the end of every pass
+SPLIT_THREE = """
+start:  SETR    r2
+        LI      r6, 3
+        SPLIT   r5, r6
+        SWEEP   r0, r1, r3
+        HALT
+"""
+
+
+def test_program_splitting_k_gets_a_row_a_pass(pair):
+    from firmware.asm import assemble
+    from firmware.commands import RunArgs
+    from firmware.programs import FIRMWARE
+    prog = assemble(SPLIT_THREE, base=len(FIRMWARE))
+    status, _ = pair.request(Command.WRITE_PROGRAM, struct.pack("<I", len(FIRMWARE)) +
+                             prog.to_bytes())
+    assert status == Status.OK
+    rng = np.random.default_rng(5)
+    N, K, M = 3, 28, 2                       # 7 steps: passes of 3, 2 and 2
+    w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    upload_layer(pair, w, x)
+    pair.request(Command.CLEAR_COUNTERS)
+    status, _ = pair.request(Command.RUN, RunArgs(prog.labels["start"],
+                                                  (0, 0, 10, M, N, 7)).to_bytes())
+    assert status == Status.OK
+    status, data = pair.request(Command.READ_RESULTS, ReadResultsArgs(10, 3 * M).to_bytes())
+    got = np.frombuffer(data, dtype="<i4").reshape(M, 3, LANES)
+    for m in range(M):
+        for i, (s0, s1) in enumerate(((0, 3), (3, 5), (5, 7))):
+            ks = slice(4 * s0, 4 * s1)
+            assert np.array_equal(got[m, i], numerics.ternary_matmul(w[:, ks], x[m:m + 1, ks])[0])
+    _, payload = pair.request(Command.READ_COUNTERS)
+    c = Counters.from_bytes(payload)
+    model = cycles.tree_full_rate_count(TREE, [3, 2, 2] * M)
+    assert (c.busy, c.stall_drain, c.drain_tail) == (model.busy, model.stall_drain,
+                                                     model.drain_tail)
+
+
 def test_malformed_frames_fuzz(pair):
     sent = fuzz(pair, 200, seed=78)
     assert all(n > 0 for n in sent.values()), sent
