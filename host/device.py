@@ -34,7 +34,7 @@ from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, COUN
                                ReadResultsArgs, RunArgs, Status, pack_instructions)
 from firmware.isa import Fault
 from firmware.programs import FIRMWARE, linear_args
-from sim import cycles, numerics, packing, schedule
+from sim import numerics, packing, schedule
 
 from .plan import EXEC_MARGIN, RequestPlanner, Run, WeightMemory, WriteWeights
 from .protocol import (BadFrame, DeviceError, DeviceTimeout, FrameDecoder, PayloadTooLarge,

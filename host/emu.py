@@ -18,8 +18,8 @@ specifies and ``rtl.core.DeviceCore`` implements:
   weight words (padding trits included) and run pass by pass through
   ``sim.schedule.tile_sums``, writing one row of ``cols`` int32 sums per result beat from the
   result pointer on (docs/protocol.md). With ``engine="tree"`` (``rtl.adder_tree``) a sweep's
-  K is in steps of ``rows`` elements and its activations in words of ``rows`` bytes; it is
-  planned with ``sim.schedule.plan_tree`` and writes one row per token and tile;
+  K is in steps of ``rows`` elements and its activations in words of ``rows`` bytes, and every
+  pass writes one row of its lanes' sums (one per token and tile under ``linear``);
 * the cycle counters add the full-rate :class:`sim.cycles.CycleCount` of the passes streamed
   back to back (sweeps separated by an instruction that waits for the sequencer, such as
   ``SPLIT`` or ``SETR``, are counted as separate streams). That is what the RTL counts when
