@@ -63,6 +63,22 @@ def test_every_board_elaborates_with_its_pins(name):
     assert len(leds) >= 2, placed                       # activity and busy at least
 
 
+@pytest.mark.parametrize("name", ["ulx3s-85f", "icebreaker"])
+def test_a_board_elaborates_with_the_adder_trees(name):
+    """``tritium build --engine tree``: the board's core with the adder-tree engine (ECP5: its
+    pairs on CCU2C cells; iCE40: weights in SPRAM, no registered ports), without the tools."""
+    from boards import board
+    from boards.build import _board_parts
+    from boards.top import BoardTop
+    b = board(name)
+    platform, pll, core, divisor = _board_parts(b, 4, 2, None, 64, "tree")
+    assert core["engine"] == "tree" and core["act_bytes"] % 4 == 0
+    top = BoardTop(pll, divisor, core, pll_from_pad=b.pll_from_pad)
+    assert top.device.core.info.tree
+    files = platform.prepare(top, name="top").files
+    assert ("CCU2C" in files["top.il"]) == (b.family == "ecp5")
+
+
 def test_upduino_pins_and_clock():
     """The UPduino v3 runs from its 12 MHz oscillator on pin 20 (not a PLL pad, hence
     SB_PLL40_CORE) and talks on the FT232H's lines: rx pin 15, tx pin 14
