@@ -259,7 +259,9 @@ def _cmd_build(args) -> int:
         print(json.dumps(r))
     else:
         cells = "logic cells (LUT4 + FF)" if r["fpga"] == "ice40" else "LUT4"
-        print(f"{r['board']}: {r['rows']}x{r['cols']} ({r['pes']} PEs), {r['lut4']} {cells} of "
+        shape = (f"adder trees of {r['rows']} for {r['cols']} outputs"
+                 if r.get("engine") == "tree" else f"{r['rows']}x{r['cols']}")
+        print(f"{r['board']}: {shape} ({r['pes']} PEs), {r['lut4']} {cells} of "
               f"{r['lut4_available']} ({r['lut4_per_pe']} per PE), {r['ff']} FF, "
               f"{r['ebr']} EBR, {r['dsp']} DSP")
         print(f"clock: {r['achieved_mhz']} MHz achieved, {r['target_mhz']} MHz target: "
