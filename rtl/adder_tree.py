@@ -127,7 +127,7 @@ class TreeLane(wiring.Component):
         # left-out ones as its carry-in (free: yosys gives a one-bit addend the carry chain's
         # input) and the accumulator the last: k/2 - 1 adders and the accumulator, k/2 ones.
         # The others wait a register a level. Counting them instead and adding the count
-        # with the accumulator cost a lane of 32 about 100 of its 587 LUT4 sites on ECP5.
+        # with the accumulator cost a lane of 32 on ECP5 587 LUT4 sites rather than 503.
         # Every level still fits its width: a first operand is -2**(w-1) .. 2**(w-1) - 1, a
         # product -2**(w-1) .. 2**(w-1), so a subtree of 2**d products and the 2**(d-1) - 1
         # carry-ins of its adders sum to -2**(w-1+d) .. 2**(d-1) * (2**w - 1) + 2**(d-1) - 1,
