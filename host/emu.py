@@ -70,9 +70,7 @@ class EmulatedDevice:
         if engine == "tree":
             self.tree = schedule.TreeConfig(k=rows, lanes=cols, acc_bits=acc_bits)
             psum_bits = acc_bits           # as the RTL's INFO reports it: no partial sums
-            if act_bytes % rows:
-                raise ValueError(f"act_bytes ({act_bytes}) must be a multiple of the trees' "
-                                 f"k ({rows})")
+            self.tree.act_words(act_bytes)
         self.config = schedule.ArrayConfig(rows=rows, cols=cols, psum_bits=psum_bits,
                                            acc_bits=acc_bits)
         if result_rows is not None:

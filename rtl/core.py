@@ -251,10 +251,8 @@ class DeviceCore(wiring.Component):
             raise ValueError(f"engine must be 'array' or 'tree', not {engine!r}")
         self.engine = engine
         if engine == "tree":
-            TreeConfig(k=rows, lanes=cols, acc_bits=acc_width)   # refuses a bad tree now
-            if act_bytes % rows:
-                raise ValueError(f"act_bytes ({act_bytes}) must be a multiple of the trees' "
-                                 f"k ({rows}): the buffer holds words of k activations")
+            # refuses a bad tree, and a buffer that is not whole words, now
+            TreeConfig(k=rows, lanes=cols, acc_bits=acc_width).act_words(act_bytes)
         if weight_ram not in (None, "spram"):
             raise ValueError(f"weight_ram must be None or 'spram', not {weight_ram!r}")
         if weight_ram == "spram":

@@ -316,6 +316,14 @@ class TreeConfig:
         """Steps of one pass over K (the last one padded with zeros)."""
         return -(-K // self.k)
 
+    def act_words(self, act_bytes: int) -> int:
+        """Words of ``k`` activations an activation buffer of ``act_bytes`` holds; a buffer
+        that is not a whole number of words is refused (the device's and the emulator's)."""
+        if act_bytes % self.k:
+            raise ValueError(f"act_bytes ({act_bytes}) must be a multiple of the trees' k "
+                             f"({self.k}): the buffer holds words of k activations")
+        return act_bytes // self.k
+
 
 @dataclass(frozen=True, eq=False)
 class TreePass:

@@ -85,3 +85,21 @@ def test_tree_core_in_verilator(registered):
         before = dict(dev.stats)
         dev.linear(*rand_layer(rng, 1, 7, 50))      # fits: one RUN, every step busy once
         assert dev.stats["busy"] - before["busy"] == sum(plan.lengths)
+
+
+def test_a_buffer_of_part_words_is_refused_alike():
+    """The emulator and the RTL core refuse it with the same words (``TreeConfig.act_words``)."""
+    import gc
+    import warnings
+
+    from amaranth.hdl import UnusedElaboratable
+
+    from rtl.core import DeviceCore
+    # (a constructor that raises leaves an elaboratable behind: collected here, unwarned)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        for make in (lambda: open_device("emu", rows=8, cols=2, engine="tree", act_bytes=100),
+                     lambda: DeviceCore(rows=8, cols=2, engine="tree", act_bytes=100)):
+            with pytest.raises(ValueError, match=r"act_bytes \(100\) must be a multiple"):
+                make()
+        gc.collect()

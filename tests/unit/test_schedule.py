@@ -370,6 +370,9 @@ def test_tree_config_validation():
         schedule.TreeConfig(k=64, lanes=1, acc_bits=14)     # the tree's sum needs 15 bits
     cfg = schedule.TreeConfig(k=32, lanes=64)
     assert (cfg.pes, cfg.latency, cfg.steps(2560), cfg.steps(2561)) == (2048, 5, 80, 81)
+    assert cfg.act_words(4096) == 128
+    with pytest.raises(ValueError, match="multiple of the trees' k"):
+        cfg.act_words(4001)
     for bad in (0, -2, 1.5):
         with pytest.raises(ValueError, match="M must be"):
             schedule.plan_tree(cfg, bad, 1, 1)
