@@ -739,13 +739,19 @@ class DeviceCore(wiring.Component):
             # front of them that was the 85F's longest path at 72 MHz (15.5 ns, 13.5 of them
             # routing). With one byte a word the next word is written in the cycle after, at
             # the address moved on. Otherwise the word is written as its last byte arrives.
+            # ``shift`` moves on every cycle, with no enable (its 4,100 flip-flops on the
+            # ULX3S-85F's 32x64 device made an enable of 4,101 loads): the data bytes of a
+            # frame are read one a cycle, from offset 4 to its end (``read_ahead``), so a
+            # word's bytes arrive in consecutive cycles and are all in ``shift`` as its last
+            # one does; what shifts in between words is shifted out again before the next.
             m.d.comb += base3_r.addr.eq(payload_byte)
             decoded_valid = Signal()
+            new_shift = Cat(shift[10:], base3_r.data)
+            m.d.sync += shift.eq(new_shift)
             with m.State("WRITE_WEIGHTS"):
                 m.d.sync += read_ahead + [decoded_valid.eq(byte_valid)]
                 with m.If(decoded_valid):
-                    new_shift = Cat(shift[10:], base3_r.data)
-                    m.d.sync += [count.eq(count + 1), shift.eq(new_shift)]
+                    m.d.sync += count.eq(count + 1)
                     with m.If(word_fill == self.word_bytes - 1):
                         m.d.sync += word_fill.eq(0)
                         if self.registered_ports:
@@ -815,54 +821,57 @@ class DeviceCore(wiring.Component):
         with m.Elif(~small_valid | sender.payload.ready):
             m.d.sync += [small_byte.eq(fetched), small_valid.eq(1),
                          fetch_index.eq(fetch_index + 1)]
-        # READ_RESULTS: read a row into a shift register, then send it a byte at a time from
-        # the register's low end. A block RAM's unregistered output is slow (5.8 ns on an ECP5
-        # -6), so it goes straight into flip-flops rather than through a byte multiplexer (the
-        # longest path of a 2x2 ULX3S build once the controller was pipelined). Width 2 sends
-        # bytes 0 and 1 of each little-endian int32 sum, so it loads the low halves only.
-        # With ``registered_ports`` the row read passes a register of its own (``row_word``, a
-        # cycle more a row) before the shift register: the result buffer's block RAMs across
-        # the die into the shift register's load multiplexer was the ULX3S-85F's longest path
-        # once the weights' was cut (13.1 ns, 5.8 of them the block RAM's clock-to-out).
+        # READ_RESULTS: a row is read into ``row_word``, and its sums go out one at a time from
+        # ``sum_word``, a 32-bit shift register loaded with the next column's sum as the last
+        # byte of a sum is taken (no bubble between sums). Width 2 sends bytes 0 and 1 of each
+        # little-endian int32 sum. Nothing as wide as a row has an enable: the result buffer's
+        # read address holds while a row is sent, so its data, and ``row_word`` behind it,
+        # are loaded every cycle and stay the row. (A row-wide shift register moved by the
+        # sender's ready, and the width's multiplexer in front of it, gave nets of 2,048
+        # loads on the ULX3S-85F's 32x64 adder-tree device: 2,058, 2,056, 2,053 in its netlist.)
+        # A block RAM's unregistered output is slow (5.8 ns on an ECP5 -6): with
+        # ``registered_ports`` the row passes ``row_word`` before the column multiplexer;
+        # otherwise the multiplexer takes the read port (a UP5K's cells are short).
+        # ``row_wait`` counts the cycles until ``row_word`` holds the row at ``row_addr``.
         row_addr = Signal.like(addr)
-        row = Signal(C * 32, reset_less=True)
-        row_byte = Signal(range(4 * C + 1))
-        row_loaded = Signal()
-        row_reading = Signal()
         if self.registered_ports:
             row_word = Signal.like(result_r.data, reset_less=True)
-            row_ready = Signal()        # row_word holds the row read
-            row_busy = row_reading | row_ready
+            m.d.sync += row_word.eq(result_r.data)
+            row_lag = 2
         else:
-            row_word, row_ready, row_busy = result_r.data, row_reading, row_reading
-        row_narrow = Cat(row_word.word_select(c, 32)[:16] for c in range(C))
-        with m.If(sender.start):
-            m.d.sync += [row_addr.eq(addr), row_loaded.eq(0), row_reading.eq(0)]
-            if self.registered_ports:
-                m.d.sync += row_ready.eq(0)
+            row_word, row_lag = result_r.data, 1
+        row_wait = Signal(range(row_lag + 1))
+        column = Signal(range(C))
+        sum_word = Signal(32, reset_less=True)
+        sum_byte = Signal(2)            # bytes of sum_word taken
+        sum_loaded = Signal()
         m.d.comb += result_r.addr.eq(row_addr)
+        with m.If(sender.start):
+            m.d.sync += [row_addr.eq(addr), row_wait.eq(row_lag), column.eq(0),
+                         sum_loaded.eq(0)]
+        with m.Elif(row_wait != 0):
+            m.d.sync += row_wait.eq(row_wait - 1)
         with m.Switch(resp_source):
             with m.Case(0, 1, 3):
                 m.d.comb += [sender.payload.valid.eq(small_valid),
                              sender.payload.payload.eq(small_byte)]
             with m.Case(2):
-                with m.If(~row_loaded & ~row_busy & sender.busy):
-                    m.d.sync += row_reading.eq(1)
-                if self.registered_ports:
-                    with m.If(row_reading):
-                        m.d.sync += [row_word.eq(result_r.data), row_ready.eq(1),
-                                     row_reading.eq(0), row_addr.eq(row_addr + 1)]
-                with m.If(row_ready):
-                    m.d.sync += [row.eq(Mux(narrow, row_narrow, row_word)),
-                                 row_loaded.eq(1), row_ready.eq(0), row_byte.eq(0)]
-                    if not self.registered_ports:
-                        m.d.sync += row_addr.eq(row_addr + 1)
-                m.d.comb += [sender.payload.valid.eq(row_loaded),
-                             sender.payload.payload.eq(row[:8])]
-                with m.If(sender.payload.valid & sender.payload.ready):
-                    m.d.sync += [row.eq(row[8:]), row_byte.eq(row_byte + 1)]
-                    with m.If(row_byte == Mux(narrow, 2 * C - 1, 4 * C - 1)):
-                        m.d.sync += row_loaded.eq(0)
+                taken_byte = sender.payload.valid & sender.payload.ready
+                sum_done = taken_byte & (sum_byte == Mux(narrow, 1, 3))
+                m.d.comb += [sender.payload.valid.eq(sum_loaded),
+                             sender.payload.payload.eq(sum_word[:8])]
+                with m.If(taken_byte):
+                    m.d.sync += [sum_word.eq(sum_word[8:]), sum_byte.eq(sum_byte + 1)]
+                    with m.If(sum_done):
+                        m.d.sync += sum_loaded.eq(0)
+                with m.If((~sum_loaded | sum_done) & (row_wait == 0) & sender.busy &
+                          ~sender.start):
+                    m.d.sync += [sum_word.eq(row_word.word_select(column, 32) if C > 1
+                                             else row_word[:32]),
+                                 sum_loaded.eq(1), sum_byte.eq(0), column.eq(column + 1)]
+                    with m.If(column == C - 1):     # the row's last sum: read the next row
+                        m.d.sync += [column.eq(0), row_addr.eq(row_addr + 1),
+                                     row_wait.eq(row_lag)]
 
         # -- sequencer: stream sweeps through the engine at one step per cycle ---------------
         # A sweep is one tile of weights (words weights + k) for ``tokens`` tokens (activations
@@ -893,7 +902,7 @@ class DeviceCore(wiring.Component):
         # Operand registers have no reset, valid bits do: data is only read where its valid
         # bit says so, and a reset on every weight bit made the domain's reset the widest net
         # of the ULX3S-85F's core (docs/architecture.md, "Data registers without a reset").
-        # So do ``shift``, ``row`` and ``row_word``, filled before anything reads them.
+        # So do ``shift``, ``row_word`` and ``sum_word``, filled before anything reads them.
         s1_valid = Signal()        # the operands read last cycle are on the read ports
         s2_valid = Signal()        # the registered operands are offered to the engine
         s2_weights = Signal.like(weight_r.data, reset_less=True)
