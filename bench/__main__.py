@@ -402,7 +402,8 @@ def estimate_runs(quick: bool) -> dict:
 
     def brief(r):
         out = {"device": f"{r['device']['board']} {r['device']['rows']}x{r['device']['cols']} "
-                         f"at {r['device']['clock_hz'] / 1e6:g} MHz", "link": r["link"]["spec"],
+                         f"at {r['device']['clock_hz'] / 1e6:g} MHz",
+               "engine": r["device"]["engine"], "link": r["link"]["spec"],
                "resident": r["residency"]["all_resident"]}
         for name, p in r["phases"].items():
             out[name] = {"tokens": p["tokens"], "tokens_per_second": p["tokens_per_second"],
@@ -415,16 +416,21 @@ def estimate_runs(quick: bool) -> dict:
 
     tiny = est.load_workload(preset="tiny")
     big = est.load_workload(preset="bitnet-b1.58-2B-4T")
+    links = ("uart:3000000", "pcie:gen1x1", "pcie:gen2x1", "mem:25.6", "mem:460:hbm")
     return {
         "command": "tritium estimate --preset tiny --board BOARD --batch 16; tritium estimate "
-                   "--preset bitnet-b1.58-2B-4T --board ulx3s-85f-goal --rows 16 --cols 64 "
-                   "--link LINK --batch 64",
+                   "--preset bitnet-b1.58-2B-4T --board ulx3s-85f-goal [--engine array --rows "
+                   "16 --cols 64] --link LINK --batch 64",
         "tiny": {name: brief(est.estimate(tiny, board=name, batch=16))
                  for name in board_table.BOARDS},
+        # the largest array the ECP5 line fits on the 85F, and the goal's adder trees
         "bitnet-b1.58-2B-4T": {link: brief(est.estimate(big, board="ulx3s-85f-goal", rows=16,
-                                                        cols=64, link=link, batch=64))
-                               for link in ("uart:3000000", "pcie:gen2x1", "mem:25.6",
-                                            "mem:460:hbm")},
+                                                        cols=64, link=link, batch=64,
+                                                        engine="array"))
+                               for link in links},
+        "bitnet-b1.58-2B-4T_trees_32x64": {
+            link: brief(est.estimate(big, board="ulx3s-85f-goal", link=link, batch=64))
+            for link in links},
         "sweep_best": {"tiny": est.sweep(tiny)["why"],
                        "bitnet-b1.58-2B-4T over mem:25.6":
                            est.sweep(big, link="mem:25.6")["why"]},

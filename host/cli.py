@@ -10,27 +10,45 @@ from sim import cycles, schedule
 
 
 def _cmd_plan(args) -> int:
-    """Show how a linear layer maps onto an array and what the cycle model predicts."""
-    cfg = schedule.ArrayConfig(rows=args.rows, cols=args.cols, psum_bits=args.psum_bits)
-    plan = schedule.plan_linear(cfg, args.m, args.n, args.k)
-    total = cycles.plan_cycles(plan)
-    report = {
-        "array": {"rows": cfg.rows, "cols": cfg.cols, "psum_bits": cfg.psum_bits,
-                  "pass_k_max": cfg.pass_k_max},
-        "layer": {"M": plan.M, "N": plan.N, "K": plan.K},
-        "mapping": plan.mapping,
-        "passes": len(plan.passes),
-        "k_chunks": len(plan.chunks),
-        "cycles": total,
-        "utilization": round(cycles.utilization(plan, total), 4),
-    }
-    if args.json:
-        print(json.dumps(report))
+    """Show how a linear layer maps onto an engine and what the cycle model predicts."""
+    if args.engine == "tree":
+        tree = schedule.TreeConfig(k=args.rows, lanes=args.cols)
+        plan = schedule.plan_tree(tree, args.m, args.n, args.k)
+        total = cycles.tree_plan_cycles(plan)
+        report = {
+            "engine": "tree",
+            "trees": {"k": tree.k, "lanes": tree.lanes, "acc_bits": tree.acc_bits,
+                      "latency": tree.latency, "k_max": tree.k_max},
+            "layer": {"M": plan.M, "N": plan.N, "K": plan.K},
+            "passes": len(plan.passes),
+            "steps_per_pass": tree.steps(plan.K),
+            "cycles": total,
+            "utilization": round(cycles.tree_utilization(plan, total), 4),
+        }
+        text = (f"{plan.M}x{plan.K} @ ({plan.N}x{plan.K})^T on adder trees of k = {tree.k} "
+                f"for {tree.lanes} lanes: {len(plan.passes)} passes of "
+                f"{report['steps_per_pass']} steps, {total} cycles, "
+                f"{100 * report['utilization']:.1f}% product utilization")
     else:
-        print(f"{plan.M}x{plan.K} @ ({plan.N}x{plan.K})^T on a {cfg.rows}x{cfg.cols} array: "
-              f"mapping '{plan.mapping}', {len(plan.passes)} passes "
-              f"({len(plan.chunks)} chunk(s) of K), {total} cycles, "
-              f"{100 * report['utilization']:.1f}% PE utilization")
+        cfg = schedule.ArrayConfig(rows=args.rows, cols=args.cols, psum_bits=args.psum_bits)
+        plan = schedule.plan_linear(cfg, args.m, args.n, args.k)
+        total = cycles.plan_cycles(plan)
+        report = {
+            "engine": "array",
+            "array": {"rows": cfg.rows, "cols": cfg.cols, "psum_bits": cfg.psum_bits,
+                      "pass_k_max": cfg.pass_k_max},
+            "layer": {"M": plan.M, "N": plan.N, "K": plan.K},
+            "mapping": plan.mapping,
+            "passes": len(plan.passes),
+            "k_chunks": len(plan.chunks),
+            "cycles": total,
+            "utilization": round(cycles.utilization(plan, total), 4),
+        }
+        text = (f"{plan.M}x{plan.K} @ ({plan.N}x{plan.K})^T on a {cfg.rows}x{cfg.cols} array: "
+                f"mapping '{plan.mapping}', {len(plan.passes)} passes "
+                f"({len(plan.chunks)} chunk(s) of K), {total} cycles, "
+                f"{100 * report['utilization']:.1f}% PE utilization")
+    print(json.dumps(report) if args.json else text)
     return 0
 
 
@@ -300,7 +318,7 @@ def _cmd_estimate(args) -> int:
         return 0
     r = est.estimate(work, board=args.board or est.DEFAULT_BOARD, rows=args.rows,
                      cols=args.cols, freq_mhz=args.freq, link=args.link, batch=args.batch,
-                     node=args.node, static_mw=args.static_mw)
+                     node=args.node, static_mw=args.static_mw, engine=args.engine)
     if args.plot:
         for path in est.plot(r, args.plot):
             print(f"tritium: wrote {path}", file=sys.stderr)
@@ -320,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=16)
     p.add_argument("--cols", type=int, default=16)
     p.add_argument("--psum-bits", type=int, default=16)
+    p.add_argument("--engine", choices=("array", "tree"), default="array",
+                   help="the PE array, or adder trees of --rows products (a power of two) "
+                        "for --cols outputs")
     p.add_argument("-m", type=int, default=1, help="tokens (M)")
     p.add_argument("-n", type=int, required=True, help="outputs (N)")
     p.add_argument("-k", type=int, required=True, help="inputs (K)")
@@ -407,8 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "tiny (the bundled model)")
     p.add_argument("--board", help="a board of 'tritium boards' or a target (default "
                                    "ulx3s-85f; with --sweep: only this board)")
-    p.add_argument("--rows", type=int, help="array rows (default: the board's)")
-    p.add_argument("--cols", type=int, help="array columns (default: the board's)")
+    p.add_argument("--rows", type=int, help="array rows, or the trees' k (default: the board's)")
+    p.add_argument("--cols", type=int, help="array columns, or the trees' lanes (default: the "
+                                            "board's)")
+    p.add_argument("--engine", choices=("array", "tree"),
+                   help="the PE array or the adder trees (default: the board's; "
+                        "'tritium boards' names it)")
     p.add_argument("--freq", type=float, help="array clock in MHz (default: the board's)")
     p.add_argument("--link", help="uart:BAUD, pcie:genG[xW] or mem:GBPS[:ddr|hbm] (default: "
                                   "the board's UART)")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from firmware.commands import DeviceInfo
 from rtl.uart import DEFAULT_FIFO_DEPTH as UART_FIFO_DEPTH
-from sim import boards, energy, schedule
+from sim import boards, energy
 
 from .checkpoint import BitNetConfig, load_checkpoint
 from .model import GROUPS
@@ -248,7 +248,7 @@ def workload_of(ckpt, name: str, source: str) -> Workload:
 
 # -- the estimate ------------------------------------------------------------------------------
 
-def _device(board: str, rows, cols, freq_mhz):
+def _device(board: str, rows, cols, freq_mhz, engine=None):
     b = boards.board(board)
     clock = freq_mhz * 1e6 if freq_mhz else b.clock_hz
     if clock <= 0:
@@ -256,7 +256,7 @@ def _device(board: str, rows, cols, freq_mhz):
     for name, v in (("rows", rows), ("cols", cols)):
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    info = b.device_info(rows, cols, clock)
+    info = b.device_info(rows, cols, clock, engine)
     return b, info, clock
 
 
@@ -355,16 +355,20 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
     return out, total
 
 
-def _work(work: Workload, c: CallCost, cfg: schedule.ArrayConfig, macs: int,
+def _work(work: Workload, c: CallCost, planner: RequestPlanner, macs: int,
           seconds: float, activity: float | None = None) -> energy.Work:
     """What the energy model counts of the calls ``c`` (``macs`` of them, in ``seconds``)."""
     nonzero = 1.0 - work.zero_fraction if work.zero_fraction is not None else 1.0
+    cfg = planner.config
+    # The array adds each PE's sum of a pass into the accumulator once; the trees add each
+    # lane's sum every step. Every step reads a weight word, and an activation byte (the
+    # array) or k of them (the trees).
+    accumulations = (c.busy_cycles * cfg.cols if planner.tree else c.passes * cfg.pes)
     return energy.Work(
         macs=macs, nonzero_macs=macs * nonzero,
-        accumulations=c.passes * cfg.pes,
-        # every step reads a weight word and an activation byte
+        accumulations=accumulations,
         weight_bits=c.busy_cycles * cfg.pes * boards.TRIT_BITS,
-        act_bits=c.busy_cycles * cfg.act_bits,
+        act_bits=c.busy_cycles * planner.unit * cfg.act_bits,
         # each result row is written once by the accumulator and read once by READ_RESULTS
         result_bits=2 * c.result_rows * cfg.cols * cfg.acc_bits,
         link_bits=8 * (c.bytes_sent + c.bytes_received),
@@ -375,17 +379,19 @@ def _work(work: Workload, c: CallCost, cfg: schedule.ArrayConfig, macs: int,
 def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = None,
              cols: int | None = None, freq_mhz: float | None = None, link: str | None = None,
              batch: int = 1, node: str = DEFAULT_NODE, static_mw: float | None = None,
-             max_frame: int | None = None, info: DeviceInfo | None = None) -> dict:
+             max_frame: int | None = None, info: DeviceInfo | None = None,
+             engine: str | None = None) -> dict:
     """The JSON report (schema ``SCHEMA``, docs/estimates.md) of ``work`` on ``board``: the
     decode phase (one token through every layer) and the prefill of ``batch`` tokens.
 
     ``info`` (a device's ``INFO``, e.g. ``DeviceInfo(**dev.info)``) replaces the board's build
     with that device's array and memories; the board still gives the weight memory's read
-    width, the FPGA family and the default link. ``max_frame`` is ``Device(max_frame=)``."""
+    width, the FPGA family and the default link. ``max_frame`` is ``Device(max_frame=)``.
+    ``engine`` ("array" or "tree") replaces the board's engine (``sim.boards.Board.engine``)."""
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     energy.check_node(node)
-    b, board_info, clock = _device(board, rows, cols, freq_mhz)
+    b, board_info, clock = _device(board, rows, cols, freq_mhz, engine)
     if info is None:
         info = board_info
     elif not freq_mhz and info.clock_hz:
@@ -397,13 +403,14 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
     planner = RequestPlanner(info, max_frame, bytes_per_second=ln.bytes_per_second,
                              rx_buffer=UART_FIFO_DEPTH if ln.kind == "uart" else None)
     cfg = planner.config
-    if max(K for _, _, K in work.calls) > cfg.k_max:
+    k_max = planner.tree.k_max if planner.tree else cfg.k_max
+    if max(K for _, _, K in work.calls) > k_max:
         raise ValueError(f"{work.name}: K up to {max(K for _, _, K in work.calls)} exceeds the "
-                         f"device's k_max {cfg.k_max}")
+                         f"device's k_max {k_max}")
     cycles_per_word = math.ceil(cfg.pes * boards.TRIT_BITS / b.memory_bits_per_cycle)
     # Residency as Device.load_many decides it, layer by layer, call by call.
     memory = WeightMemory(info.weight_words)
-    layers = [(schedule.resident_words(cfg, N, K), K)
+    layers = [(planner.resident_words(N, K), K)
               for _ in range(work.config.num_hidden_layers) for _, N, K in work.calls]
     bases = memory.place(layers)
     scratch = memory.largest()[1]
@@ -417,12 +424,12 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
         return energy.energy(w, node=node, link_pj_per_bit=ln.pj_per_bit, static_mw=static_mw)
 
     def joules(c: CallCost, macs: int, seconds: float) -> dict:
-        return of_work(_work(work, c, cfg, macs, seconds))
+        return of_work(_work(work, c, planner, macs, seconds))
 
     phases = {}
     for phase, M in (("decode", 1), ("prefill", batch)):
         p, total = _phase(work, planner, bases, scratch, M, clock, cycles_per_word, ln, joules)
-        w = _work(work, total, cfg, p["macs"], p["seconds"]["total"])
+        w = _work(work, total, planner, p["macs"], p["seconds"]["total"])
         e = of_work(w)
         p["energy"] = {
             "joules": e,
@@ -431,7 +438,7 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
             "activity": {"ratio": work.activity_ratio,
                          "measured": work.activity is not None,
                          "arithmetic_unscaled": energy.energy(
-                             _work(work, total, cfg, p["macs"], p["seconds"]["total"],
+                             _work(work, total, planner, p["macs"], p["seconds"]["total"],
                                    activity=1.0),
                              node=node, link_pj_per_bit=None, static_mw=None)["arithmetic"]},
             "baselines": energy.baselines(w, node=node)}
@@ -447,6 +454,7 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
                   "ternary_parameters": work.ternary_parameters,
                   "zero_fraction": work.zero_fraction},
         "device": {"board": b.name, "fpga": b.fpga, "family": b.family, "basis": b.basis,
+                   "engine": "tree" if planner.tree else "array",
                    "rows": cfg.rows, "cols": cfg.cols, "pes": cfg.pes, "clock_hz": clock,
                    "weight_words": info.weight_words, "act_bytes": info.act_bytes,
                    "result_rows": info.result_rows,
@@ -477,6 +485,7 @@ def project(work: Workload, names=None) -> dict:
         r = estimate(work, board=name)
         d = r["phases"]["decode"]
         out[name] = {"board": name, "basis": b.basis, "array": f"{b.rows}x{b.cols}",
+                     "engine": b.engine,
                      "clock_mhz": b.clock_hz / 1e6, "baud": b.baud,
                      "resident": r["residency"]["all_resident"],
                      "tokens_per_second": d["tokens_per_second"], "bound": d["bound"],
@@ -494,11 +503,12 @@ SWEEP_SHAPES = tuple((r, c) for r in (2, 4, 8, 16, 32) for c in (2, 4, 8, 16, 32
 
 
 def _measured_builds() -> dict[str, list[dict]]:
-    """Built runs of the checked-in sweeps (``make sweep``), by FPGA family."""
+    """Built runs of the array engine in the checked-in sweeps (``make sweep``), by FPGA
+    family (the adder trees' LUT4s a PE follow another line)."""
     out: dict[str, list[dict]] = {}
     for path in sorted(SWEEPS.glob("*.json")):
         for run in json.loads(path.read_text()).get("runs", []):
-            if run.get("built") and run.get("lut4"):
+            if run.get("built") and run.get("lut4") and run.get("engine", "array") == "array":
                 out.setdefault(run["fpga"], []).append(run)
     return out
 
@@ -519,7 +529,8 @@ def logic_fit(runs: list[dict]) -> tuple[float, float] | None:
 
 def sweep(work: Workload, *, board_names=None, link: str | None = None, batch: int = 1,
           node: str = DEFAULT_NODE, margin: float = 0.9) -> dict:
-    """Every shape of ``SWEEP_SHAPES`` on every board: which fit, and the best for ``work`` by
+    """Every array shape of ``SWEEP_SHAPES`` on every board (the array engine, whatever the
+    board's row says): which fit, and the best for ``work`` by
     decode tokens per second. A shape that was built runs at its build's clock and UART rate;
     the others at the board's row in ``sim.boards`` (its target or measured default).
 
@@ -550,7 +561,7 @@ def sweep(work: Workload, *, board_names=None, link: str | None = None, batch: i
                 lut4, basis, fits = None, "unknown", False
             try:
                 e = estimate(work, board=name, rows=r, cols=c, freq_mhz=freq, link=via,
-                             batch=batch, node=node)
+                             batch=batch, node=node, engine="array")
             except ValueError:
                 continue                    # K beyond this shape's k_max: not a candidate
             d, p = e["phases"]["decode"], e["phases"]["prefill"]
@@ -600,7 +611,9 @@ def markdown(r: dict) -> str:
     """A short Markdown summary of an :func:`estimate` report."""
     m, d, ln = r["model"], r["device"], r["link"]
     res = r["residency"]
-    lines = [f"# {m['name']} on {d['board']} ({d['rows']}x{d['cols']} array at "
+    shape = (f"adder trees, k = {d['rows']} x {d['cols']} lanes" if d.get("engine") == "tree"
+             else f"{d['rows']}x{d['cols']} array")
+    lines = [f"# {m['name']} on {d['board']} ({shape} at "
              f"{d['clock_hz'] / 1e6:g} MHz, {ln['spec']})", "",
              f"- model: {m['layers']} layers, hidden {m['hidden_size']}, FFN "
              f"{m['intermediate_size']}, {m['ternary_parameters']:,} ternary weights"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from firmware.commands import DeviceInfo
+from firmware.commands import DeviceInfo, Engine
 from rtl.spram import SPRAM_DEPTH, SPRAM_WIDTH, SPRAMS
 
 from . import schedule
@@ -79,6 +79,7 @@ class Board:
     lut4: int                   # logic cells (LUT4s) nextpnr can place on the FPGA
     bridge: str = ""            # the USB-UART bridge chip (sim.energy.BRIDGE_POWER)
     note: str = ""
+    engine: str = "array"       # "array", or "tree": rows are the trees' k, cols their lanes
 
     @property
     def array(self) -> schedule.ArrayConfig:
@@ -93,16 +94,26 @@ class Board:
         return "ice40" if self.fpga.startswith("iCE40") else "ecp5"
 
     def device_info(self, rows: int | None = None, cols: int | None = None,
-                    clock_hz: float | None = None) -> DeviceInfo:
+                    clock_hz: float | None = None, engine: str | None = None) -> DeviceInfo:
         """What ``INFO`` would report for this board's build (``core_config``), optionally with
-        another array shape (the same weight memory in trits) or clock."""
+        another array shape (the same weight memory in trits), clock or engine."""
         rows, cols = rows or self.rows, cols or self.cols
-        core = core_config(rows, cols, max(1, self.weight_trits // (rows * cols)), self.family)
-        return DeviceInfo(rows=rows, cols=cols, weight_words=core["weight_words"],
+        engine = engine or self.engine
+        if engine not in ("array", "tree"):
+            raise ValueError(f"unknown engine {engine!r}; known: array, tree")
+        core = core_config(rows, cols, max(1, self.weight_trits // (rows * cols)), self.family,
+                           engine)
+        if engine == "tree":
+            # the trees' rules (a power of two k, whole words of k bytes in the buffer)
+            schedule.TreeConfig(k=rows, lanes=cols).act_words(core["act_bytes"])
+        info = DeviceInfo(rows=rows, cols=cols, weight_words=core["weight_words"],
                           act_bytes=core["act_bytes"], result_rows=core["result_rows"],
                           max_payload=core["max_payload"], program_words=core["program_words"],
                           counter_bits=core["counter_bits"],
                           clock_hz=int(clock_hz or self.clock_hz), frame_timeout=1 << 16)
+        if engine == "tree":    # no partial sums: a lane accumulates at the result's width
+            info = replace(info, engine=Engine.TREE.value, psum_bits=info.acc_bits)
+        return info
 
 
 # Built: boards/sweeps/ulx3s-85f-default.json (16x32 with the goal's 1 Mtrit in 2048 words,
@@ -160,11 +171,13 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # FT2232H, goes to 12 Mbaud) at 6 Mbaud, clocked from the 12 MHz oscillator (the board's
     # OSC jumper must be closed).
     replace(_ICEBREAKER, name="upduino-v3", bridge="FT232H", note="FT232H bridge at 6 Mbaud"),
-    # Issue #4's goals, not built at this size (yet):
+    # Issue #4's goals, not built at this size (yet). The 85F's is the adder-tree engine,
+    # k = 32 products for each of 64 lanes a cycle (docs/architecture.md, "The adder-tree
+    # engine": a 32x64 array does not fit the die's flip-flops).
     Board("ulx3s-85f-goal", "ECP5 LFE5U-85F", rows=32, cols=64, clock_hz=100e6, baud=3_000_000,
           # 2048 trits x 2 bits per word: 114 of the 208 DP16KD blocks at 36 x 512
           weight_trits=512 * 2048, memory_bits_per_cycle=114 * 36, basis="target", lut4=83640,
-          bridge="FT231X", note="FT231X bridge at 3 Mbaud"),
+          bridge="FT231X", note="FT231X bridge at 3 Mbaud", engine="tree"),
     Board("icebreaker-goal", "iCE40 UP5K", rows=8, cols=16, clock_hz=24e6, baud=12_000_000,
           # the four 256-kbit SPRAMs side by side: 64 bits per cycle
           weight_trits=SPRAM_TRITS, memory_bits_per_cycle=4 * 16, basis="target",

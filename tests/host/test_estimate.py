@@ -129,13 +129,19 @@ def test_residency_and_streaming_on_the_2b_model():
                           ("gate_up", 2 * 6912, 2560), ("down", 2560, 6912)]
     assert work.ternary_parameters == 30 * (3840 * 2560 + 2560 * 2560 + 13824 * 2560
                                             + 2560 * 6912)
-    r = est.estimate(work, board="ulx3s-85f-goal")
-    assert r["residency"]["streamed_calls"] == 120 and r["residency"]["upload_bytes"] == 0
-    d = r["phases"]["decode"]
-    # Streamed weights cross the link every token, as base3 words of 2048 trits (410 bytes).
-    words = sum(math.ceil(N / 2048) * K for _, N, K in work.calls) * 30
-    assert d["bytes"]["weights"] >= words * 410
-    assert d["bound"] == "link"
+    # Streamed weights cross the link every token, as base3 words of 2048 trits (410 bytes):
+    # on the array a word is one element of K for 2048 outputs, on the goal's adder trees
+    # (k = 32, 64 lanes) 32 elements of K for 64 outputs.
+    array_words = sum(math.ceil(N / 2048) * K for _, N, K in work.calls) * 30
+    tree_words = sum(math.ceil(N / 64) * math.ceil(K / 32) for _, N, K in work.calls) * 30
+    for engine, words in (("array", array_words), ("tree", tree_words)):
+        r = est.estimate(work, board="ulx3s-85f-goal", engine=engine)
+        assert r["residency"]["streamed_calls"] == 120 and r["residency"]["upload_bytes"] == 0
+        d = r["phases"]["decode"]
+        assert d["cycles"]["busy"] == words
+        # two words a frame of at most 1024 bytes: its address, header and CRC add 2 to 3%
+        assert words * 410 <= d["bytes"]["weights"] < words * 410 * 1.03
+        assert d["bound"] == "link"
     # On a 25.6 GB/s memory next to the array the same token is bound by the array.
     fast = est.estimate(work, board="ulx3s-85f-goal", link="mem:25.6")["phases"]["decode"]
     assert fast["tokens_per_second"] > 1000 * d["tokens_per_second"]
@@ -288,6 +294,16 @@ def test_cli_json_and_summary(capsys, tmp_path):
     assert err.count("tritium: wrote") == 3
     assert main(["estimate", "--preset", "tiny", "--sweep", "--board", "ecpix5-85f"]) == 0
     assert "Best: ecpix5-85f" in capsys.readouterr().out
+    # the board's engine or another: the tiny model's layers (q|k|v 384, o 128, gate|up 256
+    # and down 128 outputs, K = 128) on trees of k = 16 for 32 lanes: 28 tiles of 8 steps
+    assert main(["estimate", "--preset", "tiny", "--engine", "tree", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["device"]["engine"] == "tree" and out["device"]["rows"] == 16
+    assert out["phases"]["decode"]["cycles"]["busy"] == 4 * (384 + 128 + 256 + 128) // 32 * 8
+    assert main(["estimate", "--preset", "tiny", "--board", "ulx3s-85f-goal"]) == 0
+    assert "(adder trees, k = 32 x 64 lanes at 100 MHz" in capsys.readouterr().out
+    assert main(["estimate", "--preset", "tiny", "--engine", "tree", "--rows", "12"]) == 2
+    assert "power of two" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -29,6 +29,23 @@ def test_builds_as_the_boards_make_them():
     assert boards.board("ulx3s-12f").family == "ecp5"
 
 
+def test_a_tree_row_reports_what_its_core_would():
+    """The 85F goal's row is the adder trees: its INFO is the one the device core it would
+    be built with reports, engine included (sim.boards.core_config, rtl.core.DeviceCore)."""
+    from rtl.core import DeviceCore
+    b = boards.board("ulx3s-85f-goal")
+    info = b.device_info()
+    core = DeviceCore(**boards.core_config(32, 64, 512, "ecp5", "tree"),
+                      clock_hz=int(b.clock_hz), frame_timeout=1 << 16)
+    assert info == core.info and info.tree and info.weight_words == 512
+    # the array on the same row: the same trits in as many words of 2048
+    assert not b.device_info(engine="array").tree
+    with pytest.raises(ValueError, match="power of two"):
+        b.device_info(24, 64)
+    with pytest.raises(ValueError, match="unknown engine"):
+        b.device_info(engine="systolic")
+
+
 def test_padding_decides_what_is_resident():
     # N = 64 takes a whole tile of 128 outputs on the 8x16 iCEBreaker target: 32 such
     # calls of K = 128 fill its 4096 words exactly, one more streams.
@@ -45,11 +62,29 @@ def test_padding_decides_what_is_resident():
 
 def test_ulx3s_is_compute_bound_on_a_fast_memory():
     w = _work([("x", 2048, 100)])
-    d = est.estimate(w, board="ulx3s-85f-goal", link="mem:1000")["phases"]["decode"]
+    r = est.estimate(w, board="ulx3s-85f-goal", link="mem:1000", engine="array")
+    d = r["phases"]["decode"]
     # 32x64 at 100 MHz, a word of 2048 trits read whole every cycle (114 x 36-bit EBR); the
     # array drains 32 rows through its drain register
+    assert r["device"]["engine"] == "array"
     assert d["cycles"]["memory"] == 100 and d["cycles"]["array"] == 100 + 32 + 1
     assert d["bound"] == "compute"
+
+
+def test_the_85f_goal_is_the_adder_trees():
+    """The goal's row runs k = 32 trees for 64 lanes: N = 2048 is 32 passes of 64 outputs,
+    each K = 100 in ceil(100 / 32) = 4 steps of a word. A pass's last step waits for the
+    previous pass's result, log2(32) + 2 = 7 cycles after its own last step; the last result
+    leaves log2(32) + 1 cycles after the last step: 4 + 31 * 7 + 6 cycles."""
+    w = _work([("x", 2048, 100)])
+    r = est.estimate(w, board="ulx3s-85f-goal", link="mem:1000")
+    d = r["phases"]["decode"]
+    assert r["device"]["engine"] == "tree" and r["device"]["pes"] == 2048
+    assert d["cycles"]["busy"] == 32 * 4 and d["cycles"]["memory"] == 32 * 4
+    assert d["cycles"]["array"] == 4 + 31 * 7 + 6
+    assert d["bound"] == "compute"
+    # one result row a pass, 64 int32 sums (4 bytes each while K is past the int16 bound)
+    assert d["passes"] == 32
 
 
 def test_measured_16x16_board_and_the_bundled_model():
