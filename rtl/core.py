@@ -864,8 +864,7 @@ class DeviceCore(wiring.Component):
                     m.d.sync += [sum_word.eq(sum_word[8:]), sum_byte.eq(sum_byte + 1)]
                     with m.If(sum_done):
                         m.d.sync += sum_loaded.eq(0)
-                with m.If((~sum_loaded | sum_done) & (row_wait == 0) & sender.busy &
-                          ~sender.start):
+                with m.If((~sum_loaded | sum_done) & (row_wait == 0) & sender.busy):
                     m.d.sync += [sum_word.eq(row_word.word_select(column, 32) if C > 1
                                              else row_word[:32]),
                                  sum_loaded.eq(1), sum_byte.eq(0), column.eq(column + 1)]
