@@ -743,7 +743,8 @@ class DeviceCore(wiring.Component):
             # ULX3S-85F's 32x64 device made an enable of 4,101 loads): the data bytes of a
             # frame are read one a cycle, from offset 4 to its end (``read_ahead``), so a
             # word's bytes arrive in consecutive cycles and are all in ``shift`` as its last
-            # one does; what shifts in between words is shifted out again before the next.
+            # one does (whatever shifted in before the frame's first byte is shifted out by
+            # its first word).
             m.d.comb += base3_r.addr.eq(payload_byte)
             decoded_valid = Signal()
             new_shift = Cat(shift[10:], base3_r.data)
@@ -823,12 +824,13 @@ class DeviceCore(wiring.Component):
                          fetch_index.eq(fetch_index + 1)]
         # READ_RESULTS: a row is read into ``row_word``, and its sums go out one at a time from
         # ``sum_word``, a 32-bit shift register loaded with the next column's sum as the last
-        # byte of a sum is taken (no bubble between sums). Width 2 sends bytes 0 and 1 of each
-        # little-endian int32 sum. Nothing as wide as a row has an enable: the result buffer's
-        # read address holds while a row is sent, so its data, and ``row_word`` behind it,
-        # are loaded every cycle and stay the row. (A row-wide shift register moved by the
-        # sender's ready, and the width's multiplexer in front of it, gave nets of 2,048
-        # loads on the ULX3S-85F's 32x64 adder-tree device: 2,058, 2,056, 2,053 in its netlist.)
+        # byte of a sum is taken (no bubble between the sums of a row). Width 2 sends bytes 0
+        # and 1 of each little-endian int32 sum. Nothing as wide as a row has an enable: the
+        # result buffer's read address holds while a row is sent, so its data, and
+        # ``row_word`` behind it, are loaded every cycle and stay the row. (A row-wide shift
+        # register moved by the sender's ready, and the width's multiplexer in front of it,
+        # gave nets of 2,048 loads on the ULX3S-85F's 32x64 adder-tree device: 2,058, 2,056
+        # and 2,053 in its netlist.)
         # A block RAM's unregistered output is slow (5.8 ns on an ECP5 -6): with
         # ``registered_ports`` the row passes ``row_word`` before the column multiplexer;
         # otherwise the multiplexer takes the read port (a UP5K's cells are short).
