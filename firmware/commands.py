@@ -33,7 +33,7 @@ __all__ = [
     "COUNTER_NAMES", "COUNTERS_FORMAT", "COUNTERS_SIZE", "Counters",
 ]
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 REQUEST_SYNC = 0xA5          # first byte of every request (host to device)
 RESPONSE_SYNC = 0x5A         # first byte of every response (device to host)
 

@@ -515,7 +515,7 @@ class Device:
         trits = np.zeros((len(plan.passes), S, 5 * self.word_bytes), dtype=np.int8)
         x0 = np.zeros((1, K), dtype=np.int8)
         for t, p in enumerate(plan.passes):              # one pass per tile (M = 1)
-            beats, _ = schedule.tree_pass_operands(plan, p, w, x0)    # (S, k, lanes)
+            beats, _ = schedule.tree_pass_operands(plan, p, w, x0)    # (S, lanes, k)
             trits[t, :, :tree.pes] = beats.reshape(S, tree.pes)
         return packing.pack_base3(trits).reshape(len(plan.passes), S, self.word_bytes)
 

@@ -304,9 +304,9 @@ class EmulatedDevice:
         streams them when a program splits K further."""
         k, lanes, S, M = self.tree.k, self.tree.lanes, sw.split.k, sw.tokens
         words = _window(self.weights, sw.weights, S)                 # (S, k*lanes) codes
-        w = words.reshape(S, k, lanes).astype(np.int64) - 1          # [step, i, lane] trits
+        w = words.reshape(S, lanes, k).astype(np.int64) - 1          # [step, lane, i] trits
         x = _window(self.acts, sw.acts * k, M * S * k).reshape(M, S, k).astype(np.int64)
-        per_step = np.einsum("sil,msi->msl", w, x)                   # (M, S, lanes)
+        per_step = np.einsum("sli,msi->msl", w, x)                   # (M, S, lanes)
         passes = schedule.split_k(S, sw.split.n)
         for m in range(M):
             for s0, s1 in passes:

@@ -8,9 +8,11 @@ pipelined adder tree and accumulates the tree's sums in ``acc_width`` bits, so
 
 * a product costs its share of the tree, not a register of its own, and nothing is drained;
 * K is never split into chunks: the accumulator is as wide as the result;
-* the operand beats have the array's shapes with ``rows = k``, ``cols = lanes``: the weight
-  beat is the same ``k x lanes`` trit block (``rtl.systolic.weight_layout``), the activation
-  beat ``k`` int8s, here ``k`` consecutive elements of K of one token.
+* a weight beat is the ``k x lanes`` trits of a step, as wide as the array's with ``rows =
+  k``, ``cols = lanes``, so weight words and memory are the array's, but *lane-major*
+  (:func:`tree_weight_layout`): a lane's ``k`` trits are adjacent in the word, so each lane
+  reads its own one or two block RAMs of the weight memory rather than a trit from every
+  one; the activation beat is ``k`` int8s, here ``k`` consecutive elements of K of one token.
 
 Arithmetic, the same in both adders so that the simulated engine is the built one:
 
@@ -41,8 +43,16 @@ from amaranth.lib.wiring import In, Out
 from sim.schedule import TreeConfig
 
 from .accumulator import result_row_layout
-from .systolic import weight_layout
 from .ternary_pe import TernaryPE, Trit, ccu2c_ternary_sum
+
+
+def tree_weight_layout(k: int, lanes: int) -> data.ArrayLayout:
+    """One weight beat: ``k`` trits for each lane, indexed ``[lane][i]`` (trit ``lane*k + i``
+    of the word, ``sim.schedule.tree_pass_operands``). Row-major, as the array's beat, lane
+    l's trits were spread over the whole word: on the ULX3S-85F's 32x64 device the placer
+    then stretched each lane across the die towards the 114 block RAMs its 32 trits came
+    from (nets inside a lane 81 tiles long)."""
+    return data.ArrayLayout(data.ArrayLayout(Trit, k), lanes)
 
 
 def tree_activation_layout(k: int, act_width: int) -> data.StructLayout:
@@ -180,7 +190,7 @@ class TreeEngine(wiring.Component):
     Members
     -------
     act : In(stream.Signature(tree_activation_layout(k, act_width)))
-    weights : In(stream.Signature(rtl.systolic.weight_layout(k, lanes)))
+    weights : In(stream.Signature(tree_weight_layout(k, lanes)))
         Taken together: a step happens when both are valid, except that a ``last`` beat waits
         while the previous pass's result is pending (from its last step until its result beat
         leaves).
@@ -197,7 +207,7 @@ class TreeEngine(wiring.Component):
         self.act_width, self.acc_width = act_width, acc_width
         super().__init__({
             "act": In(stream.Signature(tree_activation_layout(k, act_width))),
-            "weights": In(stream.Signature(weight_layout(k, lanes))),
+            "weights": In(stream.Signature(tree_weight_layout(k, lanes))),
             "result": Out(stream.Signature(result_row_layout(lanes, acc_width))),
         })
 
@@ -239,8 +249,7 @@ class TreeEngine(wiring.Component):
             ]
             if self.adder == "ccu2c":
                 m.d.comb += unit.act_n.eq(act_n)
-            # lane l's trits: element i of the beat's row i, column l
-            m.d.comb += [unit.weights[i].eq(weights.payload[i][lane]) for i in range(self.k)]
+            m.d.comb += unit.weights.eq(weights.payload[lane])
 
         m.d.comb += result.payload.last.eq(1)
         with m.If(result.valid & result.ready):

@@ -371,9 +371,11 @@ def plan_tree(config: TreeConfig, M: int, N: int, K: int) -> TreePlan:
 
 def tree_pass_operands(plan: TreePlan, p: TreePass, w: np.ndarray,
                        x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The operand beats of a tree pass: weights ``(steps, k, lanes)`` trits (``[s, i, lane]``
+    """The operand beats of a tree pass: weights ``(steps, lanes, k)`` trits (``[s, lane, i]``
     is ``W[outputs[lane], s*k + i]``) and activations ``(steps, k)`` int8; zeros pad K and the
-    unused lanes."""
+    unused lanes. A weight beat is lane-major, as a weight word holds it: a lane's ``k`` trits
+    are adjacent (trit ``lane*k + i``), so each lane reads its own few block RAMs of the word
+    (``rtl.adder_tree.tree_weight_layout``)."""
     k, steps = plan.config.k, p.length
     padded = steps * k
     weights = np.zeros((padded, len(p.outputs)), dtype=np.int8)
@@ -381,7 +383,7 @@ def tree_pass_operands(plan: TreePlan, p: TreePass, w: np.ndarray,
     weights[:plan.K, used] = w[p.outputs[used]].T
     acts = np.zeros(padded, dtype=np.int8)
     acts[:plan.K] = x[p.token]
-    return weights.reshape(steps, k, -1), acts.reshape(steps, k)
+    return weights.reshape(steps, k, -1).transpose(0, 2, 1), acts.reshape(steps, k)
 
 
 def scatter_tree_result(p: TreePass, sums: np.ndarray, y: np.ndarray) -> None:
@@ -402,7 +404,7 @@ def execute_tree(plan: TreePlan, w: np.ndarray, x: np.ndarray) -> np.ndarray:
     y = np.zeros((plan.M, plan.N), dtype=np.int64)
     for p in plan.passes:
         weights, acts = tree_pass_operands(plan, p, w, x)
-        per_step = np.einsum("sil,si->sl", weights.astype(np.int64), acts.astype(np.int64))
+        per_step = np.einsum("sli,si->sl", weights.astype(np.int64), acts.astype(np.int64))
         running = np.cumsum(per_step, axis=0)
         assert -acc_lim <= running.min() and running.max() < acc_lim, "accumulator overflow"
         scatter_tree_result(p, running[-1], y)

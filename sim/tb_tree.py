@@ -28,7 +28,8 @@ class TreeTB(EngineTB):
         self.act_layout = tree_activation_layout(self.cfg.k, self.cfg.act_bits)
         self.result_layout = result_row_layout(self.cfg.lanes, self.cfg.acc_bits)
 
-    # -- beat encoding: offsets from the RTL's own layouts; the weight beat is the array's
+    # -- beat encoding: offsets from the RTL's own layouts; a weight beat is a (lanes, k) block
+    # raveled, lane-major (rtl.adder_tree.tree_weight_layout), so EngineTB.weight_beat packs it
     def act_beat(self, acts: np.ndarray, last: bool) -> int:
         lay = self.act_layout
         value = 0

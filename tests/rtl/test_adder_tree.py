@@ -29,8 +29,8 @@ def test_tree_engine_refuses_bad_parameters():
 def test_tree_engine_ports_follow_the_parameters():
     engine = TreeEngine(k=8, lanes=5, act_width=6, acc_width=24)
     assert engine.act.payload.shape()["data"].shape.length == 8
-    assert engine.weights.payload.shape().length == 8               # rows: one per element of K
-    assert engine.weights.payload.shape().elem_shape.length == 5    # cols: one per lane
+    assert engine.weights.payload.shape().length == 5               # one per lane ...
+    assert engine.weights.payload.shape().elem_shape.length == 8    # ... of k trits each
     assert engine.result.payload.shape()["data"].shape.length == 5
     assert engine.config.latency == 3 and engine.config.pes == 40
     Fragment.get(engine, None)          # and it elaborates at these widths

@@ -330,10 +330,15 @@ def test_tree_pass_operands_pad_k_and_lanes_with_zeros():
     plan = schedule.plan_tree(cfg, M, N, K)
     p = plan.passes[M + 1]                  # tile of output 3, token 1
     weights, acts = schedule.tree_pass_operands(plan, p, w.astype(np.int8), x)
-    assert weights.shape == (2, 4, 3) and acts.shape == (2, 4)
+    assert weights.shape == (2, 3, 4) and acts.shape == (2, 4)     # (steps, lanes, k)
     assert acts.ravel().tolist() == x[1].tolist() + [0, 0]
-    assert weights[:, :, 0].ravel().tolist() == w[3].tolist() + [0, 0]
-    assert not weights[:, :, 1:].any()
+    assert weights[:, 0, :].ravel().tolist() == w[3].tolist() + [0, 0]
+    assert not weights[:, 1:, :].any()
+    # lane-major: a beat's trit lane*k + i is W[outputs[lane], s*k + i]
+    first = plan.passes[0]                  # outputs 0, 1, 2 of token 0
+    beats, _ = schedule.tree_pass_operands(plan, first, w.astype(np.int8), x)
+    assert beats[1].ravel().tolist() == [w[n, 4 + i] if 4 + i < K else 0
+                                         for n in range(3) for i in range(4)]
 
 
 def test_execute_tree_matches_ternary_matmul():
