@@ -168,7 +168,7 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                 note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),
     # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): 2x2 with its weights
     # in the four SPRAMs (131,072 words of 4 trits: the bundled model's 114,688 resident) takes
-    # 5,215 of the UP5K's 5,280 logic cells, 18 of 30 EBR and 4 of 4 SPRAM, 27.17 MHz achieved
+    # 5,186 of the UP5K's 5,280 logic cells, 18 of 30 EBR and 4 of 4 SPRAM, 27.46 MHz achieved
     # against 24; 2x4 does not fit (5,799 cells). 24 MHz, issue #4's clock for this board,
     # divides the FT2232H's 6 Mbaud into 4 cycles a bit. The goal, 8x16 (sim.boards'
     # icebreaker-goal), needs a smaller PE and control than this core's
@@ -188,14 +188,14 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD; UART on Feather pins 0 (rx) and 1 "
                      "(tx) through a 3.3 V USB-serial adapter"),
     # `make sweep BOARD=icesugar` (`--stop 4`, boards/sweeps/icesugar.json): the iCEBreaker's
-    # 2x2 core with its SPRAM weights at 24 MHz, 5,211 of 5,280 cells, 18 EBR, 4 SPRAM,
-    # 26.24 MHz achieved; 2x4 needs 5,830 cells. 115,200 baud (sim.boards' row says why).
+    # 2x2 core with its SPRAM weights at 24 MHz, 5,209 of 5,280 cells, 18 EBR, 4 SPRAM,
+    # 24.35 MHz achieved; 2x4 needs 5,830 cells. 115,200 baud (sim.boards' row says why).
     _from_table(_icesugar_built, "icesugar", _icesugar, "ice40",
                 # the vendor's loader; copying top.bin onto the iCELink's USB disk also works
                 programmers=(("icesprog",),),
                 note="iCE40 UP5K; UART through the iCELink's USB CDC port"),
     # `make sweep BOARD=upduino-v3` (`--stop 4`, boards/sweeps/upduino-v3.json): the same
-    # core at 24 MHz and 6 Mbaud, 5,196 of 5,280 cells, 18 EBR, 4 SPRAM, 27.01 MHz achieved;
+    # core at 24 MHz and 6 Mbaud, 5,213 of 5,280 cells, 18 EBR, 4 SPRAM, 28.51 MHz achieved;
     # 2x4 needs 5,790 cells. The oscillator's pin 20 is not a PLL pad: SB_PLL40_CORE.
     _from_table(_upduino_built, "upduino-v3", _upduino_v3, "ice40",
                 programmers=(("iceprog",),),

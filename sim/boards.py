@@ -123,7 +123,7 @@ _ULX3S_85F = Board("ulx3s-85f", "ECP5 LFE5U-85F", rows=16, cols=32, clock_hz=81.
                    baud=3_000_000, weight_trits=2048 * 512, memory_bits_per_cycle=1024,
                    basis="measured", lut4=83640, bridge="FT231X", note="FT231X bridge at 3 Mbaud")
 # Built: boards/sweeps/icebreaker.json (2x2 with its weights in the four SPRAMs, 131,072 words
-# of 8 bits read whole each cycle: 5,215 of 5,280 cells, 27.17 MHz achieved against 24). The
+# of 8 bits read whole each cycle: 5,186 of 5,280 cells, 27.46 MHz achieved against 24). The
 # FT2232H's UART makes 6 Mbaud exactly (12 Mbaud / 2), which 24 MHz divides into 4 cycles a
 # bit, the UART's smallest divisor (tests/rtl/test_uart.py: every byte at 2% off either way).
 _ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=24e6, baud=6_000_000,
