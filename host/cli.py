@@ -15,40 +15,31 @@ def _cmd_plan(args) -> int:
         tree = schedule.TreeConfig(k=args.rows, lanes=args.cols)
         plan = schedule.plan_tree(tree, args.m, args.n, args.k)
         total = cycles.tree_plan_cycles(plan)
-        report = {
-            "engine": "tree",
-            "trees": {"k": tree.k, "lanes": tree.lanes, "acc_bits": tree.acc_bits,
-                      "latency": tree.latency, "k_max": tree.k_max},
-            "layer": {"M": plan.M, "N": plan.N, "K": plan.K},
-            "passes": len(plan.passes),
-            "steps_per_pass": tree.steps(plan.K),
-            "cycles": total,
-            "utilization": round(cycles.tree_utilization(plan, total), 4),
-        }
-        text = (f"{plan.M}x{plan.K} @ ({plan.N}x{plan.K})^T on adder trees of k = {tree.k} "
-                f"for {tree.lanes} lanes: {len(plan.passes)} passes of "
-                f"{report['steps_per_pass']} steps, {total} cycles, "
-                f"{100 * report['utilization']:.1f}% product utilization")
+        used = cycles.tree_utilization(plan, total)
+        steps = tree.steps(plan.K)
+        engine = {"trees": {"k": tree.k, "lanes": tree.lanes, "acc_bits": tree.acc_bits,
+                            "latency": tree.latency, "k_max": tree.k_max},
+                  "steps_per_pass": steps}
+        mapped = (f"adder trees of k = {tree.k} for {tree.lanes} lanes: {len(plan.passes)} "
+                  f"passes of {steps} steps")
+        unit = "product"
     else:
         cfg = schedule.ArrayConfig(rows=args.rows, cols=args.cols, psum_bits=args.psum_bits)
         plan = schedule.plan_linear(cfg, args.m, args.n, args.k)
         total = cycles.plan_cycles(plan)
-        report = {
-            "engine": "array",
-            "array": {"rows": cfg.rows, "cols": cfg.cols, "psum_bits": cfg.psum_bits,
-                      "pass_k_max": cfg.pass_k_max},
-            "layer": {"M": plan.M, "N": plan.N, "K": plan.K},
-            "mapping": plan.mapping,
-            "passes": len(plan.passes),
-            "k_chunks": len(plan.chunks),
-            "cycles": total,
-            "utilization": round(cycles.utilization(plan, total), 4),
-        }
-        text = (f"{plan.M}x{plan.K} @ ({plan.N}x{plan.K})^T on a {cfg.rows}x{cfg.cols} array: "
-                f"mapping '{plan.mapping}', {len(plan.passes)} passes "
-                f"({len(plan.chunks)} chunk(s) of K), {total} cycles, "
-                f"{100 * report['utilization']:.1f}% PE utilization")
-    print(json.dumps(report) if args.json else text)
+        used = cycles.utilization(plan, total)
+        engine = {"array": {"rows": cfg.rows, "cols": cfg.cols, "psum_bits": cfg.psum_bits,
+                            "pass_k_max": cfg.pass_k_max},
+                  "mapping": plan.mapping, "k_chunks": len(plan.chunks)}
+        mapped = (f"a {cfg.rows}x{cfg.cols} array: mapping '{plan.mapping}', "
+                  f"{len(plan.passes)} passes ({len(plan.chunks)} chunk(s) of K)")
+        unit = "PE"
+    report = {"engine": args.engine, **engine,
+              "layer": {"M": plan.M, "N": plan.N, "K": plan.K},
+              "passes": len(plan.passes), "cycles": total, "utilization": round(used, 4)}
+    print(json.dumps(report) if args.json else
+          f"{plan.M}x{plan.K} @ ({plan.N}x{plan.K})^T on {mapped}, {total} cycles, "
+          f"{100 * used:.1f}% {unit} utilization")
     return 0
 
 
