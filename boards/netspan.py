@@ -1,0 +1,97 @@
+"""How far a placement stretches each net: ``python -m boards.netspan placed.json [--min 40]``.
+
+nextpnr's placement estimate says how fast a design will be, not where it is slow, and on the
+ULX3S-85F its routing can take longer than a session. A placed netlist says where every cell
+went: write one with the build's own nextpnr command (``build_top.sh`` in the build folder)
+plus ``--no-route --write placed.json``, and this lists, for every net, the Manhattan distance
+in tiles from its driver to its farthest sink, grouped by the net's name with indices folded
+(``lane_12.sum_5_0[3]`` counts as ``lane_N.sum_N_N``). A net that crosses the die costs
+several nanoseconds of routing whatever the logic behind it (docs/architecture.md, "Boards").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+_BEL = re.compile(r"X(\d+)/Y(\d+)/")
+
+
+def net_spans(netlist: dict, module: str = "top") -> list[tuple[int, str, str, str]]:
+    """``(tiles, net, driver cell type, farthest sink's cell type)`` for every net with a
+    placed driver and at least one placed sink, longest first."""
+    mod = netlist["modules"][module]
+    where, kind = {}, {}
+    for name, cell in mod["cells"].items():
+        m = _BEL.match(cell.get("attributes", {}).get("NEXTPNR_BEL", ""))
+        if m:
+            where[name] = (int(m.group(1)), int(m.group(2)))
+            kind[name] = cell["type"]
+    driver, sinks = {}, defaultdict(list)
+    for name, cell in mod["cells"].items():
+        if name not in where:
+            continue
+        directions = cell.get("port_directions", {})
+        for port, bits in cell["connections"].items():
+            for bit in bits:
+                if not isinstance(bit, int):
+                    continue                        # a constant
+                if directions.get(port) == "output":
+                    driver[bit] = name
+                elif directions.get(port) == "input":
+                    sinks[bit].append(name)
+    names: dict[int, str] = {}
+    for name, net in mod["netnames"].items():
+        for bit in net["bits"]:
+            if isinstance(bit, int) and (bit not in names or len(name) < len(names[bit])):
+                names[bit] = name                   # the shortest of a bit's names
+    spans = []
+    for bit, source in driver.items():
+        if not sinks.get(bit):
+            continue
+        x0, y0 = where[source]
+        far = max(sinks[bit], key=lambda s: abs(where[s][0] - x0) + abs(where[s][1] - y0))
+        tiles = abs(where[far][0] - x0) + abs(where[far][1] - y0)
+        spans.append((tiles, names.get(bit, f"${bit}"), kind[source], kind[far]))
+    spans.sort(reverse=True)
+    return spans
+
+
+def group(name: str) -> str:
+    """A net's name with bit indices and numbers folded: its group."""
+    return re.sub(r"_\d+", "_N", re.sub(r"\[\d+\]", "", name))
+
+
+def summary(spans, minimum: int) -> list[tuple[int, int, str, str, str]]:
+    """``(nets, longest, group, driver type, sink type)`` of the nets spanning ``minimum``
+    tiles or more, largest groups first."""
+    count, longest = Counter(), {}
+    for tiles, name, source, sink in spans:
+        if tiles >= minimum:
+            key = (group(name), source, sink)
+            count[key] += 1
+            longest[key] = max(longest.get(key, 0), tiles)
+    return [(n, longest[key], *key) for key, n in count.most_common()]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m boards.netspan", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("placed", type=Path, help="nextpnr's --write JSON of a placed design")
+    parser.add_argument("--min", type=int, default=40, help="tiles a net must span (40)")
+    parser.add_argument("--top", type=int, default=30, help="groups to list (30)")
+    args = parser.parse_args(argv)
+    spans = net_spans(json.loads(args.placed.read_text()))
+    rows = summary(spans, args.min)
+    print(f"{sum(r[0] for r in rows)} of {len(spans)} nets span {args.min} tiles or more")
+    print("nets  longest  group (driver -> farthest sink)")
+    for n, tiles, name, source, sink in rows[:args.top]:
+        print(f"{n:5d}  {tiles:7d}  {name} ({source} -> {sink})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
