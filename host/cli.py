@@ -182,7 +182,8 @@ def _summary(stats: dict) -> str:
                  f"{stats['tokens_per_second']:.1f} tokens/s here"
                  + (f", {rate:.1f} while decoding" if rate else ""))
     for name, p in (stats.get("projected") or {}).items():
-        lines.append(f"projected on {name} ({p['array']} at {p['clock_mhz']:g} MHz, "
+        shape = (f"adder trees {p['array']}" if p.get("engine") == "tree" else p["array"])
+        lines.append(f"projected on {name} ({shape} at {p['clock_mhz']:g} MHz, "
                      f"{p['baud'] / 1e6:g} Mbaud, {p['basis']} figures): "
                      f"{p['tokens_per_second']:.1f} tokens/s, {p['bound']}-bound"
                      + ("" if p["resident"] else ", weights streamed (do not fit)"))

@@ -47,6 +47,7 @@ def test_text_streams_then_summary(make_model, capsys):
     assert r.text.count("w") == 5
     assert "upload (8 calls resident, 0 streamed)" in summary
     assert "on emu 4x4" in summary and "projected on icebreaker" in summary
+    assert "projected on ulx3s-85f-goal (adder trees 32x64 at 100 MHz" in summary
     assert "2 layers" in err and "uploading" in err
 
 
