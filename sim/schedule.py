@@ -292,9 +292,9 @@ class TreeConfig:
         _check_counts(k=self.k, lanes=self.lanes)
         if self.k < 2 or self.k & (self.k - 1):
             raise ValueError(f"k must be a power of two of at least 2, not {self.k}")
-        if self.acc_bits <= self.act_bits + self.latency:
+        if self.acc_bits <= self.act_bits + self.levels:
             raise ValueError(f"acc_bits ({self.acc_bits}) must exceed the tree's sum "
-                             f"({self.act_bits + self.latency} bits)")
+                             f"({self.act_bits + self.levels} bits)")
 
     @property
     def pes(self) -> int:
@@ -302,10 +302,19 @@ class TreeConfig:
         return self.k * self.lanes
 
     @property
-    def latency(self) -> int:
-        """Cycles from a step to its sum reaching the accumulator: one per level of the tree,
-        ``log2(k)`` (the pair level first)."""
+    def levels(self) -> int:
+        """Register levels of the tree, ``log2(k)`` (the pair level first); the top sum is
+        ``act_bits + levels`` bits wide."""
         return self.k.bit_length() - 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a step to its sum reaching the accumulator: one per level of the tree
+        and one for the register between the tree's top and the accumulator, ``log2(k) + 1``.
+        That register lets the placer put a lane's accumulator away from its tree: without
+        it, the hop from the top sum to the accumulator's adder was the ULX3S-85F device's
+        longest net group (docs/architecture.md, "Boards")."""
+        return self.levels + 1
 
     @property
     def k_max(self) -> int:

@@ -15,15 +15,16 @@ def test_plan_json(capsys):
 
 def test_plan_on_the_adder_trees(capsys):
     """2560 outputs on 64 lanes are 40 passes; K = 2560 is 80 steps of k = 32. Each pass's
-    last step waits log2(32) + 2 = 7 cycles for the previous result, so every pass after the
-    first costs its 80 steps, and the last result leaves log2(32) + 1 cycles after its step."""
+    last step waits latency + 2 = log2(32) + 3 = 8 cycles for the previous result, so every pass
+    after the first costs its 80 steps, and the last result leaves latency + 1 = 7 cycles
+    after its step."""
     assert main(["plan", "--engine", "tree", "--rows", "32", "--cols", "64", "-n", "2560",
                  "-k", "2560", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["engine"] == "tree" and report["passes"] == 40
     assert report["steps_per_pass"] == 80
-    assert report["cycles"] == 40 * 80 + 6
-    assert report["utilization"] == round(2560 * 2560 / (2048 * (40 * 80 + 6)), 4)
+    assert report["cycles"] == 40 * 80 + 7
+    assert report["utilization"] == round(2560 * 2560 / (2048 * (40 * 80 + 7)), 4)
     assert main(["plan", "--engine", "tree", "--rows", "24", "-n", "8", "-k", "8"]) == 2
     assert "power of two" in capsys.readouterr().err
 

@@ -8,6 +8,7 @@ import pytest
 from amaranth.hdl import Fragment, UnusedElaboratable
 
 from rtl.adder_tree import TreeEngine, TreeLane
+from sim.schedule import TreeConfig
 
 
 def test_tree_engine_refuses_bad_parameters():
@@ -32,7 +33,7 @@ def test_tree_engine_ports_follow_the_parameters():
     assert engine.weights.payload.shape().length == 5               # one per lane ...
     assert engine.weights.payload.shape().elem_shape.length == 8    # ... of k trits each
     assert engine.result.payload.shape()["data"].shape.length == 5
-    assert engine.config.latency == 3 and engine.config.pes == 40
+    assert engine.config.latency == 4 and engine.config.pes == 40
     Fragment.get(engine, None)          # and it elaborates at these widths
 
 
@@ -52,9 +53,12 @@ def test_tree_engine_synthesis_has_no_multiplier_and_lanes_cost_alike(family):
         assert modules[f"top.lane_{i}"]["ff"] == alone["ff"], (modules, alone)
     # the pair level (k/2 sums of 9 bits and k/2 left-out ones), the upper levels (2 x 10,
     # 1 x 11 bits; each adder takes a one, the others wait a level: 2 bits, then 1), the
-    # accumulator and the result: nothing per product besides
-    assert alone["ff"] == 4 * 9 + 4 + 2 * 10 + 2 + 11 + 1 + 2 * 32
-    assert modules["top"]["ff"] <= 8
+    # register to the accumulator (11 bits and the last one), the accumulator and the result:
+    # nothing per product besides
+    assert alone["ff"] == 4 * 9 + 4 + 2 * 10 + 2 + 11 + 1 + 11 + 1 + 2 * 32
+    # the engine's own: the step and last flags a register each per cycle of latency, the
+    # pending flag and the result's valid
+    assert modules["top"]["ff"] <= 2 * TreeConfig(k=k, lanes=lanes).latency + 2
 
 
 @pytest.mark.synth

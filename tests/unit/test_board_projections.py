@@ -83,14 +83,14 @@ def test_ulx3s_is_compute_bound_on_a_fast_memory():
 def test_the_85f_goal_is_the_adder_trees():
     """The goal's row runs k = 32 trees for 64 lanes: N = 2048 is 32 passes of 64 outputs,
     each K = 100 in ceil(100 / 32) = 4 steps of a word. A pass's last step waits for the
-    previous pass's result, log2(32) + 2 = 7 cycles after its own last step; the last result
-    leaves log2(32) + 1 cycles after the last step: 4 + 31 * 7 + 6 cycles."""
+    previous pass's result, latency + 2 = log2(32) + 3 = 8 cycles after its own last step; the
+    last result leaves latency + 1 = 7 cycles after the last step: 4 + 31 * 8 + 7 cycles."""
     w = _work([("x", 2048, 100)])
     r = est.estimate(w, board="ulx3s-85f-goal", link="mem:1000")
     d = r["phases"]["decode"]
     assert r["device"]["engine"] == "tree" and r["device"]["pes"] == 2048
     assert d["cycles"]["busy"] == 32 * 4 and d["cycles"]["memory"] == 32 * 4
-    assert d["cycles"]["array"] == 4 + 31 * 7 + 6
+    assert d["cycles"]["array"] == 4 + 31 * 8 + 7
     assert d["bound"] == "compute"
     # one result row a pass, 64 int32 sums (4 bytes each while K is past the int16 bound)
     assert d["passes"] == 32

@@ -227,16 +227,18 @@ def test_tree_full_rate_simulate_equals_closed_form():
 
 
 def test_tree_hand_computed_k4():
-    # k = 4: latency 2. One pass of 3 steps: steps in cycles 0..2, the sum of the last step
-    # reaches the result register at the end of cycle 4, offered and taken in cycle 5.
+    # k = 4: two tree levels and the register to the accumulator, latency 3. One pass of 3
+    # steps: steps in cycles 0..2, the last step's sum reaches the accumulator in cycle 5,
+    # whose end writes the result register; its beat is offered and taken in cycle 6.
     cfg = schedule.TreeConfig(k=4, lanes=1)
-    assert cycles.tree_full_rate_cycles(cfg, [3]) == 6
+    assert cycles.tree_full_rate_cycles(cfg, [3]) == 7
     # Two passes of 1 step: the second last step waits until the first result has left
-    # (cycle 3 is its beat), so it fires in cycle 4 and its beat leaves in cycle 7.
-    assert cycles.tree_full_rate_cycles(cfg, [1, 1]) == 8
+    # (cycle 4 is its beat), so it fires in cycle 5 (4 cycles waited) and its beat leaves in
+    # cycle 9.
+    assert cycles.tree_full_rate_cycles(cfg, [1, 1]) == 10
     # The sink holding ready low for 3 cycles delays the result, and the next pass, by 3.
-    late = cycles.tree_simulate(cfg, [1, 1], out_ready=lambda t: not 3 <= t < 6)
-    assert late.total == 11 and late.stall_drain == 3 + 3
+    late = cycles.tree_simulate(cfg, [1, 1], out_ready=lambda t: not 4 <= t < 7)
+    assert late.total == 13 and late.stall_drain == 4 + 3
 
 
 def test_tree_simulate_with_idle_and_backpressure_accounts_every_cycle():
@@ -253,7 +255,7 @@ def test_tree_simulate_with_idle_and_backpressure_accounts_every_cycle():
 
 def test_tree_utilization_of_a_decode_layer():
     # 2048 products a cycle, the BitNet-like decode layer N = 2560, K = 2560: 40 passes of 80
-    # steps back to back, then the last result 6 cycles later.
+    # steps back to back, then the last result latency + 1 = 7 cycles later.
     plan = schedule.plan_tree(schedule.TreeConfig(k=32, lanes=64), 1, 2560, 2560)
-    assert cycles.tree_plan_cycles(plan) == 40 * 80 + 6
-    assert cycles.tree_utilization(plan) == pytest.approx(2560 * 2560 / (2048 * 3206))
+    assert cycles.tree_plan_cycles(plan) == 40 * 80 + 7
+    assert cycles.tree_utilization(plan) == pytest.approx(2560 * 2560 / (2048 * 3207))

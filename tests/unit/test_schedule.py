@@ -374,7 +374,8 @@ def test_tree_config_validation():
     with pytest.raises(ValueError, match="acc_bits"):
         schedule.TreeConfig(k=64, lanes=1, acc_bits=14)     # the tree's sum needs 15 bits
     cfg = schedule.TreeConfig(k=32, lanes=64)
-    assert (cfg.pes, cfg.latency, cfg.steps(2560), cfg.steps(2561)) == (2048, 5, 80, 81)
+    assert (cfg.pes, cfg.levels, cfg.latency, cfg.steps(2560), cfg.steps(2561)) == (
+        2048, 5, 6, 80, 81)
     assert cfg.act_words(4096) == 128
     with pytest.raises(ValueError, match="multiple of the trees' k"):
         cfg.act_words(4001)
