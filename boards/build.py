@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rtl.synth import SYNTH_SCRIPTS, setup_yowasp_env
+from rtl.synth import KEEP_REPLICAS_SCRIPT, SYNTH_SCRIPTS, setup_yowasp_env
 from rtl.spram import spram_words
 from rtl.uart import divisor_for
 from rtl.uart_device import UARTDevice
@@ -101,9 +101,11 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     setup_yowasp_env()
     synth = SYNTH_SCRIPTS[b.family].split("; ")
     # platform.build's script runs "synth_<family> {synth_opts} -top top": stop it before LUT
-    # mapping, then map with classic ABC and finish, as rtl.synth does.
+    # mapping, then map with classic ABC and finish, as rtl.synth does; before it, register
+    # copies are marked to stay apart (rtl.fanout), as rtl.synth does too.
     plan = platform.build(
         top, name="top", build_dir=str(out), do_build=False,
+        script_after_read=KEEP_REPLICAS_SCRIPT,
         synth_opts=synth[0].split("-top {top} ", 1)[1],
         script_after_synth="; ".join(synth[1:]).format(top="top"),
         # pnr.json is relative: WASI sees only the cwd

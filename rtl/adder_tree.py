@@ -56,10 +56,13 @@ def tree_weight_layout(k: int, lanes: int) -> data.ArrayLayout:
     return data.ArrayLayout(data.ArrayLayout(Trit, k), lanes)
 
 
-def tree_activation_layout(k: int, act_width: int) -> data.StructLayout:
-    """One activation beat of the tree engine: ``k`` elements of K of one token."""
+def tree_activation_layout(k: int, act_width: int, copies: int = 1) -> data.StructLayout:
+    """One activation beat of the tree engine: ``k`` elements of K of one token, ``data[c][i]``
+    in ``copies`` equal copies. Copy ``c`` feeds the lanes ``l`` with ``l * copies // lanes
+    == c``, so that a producer can drive each group of lanes from a register of its own
+    (``rtl.fanout``) rather than all of them from one."""
     return data.StructLayout({
-        "data": data.ArrayLayout(signed(act_width), k),
+        "data": data.ArrayLayout(data.ArrayLayout(signed(act_width), k), copies),
         "last": 1,          # last step of the pass: the lanes' totals become the result
     })
 
@@ -75,7 +78,8 @@ class TreeLane(wiring.Component):
     act : In(ArrayLayout(signed(act_width), k))
         The step's activations (shared by every lane).
     act_n : In(ArrayLayout(signed(act_width), k))
-        Only with ``adder="ccu2c"``: ``~act``, inverted once for all lanes by the engine.
+        Only with ``adder="ccu2c"``: ``~act``, inverted by the engine once for each copy
+        of the activations (for all the copy's lanes).
     weights : In(ArrayLayout(Trit, k))
         This lane's trits for the step.
     add : In(1)
@@ -195,10 +199,13 @@ class TreeEngine(wiring.Component):
         Widths of the activations and of the accumulators (and results).
     adder : str
         The pair level's adder: ``"generic"``, or ``"ccu2c"`` for ECP5 builds.
+    act_copies : int
+        Copies of the activations in a beat (:func:`tree_activation_layout`), 1 to ``lanes``;
+        each feeds its group of lanes (and, with ``"ccu2c"``, has its own inverse).
 
     Members
     -------
-    act : In(stream.Signature(tree_activation_layout(k, act_width)))
+    act : In(stream.Signature(tree_activation_layout(k, act_width, act_copies)))
     weights : In(stream.Signature(tree_weight_layout(k, lanes)))
         Taken together: a step happens when both are valid, except that a ``last`` beat waits
         while the previous pass's result is pending (from its last step until its result beat
@@ -209,13 +216,15 @@ class TreeEngine(wiring.Component):
     """
 
     def __init__(self, *, k: int, lanes: int, act_width: int = 8, acc_width: int = 32,
-                 adder: str = "generic"):
+                 adder: str = "generic", act_copies: int = 1):
         self.config = TreeConfig(k=k, lanes=lanes, act_bits=act_width, acc_bits=acc_width)
         self.adder = TernaryPE.check_adder(adder)
-        self.k, self.lanes = k, lanes
+        if not 1 <= act_copies <= lanes:
+            raise ValueError(f"act_copies must be 1 to lanes ({lanes}), not {act_copies}")
+        self.k, self.lanes, self.act_copies = k, lanes, act_copies
         self.act_width, self.acc_width = act_width, acc_width
         super().__init__({
-            "act": In(stream.Signature(tree_activation_layout(k, act_width))),
+            "act": In(stream.Signature(tree_activation_layout(k, act_width, act_copies))),
             "weights": In(stream.Signature(tree_weight_layout(k, lanes))),
             "result": Out(stream.Signature(result_row_layout(lanes, acc_width))),
         })
@@ -243,21 +252,24 @@ class TreeEngine(wiring.Component):
             m.d.sync += [add_l.eq(add), last_l.eq(last & add)]
             add, last = add_l, last_l
 
-        if self.adder == "ccu2c":
-            act_n = Signal(data.ArrayLayout(signed(self.act_width), self.k))
-            m.d.comb += act_n.eq(~act.payload.data.as_value())
+        copies = act.payload.data
+        if self.adder == "ccu2c":       # each copy's inverse, for its lanes' carry cells
+            acts_n = [Signal(data.ArrayLayout(signed(self.act_width), self.k), name=f"act_n_{c}")
+                      for c in range(self.act_copies)]
+            m.d.comb += [n.eq(~copies[c].as_value()) for c, n in enumerate(acts_n)]
         for lane in range(self.lanes):
             unit = TreeLane(k=self.k, act_width=self.act_width, acc_width=self.acc_width,
                             adder=self.adder)
             m.submodules[f"lane_{lane}"] = unit
+            copy = lane * self.act_copies // self.lanes
             m.d.comb += [
-                unit.act.eq(act.payload.data),
+                unit.act.eq(copies[copy]),
                 unit.add.eq(add),
                 unit.capture.eq(last),
                 result.payload.data[lane].eq(unit.result),
             ]
             if self.adder == "ccu2c":
-                m.d.comb += unit.act_n.eq(act_n)
+                m.d.comb += unit.act_n.eq(acts_n[copy])
             m.d.comb += unit.weights.eq(weights.payload[lane])
 
         m.d.comb += result.payload.last.eq(1)

@@ -35,6 +35,7 @@ from sim.schedule import TreeConfig
 
 from .adder_tree import TreeEngine
 from .controller import Controller
+from .fanout import replicas
 from .spram import SPRAMWeights, spram_words
 from .synth import NO_RW_CHECK
 from .systolic import MatrixEngine
@@ -189,6 +190,10 @@ class DeviceCore(wiring.Component):
         buffer holds words of ``rows`` bytes (``act_bytes`` must be a multiple of ``rows``),
         WRITE_ACTS still addresses bytes, and the programs count K in steps of ``rows``
         elements and activations in words (``firmware.isa.tree_param_values``).
+    act_copies : int
+        With the tree engine: registers holding the step's activations, each feeding its
+        group of ``cols / act_copies`` lanes (``rtl.fanout``; one register drove all 64
+        lanes of the ULX3S-85F's build, up to 121 tiles away). 1 to ``cols``.
     weight_words : int
         Depth of the weight memory in words of ``rows*cols`` trits (2-bit codes).
     act_bytes : int
@@ -246,10 +251,13 @@ class DeviceCore(wiring.Component):
                  program_words: int = 64, counter_bits: int = COUNTER_BITS,
                  accumulator_ram_style: str | None = None, weight_ram: str | None = None,
                  program_ram_style: str | None = None, pe_adder: str = "generic",
-                 registered_ports: bool = True, engine: str = "array"):
+                 registered_ports: bool = True, engine: str = "array", act_copies: int = 1):
         if engine not in ("array", "tree"):
             raise ValueError(f"engine must be 'array' or 'tree', not {engine!r}")
-        self.engine = engine
+        if not 1 <= act_copies <= (cols if engine == "tree" else 1):
+            raise ValueError(f"act_copies must be 1 to {cols} with the tree engine and 1 with "
+                             f"the array, not {act_copies}")
+        self.engine, self.act_copies = engine, act_copies
         if engine == "tree":
             # refuses a bad tree, and a buffer that is not whole words, now
             TreeConfig(k=rows, lanes=cols, acc_bits=acc_width).act_words(act_bytes)
@@ -376,7 +384,8 @@ class DeviceCore(wiring.Component):
 
         if tree:
             m.submodules.engine = engine = TreeEngine(k=R, lanes=C, acc_width=self.acc_width,
-                                                      adder=self.pe_adder)
+                                                      adder=self.pe_adder,
+                                                      act_copies=self.act_copies)
         else:
             m.submodules.engine = engine = MatrixEngine(
                 rows=R, cols=C, psum_width=self.psum_width, acc_width=self.acc_width,
@@ -908,6 +917,8 @@ class DeviceCore(wiring.Component):
         s2_valid = Signal()        # the registered operands are offered to the engine
         s2_weights = Signal.like(weight_r.data, reset_less=True)
         s2_act = Signal.like(act_r.data)
+        # the tree's lanes read the activations from copies, each near its lanes (rtl.fanout)
+        s2_act_copies = replicas(act_r.data, self.act_copies, name="s2_act") if tree else []
         s2_last, s2_first, s2_final = Signal(), Signal(), Signal()
         m.submodules.sweeps = sweeps = fifo.SyncFIFO(width=sweep_layout(controller.bits).size,
                                                      depth=2)
@@ -1009,7 +1020,8 @@ class DeviceCore(wiring.Component):
             engine.act.payload.last.eq(s2_last),
         ]
         if tree:        # a word of R elements of K (one token's), one to each tree input
-            m.d.comb += engine.act.payload.data.as_value().eq(s2_act)
+            m.d.comb += [engine.act.payload.data[c].as_value().eq(copy)
+                         for c, copy in enumerate(s2_act_copies)]
         else:           # one element of K, broadcast to every row
             m.d.comb += [engine.act.payload.first_chunk.eq(s2_first),
                          engine.act.payload.last_chunk.eq(s2_final)]
@@ -1048,6 +1060,7 @@ class DeviceCore(wiring.Component):
         with m.If(advance):
             m.d.sync += [reg.eq(v) for reg, v in zip(
                 [s2_valid, s2_weights, s2_act, s2_last, s2_first, s2_final], stage)]
+            m.d.sync += [copy.eq(stage[2]) for copy in s2_act_copies]
         if self.registered_ports:
             # a bubble held back for the drain is offered to the engine (``s2_held``)
             held = holding

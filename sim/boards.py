@@ -39,6 +39,11 @@ ECPIX5_WORDS = 2048
 ULX3S_45F_WORDS = 2560
 
 
+#: Lanes of the adder trees that one register of the activations feeds in a board's build
+#: (``core_config``): the ULX3S-85F's 64 lanes read 8 copies, 2,048 flip-flops.
+LANES_PER_ACT_COPY = 8
+
+
 def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5",
                 engine: str = "array") -> dict:
     """The device core a board is built with (``boards.build``): memories sized for the board,
@@ -52,9 +57,11 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5",
     ECP5 PEs use its carry cells with the operand logic inside them (``rtl.ternary_pe``: 19
     LUT4 sites a PE instead of 26), and its control program stays in LUT RAM
     (``rtl.controller.Controller``). ``engine="tree"``: the adder-tree engine, ``rows`` its k
-    and ``cols`` its lanes (the array's configuration leaves the key out, as before)."""
+    and ``cols`` its lanes (the array's configuration leaves the key out, as before), its
+    activations in a register copy for every 8 lanes (``act_copies``, ``rtl.fanout``)."""
     small = family == "ice40"
-    tree = {"engine": "tree"} if engine == "tree" else {}
+    tree = ({"engine": "tree", "act_copies": -(-cols // LANES_PER_ACT_COPY)}
+            if engine == "tree" else {})
     return dict(**tree, rows=rows, cols=cols, weight_words=weight_words,
                 act_bytes=2048 if small else 4096,
                 result_rows=max(64, rows * 4), max_payload=1024, program_words=64,

@@ -25,17 +25,20 @@ class TreeTB(EngineTB):
         super().__init__(dut)
         self.cfg = schedule.TreeConfig(k=config["k"], lanes=config["lanes"],
                                        acc_bits=config["acc_width"])
-        self.act_layout = tree_activation_layout(self.cfg.k, self.cfg.act_bits)
+        self.act_copies = config.get("act_copies", 1)
+        self.act_layout = tree_activation_layout(self.cfg.k, self.cfg.act_bits, self.act_copies)
         self.result_layout = result_row_layout(self.cfg.lanes, self.cfg.acc_bits)
 
     # -- beat encoding: offsets from the RTL's own layouts; a weight beat is a (lanes, k) block
     # raveled, lane-major (rtl.adder_tree.tree_weight_layout), so EngineTB.weight_beat packs it
     def act_beat(self, acts: np.ndarray, last: bool) -> int:
+        """The step's activations, the same in every copy (each copy feeds its lanes)."""
         lay = self.act_layout
         value = 0
-        for i, a in enumerate(acts):
-            value |= (int(a) & ((1 << self.cfg.act_bits) - 1)) << \
-                (lay["data"].offset + i * self.cfg.act_bits)
+        for c in range(self.act_copies):
+            for i, a in enumerate(acts):
+                value |= (int(a) & ((1 << self.cfg.act_bits) - 1)) << \
+                    (lay["data"].offset + (c * self.cfg.k + i) * self.cfg.act_bits)
         return value | (int(last) << lay["last"].offset)
 
     def decode_result(self, payload: int) -> np.ndarray:

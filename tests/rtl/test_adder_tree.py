@@ -1,5 +1,6 @@
 """Tests of ``rtl.adder_tree`` besides its cocotb benches (tests/cocotb/test_tree_cocotb.py):
-parameter checks, and what synthesis makes of it."""
+parameter checks, which lanes read which copy of the activations, and what synthesis makes of
+it."""
 
 import gc
 import warnings
@@ -8,6 +9,7 @@ import pytest
 from amaranth.hdl import Fragment, UnusedElaboratable
 
 from rtl.adder_tree import TreeEngine, TreeLane
+from rtl.ternary_pe import Trit
 from sim.schedule import TreeConfig
 
 
@@ -22,6 +24,9 @@ def test_tree_engine_refuses_bad_parameters():
             TreeEngine(k=4, lanes=0)
         with pytest.raises(ValueError, match="adder"):
             TreeEngine(k=4, lanes=2, adder="dsp")
+        for copies in (0, 3):
+            with pytest.raises(ValueError, match="act_copies"):
+                TreeEngine(k=4, lanes=2, act_copies=copies)
         with pytest.raises(ValueError, match="acc_bits"):
             TreeLane(k=64, acc_width=14)
         gc.collect()
@@ -29,12 +34,59 @@ def test_tree_engine_refuses_bad_parameters():
 
 def test_tree_engine_ports_follow_the_parameters():
     engine = TreeEngine(k=8, lanes=5, act_width=6, acc_width=24)
-    assert engine.act.payload.shape()["data"].shape.length == 8
+    assert engine.act.payload.shape()["data"].shape.length == 1            # one copy ...
+    assert engine.act.payload.shape()["data"].shape.elem_shape.length == 8  # ... of k
     assert engine.weights.payload.shape().length == 5               # one per lane ...
     assert engine.weights.payload.shape().elem_shape.length == 8    # ... of k trits each
     assert engine.result.payload.shape()["data"].shape.length == 5
     assert engine.config.latency == 4 and engine.config.pes == 40
     Fragment.get(engine, None)          # and it elaborates at these widths
+    copied = TreeEngine(k=8, lanes=5, act_copies=2)
+    assert copied.act.payload.shape()["data"].shape.length == 2             # copies ...
+    assert copied.act.payload.shape()["data"].shape.elem_shape.length == 8  # ... of k
+    Fragment.get(copied, None)
+
+
+def test_each_lane_reads_its_own_copy_of_the_activations():
+    """Copy c feeds lanes l with l * copies // lanes == c: 5 lanes, 2 copies, so lanes 0..2
+    read copy 0 and lanes 3, 4 copy 1. Each copy gets different activations (a producer
+    never does this), so each lane's result says which copy it added. One pass of one step,
+    each lane's first trit +1 and its second -1: lane l adds x0 - x1. (Generic adders: the
+    ``ccu2c`` ones are instances that Amaranth's simulator cannot run; their lanes take the
+    copy and its inverse by the same index.)"""
+    from amaranth.sim import Simulator
+    k, lanes, copies = 2, 5, 2
+    dut = TreeEngine(k=k, lanes=lanes, act_copies=copies)
+    acts = [(7, 3), (-20, 5)]
+    expected = [acts[lane * copies // lanes][0] - acts[lane * copies // lanes][1]
+                for lane in range(lanes)]
+    assert expected == [4, 4, 4, -25, -25]
+    got = []
+
+    async def bench(ctx):
+        for c, (x0, x1) in enumerate(acts):
+            ctx.set(dut.act.payload.data[c][0], x0)
+            ctx.set(dut.act.payload.data[c][1], x1)
+        for lane in range(lanes):
+            ctx.set(dut.weights.payload[lane][0], Trit.POS)
+            ctx.set(dut.weights.payload[lane][1], Trit.NEG)
+        ctx.set(dut.act.payload.last, 1)
+        ctx.set(dut.act.valid, 1)
+        ctx.set(dut.weights.valid, 1)
+        await ctx.tick()
+        ctx.set(dut.act.valid, 0)
+        ctx.set(dut.weights.valid, 0)
+        ctx.set(dut.result.ready, 1)
+        for _ in range(2 * TreeConfig(k=k, lanes=lanes).latency + 2):
+            if ctx.get(dut.result.valid):
+                got.append([ctx.get(dut.result.payload.data[lane]) for lane in range(lanes)])
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [expected]
 
 
 @pytest.mark.synth
