@@ -147,13 +147,6 @@ def tile_count(config: ArrayConfig, M: int, N: int, mapping: str) -> int:
     raise ValueError(f"unknown mapping {mapping!r}; known: {', '.join(MAPPINGS)}")
 
 
-def resident_words(config: ArrayConfig, N: int, K: int) -> int:
-    """Weight memory words a layer (N, K) takes in the device's resident layout: one word of
-    ``rows * cols`` trits per tile of outputs and step of K (the ``outputs`` mapping), so a
-    layer narrower than a tile still takes whole tiles."""
-    return tile_count(config, 1, N, "outputs") * K
-
-
 def choose_mapping(config: ArrayConfig, M: int, N: int) -> str:
     """The mapping with fewer tiles; ``outputs`` on a tie (it streams activations per token)."""
     return min(MAPPINGS, key=lambda mp: (tile_count(config, M, N, mp), MAPPINGS.index(mp)))

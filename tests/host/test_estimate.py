@@ -21,7 +21,7 @@ from host.cli import main
 from host.plan import Request, RequestPlanner, WeightMemory
 from firmware import machine
 from firmware.programs import FIRMWARE, linear_args
-from sim import boards, energy, numerics, schedule
+from sim import boards, energy, numerics
 
 
 def _random_emu_config(rng):
@@ -75,7 +75,7 @@ def test_weight_memory_places_as_load_many():
     with open_device("emu", rows=2, cols=3, weight_words=300) as dev:
         ws = [rng.integers(-1, 2, (int(rng.integers(1, 14)), int(rng.integers(5, 60))))
               .astype(np.int8) for _ in range(9)]
-        layers = [(schedule.resident_words(dev.config, *w.shape), w.shape[1]) for w in ws]
+        layers = [(dev.planner.resident_words(*w.shape), w.shape[1]) for w in ws]
         want = WeightMemory(300).place(layers)
         handles = dev.load_many(ws)
         assert [h.base for h in handles] == want
