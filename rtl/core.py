@@ -842,13 +842,20 @@ class DeviceCore(wiring.Component):
         # and 2,053 in its netlist.)
         # A block RAM's unregistered output is slow (5.8 ns on an ECP5 -6): with
         # ``registered_ports`` the row passes ``row_word`` before the column multiplexer;
-        # otherwise the multiplexer takes the read port (a UP5K's cells are short).
+        # otherwise the multiplexer takes the read port (a UP5K's cells are short). The
+        # trees' rows (2,048 bits from 57 block RAMs on the ULX3S-85F) pass a register more,
+        # ``row_read``, as the weights do (``read`` and ``cross`` below): that placement put
+        # ``row_word`` up to 59 tiles from the block RAMs, after their 5.8 ns.
         # ``row_wait`` counts the cycles until ``row_word`` holds the row at ``row_addr``.
         row_addr = Signal.like(addr)
         if self.registered_ports:
             row_word = Signal.like(result_r.data, reset_less=True)
-            m.d.sync += row_word.eq(result_r.data)
-            row_lag = 2
+            row_data, row_lag = result_r.data, 2
+            if tree:
+                row_read = Signal.like(result_r.data, reset_less=True)
+                m.d.sync += row_read.eq(row_data)
+                row_data, row_lag = row_read, 3
+            m.d.sync += row_word.eq(row_data)
         else:
             row_word, row_lag = result_r.data, 1
         row_wait = Signal(range(row_lag + 1))
