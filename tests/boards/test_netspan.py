@@ -1,6 +1,6 @@
 """boards.netspan: the span of each net of a placed design, on a netlist written by hand."""
 
-from boards.netspan import group, main, net_spans, summary
+from boards.netspan import group, main, net_spans, slack_summary, summary
 
 
 def _cell(kind, bel, **ports):
@@ -46,3 +46,39 @@ def test_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("2 of 2 nets span 48 tiles or more")
     assert "lane_N.sum_N_N (TRELLIS_FF -> TRELLIS_COMB)" in out
+
+
+# the tail of a nextpnr placement log, as it prints it (the legend, then buckets in ps)
+LOG = """Info: Max frequency for clock '$glbnet$clk': 61.63 MHz (FAIL at 100.00 MHz)
+
+Info: Slack histogram:
+Info:  legend: * represents 188 endpoint(s)
+Info:          + represents [1,188) endpoint(s)
+Info: [ -6225,  -5451) |+
+Info: [ -5451,  -4677) |*+
+Info: [  -807,    -33) |***
+Info: [   -33,    741) |**+
+Info: [   741,   1515) |**********+
+"""
+
+
+def test_slack_summary_counts_the_failing_buckets():
+    t = slack_summary(LOG)
+    assert t["fmax_mhz"] == 61.63 and t["worst_ps"] == -6225
+    # at least: a + is 1, so 1 + (188 + 1) + 3 * 188; at most: a + is 187, and the bucket
+    # that straddles 0 counts whole, (187) + (188 + 187) + (3 * 188) + (2 * 188 + 187)
+    assert t["failing"] == (1 + 189 + 3 * 188, 187 + 375 + 3 * 188 + 563)
+
+
+def test_slack_summary_refuses_a_log_without_timing():
+    import pytest
+    with pytest.raises(ValueError, match="no timing report"):
+        slack_summary("Info: Program finished normally.")
+
+
+def test_command_line_with_the_log(tmp_path, capsys):
+    import json
+    (tmp_path / "placed.json").write_text(json.dumps(NETLIST))
+    (tmp_path / "place.out").write_text(LOG)
+    assert main([str(tmp_path / "placed.json"), "--log", str(tmp_path / "place.out")]) == 0
+    assert capsys.readouterr().out.startswith("61.63 MHz; worst slack -6.225 ns; 754 to 1,689 endpoints failing")
