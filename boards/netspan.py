@@ -63,6 +63,27 @@ def net_spans(netlist: dict, module: str = "top") -> list[tuple[int, str, str, s
     return spans
 
 
+def cell_spread(netlist: dict, pattern: str, module: str = "top") -> dict:
+    r"""Where the placed cells whose names match ``pattern`` (a regular expression, searched)
+    went: ``{key: (cells, (x min, median, max), (y min, median, max))}``, keyed by the
+    pattern's first group (or ``"all"``). ``r"engine\.lane_5\.(one|sum|acc)"`` says where
+    lane 5's tree and its accumulator are."""
+    where = defaultdict(list)
+    regex = re.compile(pattern)
+    for name, cell in netlist["modules"][module]["cells"].items():
+        m = regex.search(name)
+        b = _BEL.match(cell.get("attributes", {}).get("NEXTPNR_BEL", ""))
+        if m and b:
+            key = m.group(1) if regex.groups else "all"
+            where[key].append((int(b.group(1)), int(b.group(2))))
+
+    def spread(values):
+        values = sorted(values)
+        return values[0], values[len(values) // 2], values[-1]
+    return {key: (len(ps), spread(p[0] for p in ps), spread(p[1] for p in ps))
+            for key, ps in sorted(where.items())}
+
+
 def group(name: str) -> str:
     """A net's name with bit indices and numbers folded: its group."""
     return re.sub(r"_\d+", "_N", re.sub(r"\[\d+\]", "", name))
@@ -120,7 +141,16 @@ def main(argv=None) -> int:
     parser.add_argument("--log", type=Path,
                         help="nextpnr's log of that run: also print its estimate and how many "
                              "endpoints fail")
+    parser.add_argument("--where", metavar="REGEX",
+                        help="instead, where the cells whose names match went (by the "
+                             "pattern's first group)")
     args = parser.parse_args(argv)
+    if args.where:
+        for key, (n, xs, ys) in cell_spread(json.loads(args.placed.read_text()),
+                                            args.where).items():
+            print(f"{key}: {n} cells, x {xs[0]}..{xs[2]} (median {xs[1]}), "
+                  f"y {ys[0]}..{ys[2]} (median {ys[1]})")
+        return 0
     if args.log:
         t = slack_summary(args.log.read_text())
         print(f"{t['fmax_mhz']:.2f} MHz; worst slack {t['worst_ps'] / 1000:.3f} ns; "

@@ -1,6 +1,6 @@
 """boards.netspan: the span of each net of a placed design, on a netlist written by hand."""
 
-from boards.netspan import group, main, net_spans, slack_summary, summary
+from boards.netspan import cell_spread, group, main, net_spans, slack_summary, summary
 
 
 def _cell(kind, bel, **ports):
@@ -82,3 +82,15 @@ def test_command_line_with_the_log(tmp_path, capsys):
     (tmp_path / "place.out").write_text(LOG)
     assert main([str(tmp_path / "placed.json"), "--log", str(tmp_path / "place.out")]) == 0
     assert capsys.readouterr().out.startswith("61.63 MHz; worst slack -6.225 ns; 754 to 1,689 endpoints failing")
+
+
+def test_cell_spread_by_the_patterns_group(tmp_path, capsys):
+    import json
+    assert cell_spread(NETLIST, r"^(ff|lut)_") == {
+        "ff": (1, (2, 2, 2), (3, 3, 3)),
+        "lut": (2, (4, 40, 40), (3, 13, 13)),     # unplaced cells are left out
+    }
+    assert cell_spread(NETLIST, "ram") == {"all": (1, (50, 50, 50), (20, 20, 20))}
+    (tmp_path / "placed.json").write_text(json.dumps(NETLIST))
+    assert main([str(tmp_path / "placed.json"), "--where", "^(lut)_"]) == 0
+    assert capsys.readouterr().out == "lut: 2 cells, x 4..40 (median 40), y 3..13 (median 13)\n"
