@@ -44,7 +44,6 @@ from amaranth.lib.wiring import In, Out
 from sim.schedule import TreeConfig
 
 from .accumulator import result_row_layout
-from .fanout import kept
 from .ternary_pe import TernaryPE, Trit, ccu2c_ternary_sum
 
 
@@ -245,9 +244,13 @@ class TreeEngine(wiring.Component):
             step.eq(act.valid & act.ready),
         ]
 
-        # The step and its last flag travel down beside the sums, one register a level: once
-        # for the engine's result handshake, and once for each lane (``_flags``).
-        add, last = self._flags(m, step, act.payload.last)
+        # The step and its last flag travel down beside the sums, one register a level.
+        add, last = step, act.payload.last
+        for level in range(1, self.config.latency + 1):
+            add_l = Signal(name=f"add_{level}")
+            last_l = Signal(name=f"last_{level}")
+            m.d.sync += [add_l.eq(add), last_l.eq(last & add)]
+            add, last = add_l, last_l
 
         copies = act.payload.data
         if self.adder == "ccu2c":       # each copy's inverse, for its lanes' carry cells
@@ -259,11 +262,10 @@ class TreeEngine(wiring.Component):
                             adder=self.adder)
             m.submodules[f"lane_{lane}"] = unit
             copy = lane * self.act_copies // self.lanes
-            lane_add, lane_last = self._flags(m, step, act.payload.last, lane=lane)
             m.d.comb += [
                 unit.act.eq(copies[copy]),
-                unit.add.eq(lane_add),
-                unit.capture.eq(lane_last),
+                unit.add.eq(add),
+                unit.capture.eq(last),
                 result.payload.data[lane].eq(unit.result),
             ]
             if self.adder == "ccu2c":
@@ -278,21 +280,3 @@ class TreeEngine(wiring.Component):
         with m.If(step & act.payload.last):
             m.d.sync += pending.eq(1)
         return m
-
-    def _flags(self, m, step, last, lane=None):
-        """``step`` and ``last`` delayed by the latency, as ``(add, capture)``. A lane's own
-        copy lets its accumulator sit beside its tree: one pair of flags for all lanes was a
-        net of 2,048 loads on the ULX3S-85F (each accumulator's and result's enable or
-        clear), and its placement put lane 5's accumulator 95 tiles from lane 5's tree, near
-        the flags. The lanes' copies are kept apart in synthesis (``rtl.fanout``)."""
-        prefix = "" if lane is None else f"lane_{lane}_"
-        add = step
-        for level in range(1, self.config.latency + 1):
-            if lane is None:
-                add_l, last_l = Signal(name=f"add_{level}"), Signal(name=f"last_{level}")
-            else:       # with a reset, as the engine's own: nothing is added after a reset
-                add_l = kept(Signal(), name=f"{prefix}add_{level}", reset_less=False)
-                last_l = kept(Signal(), name=f"{prefix}last_{level}", reset_less=False)
-            m.d.sync += [add_l.eq(add), last_l.eq(last & add)]
-            add, last = add_l, last_l
-        return add, last

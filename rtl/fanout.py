@@ -19,16 +19,11 @@ from amaranth.hdl import Signal
 REPLICA = "tritium_replica"
 
 
-def kept(like, *, name: str, reset_less: bool = True) -> Signal:
-    """A register shaped as ``like`` that synthesis keeps apart from any register with the
-    same inputs; without a reset unless asked (a data register: a valid bit says when it
-    holds something)."""
-    return Signal.like(like, name=name, reset_less=reset_less, attrs={REPLICA: 1})
-
-
 def replicas(like, copies: int, *, name: str) -> list[Signal]:
-    """``copies`` registers shaped as ``like``, without a reset, that synthesis keeps apart
-    (:func:`kept`). The caller assigns each the same value in the same domain."""
+    """``copies`` registers shaped as ``like``, without a reset (data registers: a valid bit
+    says when they hold something), that synthesis keeps apart. The caller assigns each the
+    same value in the same domain."""
     if copies < 1:
         raise ValueError(f"copies must be at least 1, not {copies}")
-    return [kept(like, name=f"{name}_copy_{i}") for i in range(copies)]
+    return [Signal.like(like, name=f"{name}_copy_{i}", reset_less=True, attrs={REPLICA: 1})
+            for i in range(copies)]

@@ -108,11 +108,9 @@ def test_tree_engine_synthesis_has_no_multiplier_and_lanes_cost_alike(family):
     # register to the accumulator (11 bits and the last one), the accumulator and the result:
     # nothing per product besides
     assert alone["ff"] == 4 * 9 + 4 + 2 * 10 + 2 + 11 + 1 + 11 + 1 + 2 * 32
-    # the engine's own: the step and last flags a register each per cycle of latency, for
-    # each lane and (unless yosys folds them into a lane's) for the handshake, the pending
-    # flag and the result's valid
-    latency = TreeConfig(k=k, lanes=lanes).latency
-    assert 2 * lanes * latency + 2 <= modules["top"]["ff"] <= 2 * (lanes + 1) * latency + 2
+    # the engine's own: the step and last flags a register each per cycle of latency, the
+    # pending flag and the result's valid
+    assert modules["top"]["ff"] <= 2 * TreeConfig(k=k, lanes=lanes).latency + 2
 
 
 @pytest.mark.synth
