@@ -76,7 +76,7 @@ class TreeLane(wiring.Component):
     Members
     -------
     act : In(ArrayLayout(signed(act_width), k))
-        The step's activations (shared by every lane).
+        The step's activations (its copy of them, shared with the other lanes of the copy).
     act_n : In(ArrayLayout(signed(act_width), k))
         Only with ``adder="ccu2c"``: ``~act``, inverted by the engine once for each copy
         of the activations (for all the copy's lanes).
@@ -166,8 +166,9 @@ class TreeLane(wiring.Component):
 
         # A register between the tree's top and the accumulator: the placer can then put the
         # accumulator (and the result register it feeds) apart from the tree. On the
-        # ULX3S-85F's 32x64 device these hops were the longest nets left, up to 92 tiles, and
-        # the register took the placement's estimate from 55.36 to 60.30 MHz.
+        # ULX3S-85F's 32x64 device these hops were the longest nets left, up to 92 tiles
+        # (each lane's accumulator sits near the result buffer, docs/architecture.md,
+        # "Boards"); with the register the hop is a route with no logic after it.
         top = Signal.like(level[0], name="top_sum", reset_less=True)
         top_one = Signal(name="top_one", reset_less=True)
         m.d.sync += [top.eq(level[0]), top_one.eq(ones_left[0])]

@@ -158,8 +158,9 @@ def simulate(config: ArrayConfig, lengths: Sequence[int], finals: Sequence[bool]
 # * A step is taken in any cycle where both operand streams are valid, except that the last step
 #   of a pass waits while the previous pass's result is pending: from the cycle after its own
 #   last step until the cycle its result beat leaves (the engine keeps one result register).
-# * A step's sum reaches the accumulator ``latency`` (= log2(k) + 1) cycles after the step; a last
-#   step's total is then written into the result register, offered on the following cycle.
+# * A step's sum reaches the accumulator ``latency`` (= log2(k) + 1) cycles after the step; a
+#   last step's total is then written into the result register, offered on the following
+#   cycle.
 #
 # At full rate the last step of pass i + 1 can follow pass i's by ``latency + 2`` cycles at the
 # soonest, so ``L_1 + sum_{i>=2} max(L_i, latency + 2) + latency + 1`` cycles run from the first

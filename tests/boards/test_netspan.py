@@ -81,7 +81,8 @@ def test_command_line_with_the_log(tmp_path, capsys):
     (tmp_path / "placed.json").write_text(json.dumps(NETLIST))
     (tmp_path / "place.out").write_text(LOG)
     assert main([str(tmp_path / "placed.json"), "--log", str(tmp_path / "place.out")]) == 0
-    assert capsys.readouterr().out.startswith("61.63 MHz; worst slack -6.225 ns; 754 to 1,689 endpoints failing")
+    assert capsys.readouterr().out.startswith(
+        "61.63 MHz; worst slack -6.225 ns; 754 to 1,689 endpoints failing")
 
 
 def test_cell_spread_by_the_patterns_group(tmp_path, capsys):
