@@ -23,16 +23,21 @@ from pathlib import Path
 _BEL = re.compile(r"X(\d+)/Y(\d+)/")
 
 
+def _placed(cell: dict) -> tuple[int, int] | None:
+    """The tile ``(x, y)`` nextpnr placed a cell at, or None."""
+    m = _BEL.match(cell.get("attributes", {}).get("NEXTPNR_BEL", ""))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def net_spans(netlist: dict, module: str = "top") -> list[tuple[int, str, str, str]]:
     """``(tiles, net, driver cell type, farthest sink's cell type)`` for every net with a
     placed driver and at least one placed sink, longest first."""
     mod = netlist["modules"][module]
     where, kind = {}, {}
     for name, cell in mod["cells"].items():
-        m = _BEL.match(cell.get("attributes", {}).get("NEXTPNR_BEL", ""))
-        if m:
-            where[name] = (int(m.group(1)), int(m.group(2)))
-            kind[name] = cell["type"]
+        tile = _placed(cell)
+        if tile:
+            where[name], kind[name] = tile, cell["type"]
     driver, sinks = {}, defaultdict(list)
     for name, cell in mod["cells"].items():
         if name not in where:
@@ -71,11 +76,9 @@ def cell_spread(netlist: dict, pattern: str, module: str = "top") -> dict:
     where = defaultdict(list)
     regex = re.compile(pattern)
     for name, cell in netlist["modules"][module]["cells"].items():
-        m = regex.search(name)
-        b = _BEL.match(cell.get("attributes", {}).get("NEXTPNR_BEL", ""))
-        if m and b:
-            key = m.group(1) if regex.groups else "all"
-            where[key].append((int(b.group(1)), int(b.group(2))))
+        m, tile = regex.search(name), _placed(cell)
+        if m and tile:
+            where[m.group(1) if regex.groups else "all"].append(tile)
 
     def spread(values):
         values = sorted(values)
@@ -118,18 +121,18 @@ def slack_summary(log: str) -> dict:
         raise ValueError("no timing report (Max frequency and slack histogram) in the log")
     legend = int(legends[-1])
     histogram = log[log.rindex("Slack histogram"):]
+    buckets = _BUCKET.findall(histogram)
     low = high = 0
-    worst = None
-    for lo, hi, bar in _BUCKET.findall(histogram):
+    for lo, hi, bar in buckets:
         lo, hi = int(lo), int(hi)
-        worst = lo if worst is None else worst
         stars, plus = bar.count("*"), "+" in bar
         if lo >= 0:
             break
         if hi <= 0:
             low += stars * legend + plus
         high += stars * legend + plus * (legend - 1)
-    return {"fmax_mhz": float(fmax[-1][1]), "worst_ps": worst, "failing": (low, high)}
+    return {"fmax_mhz": float(fmax[-1][1]), "worst_ps": int(buckets[0][0]),
+            "failing": (low, high)}
 
 
 def main(argv=None) -> int:

@@ -923,9 +923,10 @@ class DeviceCore(wiring.Component):
         s1_valid = Signal()        # the operands read last cycle are on the read ports
         s2_valid = Signal()        # the registered operands are offered to the engine
         s2_weights = Signal.like(weight_r.data, reset_less=True)
-        s2_act = Signal.like(act_r.data)
-        # the tree's lanes read the activations from copies, each near its lanes (rtl.fanout)
-        s2_act_copies = replicas(act_r.data, self.act_copies, name="s2_act") if tree else []
+        # the array's one activation register; the trees' lanes read theirs from copies, each
+        # near its lanes (rtl.fanout)
+        s2_acts = (replicas(act_r.data, self.act_copies, name="s2_act") if tree
+                   else [Signal.like(act_r.data, name="s2_act")])
         s2_last, s2_first, s2_final = Signal(), Signal(), Signal()
         m.submodules.sweeps = sweeps = fifo.SyncFIFO(width=sweep_layout(controller.bits).size,
                                                      depth=2)
@@ -1028,12 +1029,12 @@ class DeviceCore(wiring.Component):
         ]
         if tree:        # a word of R elements of K (one token's), one to each tree input
             m.d.comb += [engine.act.payload.data[c].as_value().eq(copy)
-                         for c, copy in enumerate(s2_act_copies)]
+                         for c, copy in enumerate(s2_acts)]
         else:           # one element of K, broadcast to every row
             m.d.comb += [engine.act.payload.first_chunk.eq(s2_first),
                          engine.act.payload.last_chunk.eq(s2_final)]
             for r in range(R):
-                m.d.comb += engine.act.payload.data[r].eq(s2_act)
+                m.d.comb += engine.act.payload.data[r].eq(s2_acts[0])
         s1_weights = weight_r.data
         if len(bank_depths) > 1:
             # Every bank is read, each into a ``read`` register of its own, with the index of
@@ -1065,9 +1066,10 @@ class DeviceCore(wiring.Component):
             if prefix == "read" and len(bank_depths) > 1:
                 stage = [stage[0], chosen_bank(stage[1]), *stage[2:]]
         with m.If(advance):
-            m.d.sync += [reg.eq(v) for reg, v in zip(
-                [s2_valid, s2_weights, s2_act, s2_last, s2_first, s2_final], stage)]
-            m.d.sync += [copy.eq(stage[2]) for copy in s2_act_copies]
+            valid, weights, acts, *flags = stage
+            m.d.sync += [s2_valid.eq(valid), s2_weights.eq(weights),
+                         *[copy.eq(acts) for copy in s2_acts],
+                         *[reg.eq(v) for reg, v in zip([s2_last, s2_first, s2_final], flags)]]
         if self.registered_ports:
             # a bubble held back for the drain is offered to the engine (``s2_held``)
             held = holding

@@ -33,12 +33,13 @@ class TreeTB(EngineTB):
     # raveled, lane-major (rtl.adder_tree.tree_weight_layout), so EngineTB.weight_beat packs it
     def act_beat(self, acts: np.ndarray, last: bool) -> int:
         """The step's activations, the same in every copy (each copy feeds its lanes)."""
-        lay = self.act_layout
+        lay, bits = self.act_layout, self.cfg.act_bits
+        copy = 0
+        for i, a in enumerate(acts):
+            copy |= (int(a) & ((1 << bits) - 1)) << (i * bits)
         value = 0
         for c in range(self.act_copies):
-            for i, a in enumerate(acts):
-                value |= (int(a) & ((1 << self.cfg.act_bits) - 1)) << \
-                    (lay["data"].offset + (c * self.cfg.k + i) * self.cfg.act_bits)
+            value |= copy << (lay["data"].offset + c * self.cfg.k * bits)
         return value | (int(last) << lay["last"].offset)
 
     def decode_result(self, payload: int) -> np.ndarray:
