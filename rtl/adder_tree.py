@@ -31,8 +31,13 @@ Arithmetic, the same in both adders so that the simulated engine is the built on
 
 With ``adder="ccu2c"`` (ECP5 builds) the pair's adder is a chain of ``CCU2C`` carry cells that
 computes the second product's operand inside its own LUTs, as the carry-cell PE does
-(``rtl.ternary_pe.ccu2c_ternary_sum``; its LUT contents are proven in tests/formal). The tree's
-upper levels and the accumulator are plain additions, which yosys maps onto carry chains.
+(``rtl.ternary_pe.ccu2c_ternary_sum``; its LUT contents are proven in tests/formal). The cells
+take the activation's one's complement, so such an engine takes its activations inverted
+(``data_n``, :func:`tree_activation_layout`): the producer's registers hold ``~x`` and drive
+the lanes' carry cells with no inverter between them (an inverter a copy placed its own
+route away from both the register and the lanes, two trips across the die in one path), and
+the pair's first operand, a LUT either way, inverts it back for free. The tree's upper levels
+and the accumulator are plain additions, which yosys maps onto carry chains.
 
 Timing rules and the mapping of a layer are ``sim.cycles.tree_*`` and ``sim.schedule.plan_tree``.
 """
@@ -56,13 +61,16 @@ def tree_weight_layout(k: int, lanes: int) -> data.ArrayLayout:
     return data.ArrayLayout(data.ArrayLayout(Trit, k), lanes)
 
 
-def tree_activation_layout(k: int, act_width: int, copies: int = 1) -> data.StructLayout:
+def tree_activation_layout(k: int, act_width: int, copies: int = 1, *,
+                           inverted: bool = False) -> data.StructLayout:
     """One activation beat of the tree engine: ``k`` elements of K of one token, ``data[c][i]``
     in ``copies`` equal copies. Copy ``c`` feeds the lanes ``l`` with ``l * copies // lanes
     == c``, so that a producer can drive each group of lanes from a register of its own
-    (``rtl.fanout``) rather than all of them from one."""
+    (``rtl.fanout``) rather than all of them from one. ``inverted`` (the ``ccu2c`` engine's):
+    the field is ``data_n`` and holds each element's one's complement ``~x``."""
     return data.StructLayout({
-        "data": data.ArrayLayout(data.ArrayLayout(signed(act_width), k), copies),
+        "data_n" if inverted else "data":
+            data.ArrayLayout(data.ArrayLayout(signed(act_width), k), copies),
         "last": 1,          # last step of the pass: the lanes' totals become the result
     })
 
@@ -77,9 +85,8 @@ class TreeLane(wiring.Component):
     -------
     act : In(ArrayLayout(signed(act_width), k))
         The step's activations (its copy of them, shared with the other lanes of the copy).
-    act_n : In(ArrayLayout(signed(act_width), k))
-        Only with ``adder="ccu2c"``: ``~act``, inverted by the engine once for each copy
-        of the activations (for all the copy's lanes).
+        With ``adder="ccu2c"`` the lane has ``act_n`` instead, their one's complements
+        (``~x``, what the carry cells take; module docstring).
     weights : In(ArrayLayout(Trit, k))
         This lane's trits for the step.
     add : In(1)
@@ -99,11 +106,8 @@ class TreeLane(wiring.Component):
         self.adder = TernaryPE.check_adder(adder)
         self.k, self.act_width, self.acc_width = k, act_width, acc_width
         acts = data.ArrayLayout(signed(act_width), k)
-        members = {"act": In(acts)}
-        if adder == "ccu2c":
-            members["act_n"] = In(acts)
         super().__init__({
-            **members,
+            "act_n" if adder == "ccu2c" else "act": In(acts),
             "weights": In(data.ArrayLayout(Trit, k)),
             "add": In(1),
             "capture": In(1),
@@ -119,18 +123,21 @@ class TreeLane(wiring.Component):
         # operands (the -1 trits), one bit each.
         level = []
         ones_left = []
+        ccu2c = self.adder == "ccu2c"
+        # the activations as the pair's first operand takes them (a LUT inverts for free)
+        act = [~self.act_n[i] if ccu2c else self.act[i] for i in range(k)]
         for p in range(k // 2):
             i, j = 2 * p, 2 * p + 1
             code1 = self.weights[i].as_value()
             code2 = self.weights[j].as_value()
             # codes as rtl.ternary_pe.Trit: bit 0 set means skip, else bit 1 picks x over ~x
             ones = Signal(signed(w), name=f"ones_{p}")
-            m.d.comb += ones.eq(Mux(code1[0], 0, Mux(code1[1], self.act[i], ~self.act[i])))
+            m.d.comb += ones.eq(Mux(code1[0], 0, Mux(code1[1], act[i], ~act[i])))
             total = Signal(signed(w + 1), name=f"pair_sum_{p}")
-            if self.adder == "ccu2c":
+            if ccu2c:
                 ccu2c_ternary_sum(m, ones, code2, self.act_n[j], total, prefix=f"pair_{p}_")
             else:
-                second = Mux(code2[0], 0, Mux(code2[1], self.act[j], ~self.act[j]))
+                second = Mux(code2[0], 0, Mux(code2[1], act[j], ~act[j]))
                 m.d.comb += total.eq(ones + second + (self.weights[j] == Trit.NEG))
             pair = Signal(signed(w + 1), name=f"pair_{p}", reset_less=True)
             left_out = Signal(name=f"one_{p}", reset_less=True)
@@ -202,11 +209,13 @@ class TreeEngine(wiring.Component):
         The pair level's adder: ``"generic"``, or ``"ccu2c"`` for ECP5 builds.
     act_copies : int
         Copies of the activations in a beat (:func:`tree_activation_layout`), 1 to ``lanes``;
-        each feeds its group of lanes (and, with ``"ccu2c"``, has its own inverse).
+        each feeds its group of lanes.
 
     Members
     -------
-    act : In(stream.Signature(tree_activation_layout(k, act_width, act_copies)))
+    act : In(stream.Signature(tree_activation_layout(k, act_width, act_copies, inverted=...)))
+        ``inverted`` with ``adder="ccu2c"``: the beat's field is then ``data_n``, the
+        activations' one's complements (module docstring).
     weights : In(stream.Signature(tree_weight_layout(k, lanes)))
         Taken together: a step happens when both are valid, except that a ``last`` beat waits
         while the previous pass's result is pending (from its last step until its result beat
@@ -224,8 +233,9 @@ class TreeEngine(wiring.Component):
             raise ValueError(f"act_copies must be 1 to lanes ({lanes}), not {act_copies}")
         self.k, self.lanes, self.act_copies = k, lanes, act_copies
         self.act_width, self.acc_width = act_width, acc_width
+        act_layout = tree_activation_layout(k, act_width, act_copies, inverted=adder == "ccu2c")
         super().__init__({
-            "act": In(stream.Signature(tree_activation_layout(k, act_width, act_copies))),
+            "act": In(stream.Signature(act_layout)),
             "weights": In(stream.Signature(tree_weight_layout(k, lanes))),
             "result": Out(stream.Signature(result_row_layout(lanes, acc_width))),
         })
@@ -253,25 +263,20 @@ class TreeEngine(wiring.Component):
             m.d.sync += [add_l.eq(add), last_l.eq(last & add)]
             add, last = add_l, last_l
 
-        copies = act.payload.data
-        if self.adder == "ccu2c":       # each copy's inverse, for its lanes' carry cells
-            acts_n = [Signal(data.ArrayLayout(signed(self.act_width), self.k), name=f"act_n_{c}")
-                      for c in range(self.act_copies)]
-            m.d.comb += [n.eq(~copies[c].as_value()) for c, n in enumerate(acts_n)]
+        ccu2c = self.adder == "ccu2c"
+        copies = act.payload.data_n if ccu2c else act.payload.data
         for lane in range(self.lanes):
             unit = TreeLane(k=self.k, act_width=self.act_width, acc_width=self.acc_width,
                             adder=self.adder)
             m.submodules[f"lane_{lane}"] = unit
             copy = lane * self.act_copies // self.lanes
             m.d.comb += [
-                unit.act.eq(copies[copy]),
+                (unit.act_n if ccu2c else unit.act).eq(copies[copy]),
+                unit.weights.eq(weights.payload[lane]),
                 unit.add.eq(add),
                 unit.capture.eq(last),
                 result.payload.data[lane].eq(unit.result),
             ]
-            if self.adder == "ccu2c":
-                m.d.comb += unit.act_n.eq(acts_n[copy])
-            m.d.comb += unit.weights.eq(weights.payload[lane])
 
         m.d.comb += result.payload.last.eq(1)
         with m.If(result.valid & result.ready):

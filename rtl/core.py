@@ -20,6 +20,8 @@ host speaks the framed protocol of docs/protocol.md over it. Inside:
 * the **sender** frames the response and appends its CRC.
 """
 
+import math
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Shape, Signal, unsigned
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
@@ -927,6 +929,9 @@ class DeviceCore(wiring.Component):
         # near its lanes (rtl.fanout)
         s2_acts = (replicas(act_r.data, self.act_copies, name="s2_act") if tree
                    else [Signal.like(act_r.data, name="s2_act")])
+        # A ccu2c tree takes its activations inverted (rtl.adder_tree): the copies hold ~x,
+        # so that no inverter sits between a copy and its lanes' carry cells.
+        inverted = tree and self.pe_adder == "ccu2c"
         s2_last, s2_first, s2_final = Signal(), Signal(), Signal()
         m.submodules.sweeps = sweeps = fifo.SyncFIFO(width=sweep_layout(controller.bits).size,
                                                      depth=2)
@@ -1028,8 +1033,8 @@ class DeviceCore(wiring.Component):
             engine.act.payload.last.eq(s2_last),
         ]
         if tree:        # a word of R elements of K (one token's), one to each tree input
-            m.d.comb += [engine.act.payload.data[c].as_value().eq(copy)
-                         for c, copy in enumerate(s2_acts)]
+            beat_copies = engine.act.payload.data_n if inverted else engine.act.payload.data
+            m.d.comb += [beat_copies[c].as_value().eq(copy) for c, copy in enumerate(s2_acts)]
         else:           # one element of K, broadcast to every row
             m.d.comb += [engine.act.payload.first_chunk.eq(s2_first),
                          engine.act.payload.last_chunk.eq(s2_final)]
@@ -1052,24 +1057,37 @@ class DeviceCore(wiring.Component):
                               for i in range(len(bank_depths)))
                 return words[read_weights[len(bank_depths) * word_bits:]]
 
-        stage = [s1_valid, s1_weights, act_r.data, last_flag, first_flag, final_flag]
+        # The stages' activations are a list of copies: one, except in a tree's ``cross``
+        # stage, which holds the word in ceil(sqrt(act_copies)) registers, each feeding its
+        # share of the ``s2`` copies. From one ``cross`` register to the 8 copies of the
+        # ULX3S-85F's trees (each beside its lanes) the nets spanned up to 100 tiles: a
+        # fan-out in two levels lets the placer put each level part of the way.
+        stage = [s1_valid, s1_weights, [act_r.data], last_flag, first_flag, final_flag]
         between = ("read", "cross") if self.registered_ports else ()   # stages after s1
         between_valid = []      # their valid bits
         for prefix in between:
-            names = ("valid", "weights", "act", "last", "first", "final")
-            regs = [Signal.like(v, name=f"{prefix}_{name}", reset_less=name in ("weights", "act"))
-                    for v, name in zip(stage, names)]
+            valid, weights, acts, *flags = stage
+            names = ("valid", "weights", "last", "first", "final")
+            regs = [Signal.like(v, name=f"{prefix}_{name}", reset_less=name == "weights")
+                    for v, name in zip([valid, weights, *flags], names)]
+            act_regs = [Signal.like(acts[0], name=f"{prefix}_act", reset_less=True)]
+            if tree and prefix == "cross":
+                act_regs = replicas(acts[0], math.isqrt(self.act_copies - 1) + 1,
+                                    name="cross_act")
             with m.If(advance):
-                m.d.sync += [reg.eq(v) for reg, v in zip(regs, stage)]
-            stage = regs
+                m.d.sync += [reg.eq(v) for reg, v in zip(regs, [valid, weights, *flags])]
+                m.d.sync += [reg.eq(acts[0]) for reg in act_regs]
+            stage = [regs[0], regs[1], act_regs, *regs[2:]]
             between_valid.append(regs[0])
             if prefix == "read" and len(bank_depths) > 1:
                 stage = [stage[0], chosen_bank(stage[1]), *stage[2:]]
         with m.If(advance):
             valid, weights, acts, *flags = stage
             m.d.sync += [s2_valid.eq(valid), s2_weights.eq(weights),
-                         *[copy.eq(acts) for copy in s2_acts],
                          *[reg.eq(v) for reg, v in zip([s2_last, s2_first, s2_final], flags)]]
+            for c, copy in enumerate(s2_acts):
+                source = acts[c * len(acts) // len(s2_acts)]
+                m.d.sync += copy.eq(~source if inverted else source)
         if self.registered_ports:
             # a bubble held back for the drain is offered to the engine (``s2_held``)
             held = holding
@@ -1114,9 +1132,10 @@ class DeviceCore(wiring.Component):
         # Results: one row per cycle into the result buffer, always ready (full rate). With
         # ``registered_ports`` the write is registered: from the drain multiplexer through the
         # accumulator's adder to a block RAM placed far away was the longest path of the
-        # ULX3S-85F's 16x32 build (17.2 ns). It lands a cycle after the row leaves the engine,
-        # and the controller sees the sequencer idle a cycle after that (``controller.idle``
-        # below), so no run ends, and no READ_RESULTS reads, before its last row is written.
+        # ULX3S-85F's 16x32 build (17.2 ns). It lands a cycle after the row leaves the engine
+        # (a tree's two, ``row_in``, and idleness waits for that one too), and the controller
+        # sees the sequencer idle a cycle after that (``controller.idle`` below), so no run
+        # ends, and no READ_RESULTS reads, before its last row is written.
         # (the trees leave a row at the end of every pass, not only of a token's final one:
         # a program that splits K there gets a row a pass, and the count must say so)
         issued_final = active & issue & is_last & (1 if tree else is_final)
@@ -1124,13 +1143,25 @@ class DeviceCore(wiring.Component):
         # The registered row's data has no reset (a row is only written with its ``en``), which
         # keeps C x acc_width flip-flops (1,024 on the 85F) off the die-wide reset net.
         row_data = engine.result.payload.data.as_value()
+        row_valid, row_at = engine.result.valid, result_row
+        rows_entering = []      # valid bits of rows between the engine and the write
+        if self.registered_ports and tree:
+            # The trees' lanes sit beside their weights' block RAMs, all over the die, and the
+            # result buffer's (57 on the ULX3S-85F) sit together: one more register on the way
+            # lets the placer leave each lane's accumulator by its tree (its top sum's nets
+            # to the accumulator spanned up to 88 tiles) and still reach the buffer.
+            row_in = Signal.like(result_w.data, reset_less=True)
+            row_in_valid, row_in_at = Signal(), Signal.like(result_row)
+            m.d.sync += [row_in.eq(row_data), row_in_valid.eq(row_valid), row_in_at.eq(row_at)]
+            row_data, row_valid, row_at = row_in, row_in_valid, row_in_at
+            rows_entering.append(row_in_valid)
         if self.registered_ports:
             write_data = Signal.like(result_w.data, reset_less=True)
             m.d.sync += write_data.eq(row_data)
             row_data = write_data
         m.d["sync" if self.registered_ports else "comb"] += [
-            result_w.addr.eq(result_row),
-            result_w.en.eq(engine.result.valid),
+            result_w.addr.eq(row_at),
+            result_w.en.eq(row_valid),
         ]
         m.d.comb += result_w.data.eq(row_data)
         # With ``registered_ports`` a final pass's rows count as due a cycle after it is
@@ -1156,6 +1187,8 @@ class DeviceCore(wiring.Component):
         for valid in between_valid:
             idle_now &= ~valid
             in_flight |= valid
+        for valid in rows_entering:     # a row that left the engine, not yet at the write
+            idle_now &= ~valid
         m.d.comb += idle.eq(idle_now)
         # The controller sees idleness a cycle late, from a register (the compares behind it
         # ran into its retire and on into the fetch address). A sweep it hands over in this

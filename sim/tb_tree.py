@@ -26,20 +26,24 @@ class TreeTB(EngineTB):
         self.cfg = schedule.TreeConfig(k=config["k"], lanes=config["lanes"],
                                        acc_bits=config["acc_width"])
         self.act_copies = config.get("act_copies", 1)
-        self.act_layout = tree_activation_layout(self.cfg.k, self.cfg.act_bits, self.act_copies)
+        self.inverted = config.get("adder") == "ccu2c"      # the beat holds ~x (data_n)
+        self.act_layout = tree_activation_layout(self.cfg.k, self.cfg.act_bits, self.act_copies,
+                                                 inverted=self.inverted)
         self.result_layout = result_row_layout(self.cfg.lanes, self.cfg.acc_bits)
 
     # -- beat encoding: offsets from the RTL's own layouts; a weight beat is a (lanes, k) block
     # raveled, lane-major (rtl.adder_tree.tree_weight_layout), so EngineTB.weight_beat packs it
     def act_beat(self, acts: np.ndarray, last: bool) -> int:
-        """The step's activations, the same in every copy (each copy feeds its lanes)."""
+        """The step's activations, the same in every copy (each copy feeds its lanes);
+        one's complemented for a ``ccu2c`` engine."""
         lay, bits = self.act_layout, self.cfg.act_bits
         copy = 0
         for i, a in enumerate(acts):
-            copy |= (int(a) & ((1 << bits) - 1)) << (i * bits)
+            copy |= (int(~a if self.inverted else a) & ((1 << bits) - 1)) << (i * bits)
+        field = lay["data_n" if self.inverted else "data"]
         value = 0
         for c in range(self.act_copies):
-            value |= copy << (lay["data"].offset + c * self.cfg.k * bits)
+            value |= copy << (field.offset + c * self.cfg.k * bits)
         return value | (int(last) << lay["last"].offset)
 
     def decode_result(self, payload: int) -> np.ndarray:

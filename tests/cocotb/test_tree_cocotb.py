@@ -30,7 +30,7 @@ def test_tree_engine(simulator, k, lanes, adder, act_copies, testcase):
     config = {
         "k": k, "lanes": lanes, "acc_width": 32, "seed": 100 * k + lanes, "layers": 4,
         "extreme_k": 16384, "full_rate_k": 2000, "min_utilization": 0.9,
-        "act_copies": act_copies,
+        "act_copies": act_copies, "adder": adder,
     }
     result = run_bench(lambda: TreeEngine(k=k, lanes=lanes, adder=adder, act_copies=act_copies),
                        name=f"tree_{k}x{lanes}_{adder}_c{act_copies}", test_module="sim.tb_tree",

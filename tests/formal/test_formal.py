@@ -103,9 +103,11 @@ class LaneAgainstModel(Elaboratable):
         m = Module()
         m.submodules.lane = lane = self.lane
         for i in range(self.k):
-            m.d.comb += [lane.act[i].eq(self.acts[i]), lane.weights[i].eq(self.codes[i])]
-            if lane.adder == "ccu2c":
+            m.d.comb += lane.weights[i].eq(self.codes[i])
+            if lane.adder == "ccu2c":       # the ECP5 lane takes the one's complements
                 m.d.comb += lane.act_n[i].eq(~self.acts[i])
+            else:
+                m.d.comb += lane.act[i].eq(self.acts[i])
         capture = self.capture | self.add if self.captured else self.capture
         m.d.comb += [lane.add.eq(self.add | capture), lane.capture.eq(capture)]
         products = [Mux(c == Trit.POS.value, self.sign, Mux(c == Trit.NEG.value, -self.sign, 0))

@@ -45,6 +45,11 @@ def test_tree_engine_ports_follow_the_parameters():
     assert copied.act.payload.shape()["data"].shape.length == 2             # copies ...
     assert copied.act.payload.shape()["data"].shape.elem_shape.length == 8  # ... of k
     Fragment.get(copied, None)
+    # the ECP5 engine takes the activations' one's complements, and says so by the name
+    ecp5 = TreeEngine(k=8, lanes=5, adder="ccu2c", act_copies=2)
+    inverted = ecp5.act.payload.shape()
+    assert "data" not in inverted.members and inverted["data_n"].shape.length == 2
+    Fragment.get(ecp5, None)
 
 
 def test_each_lane_reads_its_own_copy_of_the_activations():
