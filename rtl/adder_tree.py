@@ -75,6 +75,14 @@ def tree_activation_layout(k: int, act_width: int, copies: int = 1, *,
     })
 
 
+def lane_groups(lanes: int, groups: int) -> list[range]:
+    """The lanes each copy of the activations feeds, copy ``c`` the lanes ``l`` with
+    ``l * groups // lanes == c``: ``groups`` runs of adjacent lanes, as even as they go. The
+    device core keeps each group's results in a result memory of its own (``rtl.core``)."""
+    return [range(-(-c * lanes // groups), -(-(c + 1) * lanes // groups))
+            for c in range(groups)]
+
+
 class TreeLane(wiring.Component):
     """One output lane: the pair level, the adder tree and the accumulator.
 
@@ -265,18 +273,18 @@ class TreeEngine(wiring.Component):
 
         ccu2c = self.adder == "ccu2c"
         copies = act.payload.data_n if ccu2c else act.payload.data
-        for lane in range(self.lanes):
-            unit = TreeLane(k=self.k, act_width=self.act_width, acc_width=self.acc_width,
-                            adder=self.adder)
-            m.submodules[f"lane_{lane}"] = unit
-            copy = lane * self.act_copies // self.lanes
-            m.d.comb += [
-                (unit.act_n if ccu2c else unit.act).eq(copies[copy]),
-                unit.weights.eq(weights.payload[lane]),
-                unit.add.eq(add),
-                unit.capture.eq(last),
-                result.payload.data[lane].eq(unit.result),
-            ]
+        for copy, lanes in enumerate(lane_groups(self.lanes, self.act_copies)):
+            for lane in lanes:
+                unit = TreeLane(k=self.k, act_width=self.act_width, acc_width=self.acc_width,
+                                adder=self.adder)
+                m.submodules[f"lane_{lane}"] = unit
+                m.d.comb += [
+                    (unit.act_n if ccu2c else unit.act).eq(copies[copy]),
+                    unit.weights.eq(weights.payload[lane]),
+                    unit.add.eq(add),
+                    unit.capture.eq(last),
+                    result.payload.data[lane].eq(unit.result),
+                ]
 
         m.d.comb += result.payload.last.eq(1)
         with m.If(result.valid & result.ready):

@@ -35,7 +35,7 @@ from firmware.programs import FIRMWARE
 from sim import numerics, packing
 from sim.schedule import TreeConfig
 
-from .adder_tree import TreeEngine
+from .adder_tree import TreeEngine, lane_groups
 from .controller import Controller
 from .fanout import replicas
 from .spram import SPRAMWeights, spram_words
@@ -370,17 +370,32 @@ class DeviceCore(wiring.Component):
                 offset += depth
         # The tree's activation buffer holds a step's R bytes a word, written a byte at a time.
         tree = self.engine == "tree"
+        # A ccu2c tree takes its activations inverted (rtl.adder_tree), so its activation
+        # buffer holds ~x (WRITE_ACTS inverts each byte): every register between the buffer
+        # and the lanes' carry cells is then a plain copy, and no inverter sits in a path
+        # that crosses the die.
+        inverted = tree and self.pe_adder == "ccu2c"
         act_word = R if tree else 1
         m.submodules.act_mem = act_mem = Memory(shape=8 * act_word,
                                                 depth=self.act_bytes // act_word, init=[],
                                                 attrs=NO_RW_CHECK)
         act_w = act_mem.write_port(granularity=8) if tree else act_mem.write_port()
         act_r = act_mem.read_port()
-        m.submodules.result_mem = result_mem = Memory(shape=unsigned(C * self.acc_width),
-                                                      depth=self.result_rows, init=[],
-                                                      attrs=NO_RW_CHECK)
-        result_w = result_mem.write_port()
-        result_r = result_mem.read_port()
+        # The result buffer: a row of C sums. The trees' lanes sit by their weights' block RAMs
+        # all over the die, so a tree core keeps the sums of each group of lanes that shares a
+        # copy of the activations (``lane_groups``) in a memory of its own, which the placer
+        # can put beside them: with one memory the 64 lanes of the ULX3S-85F's trees sent
+        # their sums to 57 block RAMs that sat together, and each lane's accumulator went
+        # there, up to 95 tiles from its tree. A READ_RESULTS row is the slices side by side.
+        result_slices = lane_groups(C, self.act_copies) if tree else [range(C)]
+        result_ws, result_rs = [], []
+        for i, lanes in enumerate(result_slices):
+            mem = Memory(shape=unsigned(len(lanes) * self.acc_width), depth=self.result_rows,
+                         init=[], attrs=NO_RW_CHECK)
+            m.submodules["result_mem" if len(result_slices) == 1 else f"result_mem_{i}"] = mem
+            result_ws.append(mem.write_port())
+            result_rs.append(mem.read_port())
+        result_read = Cat(*(port.data for port in result_rs))
         m.submodules.base3 = base3 = Memory(shape=10, depth=256, init=base3_rom())
         base3_r = base3.read_port()
 
@@ -685,8 +700,9 @@ class DeviceCore(wiring.Component):
                 with m.If(byte_valid):
                     if tree:    # byte addr: word addr >> log2(R), byte lane addr mod R
                         lane_bits = R.bit_length() - 1
+                        byte = ~payload_byte if inverted else payload_byte
                         m.d.comb += [act_w.addr.eq(addr[lane_bits:]),
-                                     act_w.data.eq(Cat(*[payload_byte] * R)),
+                                     act_w.data.eq(Cat(*[byte] * R)),
                                      act_w.en.eq(Const(1, R) << addr[:lane_bits])]
                     else:
                         m.d.comb += [act_w.addr.eq(addr), act_w.data.eq(payload_byte),
@@ -851,21 +867,21 @@ class DeviceCore(wiring.Component):
         # ``row_wait`` counts the cycles until ``row_word`` holds the row at ``row_addr``.
         row_addr = Signal.like(addr)
         if self.registered_ports:
-            row_word = Signal.like(result_r.data, reset_less=True)
-            row_data, row_lag = result_r.data, 2
+            row_word = Signal.like(result_read, reset_less=True)
+            row_data, row_lag = result_read, 2
             if tree:
-                row_read = Signal.like(result_r.data, reset_less=True)
+                row_read = Signal.like(result_read, reset_less=True)
                 m.d.sync += row_read.eq(row_data)
                 row_data, row_lag = row_read, 3
             m.d.sync += row_word.eq(row_data)
         else:
-            row_word, row_lag = result_r.data, 1
+            row_word, row_lag = result_read, 1
         row_wait = Signal(range(row_lag + 1))
         column = Signal(range(C))
         sum_word = Signal(32, reset_less=True)
         sum_byte = Signal(2)            # bytes of sum_word taken
         sum_loaded = Signal()
-        m.d.comb += result_r.addr.eq(row_addr)
+        m.d.comb += [port.addr.eq(row_addr) for port in result_rs]
         with m.If(sender.start):
             m.d.sync += [row_addr.eq(addr), row_wait.eq(row_lag), column.eq(0),
                          sum_loaded.eq(0)]
@@ -929,9 +945,6 @@ class DeviceCore(wiring.Component):
         # near its lanes (rtl.fanout)
         s2_acts = (replicas(act_r.data, self.act_copies, name="s2_act") if tree
                    else [Signal.like(act_r.data, name="s2_act")])
-        # A ccu2c tree takes its activations inverted (rtl.adder_tree): the copies hold ~x,
-        # so that no inverter sits between a copy and its lanes' carry cells.
-        inverted = tree and self.pe_adder == "ccu2c"
         s2_last, s2_first, s2_final = Signal(), Signal(), Signal()
         m.submodules.sweeps = sweeps = fifo.SyncFIFO(width=sweep_layout(controller.bits).size,
                                                      depth=2)
@@ -1086,8 +1099,7 @@ class DeviceCore(wiring.Component):
             m.d.sync += [s2_valid.eq(valid), s2_weights.eq(weights),
                          *[reg.eq(v) for reg, v in zip([s2_last, s2_first, s2_final], flags)]]
             for c, copy in enumerate(s2_acts):
-                source = acts[c * len(acts) // len(s2_acts)]
-                m.d.sync += copy.eq(~source if inverted else source)
+                m.d.sync += copy.eq(acts[c * len(acts) // len(s2_acts)])
         if self.registered_ports:
             # a bubble held back for the drain is offered to the engine (``s2_held``)
             held = holding
@@ -1132,10 +1144,9 @@ class DeviceCore(wiring.Component):
         # Results: one row per cycle into the result buffer, always ready (full rate). With
         # ``registered_ports`` the write is registered: from the drain multiplexer through the
         # accumulator's adder to a block RAM placed far away was the longest path of the
-        # ULX3S-85F's 16x32 build (17.2 ns). It lands a cycle after the row leaves the engine
-        # (a tree's two, ``row_in``, and idleness waits for that one too), and the controller
-        # sees the sequencer idle a cycle after that (``controller.idle`` below), so no run
-        # ends, and no READ_RESULTS reads, before its last row is written.
+        # ULX3S-85F's 16x32 build (17.2 ns). It lands a cycle after the row leaves the engine,
+        # and the controller sees the sequencer idle a cycle after that (``controller.idle``
+        # below), so no run ends, and no READ_RESULTS reads, before its last row is written.
         # (the trees leave a row at the end of every pass, not only of a token's final one:
         # a program that splits K there gets a row a pass, and the count must say so)
         issued_final = active & issue & is_last & (1 if tree else is_final)
@@ -1143,27 +1154,22 @@ class DeviceCore(wiring.Component):
         # The registered row's data has no reset (a row is only written with its ``en``), which
         # keeps C x acc_width flip-flops (1,024 on the 85F) off the die-wide reset net.
         row_data = engine.result.payload.data.as_value()
-        row_valid, row_at = engine.result.valid, result_row
-        rows_entering = []      # valid bits of rows between the engine and the write
-        if self.registered_ports and tree:
-            # The trees' lanes sit beside their weights' block RAMs, all over the die, and the
-            # result buffer's (57 on the ULX3S-85F) sit together: one more register on the way
-            # lets the placer leave each lane's accumulator by its tree (its top sum's nets
-            # to the accumulator spanned up to 88 tiles) and still reach the buffer.
-            row_in = Signal.like(result_w.data, reset_less=True)
-            row_in_valid, row_in_at = Signal(), Signal.like(result_row)
-            m.d.sync += [row_in.eq(row_data), row_in_valid.eq(row_valid), row_in_at.eq(row_at)]
-            row_data, row_valid, row_at = row_in, row_in_valid, row_in_at
-            rows_entering.append(row_in_valid)
+        row_at, row_valid = [result_row], [engine.result.valid]
         if self.registered_ports:
-            write_data = Signal.like(result_w.data, reset_less=True)
+            write_data = Signal.like(row_data, reset_less=True)
             m.d.sync += write_data.eq(row_data)
             row_data = write_data
-        m.d["sync" if self.registered_ports else "comb"] += [
-            result_w.addr.eq(row_at),
-            result_w.en.eq(row_valid),
-        ]
-        m.d.comb += result_w.data.eq(row_data)
+            # each slice's address and enable from registers of its own (rtl.fanout)
+            row_at = replicas(result_row, len(result_slices), name="result_at")
+            row_valid = replicas(engine.result.valid, len(result_slices), name="result_en",
+                                 reset_less=False)
+            m.d.sync += [*(at.eq(result_row) for at in row_at),
+                         *(en.eq(engine.result.valid) for en in row_valid)]
+        for i, (port, lanes) in enumerate(zip(result_ws, result_slices)):
+            bits = slice(lanes.start * self.acc_width, lanes.stop * self.acc_width)
+            m.d.comb += [port.data.eq(row_data[bits]),
+                         port.addr.eq(row_at[i * len(row_at) // len(result_ws)]),
+                         port.en.eq(row_valid[i * len(row_valid) // len(result_ws)])]
         # With ``registered_ports`` a final pass's rows count as due a cycle after it is
         # issued (its operands are then in flight, so nothing reads the count as idle): the
         # engine's "drained" through ``advance`` into this adder was the longest path of the
@@ -1187,8 +1193,6 @@ class DeviceCore(wiring.Component):
         for valid in between_valid:
             idle_now &= ~valid
             in_flight |= valid
-        for valid in rows_entering:     # a row that left the engine, not yet at the write
-            idle_now &= ~valid
         m.d.comb += idle.eq(idle_now)
         # The controller sees idleness a cycle late, from a register (the compares behind it
         # ran into its retire and on into the fetch address). A sweep it hands over in this
