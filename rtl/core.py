@@ -865,8 +865,36 @@ class DeviceCore(wiring.Component):
         # ``row_read``, as the weights do (``read`` and ``cross`` below): that placement put
         # ``row_word`` up to 59 tiles from the block RAMs, after their 5.8 ns.
         # ``row_wait`` counts the cycles until ``row_word`` holds the row at ``row_addr``.
+        # A result buffer in slices (the trees', above) is read a sum at a time instead, so
+        # that 32 bits, not the slice's row, cross the die from each slice: its row is held
+        # beside it (``row_read_N``), each slice picks the column's sum from its own row with
+        # its own copy of ``column`` (``slice_word_N``), a register each takes the slices'
+        # sums across the die (``gathered_N``), and ``picked`` is the column's slice's. Each
+        # step is a register, so a sum takes ``pick_lag`` cycles after the column moves (a
+        # row's ``row_lag`` after the row does); the link takes far longer for its bytes.
         row_addr = Signal.like(addr)
-        if self.registered_ports:
+        column = Signal(range(C))
+        sliced_read = self.registered_ports and len(result_slices) > 1
+        if sliced_read:
+            slice_rows = [Signal.like(port.data, name=f"row_read_{i}", reset_less=True)
+                          for i, port in enumerate(result_rs)]
+            slice_columns = replicas(column, len(result_slices), name="read_column")
+            slice_words = [Signal(32, name=f"slice_word_{i}", reset_less=True)
+                           for i in range(len(result_slices))]
+            gathered = [Signal(32, name=f"gathered_{i}", reset_less=True)
+                        for i in range(len(result_slices))]
+            picked = Signal(32, reset_less=True)
+            column_slice = Array(Const(i, range(len(result_slices)))
+                                 for i, lanes in enumerate(result_slices) for _ in lanes)
+            for i, (lanes, port) in enumerate(zip(result_slices, result_rs)):
+                offset = (slice_columns[i] - lanes.start)[:Shape.cast(range(C)).width]
+                m.d.sync += [slice_rows[i].eq(port.data), slice_columns[i].eq(column),
+                             slice_words[i].eq(slice_rows[i].word_select(offset, 32)),
+                             gathered[i].eq(slice_words[i])]
+            m.d.sync += picked.eq(Array(gathered)[column_slice[column]])
+            # the row: its read, row_read, slice_word, gathered, picked; a column: the last 4
+            row_lag, pick_lag = 5, 4
+        elif self.registered_ports:
             row_word = Signal.like(result_read, reset_less=True)
             row_data, row_lag = result_read, 2
             if tree:
@@ -877,7 +905,6 @@ class DeviceCore(wiring.Component):
         else:
             row_word, row_lag = result_read, 1
         row_wait = Signal(range(row_lag + 1))
-        column = Signal(range(C))
         sum_word = Signal(32, reset_less=True)
         sum_byte = Signal(2)            # bytes of sum_word taken
         sum_loaded = Signal()
@@ -901,9 +928,12 @@ class DeviceCore(wiring.Component):
                     with m.If(sum_done):
                         m.d.sync += sum_loaded.eq(0)
                 with m.If((~sum_loaded | sum_done) & (row_wait == 0) & sender.busy):
-                    m.d.sync += [sum_word.eq(row_word.word_select(column, 32) if C > 1
-                                             else row_word[:32]),
-                                 sum_loaded.eq(1), sum_byte.eq(0), column.eq(column + 1)]
+                    if sliced_read:
+                        m.d.sync += [sum_word.eq(picked), row_wait.eq(pick_lag)]
+                    else:
+                        m.d.sync += sum_word.eq(row_word.word_select(column, 32) if C > 1
+                                                else row_word[:32])
+                    m.d.sync += [sum_loaded.eq(1), sum_byte.eq(0), column.eq(column + 1)]
                     with m.If(column == C - 1):     # the row's last sum: read the next row
                         m.d.sync += [column.eq(0), row_addr.eq(row_addr + 1),
                                      row_wait.eq(row_lag)]
