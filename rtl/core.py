@@ -1184,22 +1184,20 @@ class DeviceCore(wiring.Component):
         # The registered row's data has no reset (a row is only written with its ``en``), which
         # keeps C x acc_width flip-flops (1,024 on the 85F) off the die-wide reset net.
         row_data = engine.result.payload.data.as_value()
-        row_at, row_valid = [result_row], [engine.result.valid]
+        slices = len(result_slices)
+        row_at, row_valid = [result_row] * slices, [engine.result.valid] * slices
         if self.registered_ports:
             write_data = Signal.like(row_data, reset_less=True)
             m.d.sync += write_data.eq(row_data)
             row_data = write_data
             # each slice's address and enable from registers of its own (rtl.fanout)
-            row_at = replicas(result_row, len(result_slices), name="result_at")
-            row_valid = replicas(engine.result.valid, len(result_slices), name="result_en",
-                                 reset_less=False)
+            row_at = replicas(result_row, slices, name="result_at")
+            row_valid = replicas(engine.result.valid, slices, name="result_en", reset_less=False)
             m.d.sync += [*(at.eq(result_row) for at in row_at),
                          *(en.eq(engine.result.valid) for en in row_valid)]
-        for i, (port, lanes) in enumerate(zip(result_ws, result_slices)):
+        for port, lanes, at, valid in zip(result_ws, result_slices, row_at, row_valid):
             bits = slice(lanes.start * self.acc_width, lanes.stop * self.acc_width)
-            m.d.comb += [port.data.eq(row_data[bits]),
-                         port.addr.eq(row_at[i * len(row_at) // len(result_ws)]),
-                         port.en.eq(row_valid[i * len(row_valid) // len(result_ws)])]
+            m.d.comb += [port.data.eq(row_data[bits]), port.addr.eq(at), port.en.eq(valid)]
         # With ``registered_ports`` a final pass's rows count as due a cycle after it is
         # issued (its operands are then in flight, so nothing reads the count as idle): the
         # engine's "drained" through ``advance`` into this adder was the longest path of the

@@ -8,7 +8,7 @@ import warnings
 import pytest
 from amaranth.hdl import Fragment, UnusedElaboratable
 
-from rtl.adder_tree import TreeEngine, TreeLane
+from rtl.adder_tree import TreeEngine, TreeLane, lane_groups
 from rtl.ternary_pe import Trit
 from sim.schedule import TreeConfig
 
@@ -50,6 +50,17 @@ def test_tree_engine_ports_follow_the_parameters():
     inverted = ecp5.act.payload.shape()
     assert "data" not in inverted.members and inverted["data_n"].shape.length == 2
     Fragment.get(ecp5, None)
+
+
+def test_lane_groups_are_runs_of_adjacent_lanes_as_the_copies_feed_them():
+    assert lane_groups(5, 2) == [range(0, 3), range(3, 5)]
+    assert lane_groups(3, 2) == [range(0, 2), range(2, 3)]
+    assert lane_groups(64, 8) == [range(8 * g, 8 * g + 8) for g in range(8)]
+    for lanes in range(1, 12):
+        for groups in range(1, lanes + 1):
+            runs = lane_groups(lanes, groups)
+            assert [lane for run in runs for lane in run] == list(range(lanes))
+            assert all(lane * groups // lanes == c for c, run in enumerate(runs) for lane in run)
 
 
 def test_each_lane_reads_its_own_copy_of_the_activations():
