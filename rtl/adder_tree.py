@@ -77,8 +77,7 @@ def tree_activation_layout(k: int, act_width: int, copies: int = 1, *,
 
 def lane_groups(lanes: int, groups: int) -> list[range]:
     """The lanes each copy of the activations feeds, copy ``c`` the lanes ``l`` with
-    ``l * groups // lanes == c``: ``groups`` runs of adjacent lanes, as even as they go. The
-    device core keeps each group's results in a result memory of its own (``rtl.core``)."""
+    ``l * groups // lanes == c``: ``groups`` runs of adjacent lanes, as even as they go."""
     return [range(-(-c * lanes // groups), -(-(c + 1) * lanes // groups))
             for c in range(groups)]
 

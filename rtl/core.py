@@ -20,8 +20,6 @@ host speaks the framed protocol of docs/protocol.md over it. Inside:
 * the **sender** frames the response and appends its CRC.
 """
 
-import math
-
 from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Shape, Signal, unsigned
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
@@ -35,7 +33,7 @@ from firmware.programs import FIRMWARE
 from sim import numerics, packing
 from sim.schedule import TreeConfig
 
-from .adder_tree import TreeEngine, lane_groups
+from .adder_tree import TreeEngine
 from .controller import Controller
 from .fanout import replicas
 from .spram import SPRAMWeights, spram_words
@@ -381,21 +379,11 @@ class DeviceCore(wiring.Component):
                                                 attrs=NO_RW_CHECK)
         act_w = act_mem.write_port(granularity=8) if tree else act_mem.write_port()
         act_r = act_mem.read_port()
-        # The result buffer: a row of C sums. The trees' lanes sit by their weights' block RAMs
-        # all over the die, so a tree core keeps the sums of each group of lanes that shares a
-        # copy of the activations (``lane_groups``) in a memory of its own, which the placer
-        # can put beside them: with one memory the 64 lanes of the ULX3S-85F's trees sent
-        # their sums to 57 block RAMs that sat together, and each lane's accumulator went
-        # there, up to 95 tiles from its tree. A READ_RESULTS row is the slices side by side.
-        result_slices = lane_groups(C, self.act_copies) if tree else [range(C)]
-        result_ws, result_rs = [], []
-        for i, lanes in enumerate(result_slices):
-            mem = Memory(shape=unsigned(len(lanes) * self.acc_width), depth=self.result_rows,
-                         init=[], attrs=NO_RW_CHECK)
-            m.submodules["result_mem" if len(result_slices) == 1 else f"result_mem_{i}"] = mem
-            result_ws.append(mem.write_port())
-            result_rs.append(mem.read_port())
-        result_read = Cat(*(port.data for port in result_rs))
+        m.submodules.result_mem = result_mem = Memory(shape=unsigned(C * self.acc_width),
+                                                      depth=self.result_rows, init=[],
+                                                      attrs=NO_RW_CHECK)
+        result_w = result_mem.write_port()
+        result_r = result_mem.read_port()
         m.submodules.base3 = base3 = Memory(shape=10, depth=256, init=base3_rom())
         base3_r = base3.read_port()
 
@@ -865,50 +853,23 @@ class DeviceCore(wiring.Component):
         # ``row_read``, as the weights do (``read`` and ``cross`` below): that placement put
         # ``row_word`` up to 59 tiles from the block RAMs, after their 5.8 ns.
         # ``row_wait`` counts the cycles until ``row_word`` holds the row at ``row_addr``.
-        # A result buffer in slices (the trees', above) is read a sum at a time instead, so
-        # that 32 bits, not the slice's row, cross the die from each slice: its row is held
-        # beside it (``row_read_N``), each slice picks the column's sum from its own row with
-        # its own copy of ``column`` (``slice_word_N``), a register each takes the slices'
-        # sums across the die (``gathered_N``), and ``picked`` is the column's slice's. Each
-        # step is a register, so a sum takes ``pick_lag`` cycles after the column moves (a
-        # row's ``row_lag`` after the row does); the link takes far longer for its bytes.
         row_addr = Signal.like(addr)
-        column = Signal(range(C))
-        sliced_read = self.registered_ports and len(result_slices) > 1
-        if sliced_read:
-            slice_rows = [Signal.like(port.data, name=f"row_read_{i}", reset_less=True)
-                          for i, port in enumerate(result_rs)]
-            slice_columns = replicas(column, len(result_slices), name="read_column")
-            slice_words = [Signal(32, name=f"slice_word_{i}", reset_less=True)
-                           for i in range(len(result_slices))]
-            gathered = [Signal(32, name=f"gathered_{i}", reset_less=True)
-                        for i in range(len(result_slices))]
-            picked = Signal(32, reset_less=True)
-            column_slice = Array(Const(i, range(len(result_slices)))
-                                 for i, lanes in enumerate(result_slices) for _ in lanes)
-            for i, (lanes, port) in enumerate(zip(result_slices, result_rs)):
-                offset = (slice_columns[i] - lanes.start)[:Shape.cast(range(C)).width]
-                m.d.sync += [slice_rows[i].eq(port.data), slice_columns[i].eq(column),
-                             slice_words[i].eq(slice_rows[i].word_select(offset, 32)),
-                             gathered[i].eq(slice_words[i])]
-            m.d.sync += picked.eq(Array(gathered)[column_slice[column]])
-            # the row: its read, row_read, slice_word, gathered, picked; a column: the last 4
-            row_lag, pick_lag = 5, 4
-        elif self.registered_ports:
-            row_word = Signal.like(result_read, reset_less=True)
-            row_data, row_lag = result_read, 2
+        if self.registered_ports:
+            row_word = Signal.like(result_r.data, reset_less=True)
+            row_data, row_lag = result_r.data, 2
             if tree:
-                row_read = Signal.like(result_read, reset_less=True)
+                row_read = Signal.like(result_r.data, reset_less=True)
                 m.d.sync += row_read.eq(row_data)
                 row_data, row_lag = row_read, 3
             m.d.sync += row_word.eq(row_data)
         else:
-            row_word, row_lag = result_read, 1
+            row_word, row_lag = result_r.data, 1
         row_wait = Signal(range(row_lag + 1))
+        column = Signal(range(C))
         sum_word = Signal(32, reset_less=True)
         sum_byte = Signal(2)            # bytes of sum_word taken
         sum_loaded = Signal()
-        m.d.comb += [port.addr.eq(row_addr) for port in result_rs]
+        m.d.comb += result_r.addr.eq(row_addr)
         with m.If(sender.start):
             m.d.sync += [row_addr.eq(addr), row_wait.eq(row_lag), column.eq(0),
                          sum_loaded.eq(0)]
@@ -928,12 +889,9 @@ class DeviceCore(wiring.Component):
                     with m.If(sum_done):
                         m.d.sync += sum_loaded.eq(0)
                 with m.If((~sum_loaded | sum_done) & (row_wait == 0) & sender.busy):
-                    if sliced_read:
-                        m.d.sync += [sum_word.eq(picked), row_wait.eq(pick_lag)]
-                    else:
-                        m.d.sync += sum_word.eq(row_word.word_select(column, 32) if C > 1
-                                                else row_word[:32])
-                    m.d.sync += [sum_loaded.eq(1), sum_byte.eq(0), column.eq(column + 1)]
+                    m.d.sync += [sum_word.eq(row_word.word_select(column, 32) if C > 1
+                                             else row_word[:32]),
+                                 sum_loaded.eq(1), sum_byte.eq(0), column.eq(column + 1)]
                     with m.If(column == C - 1):     # the row's last sum: read the next row
                         m.d.sync += [column.eq(0), row_addr.eq(row_addr + 1),
                                      row_wait.eq(row_lag)]
@@ -1100,36 +1058,24 @@ class DeviceCore(wiring.Component):
                               for i in range(len(bank_depths)))
                 return words[read_weights[len(bank_depths) * word_bits:]]
 
-        # The stages' activations are a list of copies: one, except in a tree's ``cross``
-        # stage, which holds the word in ceil(sqrt(act_copies)) registers, each feeding its
-        # share of the ``s2`` copies. From one ``cross`` register to the 8 copies of the
-        # ULX3S-85F's trees (each beside its lanes) the nets spanned up to 100 tiles: a
-        # fan-out in two levels lets the placer put each level part of the way.
-        stage = [s1_valid, s1_weights, [act_r.data], last_flag, first_flag, final_flag]
+        stage = [s1_valid, s1_weights, act_r.data, last_flag, first_flag, final_flag]
         between = ("read", "cross") if self.registered_ports else ()   # stages after s1
         between_valid = []      # their valid bits
         for prefix in between:
-            valid, weights, acts, *flags = stage
-            names = ("valid", "weights", "last", "first", "final")
-            regs = [Signal.like(v, name=f"{prefix}_{name}", reset_less=name == "weights")
-                    for v, name in zip([valid, weights, *flags], names)]
-            act_regs = [Signal.like(acts[0], name=f"{prefix}_act", reset_less=True)]
-            if tree and prefix == "cross":
-                act_regs = replicas(acts[0], math.isqrt(self.act_copies - 1) + 1,
-                                    name="cross_act")
+            names = ("valid", "weights", "act", "last", "first", "final")
+            regs = [Signal.like(v, name=f"{prefix}_{name}", reset_less=name in ("weights", "act"))
+                    for v, name in zip(stage, names)]
             with m.If(advance):
-                m.d.sync += [reg.eq(v) for reg, v in zip(regs, [valid, weights, *flags])]
-                m.d.sync += [reg.eq(acts[0]) for reg in act_regs]
-            stage = [regs[0], regs[1], act_regs, *regs[2:]]
+                m.d.sync += [reg.eq(v) for reg, v in zip(regs, stage)]
+            stage = regs
             between_valid.append(regs[0])
             if prefix == "read" and len(bank_depths) > 1:
                 stage = [stage[0], chosen_bank(stage[1]), *stage[2:]]
         with m.If(advance):
             valid, weights, acts, *flags = stage
             m.d.sync += [s2_valid.eq(valid), s2_weights.eq(weights),
+                         *[copy.eq(acts) for copy in s2_acts],
                          *[reg.eq(v) for reg, v in zip([s2_last, s2_first, s2_final], flags)]]
-            for c, copy in enumerate(s2_acts):
-                m.d.sync += copy.eq(acts[c * len(acts) // len(s2_acts)])
         if self.registered_ports:
             # a bubble held back for the drain is offered to the engine (``s2_held``)
             held = holding
@@ -1184,20 +1130,15 @@ class DeviceCore(wiring.Component):
         # The registered row's data has no reset (a row is only written with its ``en``), which
         # keeps C x acc_width flip-flops (1,024 on the 85F) off the die-wide reset net.
         row_data = engine.result.payload.data.as_value()
-        slices = len(result_slices)
-        row_at, row_valid = [result_row] * slices, [engine.result.valid] * slices
         if self.registered_ports:
-            write_data = Signal.like(row_data, reset_less=True)
+            write_data = Signal.like(result_w.data, reset_less=True)
             m.d.sync += write_data.eq(row_data)
             row_data = write_data
-            # each slice's address and enable from registers of its own (rtl.fanout)
-            row_at = replicas(result_row, slices, name="result_at")
-            row_valid = replicas(engine.result.valid, slices, name="result_en", reset_less=False)
-            m.d.sync += [*(at.eq(result_row) for at in row_at),
-                         *(en.eq(engine.result.valid) for en in row_valid)]
-        for port, lanes, at, valid in zip(result_ws, result_slices, row_at, row_valid):
-            bits = slice(lanes.start * self.acc_width, lanes.stop * self.acc_width)
-            m.d.comb += [port.data.eq(row_data[bits]), port.addr.eq(at), port.en.eq(valid)]
+        m.d["sync" if self.registered_ports else "comb"] += [
+            result_w.addr.eq(result_row),
+            result_w.en.eq(engine.result.valid),
+        ]
+        m.d.comb += result_w.data.eq(row_data)
         # With ``registered_ports`` a final pass's rows count as due a cycle after it is
         # issued (its operands are then in flight, so nothing reads the count as idle): the
         # engine's "drained" through ``advance`` into this adder was the longest path of the

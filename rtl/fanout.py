@@ -19,13 +19,11 @@ from amaranth.hdl import Signal
 REPLICA = "tritium_replica"
 
 
-def replicas(like, copies: int, *, name: str, reset_less: bool = True) -> list[Signal]:
-    """``copies`` registers shaped as ``like`` that synthesis keeps apart. Without a reset by
-    default (data registers: a valid bit says when they hold something); a valid bit's
-    copies take ``reset_less=False``. The caller assigns each the same value in the same
-    domain."""
+def replicas(like, copies: int, *, name: str) -> list[Signal]:
+    """``copies`` registers shaped as ``like``, without a reset (data registers: a valid bit
+    says when they hold something), that synthesis keeps apart. The caller assigns each the
+    same value in the same domain."""
     if copies < 1:
         raise ValueError(f"copies must be at least 1, not {copies}")
-    return [Signal.like(like, name=f"{name}_copy_{i}", reset_less=reset_less,
-                        attrs={REPLICA: 1})
+    return [Signal.like(like, name=f"{name}_copy_{i}", reset_less=True, attrs={REPLICA: 1})
             for i in range(copies)]

@@ -10,19 +10,16 @@ from rtl.fanout import replicas
 
 class Copies(wiring.Component):
     """``copies`` registers of ``width`` bits all loaded from ``d``, each driving an output of
-    its own: made by :func:`replicas` (with a reset unless ``reset_less``), or (``plain``) as
-    ordinary signals."""
+    its own: made by :func:`replicas`, or (``plain``) as ordinary signals."""
 
-    def __init__(self, copies: int, width: int = 8, plain: bool = False,
-                 reset_less: bool = True):
+    def __init__(self, copies: int, width: int = 8, plain: bool = False):
         self.copies, self.width, self.plain = copies, width, plain
-        self.reset_less = reset_less
         super().__init__({"d": In(width), **{f"q{i}": Out(width) for i in range(copies)}})
 
     def elaborate(self, platform):
         m = Module()
         regs = ([Signal(self.width, name=f"r{i}") for i in range(self.copies)] if self.plain
-                else replicas(self.d, self.copies, name="r", reset_less=self.reset_less))
+                else replicas(self.d, self.copies, name="r"))
         for i, r in enumerate(regs):
             m.d.sync += r.eq(self.d)
             m.d.comb += getattr(self, f"q{i}").eq(r)
@@ -33,17 +30,10 @@ class Copies(wiring.Component):
 @pytest.mark.parametrize("family", ["ecp5", "ice40"])
 def test_synthesis_keeps_the_copies_apart(family):
     """Plain registers with the same input become one (yosys' opt_merge), which is why the
-    copies need the attribute; the copies stay three registers of 8 flip-flops, with a reset
-    (a valid bit's copies) as without."""
+    copies need the attribute; the copies stay three registers of 8 flip-flops."""
     from rtl.synth import synthesize
     assert synthesize(Copies(3, plain=True), family)["ff"] == 8
     assert synthesize(Copies(3), family)["ff"] == 3 * 8
-    assert synthesize(Copies(3, reset_less=False), family)["ff"] == 3 * 8
-
-
-def test_replicas_have_a_reset_only_when_asked():
-    assert all(r.reset_less for r in replicas(Signal(4), 2, name="x"))
-    assert not any(r.reset_less for r in replicas(Signal(4), 2, name="x", reset_less=False))
 
 
 def test_replicas_refuses_no_copies():
