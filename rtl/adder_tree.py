@@ -34,9 +34,9 @@ computes the second product's operand inside its own LUTs, as the carry-cell PE 
 (``rtl.ternary_pe.ccu2c_ternary_sum``; its LUT contents are proven in tests/formal). The cells
 take the activation's one's complement, so such an engine takes its activations inverted
 (``data_n``, :func:`tree_activation_layout`): the producer's registers hold ``~x`` and drive
-the lanes' carry cells with no inverter between them (an inverter a copy placed its own
-route away from both the register and the lanes, two trips across the die in one path), and
-the pair's first operand, a LUT either way, inverts it back for free. The tree's upper levels
+the lanes' carry cells with no inverter between them (one there was placed a route away
+from both, two trips across the die in one cycle), and the pair's first operand, a LUT
+either way, inverts it back for free. The tree's upper levels
 and the accumulator are plain additions, which yosys maps onto carry chains.
 
 Timing rules and the mapping of a layer are ``sim.cycles.tree_*`` and ``sim.schedule.plan_tree``.
@@ -65,7 +65,7 @@ def tree_activation_layout(k: int, act_width: int, copies: int = 1, *,
                            inverted: bool = False) -> data.StructLayout:
     """One activation beat of the tree engine: ``k`` elements of K of one token, ``data[c][i]``
     in ``copies`` equal copies. Copy ``c`` feeds the lanes ``l`` with ``l * copies // lanes
-    == c``, so that a producer can drive each group of lanes from a register of its own
+    == c`` (:func:`lane_groups`), so that a producer can drive each group of lanes from a register of its own
     (``rtl.fanout``) rather than all of them from one. ``inverted`` (the ``ccu2c`` engine's):
     the field is ``data_n`` and holds each element's one's complement ``~x``."""
     return data.StructLayout({
