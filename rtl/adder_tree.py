@@ -65,9 +65,10 @@ def tree_activation_layout(k: int, act_width: int, copies: int = 1, *,
                            inverted: bool = False) -> data.StructLayout:
     """One activation beat of the tree engine: ``k`` elements of K of one token, ``data[c][i]``
     in ``copies`` equal copies. Copy ``c`` feeds the lanes ``l`` with ``l * copies // lanes
-    == c`` (:func:`lane_groups`), so that a producer can drive each group of lanes from a register of its own
-    (``rtl.fanout``) rather than all of them from one. ``inverted`` (the ``ccu2c`` engine's):
-    the field is ``data_n`` and holds each element's one's complement ``~x``."""
+    == c`` (:func:`lane_groups`), so that a producer can drive each group of lanes from a
+    register of its own (``rtl.fanout``) rather than all of them from one. ``inverted`` (the
+    ``ccu2c`` engine's): the field is ``data_n`` and holds each element's one's complement
+    ``~x``."""
     return data.StructLayout({
         "data_n" if inverted else "data":
             data.ArrayLayout(data.ArrayLayout(signed(act_width), k), copies),
