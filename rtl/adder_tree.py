@@ -76,6 +76,12 @@ def tree_activation_layout(k: int, act_width: int, copies: int = 1, *,
     })
 
 
+def inverted_activations(adder: str) -> bool:
+    """Whether lanes with this pair adder take the activations one's complemented (``act_n``,
+    a beat's ``data_n``): the carry cells' (module docstring)."""
+    return adder == "ccu2c"
+
+
 def lane_groups(lanes: int, groups: int) -> list[range]:
     """The lanes each copy of the activations feeds, copy ``c`` the lanes ``l`` with
     ``l * groups // lanes == c``: ``groups`` runs of adjacent lanes, as even as they go."""
@@ -112,10 +118,11 @@ class TreeLane(wiring.Component):
                  adder: str = "generic"):
         self.config = TreeConfig(k=k, lanes=1, act_bits=act_width, acc_bits=acc_width)
         self.adder = TernaryPE.check_adder(adder)
+        self.inverted = inverted_activations(adder)
         self.k, self.act_width, self.acc_width = k, act_width, acc_width
         acts = data.ArrayLayout(signed(act_width), k)
         super().__init__({
-            "act_n" if adder == "ccu2c" else "act": In(acts),
+            "act_n" if self.inverted else "act": In(acts),
             "weights": In(data.ArrayLayout(Trit, k)),
             "add": In(1),
             "capture": In(1),
@@ -131,9 +138,8 @@ class TreeLane(wiring.Component):
         # operands (the -1 trits), one bit each.
         level = []
         ones_left = []
-        ccu2c = self.adder == "ccu2c"
         # the activations as the pair's first operand takes them (a LUT inverts for free)
-        act = [~self.act_n[i] if ccu2c else self.act[i] for i in range(k)]
+        act = [~self.act_n[i] if self.inverted else self.act[i] for i in range(k)]
         for p in range(k // 2):
             i, j = 2 * p, 2 * p + 1
             code1 = self.weights[i].as_value()
@@ -142,7 +148,7 @@ class TreeLane(wiring.Component):
             ones = Signal(signed(w), name=f"ones_{p}")
             m.d.comb += ones.eq(Mux(code1[0], 0, Mux(code1[1], act[i], ~act[i])))
             total = Signal(signed(w + 1), name=f"pair_sum_{p}")
-            if ccu2c:
+            if self.adder == "ccu2c":
                 ccu2c_ternary_sum(m, ones, code2, self.act_n[j], total, prefix=f"pair_{p}_")
             else:
                 second = Mux(code2[0], 0, Mux(code2[1], act[j], ~act[j]))
@@ -239,9 +245,10 @@ class TreeEngine(wiring.Component):
         self.adder = TernaryPE.check_adder(adder)
         if not 1 <= act_copies <= lanes:
             raise ValueError(f"act_copies must be 1 to lanes ({lanes}), not {act_copies}")
+        self.inverted = inverted_activations(adder)
         self.k, self.lanes, self.act_copies = k, lanes, act_copies
         self.act_width, self.acc_width = act_width, acc_width
-        act_layout = tree_activation_layout(k, act_width, act_copies, inverted=adder == "ccu2c")
+        act_layout = tree_activation_layout(k, act_width, act_copies, inverted=self.inverted)
         super().__init__({
             "act": In(stream.Signature(act_layout)),
             "weights": In(stream.Signature(tree_weight_layout(k, lanes))),
@@ -271,15 +278,14 @@ class TreeEngine(wiring.Component):
             m.d.sync += [add_l.eq(add), last_l.eq(last & add)]
             add, last = add_l, last_l
 
-        ccu2c = self.adder == "ccu2c"
-        copies = act.payload.data_n if ccu2c else act.payload.data
+        copies = act.payload.data_n if self.inverted else act.payload.data
         for copy, lanes in enumerate(lane_groups(self.lanes, self.act_copies)):
             for lane in lanes:
                 unit = TreeLane(k=self.k, act_width=self.act_width, acc_width=self.acc_width,
                                 adder=self.adder)
                 m.submodules[f"lane_{lane}"] = unit
                 m.d.comb += [
-                    (unit.act_n if ccu2c else unit.act).eq(copies[copy]),
+                    (unit.act_n if self.inverted else unit.act).eq(copies[copy]),
                     unit.weights.eq(weights.payload[lane]),
                     unit.add.eq(add),
                     unit.capture.eq(last),

@@ -368,11 +368,6 @@ class DeviceCore(wiring.Component):
                 offset += depth
         # The tree's activation buffer holds a step's R bytes a word, written a byte at a time.
         tree = self.engine == "tree"
-        # A ccu2c tree takes its activations inverted (rtl.adder_tree), so its activation
-        # buffer holds ~x (WRITE_ACTS inverts each byte): every register between the buffer
-        # and the lanes' carry cells is then a plain copy, and no inverter sits in a path
-        # that crosses the die.
-        inverted = tree and self.pe_adder == "ccu2c"
         act_word = R if tree else 1
         m.submodules.act_mem = act_mem = Memory(shape=8 * act_word,
                                                 depth=self.act_bytes // act_word, init=[],
@@ -396,6 +391,11 @@ class DeviceCore(wiring.Component):
                 rows=R, cols=C, psum_width=self.psum_width, acc_width=self.acc_width,
                 accumulator_ram_style=self.accumulator_ram_style, adder=self.pe_adder,
                 drained_register=self.registered_ports)
+        # A ccu2c tree takes its activations inverted (rtl.adder_tree), so its activation
+        # buffer holds ~x (WRITE_ACTS inverts each byte): every register between the buffer
+        # and the lanes' carry cells is then a plain copy, and no inverter sits in a path
+        # that crosses the die.
+        inverted = tree and engine.inverted
         m.submodules.sender = sender = FrameSender(buffered=self.registered_ports)
         m.submodules.controller = controller = Controller(
             program_words=self.program_words, params=self.params, init=FIRMWARE.words,

@@ -12,7 +12,7 @@ import cocotb
 import numpy as np
 
 from rtl.accumulator import result_row_layout
-from rtl.adder_tree import tree_activation_layout
+from rtl.adder_tree import inverted_activations, tree_activation_layout
 from sim import cycles, numerics, schedule
 from sim.cocotb_runner import bench_config
 from sim.tb_matrix import EngineTB, Pattern, _random_layer
@@ -26,7 +26,7 @@ class TreeTB(EngineTB):
         self.cfg = schedule.TreeConfig(k=config["k"], lanes=config["lanes"],
                                        acc_bits=config["acc_width"])
         self.act_copies = config.get("act_copies", 1)
-        self.inverted = config.get("adder") == "ccu2c"      # the beat holds ~x (data_n)
+        self.inverted = inverted_activations(config.get("adder", "generic"))   # ~x, data_n
         self.act_layout = tree_activation_layout(self.cfg.k, self.cfg.act_bits, self.act_copies,
                                                  inverted=self.inverted)
         self.result_layout = result_row_layout(self.cfg.lanes, self.cfg.acc_bits)

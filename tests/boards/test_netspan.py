@@ -1,5 +1,7 @@
 """boards.netspan: the span of each net of a placed design, on a netlist written by hand."""
 
+import json
+
 from boards.netspan import cell_spread, group, main, net_spans, slack_summary, summary
 
 
@@ -39,7 +41,6 @@ def test_groups_fold_indices_and_count_long_nets():
 
 
 def test_command_line(tmp_path, capsys):
-    import json
     path = tmp_path / "placed.json"
     path.write_text(json.dumps(NETLIST))
     assert main([str(path), "--min", "48"]) == 0
@@ -77,7 +78,6 @@ def test_slack_summary_refuses_a_log_without_timing():
 
 
 def test_command_line_with_the_log(tmp_path, capsys):
-    import json
     (tmp_path / "placed.json").write_text(json.dumps(NETLIST))
     (tmp_path / "place.out").write_text(LOG)
     assert main([str(tmp_path / "placed.json"), "--log", str(tmp_path / "place.out")]) == 0
@@ -86,7 +86,6 @@ def test_command_line_with_the_log(tmp_path, capsys):
 
 
 def test_cell_spread_by_the_patterns_group(tmp_path, capsys):
-    import json
     assert cell_spread(NETLIST, r"^(ff|lut)_") == {
         "ff": (1, (2, 2, 2), (3, 3, 3)),
         "lut": (2, (4, 40, 40), (3, 13, 13)),     # unplaced cells are left out

@@ -104,7 +104,7 @@ class LaneAgainstModel(Elaboratable):
         m.submodules.lane = lane = self.lane
         for i in range(self.k):
             m.d.comb += lane.weights[i].eq(self.codes[i])
-            if lane.adder == "ccu2c":       # the ECP5 lane takes the one's complements
+            if lane.inverted:       # the ECP5 lane takes the one's complements
                 m.d.comb += lane.act_n[i].eq(~self.acts[i])
             else:
                 m.d.comb += lane.act[i].eq(self.acts[i])
