@@ -49,6 +49,7 @@ from amaranth.lib.wiring import In, Out
 from sim.schedule import TreeConfig
 
 from .accumulator import result_row_layout
+from .fanout import fanout_levels, replicas
 from .ternary_pe import TernaryPE, Trit, ccu2c_ternary_sum
 
 
@@ -107,7 +108,8 @@ class TreeLane(wiring.Component):
         The sum now leaving the tree is a step's (the step ``latency`` cycles ago): add it.
     capture : In(1)
         ... and it is its pass's last step (implies ``add``): the total goes to ``result``, the
-        accumulator restarts from 0.
+        accumulator restarts from 0. The accumulator has no reset: ``capture`` clears it, and
+        the driver holds ``capture`` in a reset (as :class:`TreeEngine` does).
     acc : Out(signed(acc_width))
         The running sum of the current pass (observable for tests; costs nothing).
     result : Out(signed(acc_width))
@@ -196,15 +198,19 @@ class TreeLane(wiring.Component):
 
         # The accumulator. The result register has no reset: a capture writes it before the
         # engine offers it. The accumulator's clear takes priority so that yosys maps it onto
-        # the flip-flops' synchronous reset, as the PE's partial sum.
+        # the flip-flops' synchronous reset, as the PE's partial sum. Nor has the accumulator
+        # a reset of its own: the engine holds ``capture`` high in a reset, which clears it,
+        # so its synchronous reset is ``capture`` alone rather than a gate of ``capture`` and
+        # the domain's reset, a net that reached every lane (TreeEngine, "the lanes' flags").
+        acc = Signal.like(self.acc, reset_less=True)
         total = Signal(signed(self.acc_width))
-        m.d.comb += total.eq(self.acc + top + top_one)
+        m.d.comb += [self.acc.eq(acc), total.eq(acc + top + top_one)]
         result = Signal.like(self.result, reset_less=True)
         m.d.comb += self.result.eq(result)
         with m.If(self.capture):
-            m.d.sync += [result.eq(total), self.acc.eq(0)]
+            m.d.sync += [result.eq(total), acc.eq(0)]
         with m.Elif(self.add):
-            m.d.sync += self.acc.eq(total)
+            m.d.sync += acc.eq(total)
         return m
 
 
@@ -277,9 +283,11 @@ class TreeEngine(wiring.Component):
             last_l = Signal(name=f"last_{level}")
             m.d.sync += [add_l.eq(add), last_l.eq(last & add)]
             add, last = add_l, last_l
+        groups = lane_groups(self.lanes, self.act_copies)
+        lane_add, lane_capture = self._lane_flags(m, step, step & act.payload.last, len(groups))
 
         copies = act.payload.data_n if self.inverted else act.payload.data
-        for copy, lanes in enumerate(lane_groups(self.lanes, self.act_copies)):
+        for copy, lanes in enumerate(groups):
             for lane in lanes:
                 unit = TreeLane(k=self.k, act_width=self.act_width, acc_width=self.acc_width,
                                 adder=self.adder)
@@ -287,8 +295,8 @@ class TreeEngine(wiring.Component):
                 m.d.comb += [
                     (unit.act_n if self.inverted else unit.act).eq(copies[copy]),
                     unit.weights.eq(weights.payload[lane]),
-                    unit.add.eq(add),
-                    unit.capture.eq(last),
+                    unit.add.eq(lane_add[copy]),
+                    unit.capture.eq(lane_capture[copy]),
                     result.payload.data[lane].eq(unit.result),
                 ]
 
@@ -300,3 +308,27 @@ class TreeEngine(wiring.Component):
         with m.If(step & act.payload.last):
             m.d.sync += pending.eq(1)
         return m
+
+    def _lane_flags(self, m: Module, add, capture, groups: int) -> tuple[list, list]:
+        """The lanes' ``add`` and ``capture``, one of each for every group of lanes: delayed as
+        the engine's own flags (``latency`` registers), but each level of the delay in more
+        copies than the one before, one per group at the last (``rtl.fanout.fanout_levels``),
+        so that no flip-flop drives lanes across the die: the one pair that enabled and cleared all
+        2,048 accumulator flip-flops of the ULX3S-85F's trees spanned 93 and 99 tiles of its
+        placement, and the gate of ``capture`` and the domain's reset in front of their
+        synchronous reset 100. A fan-out tree in the delay costs no cycle. The last level's
+        ``capture`` copies start at 1, so a reset clears the accumulators (which have no
+        reset of their own, :class:`TreeLane`)."""
+        adds, captures = [add], [capture]
+        latency = self.config.latency
+        for level, n in enumerate(fanout_levels(groups, latency), start=1):
+            next_adds = replicas(Signal(), n, name=f"lane_add_{level}", reset_less=False)
+            next_captures = replicas(Signal(), n, name=f"lane_capture_{level}",
+                                     reset_less=False, init=int(level == latency))
+            for c in range(n):
+                source = c * len(adds) // n
+                m.d.sync += [next_adds[c].eq(adds[source]),
+                             next_captures[c].eq(captures[source])]
+            adds, captures = next_adds, next_captures
+        return ([adds[g * len(adds) // groups] for g in range(groups)],
+                [captures[g * len(captures) // groups] for g in range(groups)])

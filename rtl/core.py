@@ -35,7 +35,7 @@ from sim.schedule import TreeConfig
 
 from .adder_tree import TreeEngine
 from .controller import Controller
-from .fanout import replicas
+from .fanout import fanout_levels, replicas
 from .spram import SPRAMWeights, spram_words
 from .synth import NO_RW_CHECK
 from .systolic import MatrixEngine
@@ -1058,23 +1058,35 @@ class DeviceCore(wiring.Component):
                               for i in range(len(bank_depths)))
                 return words[read_weights[len(bank_depths) * word_bits:]]
 
-        stage = [s1_valid, s1_weights, act_r.data, last_flag, first_flag, final_flag]
+        # The stages' activations are a list of copies. A tree's stages hold them in more
+        # copies a stage, ``act_copies`` at s2 and its cube root and its square of the cube
+        # root before (4, 11, 32 for 32), each copy feeding its share of the next stage's:
+        # a fan-out tree that crosses the die in steps, where one ``cross`` register fed the
+        # ULX3S-85F's 8 copies from up to 86 tiles away (docs/architecture.md, "Boards").
+        stage = [s1_valid, s1_weights, [act_r.data], last_flag, first_flag, final_flag]
         between = ("read", "cross") if self.registered_ports else ()   # stages after s1
         between_valid = []      # their valid bits
-        for prefix in between:
-            names = ("valid", "weights", "act", "last", "first", "final")
-            regs = [Signal.like(v, name=f"{prefix}_{name}", reset_less=name in ("weights", "act"))
-                    for v, name in zip(stage, names)]
+        for n, prefix in enumerate(between, start=1):
+            valid, weights, acts, *flags = stage
+            names = ("valid", "weights", "last", "first", "final")
+            regs = [Signal.like(v, name=f"{prefix}_{name}", reset_less=name == "weights")
+                    for v, name in zip([valid, weights, *flags], names)]
+            copies = fanout_levels(self.act_copies, len(between) + 1)[n - 1] if tree else 1
+            act_regs = (replicas(acts[0], copies, name=f"{prefix}_act") if copies > 1
+                        else [Signal.like(acts[0], name=f"{prefix}_act", reset_less=True)])
             with m.If(advance):
-                m.d.sync += [reg.eq(v) for reg, v in zip(regs, stage)]
-            stage = regs
+                m.d.sync += [reg.eq(v) for reg, v in zip(regs, [valid, weights, *flags])]
+                m.d.sync += [reg.eq(acts[c * len(acts) // len(act_regs)])
+                             for c, reg in enumerate(act_regs)]
+            stage = [regs[0], regs[1], act_regs, *regs[2:]]
             between_valid.append(regs[0])
             if prefix == "read" and len(bank_depths) > 1:
                 stage = [stage[0], chosen_bank(stage[1]), *stage[2:]]
         with m.If(advance):
             valid, weights, acts, *flags = stage
             m.d.sync += [s2_valid.eq(valid), s2_weights.eq(weights),
-                         *[copy.eq(acts) for copy in s2_acts],
+                         *[copy.eq(acts[c * len(acts) // len(s2_acts)])
+                           for c, copy in enumerate(s2_acts)],
                          *[reg.eq(v) for reg, v in zip([s2_last, s2_first, s2_final], flags)]]
         if self.registered_ports:
             # a bubble held back for the drain is offered to the engine (``s2_held``)

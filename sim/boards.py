@@ -40,8 +40,10 @@ ULX3S_45F_WORDS = 2560
 
 
 #: Lanes of the adder trees that one register of the activations feeds in a board's build
-#: (``core_config``): the ULX3S-85F's 64 lanes read 8 copies, 2,048 flip-flops.
-LANES_PER_ACT_COPY = 8
+#: (``core_config``): the ULX3S-85F's 64 lanes read 32 copies, 8,192 flip-flops. With the
+#: lanes' block RAMs in lane order (``boards.floorplan``) a lane spans about 8 columns of the
+#: die, and a copy for 8 lanes reached lanes up to 61 tiles away.
+LANES_PER_ACT_COPY = 2
 
 
 def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5",
@@ -58,7 +60,7 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5",
     LUT4 sites a PE instead of 26), and its control program stays in LUT RAM
     (``rtl.controller.Controller``). ``engine="tree"``: the adder-tree engine, ``rows`` its k
     and ``cols`` its lanes (the array's configuration leaves the key out, as before), its
-    activations in a register copy for every 8 lanes (``act_copies``, ``rtl.fanout``)."""
+    activations in a register copy for every 2 lanes (``act_copies``, ``rtl.fanout``)."""
     small = family == "ice40"
     tree = ({"engine": "tree", "act_copies": -(-cols // LANES_PER_ACT_COPY)}
             if engine == "tree" else {})

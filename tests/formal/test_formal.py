@@ -120,7 +120,9 @@ class LaneAgainstModel(Elaboratable):
             later = Signal(signed(14), name=f"delayed_{level}", reset_less=True)
             m.d.sync += later.eq(step_sum)
             step_sum = later
-        acc = Signal(signed(14))
+        # nor has the accumulator a reset: the lane's is cleared by ``capture`` alone (the
+        # engine holds it in a reset, tests/rtl/test_adder_tree.py)
+        acc = Signal(signed(14), reset_less=True)
         result = Signal(signed(14), reset_less=True)
         with m.If(capture):
             m.d.sync += [result.eq(acc + step_sum), acc.eq(0)]

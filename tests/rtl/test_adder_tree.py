@@ -125,8 +125,9 @@ def test_tree_engine_synthesis_has_no_multiplier_and_lanes_cost_alike(family):
     # nothing per product besides
     assert alone["ff"] == 4 * 9 + 4 + 2 * 10 + 2 + 11 + 1 + 11 + 1 + 2 * 32
     # the engine's own: the step and last flags a register each per cycle of latency, the
-    # pending flag and the result's valid
-    assert modules["top"]["ff"] <= 2 * TreeConfig(k=k, lanes=lanes).latency + 2
+    # lanes' copies of them (one group of lanes: one copy a level), the pending flag and the
+    # result's valid
+    assert modules["top"]["ff"] <= 4 * TreeConfig(k=k, lanes=lanes).latency + 2
 
 
 @pytest.mark.synth
@@ -154,3 +155,52 @@ def test_ecp5_lane_is_its_first_operands_plus_carry_chains(k):
     from rtl.synth import synthesize
     lane = synthesize(TreeLane(k=k, adder="ccu2c"), "ecp5")
     assert k // 2 * 8 <= lane["lut4"] <= k // 2 * 8 + 24, lane
+
+
+def test_a_reset_in_the_middle_of_a_pass_clears_the_accumulators():
+    """The lanes' accumulators have no reset of their own: the engine's copies of
+    ``capture`` hold them clear in a reset (``TreeEngine._lane_flags``). A pass is cut by a
+    reset after its partial sums reached the accumulators; the next pass's results are its
+    own sums alone. Three groups of lanes, so every level of the flags' fan-out is there."""
+    from amaranth.hdl import Module, ResetInserter, Signal
+    from amaranth.sim import Simulator
+    k, lanes = 4, 3
+    rst = Signal()
+    m = Module()
+    m.submodules.dut = dut = ResetInserter(rst)(TreeEngine(k=k, lanes=lanes, act_copies=3))
+    latency = TreeConfig(k=k, lanes=lanes).latency
+    got = []
+
+    async def step(ctx, acts, last):
+        for c in range(3):
+            for i, x in enumerate(acts):
+                ctx.set(dut.act.payload.data[c][i], x)
+        for lane in range(lanes):
+            for i in range(k):
+                ctx.set(dut.weights.payload[lane][i], Trit.POS)
+        ctx.set(dut.act.payload.last, last)
+        ctx.set(dut.act.valid, 1)
+        ctx.set(dut.weights.valid, 1)
+        await ctx.tick()
+        ctx.set(dut.act.valid, 0)
+        ctx.set(dut.weights.valid, 0)
+
+    async def bench(ctx):
+        ctx.set(dut.result.ready, 1)
+        for _ in range(2):                      # two steps of a pass that never ends
+            await step(ctx, [100, 20, 3, 1], last=0)
+        await ctx.tick().repeat(latency + 1)    # their sums are in the accumulators
+        ctx.set(rst, 1)
+        await ctx.tick()
+        ctx.set(rst, 0)
+        await step(ctx, [5, 6, 7, 8], last=1)   # a pass of one step
+        for _ in range(2 * latency + 2):
+            if ctx.get(dut.result.valid):
+                got.append([ctx.get(dut.result.payload.data[lane]) for lane in range(lanes)])
+            await ctx.tick()
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [[5 + 6 + 7 + 8] * lanes]
