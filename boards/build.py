@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from rtl.uart_device import UARTDevice
 from sim.boards import core_config
 
 from . import PLACERS, ROUTERS, board as board_def
+from .floorplan import DIES
 from .pll import PLLS
 from .top import BoardTop, device_for
 
@@ -116,6 +119,11 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
              f"UART {b.baud} baud, nextpnr's {placer} placer and {router}, building in {out}")
     t0 = time.perf_counter()
     plan.extract(str(out))
+    die = DIES.get(platform.device) if engine == "tree" else None
+    if die:
+        _add_floorplan_step(out, lanes=cols, die=die)
+        progress(f"{name}: the lanes' block RAMs are pinned in lane order before place and "
+                 f"route (boards.floorplan)")
     stages = STAGES[b.family]
     returncode = _run_with_progress(out, progress, name, stages)
     seconds = time.perf_counter() - t0
@@ -125,9 +133,22 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
                           f"{out / 'build.log'} and {out / 'top.tim'}")
     report = _report(name, b, rows, cols, core["weight_words"], pll.f_out, out, bitstream,
                      seconds, source)
-    report.update(placer=placer, router=router, engine=engine)
+    report.update(placer=placer, router=router, engine=engine, floorplan=bool(die))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _add_floorplan_step(out: Path, *, lanes: int, die: str) -> None:
+    """Run ``boards.floorplan`` on the synthesized netlist before nextpnr reads it: a line
+    after yosys' in the build script, with this interpreter (its packages are the build's)."""
+    script = out / "build_top.sh"
+    lines = script.read_text().splitlines(keepends=True)
+    at = next((i for i, line in enumerate(lines) if "top.ys" in line), None)
+    if at is None:
+        raise BuildFailed(f"{script}: no yosys step (top.ys) to put the floorplan after")
+    lines.insert(at + 1, f"{shlex.quote(sys.executable)} -m boards.floorplan top.json "
+                         f"--lanes {lanes} --die {die}\n")
+    script.write_text("".join(lines))
 
 
 def _board_parts(b, rows: int, cols: int, freq_mhz: float | None, weight_words: int | None,

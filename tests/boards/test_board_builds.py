@@ -6,6 +6,7 @@ import json
 import pytest
 
 from boards.build import source_commit
+from boards.floorplan import ebr_sites
 from boards.pll import ecp5_pll, ice40_pll
 from host.cli import main
 
@@ -189,8 +190,29 @@ def test_small_ulx3s_build(tmp_path, capsys):
     assert (out / "top.bit").stat().st_size > 100_000
     assert report["source"] == source_commit()
     assert (report["placer"], report["router"]) == ("static", "router2")
+    assert report["floorplan"] is False        # the array engine: no lane block RAMs
     log = (out / "top.tim").read_text()
     assert "Running Static placer" in log and "Running router2" in log
+
+
+@pytest.mark.synth
+def test_small_tree_build_on_an_85k_die_pins_the_lanes_block_rams(tmp_path, capsys):
+    """An adder-tree build on an 85F runs ``boards.floorplan`` between synthesis and place
+    and route: the lanes' block RAMs (here one of weights and two of results) go to sites
+    in lane order, and the build still meets its clock."""
+    out = tmp_path / "tree"
+    assert main(["build", "--board", "ulx3s-85f", "--engine", "tree", "--rows", "2",
+                 "--cols", "2", "--freq", "30", "--weight-words", "256",
+                 "--out", str(out)]) == 0
+    assert "block RAMs are pinned in lane order" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["floorplan"] is True and report["engine"] == "tree"
+    assert report["timing_met"] and report["dsp"] == 0 and report["pes"] == 4
+    assert "floorplan: 3 block RAMs of 2 lanes pinned" in (out / "build.log").read_text()
+    cells = json.loads((out / "top.json").read_text())["modules"]["top"]["cells"]
+    pinned = sorted(c["attributes"]["BEL"] for c in cells.values()
+                    if c["type"] == "DP16KD" and "BEL" in c["attributes"])
+    assert len(pinned) == 3 and set(pinned) <= set(ebr_sites("85k"))
 
 
 def test_source_commit_names_the_commit_and_changes(tmp_path):
@@ -236,6 +258,7 @@ def test_small_icebreaker_build(tmp_path, capsys, monkeypatch):
     assert " arcs to go (placement estimate " in said.err, said.err
     assert report["fpga"] == "ice40" and report["pes"] == 4
     assert (report["placer"], report["router"]) == ("heap", "router1")
+    assert report["floorplan"] is False
     assert report["timing_met"] and report["achieved_mhz"] >= report["target_mhz"] == 24
     assert report["baud"] == 6_000_000                 # 4 cycles a bit
     assert report["dsp"] == 0 and 0 < report["lut4"] <= report["lut4_available"] == 5280
