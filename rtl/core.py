@@ -1059,10 +1059,10 @@ class DeviceCore(wiring.Component):
                 return words[read_weights[len(bank_depths) * word_bits:]]
 
         # The stages' activations are a list of copies. A tree's stages hold them in more
-        # copies a stage, ``act_copies`` at s2 and its cube root and its square of the cube
-        # root before (4, 11, 32 for 32), each copy feeding its share of the next stage's:
-        # a fan-out tree that crosses the die in steps, where one ``cross`` register fed the
-        # ULX3S-85F's 8 copies from up to 86 tiles away (docs/architecture.md, "Boards").
+        # copies a stage, ``act_copies`` at s2 (``rtl.fanout.fanout_levels``: 4, 11 and 32
+        # for 32), each copy feeding its share of the next stage's: a fan-out tree that
+        # crosses the die in steps, where one ``cross`` register fed the ULX3S-85F's 8 copies
+        # from up to 86 tiles away (docs/architecture.md, "Boards").
         stage = [s1_valid, s1_weights, [act_r.data], last_flag, first_flag, final_flag]
         between = ("read", "cross") if self.registered_ports else ()   # stages after s1
         between_valid = []      # their valid bits

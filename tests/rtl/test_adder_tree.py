@@ -13,6 +13,24 @@ from rtl.ternary_pe import Trit
 from sim.schedule import TreeConfig
 
 
+async def _result_beats(ctx, dut, cycles: int) -> list[list[int]]:
+    """The engine's result beats (its lanes' sums) over ``cycles`` cycles."""
+    beats = []
+    for _ in range(cycles):
+        if ctx.get(dut.result.valid):
+            beats.append([ctx.get(dut.result.payload.data[lane]) for lane in range(dut.lanes)])
+        await ctx.tick()
+    return beats
+
+
+def _simulate(top, bench):
+    from amaranth.sim import Simulator
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
 def test_tree_engine_refuses_bad_parameters():
     # (a constructor that raises leaves an elaboratable behind: collected here, unwarned)
     with warnings.catch_warnings():
@@ -70,7 +88,6 @@ def test_each_lane_reads_its_own_copy_of_the_activations():
     each lane's first trit +1 and its second -1: lane l adds x0 - x1. (Generic adders: the
     ``ccu2c`` ones are instances that Amaranth's simulator cannot run; their lanes take the
     copy and its inverse by the same index.)"""
-    from amaranth.sim import Simulator
     k, lanes, copies = 2, 5, 2
     dut = TreeEngine(k=k, lanes=lanes, act_copies=copies)
     acts = [(7, 3), (-20, 5)]
@@ -93,15 +110,9 @@ def test_each_lane_reads_its_own_copy_of_the_activations():
         ctx.set(dut.act.valid, 0)
         ctx.set(dut.weights.valid, 0)
         ctx.set(dut.result.ready, 1)
-        for _ in range(2 * TreeConfig(k=k, lanes=lanes).latency + 2):
-            if ctx.get(dut.result.valid):
-                got.append([ctx.get(dut.result.payload.data[lane]) for lane in range(lanes)])
-            await ctx.tick()
+        got.extend(await _result_beats(ctx, dut, 2 * TreeConfig(k=k, lanes=lanes).latency + 2))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(dut, bench)
     assert got == [expected]
 
 
@@ -163,7 +174,6 @@ def test_a_reset_in_the_middle_of_a_pass_clears_the_accumulators():
     reset after its partial sums reached the accumulators; the next pass's results are its
     own sums alone. Three groups of lanes, so every level of the flags' fan-out is there."""
     from amaranth.hdl import Module, ResetInserter, Signal
-    from amaranth.sim import Simulator
     k, lanes = 4, 3
     rst = Signal()
     m = Module()
@@ -194,13 +204,7 @@ def test_a_reset_in_the_middle_of_a_pass_clears_the_accumulators():
         await ctx.tick()
         ctx.set(rst, 0)
         await step(ctx, [5, 6, 7, 8], last=1)   # a pass of one step
-        for _ in range(2 * latency + 2):
-            if ctx.get(dut.result.valid):
-                got.append([ctx.get(dut.result.payload.data[lane]) for lane in range(lanes)])
-            await ctx.tick()
+        got.extend(await _result_beats(ctx, dut, 2 * latency + 2))
 
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(m, bench)
     assert got == [[5 + 6 + 7 + 8] * lanes]
