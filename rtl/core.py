@@ -864,15 +864,44 @@ class DeviceCore(wiring.Component):
             m.d.sync += row_word.eq(row_data)
         else:
             row_word, row_lag = result_r.data, 1
-        row_wait = Signal(range(row_lag + 1))
         column = Signal(range(C))
+        # The trees' row is spread over the die with their lanes (boards.floorplan), and one
+        # multiplexer from all of it into ``sum_word`` had its select (``column``) span up to
+        # 97 tiles of the ULX3S-85F's placement. So their sums are picked in two registered
+        # levels: each run of ``span`` columns (about sqrt(C), a power of two) has a ``pick``
+        # register beside it that follows the column's low bits (from a copy of its own,
+        # ``pick_at``, moved with ``column``), and ``sum_word`` takes one of the picks. A pick
+        # holds a column's sum a cycle after ``column`` moves, and a row's a cycle after
+        # ``row_word``: one cycle more of ``row_lag``, and sums are at least two bytes, so
+        # ``column`` has moved two cycles before the next load.
+        picked = self.registered_ports and tree and C > 1
+        if picked:
+            span = 1 << ((C - 1).bit_length() + 1) // 2
+            low = span.bit_length() - 1
+            runs = [range(g, min(g + span, C)) for g in range(0, C, span)]
+            picks = [Signal(32, name=f"pick_{g}", reset_less=True) for g in range(len(runs))]
+            pick_at = replicas(Signal(low), len(runs), name="pick_at")
+            for pick, at, run in zip(picks, pick_at, runs):
+                m.d.sync += pick.eq(Array(row_word.word_select(c, 32) for c in run)[at])
+            row_lag += 1
+            column_sum = Array(picks)[column[low:]] if len(picks) > 1 else picks[0]
+        else:
+            column_sum = row_word.word_select(column, 32) if C > 1 else row_word[:32]
+
+        def move_column(to):
+            """``column`` (and the picks' copies of its low bits) to column ``to``: 0 or the
+            next one (``None``)."""
+            m.d.sync += column.eq(column + 1 if to is None else to)
+            if picked:
+                m.d.sync += [at.eq(at + 1 if to is None else to) for at in pick_at]
+        row_wait = Signal(range(row_lag + 1))
         sum_word = Signal(32, reset_less=True)
         sum_byte = Signal(2)            # bytes of sum_word taken
         sum_loaded = Signal()
         m.d.comb += result_r.addr.eq(row_addr)
         with m.If(sender.start):
-            m.d.sync += [row_addr.eq(addr), row_wait.eq(row_lag), column.eq(0),
-                         sum_loaded.eq(0)]
+            m.d.sync += [row_addr.eq(addr), row_wait.eq(row_lag), sum_loaded.eq(0)]
+            move_column(0)
         with m.Elif(row_wait != 0):
             m.d.sync += row_wait.eq(row_wait - 1)
         with m.Switch(resp_source):
@@ -889,12 +918,11 @@ class DeviceCore(wiring.Component):
                     with m.If(sum_done):
                         m.d.sync += sum_loaded.eq(0)
                 with m.If((~sum_loaded | sum_done) & (row_wait == 0) & sender.busy):
-                    m.d.sync += [sum_word.eq(row_word.word_select(column, 32) if C > 1
-                                             else row_word[:32]),
-                                 sum_loaded.eq(1), sum_byte.eq(0), column.eq(column + 1)]
+                    m.d.sync += [sum_word.eq(column_sum), sum_loaded.eq(1), sum_byte.eq(0)]
+                    move_column(None)
                     with m.If(column == C - 1):     # the row's last sum: read the next row
-                        m.d.sync += [column.eq(0), row_addr.eq(row_addr + 1),
-                                     row_wait.eq(row_lag)]
+                        m.d.sync += [row_addr.eq(row_addr + 1), row_wait.eq(row_lag)]
+                        move_column(0)
 
         # -- sequencer: stream sweeps through the engine at one step per cycle ---------------
         # A sweep is one tile of weights (words weights + k) for ``tokens`` tokens (activations

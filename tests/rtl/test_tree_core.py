@@ -79,6 +79,10 @@ def run_and_read(pair, M, N, K):
     status, payload = pair.request(Command.READ_RESULTS, ReadResultsArgs(0, rows).to_bytes())
     assert status == Status.OK
     vals = np.frombuffer(payload, dtype="<i4").reshape(rows, LANES)
+    # width 2: bytes 0 and 1 of each sum, two bytes a sum apart (the picks' tightest case)
+    status, narrow = pair.request(Command.READ_RESULTS, ReadResultsArgs(0, rows, 2).to_bytes())
+    assert status == Status.OK
+    assert narrow == np.frombuffer(payload, np.uint8).reshape(-1, 4)[:, :2].tobytes()
     y = np.zeros((M, N), dtype=np.int64)
     for p, row in zip(plan.passes, vals):
         schedule.scatter_tree_result(p, row, y)
