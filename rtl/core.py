@@ -942,7 +942,8 @@ class DeviceCore(wiring.Component):
         # longest path of a 2x2 ULX3S build once control was pipelined. All stages move
         # together (``advance``), so the engine sees the same stream a cycle later per stage.
         # With ``registered_ports`` two more stages sit between them (``read`` and ``cross``:
-        # the operands in registers after the read ports). The weights come from every block
+        # the operands in registers after the read ports; a tree's three, ``spread`` between,
+        # for its activations' fan-out below). The weights come from every block
         # RAM of the weight memory (147 on the ULX3S-85F) and go to one 1024-bit register
         # beside the array: a block RAM's clock-to-out and the trip across the die, no logic,
         # were that build's longest path (12.9 ns). With one register between the two, it
@@ -1087,12 +1088,15 @@ class DeviceCore(wiring.Component):
                 return words[read_weights[len(bank_depths) * word_bits:]]
 
         # The stages' activations are a list of copies. A tree's stages hold them in more
-        # copies a stage, ``act_copies`` at s2 (``rtl.fanout.fanout_levels``: 4, 11 and 32
+        # copies a stage, ``act_copies`` at s2 (``rtl.fanout.fanout_levels``: 3, 6, 14 and 32
         # for 32), each copy feeding its share of the next stage's: a fan-out tree that
         # crosses the die in steps, where one ``cross`` register fed the ULX3S-85F's 8 copies
-        # from up to 86 tiles away (docs/architecture.md, "Boards").
+        # from up to 86 tiles away (docs/architecture.md, "Boards"). A tree's stages are one
+        # more, ``spread``: with two levels before s2 the hop into ``cross`` still spanned up
+        # to 76 tiles, and the placement's estimate went from 50-55 MHz to 63 with it.
         stage = [s1_valid, s1_weights, [act_r.data], last_flag, first_flag, final_flag]
-        between = ("read", "cross") if self.registered_ports else ()   # stages after s1
+        between = ((("read", "spread", "cross") if tree else ("read", "cross"))
+                   if self.registered_ports else ())   # stages after s1
         between_valid = []      # their valid bits
         for n, prefix in enumerate(between, start=1):
             valid, weights, acts, *flags = stage
