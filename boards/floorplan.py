@@ -31,6 +31,8 @@ import json
 import os
 from pathlib import Path
 
+from .netspan import bel_tile
+
 #: read-data nets of the memories whose block RAMs belong to lanes
 LANE_MEMORIES = ("weight_r__data", "result_r__data")
 
@@ -88,16 +90,12 @@ def lane_block_rams(netlist: dict, lanes: int, module: str = "top") -> list[tupl
     return [(lane, name) for lane, _, name in sorted(found)]
 
 
-def _xy(site: str) -> tuple[int, int]:
-    x, y = site.split("/")[:2]
-    return int(x[1:]), int(y[1:])
-
-
 def central_sites(sites: list[str], n: int) -> set[str]:
     """The ``n`` sites nearest the middle of them all (Manhattan distance, ties by order)."""
-    cx = sum(_xy(s)[0] for s in sites) / len(sites)
-    cy = sum(_xy(s)[1] for s in sites) / len(sites)
-    return set(sorted(sites, key=lambda s: abs(_xy(s)[0] - cx) + abs(_xy(s)[1] - cy))[:n])
+    tiles = {site: bel_tile(site) for site in sites}
+    cx = sum(x for x, _ in tiles.values()) / len(sites)
+    cy = sum(y for _, y in tiles.values()) / len(sites)
+    return set(sorted(sites, key=lambda s: abs(tiles[s][0] - cx) + abs(tiles[s][1] - cy))[:n])
 
 
 def pin_lane_block_rams(netlist: dict, lanes: int, sites: list[str],
@@ -134,12 +132,13 @@ def main(argv=None) -> int:
     parser.add_argument("--die", choices=sorted(EBR_GRID), default="85k")
     args = parser.parse_args(argv)
     netlist = json.loads(args.netlist.read_text())
-    pinned = pin_lane_block_rams(netlist, args.lanes, ebr_sites(args.die))
+    sites = ebr_sites(args.die)
+    pinned = pin_lane_block_rams(netlist, args.lanes, sites)
     partial = args.netlist.with_suffix(".floorplan.tmp")
     partial.write_text(json.dumps(netlist))
     os.replace(partial, args.netlist)       # a half-written netlist is never left behind
     print(f"floorplan: {len(pinned)} block RAMs of {args.lanes} lanes pinned in lane order "
-          f"on the {args.die} die's {len(ebr_sites(args.die))} sites")
+          f"on the {args.die} die's {len(sites)} sites")
     return 0
 
 

@@ -23,10 +23,15 @@ from pathlib import Path
 _BEL = re.compile(r"X(\d+)/Y(\d+)/")
 
 
+def bel_tile(bel: str) -> tuple[int, int] | None:
+    """The tile ``(x, y)`` of a nextpnr BEL name (``X12/Y34/SLICEA``), or None."""
+    m = _BEL.match(bel)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def _placed(cell: dict) -> tuple[int, int] | None:
     """The tile ``(x, y)`` nextpnr placed a cell at, or None."""
-    m = _BEL.match(cell.get("attributes", {}).get("NEXTPNR_BEL", ""))
-    return (int(m.group(1)), int(m.group(2))) if m else None
+    return bel_tile(cell.get("attributes", {}).get("NEXTPNR_BEL", ""))
 
 
 def net_spans(netlist: dict, module: str = "top") -> list[tuple[int, str, str, str]]:

@@ -7,7 +7,8 @@ import subprocess
 import pytest
 
 from boards.build import BuildFailed, _add_floorplan_step
-from boards.floorplan import (EBR_GRID, _xy, central_sites, ebr_sites, lane_block_rams, main,
+from boards.netspan import bel_tile
+from boards.floorplan import (EBR_GRID, central_sites, ebr_sites, lane_block_rams, main,
                               pin_lane_block_rams)
 
 
@@ -76,7 +77,7 @@ def test_the_sites_snake_along_the_rows():
     rows, columns = EBR_GRID["85k"]
     sites = ebr_sites("85k")
     assert len(sites) == len(set(sites)) == 208 == len(rows) * len(columns)
-    at = [(columns.index(x), rows.index(y)) for x, y in map(_xy, sites)]
+    at = [(columns.index(x), rows.index(y)) for x, y in map(bel_tile, sites)]
     for (c0, r0), (c1, r1) in zip(at, at[1:]):
         if r0 == r1:        # along a row: the next block RAM column, either way
             assert abs(c1 - c0) == 1
