@@ -45,6 +45,10 @@ class BoardDef:
     # nextpnr's placer and router for the default build (PLACERS, ROUTERS)
     placer: str = "heap"
     router: str = "router1"
+    engine: str = "array"       # "array" (the PE array) or "tree" (adder trees: rows are k)
+    # nextpnr's seed for the default build (None: nextpnr's own). Place and route is the same
+    # for the same netlist and seed; near a clock's limit the seed decides whether it is met.
+    seed: int | None = None
 
 
 def _icebreaker():
@@ -118,7 +122,7 @@ _ULX3S_LOADER = (("openFPGALoader", "--board", "ulx3s"),)
 def _from_table(b: targets.Board, name: str, platform, family: str, **kw) -> BoardDef:
     """A board whose array, clock, link and weight memory are ``sim.boards``' row ``b``."""
     return BoardDef(name, platform, family, b.rows, b.cols, b.clock_hz / 1e6, b.baud,
-                    weight_words=b.weight_trits // b.pes, basis=b.basis, **kw)
+                    weight_words=b.weight_trits // b.pes, basis=b.basis, engine=b.engine, **kw)
 
 
 BOARDS: dict[str, BoardDef] = {b.name: b for b in (

@@ -76,16 +76,20 @@ class BuildFailed(RuntimeError):
 def build(name: str, *, rows: int | None = None, cols: int | None = None,
           freq_mhz: float | None = None, out: Path | str = "build/boards",
           weight_words: int | None = None, baud: int | None = None,
-          placer: str | None = None, router: str | None = None, engine: str = "array",
-          progress=print) -> dict:
+          placer: str | None = None, router: str | None = None, engine: str | None = None,
+          seed: int | None = None, progress=print) -> dict:
     """Build board ``name``; write the bitstream and ``report.json`` into ``out``; return the
-    report. Array shape, frequency, UART rate, weight memory and nextpnr's placer and router
-    default to the board's (``boards.BOARDS``). ``engine="tree"`` builds the core with the
-    adder-tree engine, ``rows`` its k and ``cols`` its lanes (``rtl.core.DeviceCore``)."""
+    report. Array shape, frequency, UART rate, weight memory and nextpnr's placer, router and
+    seed
+    default to the board's (``boards.BOARDS``), and so does the engine: ``"tree"`` builds the
+    core with the adder-tree engine, ``rows`` its k and ``cols`` its lanes
+    (``rtl.core.DeviceCore``), ``"array"`` with the PE array."""
     b = board_def(name)
+    engine = engine or b.engine
     if weight_words is not None and weight_words < 1:
         raise ValueError(f"weight_words must be at least 1, not {weight_words}")
     placer, router = placer or b.placer, router or b.router
+    seed = b.seed if seed is None else seed
     if placer not in PLACERS:
         raise ValueError(f"placer must be one of {', '.join(PLACERS)}, not {placer!r}")
     if router not in ROUTERS:
@@ -112,11 +116,13 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
         synth_opts=synth[0].split("-top {top} ", 1)[1],
         script_after_synth="; ".join(synth[1:]).format(top="top"),
         # pnr.json is relative: WASI sees only the cwd
-        nextpnr_opts=f"--report pnr.json --timing-allow-fail --placer {placer} --router {router}")
+        nextpnr_opts=f"--report pnr.json --timing-allow-fail --placer {placer} --router {router}"
+                     + ("" if seed is None else f" --seed {seed}"))
     shape = (f"adder trees of {rows} for {cols} outputs" if engine == "tree"
              else f"{rows}x{cols} array")
     progress(f"{name}: {shape} ({rows * cols} PEs) at {pll.f_out / 1e6:g} MHz, "
-             f"UART {b.baud} baud, nextpnr's {placer} placer and {router}, building in {out}")
+             f"UART {b.baud} baud, nextpnr's {placer} placer and {router}"
+             f"{'' if seed is None else f', seed {seed}'}, building in {out}")
     t0 = time.perf_counter()
     plan.extract(str(out))
     die = DIES.get(platform.device) if engine == "tree" else None
@@ -133,7 +139,7 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
                           f"{out / 'build.log'} and {out / 'top.tim'}")
     report = _report(name, b, rows, cols, core["weight_words"], pll.f_out, out, bitstream,
                      seconds, source)
-    report.update(placer=placer, router=router, engine=engine, floorplan=bool(die))
+    report.update(placer=placer, router=router, seed=seed, engine=engine, floorplan=bool(die))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -171,7 +177,7 @@ def board_device(name: str) -> UARTDevice:
     pins and PLL: what ``rtl.synth`` can synthesize by itself (``python -m bench --only
     breakdown``)."""
     b = board_def(name)
-    _, pll, core, divisor = _board_parts(b, b.rows, b.cols, None, None)
+    _, pll, core, divisor = _board_parts(b, b.rows, b.cols, None, None, b.engine)
     return device_for(pll, divisor, core)
 
 

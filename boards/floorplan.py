@@ -11,8 +11,9 @@ placer only the logic, which it puts by its lane's memories: with the same netli
 inside a lane spanned 40 tiles.
 
 A block RAM is a lane's by what it holds: the bits of the weight or result memory's read data
-that its outputs drive (nets named ``weight_r__data`` and ``result_r__data``, the device
-core's read ports). Bit ``i`` of a memory ``width`` bits wide is at ``i * lanes / width`` in
+that its outputs drive (the device core's read ports: nets named ``weight_r__data`` and
+``result_r__data``, or ``weight_mem.read__data`` and ``result_mem.read__data`` when the memories
+are sliced, ``rtl.sliced_memory``). Bit ``i`` of a memory ``width`` bits wide is at ``i * lanes / width`` in
 lanes (both memories are lane-major, ``rtl.adder_tree.tree_weight_layout``), and a block RAM
 at the mean of its bits'. The other block RAMs (activations, payload, the base-3 table) are
 left to the placer, with the sites nearest the die's middle kept free for them: the
@@ -33,8 +34,10 @@ from pathlib import Path
 
 from .netspan import bel_tile
 
-#: read-data nets of the memories whose block RAMs belong to lanes
-LANE_MEMORIES = ("weight_r__data", "result_r__data")
+#: read-data nets of the memories whose block RAMs belong to lanes, weights' first: a memory's
+#: read port, or a sliced memory's (``rtl.sliced_memory``)
+LANE_MEMORIES = ("weight_r__data", "weight_mem.read__data", "result_r__data",
+                 "result_mem.read__data")
 
 #: The DP16KD sites of a die, as nextpnr names them (``X{x}/Y{y}/EBR{n}``): rows of block RAM
 #: at these y, each with a block RAM at these x, whose ``EBR`` index counts 0 to 3 along the
@@ -73,8 +76,8 @@ def lane_block_rams(netlist: dict, lanes: int, module: str = "top") -> list[tupl
     mod = netlist["modules"][module]
     where = {}      # bit -> (memory, index, width)
     for name, net in mod["netnames"].items():
-        memory = name.rsplit(".", 1)[-1]
-        if memory in LANE_MEMORIES:
+        memory = next((m for m in LANE_MEMORIES if name == m or name.endswith("." + m)), None)
+        if memory is not None:
             for i, bit in enumerate(net["bits"]):
                 if isinstance(bit, int):
                     where[bit] = (memory, i, len(net["bits"]))

@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stop", type=int, default=64, help="largest rows or columns to try")
     ap.add_argument("--placer", choices=PLACERS, help="nextpnr's placer (default: the board's)")
     ap.add_argument("--router", choices=ROUTERS, help="nextpnr's router (default: the board's)")
+    ap.add_argument("--seed", type=int, help="nextpnr's seed (default: the board's)")
     ap.add_argument("--out", type=Path, default=Path("build/sweep"))
     a = ap.parse_args(argv)
     b = board(a.board)
@@ -52,7 +53,8 @@ def main(argv=None) -> int:
                  + (f" --start {a.start}" if a.start != 2 else "")
                  + (f" --stop {a.stop}" if a.stop != 64 else "")
                  + (f" --placer {a.placer}" if a.placer else "")
-                 + (f" --router {a.router}" if a.router else "")}
+                 + (f" --router {a.router}" if a.router else "")
+                 + (f" --seed {a.seed}" if a.seed is not None else "")}
         SWEEPS.mkdir(exist_ok=True)
         path.write_text(json.dumps(table, indent=2) + "\n")
 
@@ -61,6 +63,7 @@ def main(argv=None) -> int:
         try:
             r = build(a.board, rows=rows, cols=cols, freq_mhz=freq,
                       out=a.out / f"{a.board}_{rows}x{cols}", placer=a.placer, router=a.router,
+                      seed=a.seed,
                       progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
         except BuildFailed as e:
             runs.append({"rows": rows, "cols": cols, "built": False, "error": str(e)})

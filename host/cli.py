@@ -238,12 +238,16 @@ def _cmd_boards(args) -> int:
                      "pes": b.rows * b.cols, "target_mhz": b.freq_mhz, "baud": b.baud,
                      "weight_words": b.weight_words, "basis": b.basis,
                      "programmers": [tool for tool, *_ in b.programmers],
-                     "placer": b.placer, "router": b.router, "note": b.note})
+                     "placer": b.placer, "router": b.router, "seed": b.seed,
+                     "engine": b.engine,
+                     "note": b.note})
     if args.json:
         print(json.dumps(rows))
         return 0
     for r in rows:
-        print(f"{r['board']:<14} {r['family']:<5}  {r['rows']}x{r['cols']} ({r['pes']} PEs) at "
+        shape = (f"adder trees {r['rows']}x{r['cols']}" if r["engine"] == "tree"
+                 else f"{r['rows']}x{r['cols']}")
+        print(f"{r['board']:<14} {r['family']:<5}  {shape} ({r['pes']} PEs) at "
               f"{r['target_mhz']:g} MHz, UART {r['baud']} baud, {r['weight_words']} weight "
               f"words ({r['basis']}), loaded with {' or '.join(r['programmers'])}"
               f"{'; ' + r['note'] if r['note'] else ''}")
@@ -262,7 +266,7 @@ def _cmd_build(args) -> int:
     try:
         r = build(args.board, rows=args.rows, cols=args.cols, freq_mhz=args.freq, out=out,
                   baud=args.baud, weight_words=args.weight_words, placer=args.placer,
-                  router=args.router, engine=args.engine, progress=say)
+                  router=args.router, engine=args.engine, seed=args.seed, progress=say)
     except BuildFailed as e:
         raise ValueError(str(e)) from None
     if args.json:
@@ -402,9 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "static spreads a large design over the die: it routes, at a lower "
                         "clock)")
     p.add_argument("--router", choices=ROUTERS, help="nextpnr's router (default: the board's)")
-    p.add_argument("--engine", choices=("array", "tree"), default="array",
+    p.add_argument("--seed", type=int,
+                   help="nextpnr's seed (default: the board's, else nextpnr's own): place and "
+                        "route is the same for a netlist and seed, and near the clock's limit "
+                        "the seed decides whether timing is met")
+    p.add_argument("--engine", choices=("array", "tree"),
                    help="the compute engine: the PE array, or adder trees of --rows products "
-                        "(a power of two) for --cols outputs (rtl/adder_tree.py)")
+                        "(a power of two) for --cols outputs (rtl/adder_tree.py); default: "
+                        "the board's ('tritium boards')")
     p.add_argument("--out", help="output folder (default build/boards/BOARD)")
     p.add_argument("--program", action="store_true",
                    help="load it with the board's loader (openFPGALoader, iceprog or "

@@ -36,6 +36,7 @@ from sim.schedule import TreeConfig
 from .adder_tree import TreeEngine
 from .controller import Controller
 from .fanout import fanout_levels, replicas
+from .sliced_memory import SlicedMemory, block_ram_width
 from .spram import SPRAMWeights, spram_words
 from .synth import NO_RW_CHECK
 from .systolic import MatrixEngine
@@ -194,6 +195,13 @@ class DeviceCore(wiring.Component):
         With the tree engine: registers holding the step's activations, each feeding its
         group of ``cols / act_copies`` lanes (``rtl.fanout``; one register drove all 64
         lanes of the ULX3S-85F's build, up to 121 tiles away). 1 to ``cols``.
+    port_copies : int
+        With ``registered_ports``: the weight and result memories in about this many slices
+        of bits, each slice's block RAMs addressed by copies of the addresses and enables of
+        its own (:class:`rtl.sliced_memory.SlicedMemory`, slices whole ECP5 block RAMs wide).
+        A weight read takes a cycle more before a stream's first step, and so does each row
+        READ_RESULTS reads. 1 (one memory each) to ``cols``; more than 1 needs a weight memory
+        of one bank (``weight_words`` a power of two) in block RAM.
     weight_words : int
         Depth of the weight memory in words of ``rows*cols`` trits (2-bit codes).
     act_bytes : int
@@ -251,13 +259,22 @@ class DeviceCore(wiring.Component):
                  program_words: int = 64, counter_bits: int = COUNTER_BITS,
                  accumulator_ram_style: str | None = None, weight_ram: str | None = None,
                  program_ram_style: str | None = None, pe_adder: str = "generic",
-                 registered_ports: bool = True, engine: str = "array", act_copies: int = 1):
+                 registered_ports: bool = True, engine: str = "array", act_copies: int = 1,
+                 port_copies: int = 1):
         if engine not in ("array", "tree"):
             raise ValueError(f"engine must be 'array' or 'tree', not {engine!r}")
         if not 1 <= act_copies <= (cols if engine == "tree" else 1):
             raise ValueError(f"act_copies must be 1 to {cols} with the tree engine and 1 with "
                              f"the array, not {act_copies}")
         self.engine, self.act_copies = engine, act_copies
+        if not 1 <= port_copies <= cols:
+            raise ValueError(f"port_copies must be 1 to cols ({cols}), not {port_copies}")
+        if port_copies > 1 and not (registered_ports and weight_ram is None
+                                    and len(weight_bank_depths(weight_words)) == 1):
+            raise ValueError("port_copies above 1 needs registered_ports and a weight memory "
+                             "of one bank in block RAM (weight_words a power of two, "
+                             f"not {weight_words})")
+        self.port_copies = port_copies
         if engine == "tree":
             # refuses a bad tree, and a buffer that is not whole words, now
             TreeConfig(k=rows, lanes=cols, acc_bits=acc_width).act_words(act_bytes)
@@ -321,6 +338,11 @@ class DeviceCore(wiring.Component):
         R, C = self.rows, self.cols
         word_bits = 2 * R * C
         banked = self.registered_ports and self.weight_ram is None
+        sliced = self.port_copies > 1
+
+        def sliced_memory(width, depth):
+            return SlicedMemory(width=width, depth=depth, slices=self.port_copies,
+                                granule=block_ram_width(depth), attrs=NO_RW_CHECK)
         bank_depths = weight_bank_depths(self.weight_words) if banked else [self.weight_words]
 
         # -- memories ------------------------------------------------------------------------
@@ -335,6 +357,9 @@ class DeviceCore(wiring.Component):
         if self.weight_ram == "spram":
             m.submodules.weight_mem = weight_mem = SPRAMWeights(word_bits=word_bits,
                                                                 depth=self.weight_words)
+            weight_w, weight_r = weight_mem.write, weight_mem.read
+        elif sliced:
+            m.submodules.weight_mem = weight_mem = sliced_memory(word_bits, self.weight_words)
             weight_w, weight_r = weight_mem.write, weight_mem.read
         elif len(bank_depths) == 1:
             m.submodules.weight_mem = weight_mem = Memory(shape=unsigned(word_bits),
@@ -374,11 +399,16 @@ class DeviceCore(wiring.Component):
                                                 attrs=NO_RW_CHECK)
         act_w = act_mem.write_port(granularity=8) if tree else act_mem.write_port()
         act_r = act_mem.read_port()
-        m.submodules.result_mem = result_mem = Memory(shape=unsigned(C * self.acc_width),
-                                                      depth=self.result_rows, init=[],
-                                                      attrs=NO_RW_CHECK)
-        result_w = result_mem.write_port()
-        result_r = result_mem.read_port()
+        if sliced:
+            m.submodules.result_mem = result_mem = sliced_memory(C * self.acc_width,
+                                                                 self.result_rows)
+            result_w, result_r = result_mem.write, result_mem.read
+        else:
+            m.submodules.result_mem = result_mem = Memory(shape=unsigned(C * self.acc_width),
+                                                          depth=self.result_rows, init=[],
+                                                          attrs=NO_RW_CHECK)
+            result_w = result_mem.write_port()
+            result_r = result_mem.read_port()
         m.submodules.base3 = base3 = Memory(shape=10, depth=256, init=base3_rom())
         base3_r = base3.read_port()
 
@@ -540,7 +570,10 @@ class DeviceCore(wiring.Component):
             # the plain count: on the UP5K, where cells are short, "+ 0" took 6 LUT4 more
             payload_lag, args_last = 1, arg_count
         pipe_index = Signal(16)
-        shift = Signal(10 * self.word_bytes, reset_less=True)
+        # A sliced weight memory takes a write's data a cycle after its address and enable
+        # (rtl.sliced_memory): ``shift`` is a byte longer, so the word has moved down to its
+        # bottom by then.
+        shift = Signal(10 * (self.word_bytes + sliced), reset_less=True)
         # bytes of the weight word or instruction word being assembled (WRITE_WEIGHTS and
         # WRITE_PROGRAM): an array of up to 5 PEs has a weight word of one byte
         word_fill = Signal(range(max(self.word_bytes, INSTRUCTION_BYTES) + 1))
@@ -856,11 +889,12 @@ class DeviceCore(wiring.Component):
         row_addr = Signal.like(addr)
         if self.registered_ports:
             row_word = Signal.like(result_r.data, reset_less=True)
-            row_data, row_lag = result_r.data, 2
+            # (a sliced memory's data comes a cycle later: rtl.sliced_memory)
+            row_data, row_lag = result_r.data, 2 + sliced
             if tree:
                 row_read = Signal.like(result_r.data, reset_less=True)
                 m.d.sync += row_read.eq(row_data)
-                row_data, row_lag = row_read, 3
+                row_data, row_lag = row_read, row_lag + 1
             m.d.sync += row_word.eq(row_data)
         else:
             row_word, row_lag = result_r.data, 1
@@ -1055,7 +1089,6 @@ class DeviceCore(wiring.Component):
             sweeps.r_en.eq(load),
             weight_r.addr.eq(w_addr),
             weight_r.en.eq(advance),
-            act_r.addr.eq(a_addr),
             act_r.en.eq(advance),
             engine.weights.valid.eq(s2_valid),
             engine.weights.payload.as_value().eq(s2_weights),
@@ -1095,9 +1128,23 @@ class DeviceCore(wiring.Component):
         # more, ``spread``: with two levels before s2 the hop into ``cross`` still spanned up
         # to 76 tiles, and the placement's estimate went from 50-55 MHz to 63 with it.
         stage = [s1_valid, s1_weights, [act_r.data], last_flag, first_flag, final_flag]
+        between_valid = []      # the valid bits of the stages after s1
+        if sliced:
+            # The sliced weight memory's read address passes its copies first, so its data
+            # comes a cycle later (rtl.sliced_memory): the step's valid and flags wait a cycle
+            # with it (``s1_copied``), and so does the activations' read address.
+            a_addr_late = Signal.like(a_addr)
+            m.d.sync += a_addr_late.eq(a_addr)
+            m.d.comb += act_r.addr.eq(a_addr_late)
+            late = [Signal(name=f"s1_copied_{name}") for name in ("valid", "last", "first",
+                                                                  "final")]
+            m.d.sync += [reg.eq(v) for reg, v in zip(late, [s1_valid, *stage[3:]])]
+            stage = [late[0], s1_weights, [act_r.data], *late[1:]]
+            between_valid.append(late[0])
+        else:
+            m.d.comb += act_r.addr.eq(a_addr)
         between = ((("read", "spread", "cross") if tree else ("read", "cross"))
                    if self.registered_ports else ())   # stages after s1
-        between_valid = []      # their valid bits
         for n, prefix in enumerate(between, start=1):
             valid, weights, acts, *flags = stage
             names = ("valid", "weights", "last", "first", "final")
@@ -1123,7 +1170,7 @@ class DeviceCore(wiring.Component):
         if self.registered_ports:
             # a bubble held back for the drain is offered to the engine (``s2_held``)
             held = holding
-            for prefix in ("s1", *between):
+            for prefix in ("s1", *(["s1_copied"] if sliced else []), *between):
                 held_next = Signal(name=f"{prefix}_held")
                 m.d.sync += held_next.eq(held)
                 held = held_next
@@ -1178,7 +1225,8 @@ class DeviceCore(wiring.Component):
             write_data = Signal.like(result_w.data, reset_less=True)
             m.d.sync += write_data.eq(row_data)
             row_data = write_data
-        m.d["sync" if self.registered_ports else "comb"] += [
+        # (a sliced result memory registers them itself, in a copy a slice)
+        m.d["sync" if self.registered_ports and not sliced else "comb"] += [
             result_w.addr.eq(result_row),
             result_w.en.eq(engine.result.valid),
         ]

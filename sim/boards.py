@@ -60,10 +60,17 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5",
     LUT4 sites a PE instead of 26), and its control program stays in LUT RAM
     (``rtl.controller.Controller``). ``engine="tree"``: the adder-tree engine, ``rows`` its k
     and ``cols`` its lanes (the array's configuration leaves the key out, as before), its
-    activations in a register copy for every 2 lanes (``act_copies``, ``rtl.fanout``)."""
+    activations in a register copy for every 2 lanes (``act_copies``, ``rtl.fanout``) and, on
+    an ECP5 with a weight memory of one bank (``weight_words`` a power of two), its weight and
+    result memories in as many slices, each addressed by copies of its own (``port_copies``,
+    ``rtl.sliced_memory``)."""
     small = family == "ice40"
-    tree = ({"engine": "tree", "act_copies": -(-cols // LANES_PER_ACT_COPY)}
-            if engine == "tree" else {})
+    tree = {}
+    if engine == "tree":
+        copies = -(-cols // LANES_PER_ACT_COPY)
+        one_bank = weight_words & (weight_words - 1) == 0
+        tree = {"engine": "tree", "act_copies": copies,
+                "port_copies": copies if one_bank and not small else 1}
     return dict(**tree, rows=rows, cols=cols, weight_words=weight_words,
                 act_bytes=2048 if small else 4096,
                 result_rows=max(64, rows * 4), max_payload=1024, program_words=64,

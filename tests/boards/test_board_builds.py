@@ -131,6 +131,8 @@ def test_every_default_is_a_checked_in_build(name):
     assert built["resident_weight_trits"] == b.weight_words * b.rows * b.cols
     # Reports from before --placer and --router were built with nextpnr's defaults.
     assert (built.get("placer", "heap"), built.get("router", "router1")) == (b.placer, b.router)
+    # and those from before --engine with the array, before --seed with nextpnr's own
+    assert built.get("engine", "array") == b.engine and built.get("seed") == b.seed
 
 
 @pytest.mark.parametrize("name", ["ulx3s-85f", "icebreaker"])
@@ -174,12 +176,12 @@ def test_build_mistakes(capsys):
 
 @pytest.mark.synth
 def test_small_ulx3s_build(tmp_path, capsys):
-    """A small ECP5 build, with nextpnr's other placer and router (the iCEBreaker's build
-    below takes the defaults)."""
+    """A small ECP5 build, with nextpnr's other placer and router and a seed of our own (the
+    iCEBreaker's build below takes the defaults)."""
     out = tmp_path / "ulx3s"
     assert main(["build", "--board", "ulx3s-12f", "--rows", "2", "--cols", "2", "--freq", "30",
                  "--weight-words", "256", "--placer", "static", "--router", "router2",
-                 "--out", str(out), "--json"]) == 0
+                 "--seed", "3", "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     report = json.loads((out / "report.json").read_text())
     assert printed == report
@@ -189,7 +191,8 @@ def test_small_ulx3s_build(tmp_path, capsys):
     assert report["resident_weight_trits"] == 256 * 4           # --weight-words 256 of 2x2
     assert (out / "top.bit").stat().st_size > 100_000
     assert report["source"] == source_commit()
-    assert (report["placer"], report["router"]) == ("static", "router2")
+    assert (report["placer"], report["router"], report["seed"]) == ("static", "router2", 3)
+    assert " --seed 3" in (out / "build_top.sh").read_text()
     assert report["floorplan"] is False        # the array engine: no lane block RAMs
     log = (out / "top.tim").read_text()
     assert "Running Static placer" in log and "Running router2" in log
@@ -257,8 +260,8 @@ def test_small_icebreaker_build(tmp_path, capsys, monkeypatch):
     assert ": placing (analytic placement, iteration " in said.err, said.err
     assert " arcs to go (placement estimate " in said.err, said.err
     assert report["fpga"] == "ice40" and report["pes"] == 4
-    assert (report["placer"], report["router"]) == ("heap", "router1")
-    assert report["floorplan"] is False
+    assert (report["placer"], report["router"], report["seed"]) == ("heap", "router1", None)
+    assert report["floorplan"] is False and report["engine"] == "array"
     assert report["timing_met"] and report["achieved_mhz"] >= report["target_mhz"] == 24
     assert report["baud"] == 6_000_000                 # 4 cycles a bit
     assert report["dsp"] == 0 and 0 < report["lut4"] <= report["lut4_available"] == 5280

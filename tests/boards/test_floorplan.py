@@ -49,6 +49,17 @@ def test_lane_block_rams_are_found_by_the_bits_they_hold_and_ordered_by_lane():
         (1.625, "core.weight_mem.0.2")]
 
 
+def test_a_sliced_memorys_block_rams_are_found_by_its_read_data():
+    # rtl.sliced_memory: the memories' read data is named after the component's port; a net
+    # that merely ends alike ("read__data" of something else) is not a lane memory
+    netlist = _netlist()
+    names = netlist["modules"]["top"]["netnames"]
+    names["device.core.weight_mem.read__data"] = names.pop("device.core.weight_r__data")
+    names["device.core.result_mem.read__data"] = names.pop("device.core.result_r__data")
+    names["device.core.controller.read__data"] = names.pop("device.core.act_r__data")
+    assert lane_block_rams(netlist, 2) == lane_block_rams(_netlist(), 2)
+
+
 def test_pinned_block_rams_leave_the_middle_to_the_others_and_spread_in_lane_order():
     netlist = _netlist()
     # two rows of five, in lane order (a snake): the middle of the die is x 20, y 20

@@ -23,9 +23,10 @@ CONFIG = core_config(K_TREE, LANES, weight_words=512, act_bytes=1024, result_row
 TREE = schedule.TreeConfig(k=K_TREE, lanes=LANES)
 
 # registered ports (ECP5 builds) with the pair adders on carry cells, the activations in two
-# register copies (lanes 0, 1 and lane 2: rtl.fanout) and tx back-pressured; without them (the
-# stalling sequencer), generic adders and one copy
-VARIANTS = {"registered-ccu2c": ({"pe_adder": "ccu2c", "act_copies": 2}, 40),
+# register copies (lanes 0, 1 and lane 2: rtl.fanout), the weight and result memories in two
+# slices (rtl.sliced_memory) and tx back-pressured; without them (the stalling sequencer),
+# generic adders, one copy and one memory each
+VARIANTS = {"registered-ccu2c": ({"pe_adder": "ccu2c", "act_copies": 2, "port_copies": 2}, 40),
             "unregistered": ({"registered_ports": False}, 0)}
 
 
