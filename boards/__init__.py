@@ -127,17 +127,16 @@ def _from_table(b: targets.Board, name: str, platform, family: str, **kw) -> Boa
 
 BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # Measured (boards/sweeps/ulx3s-85f-default.json, `tritium build --board ulx3s-85f`):
-    # 16x32 with 2048 words of 512 trits, the goal's 1 Mtrit and the bundled model resident
-    # (2,048 words at 16x32): 29,375 of 83,640 cells, 147 of 208 DP16KD, 0 DSP, 82.11 MHz
-    # achieved against 81.25 (27 cycles a bit at 3 Mbaud, 0.31% fast), 1,851 s; the same core
-    # made 82.31 against 84.375, its default before.
-    # 32x32 (1024 words) placed at an estimated 48 MHz and had not finished routing after
-    # 31 minutes; the goal, 2048 PEs at
-    # 100 MHz (sim.boards' ulx3s-85f-goal), synthesizes as 64x32 to 85% of the LUT4 sites
-    # and 86% of the FF but is not placed, and the control paths hold the clock below
-    # 100 MHz (docs/architecture.md, "Boards").
+    # issue #4's goal, adder trees of k = 32 for 64 lanes (2048 PEs) at 100 MHz with 512 words
+    # of 2048 trits, the goal's 1 Mtrit and the bundled model resident: 47,346 of 83,640
+    # logic cells (23.1 a PE), 70,499 FF, 181 of 208 DP16KD, 0 DSP, 104.87 MHz achieved
+    # against 100 (33 cycles a bit at 3 Mbaud, 1.01% fast), 204.8 G ternary MACs/s, 1,232 s.
+    # Its place and route is nextpnr's with seed 2; the same netlist with seed 1 was not
+    # routed, and the netlist before its memories were sliced (rtl.sliced_memory) routed at
+    # 101.73 MHz with seed 2 and 99.43 with seed 1 (docs/architecture.md, "Boards", stop 39).
+    # Before, the 16x32 array at 81.25 MHz (boards/sweeps/ulx3s-85f-array.json).
     _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", programmers=_ULX3S_LOADER,
-                note="LFE5U-85F: 84K LUT4, 208 DP16KD"),
+                note="LFE5U-85F: 84K LUT4, 208 DP16KD", seed=2),
     # `tritium build --board ulx3s-12f --freq 96`, its report kept as
     # boards/sweeps/ulx3s-12f-default.json: 16x16 fits (17,279 of 24,288 cells; 16x32 does
     # not) and meets 95.833 MHz, the PLL's nearest to 96 (97.58 achieved; the same core made

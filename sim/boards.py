@@ -132,10 +132,18 @@ class Board:
         return info
 
 
-# Built: boards/sweeps/ulx3s-85f-default.json (16x32 with the goal's 1 Mtrit in 2048 words,
-# 147 DP16KD, 29,375 cells; 82.11 MHz achieved against 81.25: 27 cycles a bit at 3 Mbaud,
-# 0.31% fast; the same core made 82.31 against 84.375).
-_ULX3S_85F = Board("ulx3s-85f", "ECP5 LFE5U-85F", rows=16, cols=32, clock_hz=81.25e6,
+# Built: boards/sweeps/ulx3s-85f-default.json: issue #4's goal, adder trees of k = 32 for 64
+# lanes (2048 PEs) at 100 MHz with the goal's 1 Mtrit in 512 words of 2048 trits, a word read
+# whole each cycle (114 DP16KD of 36 bits), nextpnr's seed 2 (docs/architecture.md, "Boards",
+# stop 39). 3 Mbaud is 33 cycles a bit, 1.01% fast.
+_ULX3S_85F = Board("ulx3s-85f", "ECP5 LFE5U-85F", rows=32, cols=64, clock_hz=100e6,
+                   baud=3_000_000, weight_trits=512 * 2048, memory_bits_per_cycle=114 * 36,
+                   basis="measured", lut4=83640, bridge="FT231X", note="FT231X bridge at 3 Mbaud",
+                   engine="tree")
+# Built: boards/sweeps/ulx3s-85f-array.json, the ULX3S-85F's default until stop 39 and the
+# OrangeCrab's core (below): the 16x32 array with the goal's 1 Mtrit in 2048 words, 147
+# DP16KD, 29,375 cells; 82.11 MHz achieved against 81.25 (27 cycles a bit at 3 Mbaud).
+_ARRAY_85F = Board("ulx3s-85f-array", "ECP5 LFE5U-85F", rows=16, cols=32, clock_hz=81.25e6,
                    baud=3_000_000, weight_trits=2048 * 512, memory_bits_per_cycle=1024,
                    basis="measured", lut4=83640, bridge="FT231X", note="FT231X bridge at 3 Mbaud")
 # Built: boards/sweeps/icebreaker.json (2x2 with its weights in the four SPRAMs, 131,072 words
@@ -176,7 +184,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # default core at 108 MHz (48 MHz x 9 / 4: 111.12 MHz achieved; 36 cycles a bit at 3 Mbaud);
     # the UART on two Feather header pins, through an adapter the user brings (3 Mbaud: an
     # FTDI one).
-    replace(_ULX3S_85F, name="orangecrab-85f", clock_hz=108e6, bridge="adapter",
+    replace(_ARRAY_85F, name="orangecrab-85f", clock_hz=108e6, bridge="adapter",
             note="UART on the Feather header at 3 Mbaud (a USB-serial adapter)"),
     # Built: boards/sweeps/icesugar.json. The iCEBreaker's UP5K and 2x2 core; the link is the
     # iCELink's USB CDC port at 115,200 baud, the rate of the board maker's own UART example

@@ -137,8 +137,9 @@ def test_every_default_is_a_checked_in_build(name):
 
 @pytest.mark.parametrize("name", ["ulx3s-85f", "icebreaker"])
 def test_default_builds_hold_the_bundled_model(name):
-    """The two boards whose projections are issue #4's goals build smaller arrays today, with
-    the goal's weight memory: the bundled model stays resident on what they build."""
+    """The two boards whose projections are issue #4's goals build the goal's weight memory
+    (the ULX3S-85F the goal itself, the iCEBreaker a smaller array): the bundled model stays
+    resident on what they build."""
     from pathlib import Path
 
     from boards import board

@@ -286,7 +286,7 @@ def test_cli_json_and_summary(capsys, tmp_path):
     out = json.loads(capsys.readouterr().out)
     assert out["device"]["board"] == "icebreaker" and out["residency"]["all_resident"]
     assert main(["estimate", "--preset", "bitnet-b1.58-2B-4T", "--rows", "16", "--cols", "16",
-                 "--freq", "50", "--link", "pcie:gen2x4", "--batch", "32",
+                 "--engine", "array", "--freq", "50", "--link", "pcie:gen2x4", "--batch", "32",
                  "--plot", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("# bitnet-b1.58-2B-4T on ulx3s-85f (16x16 array at 50 MHz")
@@ -295,11 +295,14 @@ def test_cli_json_and_summary(capsys, tmp_path):
     assert main(["estimate", "--preset", "tiny", "--sweep", "--board", "ecpix5-85f"]) == 0
     assert "Best: ecpix5-85f" in capsys.readouterr().out
     # the board's engine or another: the tiny model's layers (q|k|v 384, o 128, gate|up 256
-    # and down 128 outputs, K = 128) on trees of k = 16 for 32 lanes: 28 tiles of 8 steps
-    assert main(["estimate", "--preset", "tiny", "--engine", "tree", "--json"]) == 0
+    # and down 128 outputs, K = 128) on the ULX3S-85F's trees of k = 32 for 64 lanes: 14
+    # tiles of 4 steps; or on an array of the same shape
+    assert main(["estimate", "--preset", "tiny", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["device"]["engine"] == "tree" and out["device"]["rows"] == 16
-    assert out["phases"]["decode"]["cycles"]["busy"] == 4 * (384 + 128 + 256 + 128) // 32 * 8
+    assert out["device"]["engine"] == "tree" and out["device"]["rows"] == 32
+    assert out["phases"]["decode"]["cycles"]["busy"] == 4 * (384 + 128 + 256 + 128) // 64 * 4
+    assert main(["estimate", "--preset", "tiny", "--engine", "array", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["device"]["engine"] == "array"
     assert main(["estimate", "--preset", "tiny", "--board", "ulx3s-85f-goal"]) == 0
     assert "(adder trees, k = 32 x 64 lanes at 100 MHz" in capsys.readouterr().out
     assert main(["estimate", "--preset", "tiny", "--engine", "tree", "--rows", "12"]) == 2

@@ -40,12 +40,14 @@ def test_greedy_text_matches_reference_resident_on_icebreaker_shape():
 
 @pytest.mark.parametrize("name", ["ulx3s-85f", "icebreaker"])
 def test_resident_on_the_default_builds(name):
-    """The arrays and weight memories ``tritium build`` makes for the two boards the issue
-    names hold every projection: nothing streams, and the text is the reference's."""
+    """The engines and weight memories ``tritium build`` makes for the two boards the issue
+    names (the ULX3S-85F's adder trees, the iCEBreaker's array) hold every projection:
+    nothing streams, and the text is the reference's."""
     from boards import board
     b = board(name)
     r = run_model(TINY, PROMPT, device="emu", max_new_tokens=4,
-                  device_options=dict(rows=b.rows, cols=b.cols, weight_words=b.weight_words))
+                  device_options=dict(rows=b.rows, cols=b.cols, weight_words=b.weight_words,
+                                      engine=b.engine))
     up = r.stats["upload"]
     assert up["streamed"] == 0 and up["resident"] == 4 * 4
     tokens, _ = Reference(TINY).generate(r.prompt_tokens, 4)

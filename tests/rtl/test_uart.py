@@ -216,7 +216,7 @@ def run_receiver(divisor: int, levels: list[int], *, fifo_depth: int = 16,
     (36, +0.03), (36, -0.03),       # 3 Mbaud at the OrangeCrab's 108 MHz (as before its 120)
     (40, +0.03), (40, -0.03),       # 3 Mbaud at 120 MHz (the OrangeCrab's clock before 108)
     (16, +0.04), (16, -0.04),
-    (33, +0.04), (33, -0.04),       # 3 Mbaud at the ULX3S-12F's 100 MHz (33.3 cycles a bit)
+    (33, +0.04), (33, -0.04),       # 3 Mbaud at 100 MHz: the ULX3S-85F and -25F (33.3 cycles a bit)
 ])
 def test_receiver_rate_tolerance(divisor, rate_error):
     """Back-to-back frames from a sender whose bits last ``divisor * (1 - rate_error)`` cycles,
