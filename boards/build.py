@@ -79,10 +79,9 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
           placer: str | None = None, router: str | None = None, engine: str | None = None,
           seed: int | None = None, progress=print) -> dict:
     """Build board ``name``; write the bitstream and ``report.json`` into ``out``; return the
-    report. Array shape, frequency, UART rate, weight memory and nextpnr's placer, router and
-    seed
-    default to the board's (``boards.BOARDS``), and so does the engine: ``"tree"`` builds the
-    core with the adder-tree engine, ``rows`` its k and ``cols`` its lanes
+    report. Array shape, frequency, UART rate, weight memory, nextpnr's placer, router and
+    seed, and the engine default to the board's (``boards.BOARDS``): ``engine="tree"`` builds
+    the core with the adder-tree engine, ``rows`` its k and ``cols`` its lanes
     (``rtl.core.DeviceCore``), ``"array"`` with the PE array."""
     b = board_def(name)
     engine = engine or b.engine

@@ -12,9 +12,10 @@ inside a lane spanned 40 tiles.
 
 A block RAM is a lane's by what it holds: the bits of the weight or result memory's read data
 that its outputs drive (the device core's read ports: nets named ``weight_r__data`` and
-``result_r__data``, or ``weight_mem.read__data`` and ``result_mem.read__data`` when the memories
-are sliced, ``rtl.sliced_memory``). Bit ``i`` of a memory ``width`` bits wide is at ``i * lanes / width`` in
-lanes (both memories are lane-major, ``rtl.adder_tree.tree_weight_layout``), and a block RAM
+``result_r__data``, or ``weight_mem.read__data`` and ``result_mem.read__data`` when the
+memories are sliced, ``rtl.sliced_memory``). Bit ``i`` of a memory ``width`` bits wide is at
+``i * lanes / width`` in lanes (both memories are lane-major,
+``rtl.adder_tree.tree_weight_layout``), and a block RAM
 at the mean of its bits'. The other block RAMs (activations, payload, the base-3 table) are
 left to the placer, with the sites nearest the die's middle kept free for them: the
 activations' feed every lane (spread evenly among the lanes' instead, they went wherever a

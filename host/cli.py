@@ -239,8 +239,7 @@ def _cmd_boards(args) -> int:
                      "weight_words": b.weight_words, "basis": b.basis,
                      "programmers": [tool for tool, *_ in b.programmers],
                      "placer": b.placer, "router": b.router, "seed": b.seed,
-                     "engine": b.engine,
-                     "note": b.note})
+                     "engine": b.engine, "note": b.note})
     if args.json:
         print(json.dumps(rows))
         return 0

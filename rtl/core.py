@@ -20,7 +20,8 @@ host speaks the framed protocol of docs/protocol.md over it. Inside:
 * the **sender** frames the response and appends its CRC.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Shape, Signal, unsigned
+from amaranth.hdl import (Array, Cat, Const, Module, Mux, ResetInserter, Shape, Signal, Value,
+                          unsigned)
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -1046,6 +1047,33 @@ class DeviceCore(wiring.Component):
         split_q = split.q[:Shape.cast(range(self.pass_k_max + 1)).width]
         split_r, split_n = split.r[:len(passes_after)], split.n[:len(passes_after)]
 
+        # With ``registered_ports`` the compares themselves are registers, set with the count
+        # they look at (its new value compared): ``k_left == 0`` and ``passes_after == 0`` (2
+        # and 3 LUT4 deep) in front of ``issue``, the sweep queue's read and the counters'
+        # enables made the ULX3S-85F trees' longest routed path with nextpnr's seed 1, six
+        # LUT4 deep (10.15 ns; docs/architecture.md, "Boards", stop 39).
+        counts_at = []      # (counter, the value it is compared with, its register)
+
+        def count_is(counter, target, init):
+            if not self.registered_ports:
+                return counter == target
+            reg = Signal(init=init, name=f"{counter.name}_is_{target}")
+            counts_at.append((counter, target, reg))
+            return reg
+
+        is_last_step = count_is(k_left, 0, 1)           # the counters reset to 0
+        is_last_pass = count_is(passes_after, 0, 1)
+        is_last_token = count_is(tokens_left, 1, 0)
+
+        def set_count(counter, value):
+            """``counter`` to ``value`` (truncated, as the assignment does), and its compare's
+            register to the compare of that value."""
+            value = Value.cast(value)
+            if len(value) > len(counter):
+                value = value[:len(counter)]
+            m.d.sync += counter.eq(value)
+            m.d.sync += [reg.eq(value == target) for c, target, reg in counts_at if c is counter]
+
         taken = Signal()
         # ``advance`` moves the stages between the memories and the engine; ``issue`` (the
         # sequencer's own enable) lets the current step go into them.
@@ -1079,9 +1107,9 @@ class DeviceCore(wiring.Component):
         m.d.comb += [
             taken.eq(engine.act.valid & engine.act.ready),
             advance.eq(1 if self.registered_ports else ~s2_valid | taken),
-            is_last.eq(k_left == 0),
-            is_final.eq(passes_after == 0),
-            sweep_ends.eq(active & issue & is_last & is_final & (tokens_left == 1)),
+            is_last.eq(is_last_step),
+            is_final.eq(is_last_pass),
+            sweep_ends.eq(active & issue & is_last & is_final & is_last_token),
             load.eq(pending_valid & (~active | sweep_ends)),
             sweeps.w_data.eq(controller.sweep.payload),
             sweeps.w_en.eq(controller.sweep.valid),
@@ -1179,32 +1207,34 @@ class DeviceCore(wiring.Component):
 
         def start_token():
             first_long = split_r != 0
-            m.d.sync += [k_left.eq(Mux(first_long, split_q, split_q - 1)),
-                         longs_after.eq(Mux(first_long, split_r - 1, 0)),
-                         passes_after.eq(split_n - 1), in_first.eq(1)]
+            set_count(k_left, Mux(first_long, split_q, split_q - 1))
+            set_count(passes_after, split_n - 1)
+            m.d.sync += [longs_after.eq(Mux(first_long, split_r - 1, 0)), in_first.eq(1)]
 
         with m.If(advance):
             m.d.sync += s1_valid.eq(active & issue if self.registered_ports else active)
             with m.If(active & issue if self.registered_ports else active):
                 m.d.sync += [last_flag.eq(is_last), first_flag.eq(in_first),
-                             final_flag.eq(is_final), k_left.eq(k_left - 1)]
+                             final_flag.eq(is_final)]
+                set_count(k_left, k_left - 1)
                 next_step()
                 with m.If(is_last):
                     # The first r passes of a token are q + 1 steps long, the rest q.
                     long_next = longs_after != 0
-                    m.d.sync += [k_left.eq(Mux(long_next, split_q, split_q - 1)),
-                                 longs_after.eq(longs_after - long_next),
-                                 passes_after.eq(passes_after - 1), in_first.eq(0)]
+                    set_count(k_left, Mux(long_next, split_q, split_q - 1))
+                    set_count(passes_after, passes_after - 1)
+                    m.d.sync += [longs_after.eq(longs_after - long_next), in_first.eq(0)]
                     with m.If(is_final):
                         start_token()
                         next_acts = a_base + split.k
                         first_step(w_base, next_acts)
-                        m.d.sync += [tokens_left.eq(tokens_left - 1), a_base.eq(next_acts)]
-                        with m.If(tokens_left == 1):
+                        set_count(tokens_left, tokens_left - 1)
+                        m.d.sync += a_base.eq(next_acts)
+                        with m.If(is_last_token):
                             m.d.sync += active.eq(0)
         with m.If(load):           # after the updates above: a loaded sweep starts afresh
-            m.d.sync += [active.eq(1), w_base.eq(pending.weights), a_base.eq(pending.acts),
-                         tokens_left.eq(pending.tokens)]
+            m.d.sync += [active.eq(1), w_base.eq(pending.weights), a_base.eq(pending.acts)]
+            set_count(tokens_left, pending.tokens)
             first_step(pending.weights, pending.acts)
             start_token()
 
