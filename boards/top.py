@@ -3,7 +3,8 @@ the UART (``rtl.uart_device.UARTDevice``), and LEDs for link activity and busy."
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, Signal
+from amaranth import (ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal,
+                      Value)
 from amaranth.lib import io
 
 from rtl.uart_device import UARTDevice
@@ -18,6 +19,26 @@ def device_for(pll: Ecp5Pll | Ice40Pll, divisor: int, core: dict) -> UARTDevice:
     """The device (core and UART) a board runs at ``pll``'s clock: what :class:`BoardTop`
     puts behind the board's pins."""
     return UARTDevice(divisor=divisor, clock_hz=round(pll.f_out), **core)
+
+
+#: cycles of the PLL's clock the device stays in reset after the PLL locks
+RESET_CYCLES = 8
+
+
+def hold_reset_until_locked(m: Module, locked: Value, domain: str = "sync") -> None:
+    """Drive ``domain``'s reset: held while the PLL is not locked, released
+    :data:`RESET_CYCLES` cycles after it locks. The counter has no reset of its own: in the
+    domain it resets, it would clear itself for as long as it holds the reset, and the
+    device would never leave it (as every board build did until stop 39). It starts at 0
+    when the FPGA is configured, as every flip-flop starts at its initial value."""
+    count = Signal(range(RESET_CYCLES + 1), reset_less=True)
+    released = Signal()
+    m.d.comb += [released.eq(count == RESET_CYCLES),
+                 ResetSignal(domain).eq(~released)]
+    with m.If(~locked):
+        m.d[domain] += count.eq(0)
+    with m.Elif(~released):
+        m.d[domain] += count.eq(count + 1)
 
 
 class BoardTop(Elaboratable):
@@ -44,14 +65,8 @@ class BoardTop(Elaboratable):
             m.submodules.osc = osc_in = io.Buffer("i", osc)
             m.submodules.pll = p.instance(osc_in.i, ClockSignal("sync"), locked,
                                           from_pad=False)
-        # Held in reset until the PLL locks (and for a few cycles after).
         platform.add_clock_constraint(sync.clk, p.f_out)
-        ready = Signal(4)
-        m.d.comb += sync.rst.eq(~ready[-1])
-        with m.If(~locked):
-            m.d.sync += ready.eq(0)
-        with m.Elif(~ready[-1]):
-            m.d.sync += ready.eq(ready + 1)
+        hold_reset_until_locked(m, locked)
 
         m.submodules.device = dev = self.device
         uart_pins = platform.resources["uart", 0]
