@@ -128,12 +128,11 @@ def _from_table(b: targets.Board, name: str, platform, family: str, **kw) -> Boa
 BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     # Measured (boards/sweeps/ulx3s-85f-default.json, `tritium build --board ulx3s-85f`):
     # issue #4's goal, adder trees of k = 32 for 64 lanes (2048 PEs) at 100 MHz with 512 words
-    # of 2048 trits, the goal's 1 Mtrit and the bundled model resident: 47,346 of 83,640
-    # logic cells (23.1 a PE), 70,499 FF, 181 of 208 DP16KD, 0 DSP, 104.87 MHz achieved
-    # against 100 (33 cycles a bit at 3 Mbaud, 1.01% fast), 204.8 G ternary MACs/s, 1,232 s.
-    # Its place and route is nextpnr's with seed 2; the same netlist with seed 1 was not
-    # routed, and the netlist before its memories were sliced (rtl.sliced_memory) routed at
-    # 101.73 MHz with seed 2 and 99.43 with seed 1 (docs/architecture.md, "Boards", stop 39).
+    # of 2048 trits, the goal's 1 Mtrit and the bundled model resident: 47,327 of 83,640
+    # logic cells (23.1 a PE), 70,505 FF, 181 of 208 DP16KD, 0 DSP, 101.13 MHz achieved
+    # against 100 (33 cycles a bit at 3 Mbaud, 1.01% fast), 204.8 G ternary MACs/s, 1,593 s.
+    # Its place and route is nextpnr's with seed 2; with seeds 1 and 2 the same netlist
+    # made 100.81 and 101.13 MHz (docs/architecture.md, "Boards", stop 39).
     # Before, the 16x32 array at 81.25 MHz (boards/sweeps/ulx3s-85f-array.json).
     _from_table(_ulx3s_85f, "ulx3s-85f", _ulx3s("85F"), "ecp5", programmers=_ULX3S_LOADER,
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD", seed=2),
