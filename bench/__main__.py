@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from rtl.adder_tree import TreeEngine
+from rtl.serial_tree import SerialTreeEngine
 from rtl.synth import synthesize, synthesize_modules
 from rtl.systolic import MatrixEngine, SystolicArray
 from rtl.ternary_pe import TernaryPE
@@ -88,14 +89,21 @@ def bench_resources(quick: bool) -> dict:
                 ("tree_32x8", lambda: TreeEngine(k=32, lanes=8, adder=adder), 256),
             ]
         return parts
+
+    # The UP5K's candidates for 128 products (docs/architecture.md, "The digit-serial tree
+    # engine"): the parallel trees, and the digit-serial ones, a step in four cycles.
+    ice40_only = [] if quick else [
+        ("tree_32x4", lambda: TreeEngine(k=32, lanes=4), 128),
+        ("serial_tree_32x4", lambda: SerialTreeEngine(k=32, lanes=4, digit_bits=2), 128),
+    ]
     runs = [("ecp5", "ccu2c", ""), ("ecp5", "generic", "_generic"), ("ice40", "generic", "")]
     for family, adder, suffix in runs:
-        for name, make, pes in targets(adder):
+        for name, make, pes in targets(adder) + (ice40_only if family == "ice40" else []):
             progress(f"synth_{family} {name} ({adder} adder)")
             start = time.perf_counter()
             stats = synthesize(make(), family)
             lut = lut4_equivalent(stats)
-            tree = name.startswith("tree")      # no partial sums: nothing per psum bit
+            tree = "tree" in name               # no partial sums: nothing per psum bit
             out[f"{family}_{name}{suffix}"] = {
                 "family": family, "adder": adder, "pes": pes, "psum_bits": None if tree else psum,
                 "lut4": lut, "lut4_cells": stats["lut4"], "carry_cells": stats["carry"],

@@ -90,6 +90,86 @@ def lane_groups(lanes: int, groups: int) -> list[range]:
             for c in range(groups)]
 
 
+def ones_product(code, x):
+    """``x``, ``~x`` (one's complement) or 0 for the trit ``code`` (``Trit``: bit 0 set means
+    skip, else bit 1 picks ``x`` over ``~x``): a product that leaves out the 1 of a -1."""
+    return Mux(code[0], 0, Mux(code[1], x, ~x))
+
+
+def pair_level(m: Module, operands: list, weights, width: int, add_pair=None) -> tuple:
+    """The tree's pair level: ``ones(w1, x1) + w2 * x2`` for each pair of the ``width``-bit
+    signed ``operands`` and their trits, registered as ``width + 1`` bits, and the 1 each -1
+    on a first operand leaves out, registered beside it (:func:`reduce_pairs` adds them).
+    The second product is exact: its 1 is the pair adder's carry-in. ``add_pair(p, ones,
+    code2, j, total)`` builds the pair adder instead of the plain sum (the carry cells')."""
+    pairs, ones_left = [], []
+    for p in range(len(operands) // 2):
+        i, j = 2 * p, 2 * p + 1
+        code2 = weights[j].as_value()
+        ones = Signal(signed(width), name=f"ones_{p}")
+        m.d.comb += ones.eq(ones_product(weights[i].as_value(), operands[i]))
+        total = Signal(signed(width + 1), name=f"pair_sum_{p}")
+        if add_pair is None:
+            m.d.comb += total.eq(ones + ones_product(code2, operands[j]) +
+                                 (weights[j] == Trit.NEG))
+        else:
+            add_pair(p, ones, code2, j, total)
+        pair = Signal(signed(width + 1), name=f"pair_{p}", reset_less=True)
+        left_out = Signal(name=f"one_{p}", reset_less=True)
+        m.d.sync += [pair.eq(total), left_out.eq(weights[i] == Trit.NEG)]
+        pairs.append(pair)
+        ones_left.append(left_out)
+    return pairs, ones_left
+
+
+def reduce_pairs(m: Module, level: list, ones_left: list, width: int) -> tuple:
+    """Add the pair level's registered sums (``width`` bits each) in a tree with a register
+    level per halving, one bit wider each; returns the top sum, the last left-out one and
+    the tree's depth (the pair level counted).
+
+    Each adder above the pair level takes one of the left-out ones as its carry-in (free:
+    yosys gives a one-bit addend the carry chain's input) and whoever takes the top sum the
+    last: ``k/2 - 1`` adders and one more, ``k/2`` ones. The others wait a register a level.
+    Counting them instead and adding the count with the accumulator cost a lane of 32 on
+    ECP5 587 LUT4 sites rather than 503. Every level still fits its width: a first operand
+    is ``-2**(w-1) .. 2**(w-1) - 1`` (``w = width - 1``), a product ``-2**(w-1) ..
+    2**(w-1)``, so a subtree of ``2**d`` products and the ``2**(d-1) - 1`` carry-ins of its
+    adders sum to ``-2**(w-1+d) .. 2**(d-1) * (2**w - 1) + 2**(d-1) - 1``, that is
+    ``2**(w-1+d) - 1``: a signed ``w + d`` bits."""
+    ones_left = list(ones_left)
+    depth = 1
+    while len(level) > 1:
+        depth += 1
+        width += 1
+        nxt = []
+        for p in range(0, len(level), 2):
+            s = Signal(signed(width), name=f"sum_{depth}_{p // 2}", reset_less=True)
+            m.d.sync += s.eq(level[p] + level[p + 1] + ones_left.pop())
+            nxt.append(s)
+        level = nxt
+        later = [Signal(name=f"one_{depth}_{i}", reset_less=True)
+                 for i in range(len(ones_left))]
+        m.d.sync += [a.eq(b) for a, b in zip(later, ones_left)]
+        ones_left = later
+    assert len(ones_left) == 1
+    return level[0], ones_left[0], depth
+
+
+def accumulate(m: Module, acc: Signal, addend, result_out, add, capture) -> None:
+    """A lane's accumulator stage: ``add`` adds ``addend`` to ``acc``; ``capture`` moves the
+    total into a result register (driving ``result_out``) and clears ``acc``. The result
+    has no reset: a capture writes it before the engine offers it. The clear takes priority
+    so that yosys maps it onto the flip-flops' synchronous reset, as the PE's partial sum."""
+    total = Signal(signed(len(acc)), name="acc_total")
+    m.d.comb += total.eq(acc + addend)
+    result = Signal.like(result_out, name="result", reset_less=True)
+    m.d.comb += result_out.eq(result)
+    with m.If(capture):
+        m.d.sync += [result.eq(total), acc.eq(0)]
+    with m.Elif(add):
+        m.d.sync += acc.eq(total)
+
+
 class TreeLane(wiring.Component):
     """One output lane: the pair level, the adder tree and the accumulator.
 
@@ -136,55 +216,14 @@ class TreeLane(wiring.Component):
         m = Module()
         k, w = self.k, self.act_width
 
-        # The pair level: sums of act_width + 1 bits, and the ones left out of the first
-        # operands (the -1 trits), one bit each.
-        level = []
-        ones_left = []
         # the activations as the pair's first operand takes them (a LUT inverts for free)
         act = [~self.act_n[i] if self.inverted else self.act[i] for i in range(k)]
-        for p in range(k // 2):
-            i, j = 2 * p, 2 * p + 1
-            code1 = self.weights[i].as_value()
-            code2 = self.weights[j].as_value()
-            # codes as rtl.ternary_pe.Trit: bit 0 set means skip, else bit 1 picks x over ~x
-            ones = Signal(signed(w), name=f"ones_{p}")
-            m.d.comb += ones.eq(Mux(code1[0], 0, Mux(code1[1], act[i], ~act[i])))
-            total = Signal(signed(w + 1), name=f"pair_sum_{p}")
-            if self.adder == "ccu2c":
+        add_pair = None
+        if self.adder == "ccu2c":
+            def add_pair(p, ones, code2, j, total):
                 ccu2c_ternary_sum(m, ones, code2, self.act_n[j], total, prefix=f"pair_{p}_")
-            else:
-                second = Mux(code2[0], 0, Mux(code2[1], act[j], ~act[j]))
-                m.d.comb += total.eq(ones + second + (self.weights[j] == Trit.NEG))
-            pair = Signal(signed(w + 1), name=f"pair_{p}", reset_less=True)
-            left_out = Signal(name=f"one_{p}", reset_less=True)
-            m.d.sync += [pair.eq(total), left_out.eq(self.weights[i] == Trit.NEG)]
-            level.append(pair)
-            ones_left.append(left_out)
-
-        # One register level per halving. Each adder above the pair level takes one of the
-        # left-out ones as its carry-in (free: yosys gives a one-bit addend the carry chain's
-        # input) and the accumulator the last: k/2 - 1 adders and the accumulator, k/2 ones.
-        # The others wait a register a level. Counting them instead and adding the count
-        # with the accumulator cost a lane of 32 on ECP5 587 LUT4 sites rather than 503.
-        # Every level still fits its width: a first operand is -2**(w-1) .. 2**(w-1) - 1, a
-        # product -2**(w-1) .. 2**(w-1), so a subtree of 2**d products and the 2**(d-1) - 1
-        # carry-ins of its adders sum to -2**(w-1+d) .. 2**(d-1) * (2**w - 1) + 2**(d-1) - 1,
-        # that is 2**(w-1+d) - 1: a signed w + d bits.
-        depth = 1
-        while len(level) > 1:
-            depth += 1
-            width = w + depth
-            nxt = []
-            for p in range(0, len(level), 2):
-                s = Signal(signed(width), name=f"sum_{depth}_{p // 2}", reset_less=True)
-                m.d.sync += s.eq(level[p] + level[p + 1] + ones_left.pop())
-                nxt.append(s)
-            level = nxt
-            later = [Signal(name=f"one_{depth}_{i}", reset_less=True)
-                     for i in range(len(ones_left))]
-            m.d.sync += [a.eq(b) for a, b in zip(later, ones_left)]
-            ones_left = later
-        assert len(ones_left) == 1
+        pairs, ones_left = pair_level(m, act, self.weights, w, add_pair)
+        tree_top, tree_one, depth = reduce_pairs(m, pairs, ones_left, w + 1)
         assert depth == self.config.levels
 
         # A register between the tree's top and the accumulator: the placer can then put the
@@ -192,25 +231,17 @@ class TreeLane(wiring.Component):
         # ULX3S-85F's 32x64 device these hops were the longest nets left, up to 92 tiles
         # (each lane's accumulator sits near the result buffer, docs/architecture.md,
         # "Boards"); with the register the hop is a route with no logic after it.
-        top = Signal.like(level[0], name="top_sum", reset_less=True)
+        top = Signal.like(tree_top, name="top_sum", reset_less=True)
         top_one = Signal(name="top_one", reset_less=True)
-        m.d.sync += [top.eq(level[0]), top_one.eq(ones_left[0])]
+        m.d.sync += [top.eq(tree_top), top_one.eq(tree_one)]
 
-        # The accumulator. The result register has no reset: a capture writes it before the
-        # engine offers it. The accumulator's clear takes priority so that yosys maps it onto
-        # the flip-flops' synchronous reset, as the PE's partial sum. Nor has the accumulator
-        # a reset of its own: the engine holds ``capture`` high in a reset, which clears it,
-        # so its synchronous reset is ``capture`` alone rather than a gate of ``capture`` and
-        # the domain's reset, a net that reached every lane (TreeEngine, "the lanes' flags").
+        # The accumulator (``accumulate``) has no reset of its own: the engine holds
+        # ``capture`` high in a reset, which clears it, so its synchronous reset is
+        # ``capture`` alone rather than a gate of ``capture`` and the domain's reset, a net
+        # that reached every lane (TreeEngine, "the lanes' flags").
         acc = Signal.like(self.acc, reset_less=True)
-        total = Signal(signed(self.acc_width))
-        m.d.comb += [self.acc.eq(acc), total.eq(acc + top + top_one)]
-        result = Signal.like(self.result, reset_less=True)
-        m.d.comb += self.result.eq(result)
-        with m.If(self.capture):
-            m.d.sync += [result.eq(total), acc.eq(0)]
-        with m.Elif(self.add):
-            m.d.sync += acc.eq(total)
+        m.d.comb += self.acc.eq(acc)
+        accumulate(m, acc, top + top_one, self.result, self.add, self.capture)
         return m
 
 

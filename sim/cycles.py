@@ -250,3 +250,87 @@ def tree_simulate(config: TreeConfig, lengths: Sequence[int],
         t += 1
     return CycleCount(total=t, busy=busy, stall_input=stall_input,
                       stall_drain=stall_drain, drain_tail=drain_tail)
+
+
+# ---------------------------------------------------------------------------------------------
+# The digit-serial tree engine (rtl.serial_tree.SerialTreeEngine)
+# ---------------------------------------------------------------------------------------------
+#
+# Timing rules (``D = config.cycles_per_step`` beats to a slot; ``S`` steps in a row take
+# ``S + 1`` slots, ``sim.schedule.serial_tree_beats``):
+#
+# * A beat is taken in any cycle it is offered, except that the first beat of a slot whose step
+#   ends a pass waits while the previous pass's result is pending: from that slot's first beat
+#   until the cycle its result beat leaves.
+# * A pass's total is written into the result register ``levels + 1`` cycles after its last
+#   slot's last beat (the tree's registers, the Horner register), and offered on the next.
+#
+# At full rate the last slot of pass i + 1 can start ``D + levels + 2`` cycles after pass i's
+# at the soonest, so ``D * L_1 + sum_{i>=2} max(D * L_i, D + levels + 2) + D + levels + 2``
+# cycles run from the first beat to the last result beat.
+
+
+def serial_tree_full_rate_cycles(config: TreeConfig, lengths: Sequence[int]) -> int:
+    """Total cycles of serial tree passes of ``lengths`` (steps) in a row at full rate."""
+    if not lengths:
+        return 0
+    D, wait = config.cycles_per_step, config.cycles_per_step + config.levels + 2
+    return D * lengths[0] + sum(max(D * L, wait) for L in lengths[1:]) + wait
+
+
+def serial_tree_simulate(config: TreeConfig, lengths: Sequence[int],
+                         beat_offer: Callable[[int], bool] = _always,
+                         out_ready: Callable[[int], bool] = _always,
+                         max_cycles: int = 10**8) -> CycleCount:
+    """Cycle-by-cycle model of the serial tree engine's handshakes for passes of ``lengths``
+    steps in a row. ``busy`` counts the cycles a beat is taken, ``stall_input`` those with none
+    offered, ``stall_drain`` a first beat waiting for the previous result, ``drain_tail`` the
+    cycles after the last beat."""
+    if config.digit_bits is None:
+        raise ValueError("serial_tree_simulate needs a TreeConfig with digit_bits")
+    if any(L < 1 for L in lengths):
+        raise ValueError("every pass needs at least one step")
+    D = config.cycles_per_step
+    slot_last = [False]          # slot 0 computes nothing
+    for L in lengths:
+        slot_last += [False] * (L - 1) + [True]
+    beats = len(slot_last) * D if lengths else 0
+
+    taken = 0
+    offered = False              # a beat offered stays offered until it is taken
+    pending = False
+    arrival = None               # the cycle whose end writes a result into the register
+    held = False
+    busy = stall_input = stall_drain = drain_tail = 0
+    t = 0
+    while taken < beats or pending:
+        if t >= max_cycles:
+            raise RuntimeError(f"cycle model did not finish within {max_cycles} cycles")
+        slot, c = divmod(taken, D)
+        offered = taken < beats and (offered or beat_offer(t))
+        waits = c == 0 and taken < beats and slot_last[slot] and pending
+        fire = offered and not waits
+        if fire:
+            busy += 1
+        elif taken < beats:
+            if offered:
+                stall_drain += 1
+            else:
+                stall_input += 1
+        else:
+            drain_tail += 1
+        if held and out_ready(t):
+            held = pending = False
+        if arrival == t:
+            held, arrival = True, None
+        if fire:
+            if slot_last[slot]:
+                if c == 0:
+                    pending = True
+                if c == D - 1:
+                    arrival = t + config.levels + 1
+            taken += 1
+            offered = False
+        t += 1
+    return CycleCount(total=t, busy=busy, stall_input=stall_input,
+                      stall_drain=stall_drain, drain_tail=drain_tail)

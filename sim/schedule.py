@@ -280,11 +280,18 @@ class TreeConfig:
     lanes: int
     act_bits: int = numerics.ACT_BITS
     acc_bits: int = numerics.RESULT_BITS
+    #: None: a step's activations enter whole, a step a cycle (``rtl.adder_tree``); else
+    #: ``digit_bits`` of each a cycle, most significant first (``rtl.serial_tree``).
+    digit_bits: int | None = None
 
     def __post_init__(self):
         _check_counts(k=self.k, lanes=self.lanes)
         if self.k < 2 or self.k & (self.k - 1):
             raise ValueError(f"k must be a power of two of at least 2, not {self.k}")
+        if self.digit_bits is not None and not (
+                1 <= self.digit_bits < self.act_bits and self.act_bits % self.digit_bits == 0):
+            raise ValueError(f"digit_bits ({self.digit_bits}) must divide act_bits "
+                             f"({self.act_bits}) and be smaller")
         if self.acc_bits <= self.act_bits + self.levels:
             raise ValueError(f"acc_bits ({self.acc_bits}) must exceed the tree's sum "
                              f"({self.act_bits + self.levels} bits)")
@@ -293,6 +300,11 @@ class TreeConfig:
     def pes(self) -> int:
         """Ternary products per cycle, the adder-tree counterpart of the array's PEs."""
         return self.k * self.lanes
+
+    @property
+    def cycles_per_step(self) -> int:
+        """Cycles a step's activations take to enter: 1, or their digits with ``digit_bits``."""
+        return 1 if self.digit_bits is None else self.act_bits // self.digit_bits
 
     @property
     def levels(self) -> int:
@@ -411,3 +423,56 @@ def execute_tree(plan: TreePlan, w: np.ndarray, x: np.ndarray) -> np.ndarray:
         assert -acc_lim <= running.min() and running.max() < acc_lim, "accumulator overflow"
         scatter_tree_result(p, running[-1], y)
     return numerics.to_int32(y)
+
+
+# ---------------------------------------------------------------------------------------------
+# The digit-serial tree engine (rtl.serial_tree.SerialTreeEngine)
+# ---------------------------------------------------------------------------------------------
+
+def activation_digits(x: np.ndarray, digit_bits: int,
+                      act_bits: int = numerics.ACT_BITS) -> np.ndarray:
+    """The digits of ``act_bits``-bit activations, most significant first: ``(..., D)`` values
+    of ``digit_bits`` bits each, the two's-complement bits of ``x`` cut into ``D = act_bits /
+    digit_bits`` pieces. The top digit reads as signed (its top bit is the sign), the others
+    as unsigned, so ``x == sum(digit_value(c) * 2**(digit_bits * (D - 1 - c)))``."""
+    if act_bits % digit_bits:
+        raise ValueError(f"digit_bits ({digit_bits}) must divide act_bits ({act_bits})")
+    D = act_bits // digit_bits
+    bits = np.asarray(x, dtype=np.int64) & ((1 << act_bits) - 1)
+    shifts = digit_bits * np.arange(D - 1, -1, -1)
+    return (bits[..., None] >> shifts) & ((1 << digit_bits) - 1)
+
+
+@dataclass(frozen=True, eq=False)
+class SerialBeat:
+    """One beat of the serial tree engine (``rtl.serial_tree.serial_beat_layout``)."""
+    digits: np.ndarray       # (k,): digit c of the activations of the step being computed
+    weights: np.ndarray      # (lanes / D, k) trits of lane group c of the step being loaded
+    step: bool               # the slot computes a step
+    last: bool               # ... which ends its pass
+
+
+def serial_tree_beats(config: TreeConfig, weights: np.ndarray, acts: np.ndarray,
+                      lasts) -> list[SerialBeat]:
+    """The beats that feed ``S`` steps in a row (``weights (S, lanes, k)`` trits, ``acts (S,
+    k)`` int8, ``lasts`` which steps end a pass) to the serial engine: ``S + 1`` slots of ``D``
+    beats, beat ``c`` of slot ``j`` carrying lane group ``c``'s trits of step ``j`` and digit
+    ``c`` of step ``j - 1``'s activations (zeros where there is no such step)."""
+    if config.digit_bits is None:
+        raise ValueError("serial_tree_beats needs a TreeConfig with digit_bits")
+    D, k = config.cycles_per_step, config.k
+    group = config.lanes // D
+    S = len(weights)
+    if weights.shape != (S, config.lanes, k) or acts.shape != (S, k) or len(lasts) != S:
+        raise ValueError(f"operands {weights.shape}, {acts.shape} and {len(lasts)} flags do "
+                         f"not make {S} steps of {config.lanes} lanes of k = {k}")
+    digits = activation_digits(acts, config.digit_bits, config.act_bits)     # (S, k, D)
+    beats = []
+    for j in range(S + 1):
+        for c in range(D):
+            beats.append(SerialBeat(
+                digits=digits[j - 1, :, c] if j else np.zeros(k, dtype=np.int64),
+                weights=(weights[j, c * group:(c + 1) * group] if j < S
+                         else np.zeros((group, k), dtype=np.int8)),
+                step=j > 0, last=bool(j and lasts[j - 1])))
+    return beats

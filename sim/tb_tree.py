@@ -102,21 +102,38 @@ def _setup(dut):
     return TreeTB(dut, config), config, rng
 
 
+async def check_random_layers(tb, config: dict, rng, max_steps: int) -> None:
+    """``config["layers"]`` random layers through a tree bench's ``check_layer``: up to 3
+    tokens, N up to two tiles and a lane more, K up to ``max_steps`` steps of k (neither a
+    multiple of the tree), in turn at full rate, with idle sources, with back-pressure and
+    with both."""
+    k, lanes = tb.cfg.k, tb.cfg.lanes
+    for i in range(config.get("layers", 4)):
+        M = int(rng.integers(1, 4))
+        N = int(rng.integers(1, 2 * lanes + 2))
+        K = int(rng.integers(1, max_steps * k))
+        w, x = _random_layer(rng, M, N, K)
+        idle, bp = [(0.0, 0.0), (0.3, 0.0), (0.0, 0.5), (0.4, 0.4)][i % 4]
+        await tb.check_layer(w, x, rng, idle=idle, backpressure=bp,
+                             label=f"layer {i} idle={idle} bp={bp} seed={config['seed']}")
+
+
+async def check_extremes(tb, K: int, rng) -> None:
+    """Every weight +1 or -1 against activations -128 and +127 over K, a tile of lanes."""
+    for wv in (-1, 1):
+        for av in (numerics.ACT_MIN, numerics.ACT_MAX):
+            w = np.full((tb.cfg.lanes, K), wv, dtype=np.int8)
+            x = np.full((1, K), av, dtype=np.int8)
+            await tb.check_layer(w, x, rng, label=f"extreme w={wv} x={av} K={K}")
+
+
 @cocotb.test()
 async def random_layers(dut):
     """Random shapes: K not a multiple of k, N not of lanes, several tokens, short passes that
     wait for the result register; idle and back-pressure on every stream."""
     tb, config, rng = _setup(dut)
     await tb.reset()
-    k, lanes = tb.cfg.k, tb.cfg.lanes
-    for i in range(config.get("layers", 4)):
-        M = int(rng.integers(1, 4))
-        N = int(rng.integers(1, 2 * lanes + 2))
-        K = int(rng.integers(1, 12 * k))
-        w, x = _random_layer(rng, M, N, K)
-        idle, bp = [(0.0, 0.0), (0.3, 0.0), (0.0, 0.5), (0.4, 0.4)][i % 4]
-        await tb.check_layer(w, x, rng, idle=idle, backpressure=bp,
-                             label=f"layer {i} idle={idle} bp={bp} seed={config['seed']}")
+    await check_random_layers(tb, config, rng, max_steps=12)
 
 
 @cocotb.test()
@@ -125,13 +142,7 @@ async def extremes(dut):
     and the count of left-out ones at their limits), K up to 16384."""
     tb, config, rng = _setup(dut)
     await tb.reset()
-    K = config.get("extreme_k", 16384)
-    N = tb.cfg.lanes
-    for wv in (-1, 1):
-        for av in (numerics.ACT_MIN, numerics.ACT_MAX):
-            w = np.full((N, K), wv, dtype=np.int8)
-            x = np.full((1, K), av, dtype=np.int8)
-            await tb.check_layer(w, x, rng, label=f"extreme w={wv} x={av} K={K}")
+    await check_extremes(tb, config.get("extreme_k", 16384), rng)
 
 
 @cocotb.test()

@@ -259,3 +259,60 @@ def test_tree_utilization_of_a_decode_layer():
     plan = schedule.plan_tree(schedule.TreeConfig(k=32, lanes=64), 1, 2560, 2560)
     assert cycles.tree_plan_cycles(plan) == 40 * 80 + 7
     assert cycles.tree_utilization(plan) == pytest.approx(2560 * 2560 / (2048 * 3207))
+
+
+# ---------------------------------------------------------------------------------------------
+# The digit-serial tree engine: serial_tree_simulate and its closed form
+# ---------------------------------------------------------------------------------------------
+
+def test_serial_tree_full_rate_simulate_equals_closed_form():
+    rng = np.random.default_rng(SEED + 22)
+    for i in range(300):
+        cfg = schedule.TreeConfig(k=int(2 ** rng.integers(1, 7)), lanes=8,
+                                  digit_bits=int(rng.choice([1, 2, 4])))
+        D = cfg.cycles_per_step
+        lengths = [int(v) for v in rng.integers(1, int(rng.choice([2, 5, 30])) + 1,
+                                                size=int(rng.integers(1, 12)))]
+        c = cycles.serial_tree_simulate(cfg, lengths)
+        assert c.total == cycles.serial_tree_full_rate_cycles(cfg, lengths), (i, cfg, lengths)
+        # S steps take S + 1 slots; only a pass's last slot waits, for the previous result
+        assert c.busy == D * (sum(lengths) + 1) and c.stall_input == 0
+        wait = D + cfg.levels + 2
+        assert c.stall_drain == sum(max(0, wait - D * L) for L in lengths[1:])
+        assert c.drain_tail == cfg.levels + 2
+
+
+def test_serial_tree_hand_computed_k4_two_bit_digits():
+    # k = 4, 2-bit digits: 4 beats a slot, 2 tree levels. One pass of 1 step: slot 0 (no step)
+    # in cycles 0..3, the step's slot in 4..7; its last digit's sum leaves the tree in cycle 9,
+    # the Horner register takes it at that cycle's end, the capture in cycle 10 writes the
+    # result, offered and taken in cycle 11.
+    cfg = schedule.TreeConfig(k=4, lanes=4, digit_bits=2)
+    assert cycles.serial_tree_full_rate_cycles(cfg, [1]) == 12
+    # A second one-step pass waits at its first beat (cycles 8..11) until the first result
+    # has left (cycle 11), so its slot runs in 12..15 and its result leaves in cycle 19.
+    assert cycles.serial_tree_full_rate_cycles(cfg, [1, 1]) == 20
+    assert cycles.serial_tree_simulate(cfg, [1, 1]).stall_drain == 4
+    # The sink holding ready low for 3 cycles delays the result, and the next pass, by 3.
+    late = cycles.serial_tree_simulate(cfg, [1, 1], out_ready=lambda t: not 11 <= t < 14)
+    assert late.total == 23 and late.stall_drain == 4 + 3
+
+
+def test_serial_tree_simulate_with_idle_and_backpressure_accounts_every_cycle():
+    rng = np.random.default_rng(SEED + 23)
+    for _ in range(200):
+        cfg = schedule.TreeConfig(k=int(2 ** rng.integers(1, 6)), lanes=4, digit_bits=2)
+        lengths = [int(v) for v in rng.integers(1, 10, size=int(rng.integers(1, 8)))]
+        c = cycles.serial_tree_simulate(cfg, lengths, pattern(rng, 0.6), pattern(rng, 0.5))
+        assert c.total == c.busy + c.stall_input + c.stall_drain + c.drain_tail
+        assert c.busy == 4 * (sum(lengths) + 1)
+        assert c.total >= cycles.serial_tree_full_rate_cycles(cfg, lengths)
+
+
+def test_serial_tree_simulate_refuses_a_parallel_config_and_empty_passes():
+    with pytest.raises(ValueError, match="digit_bits"):
+        cycles.serial_tree_simulate(schedule.TreeConfig(k=4, lanes=4), [1])
+    with pytest.raises(ValueError, match="at least one step"):
+        cycles.serial_tree_simulate(schedule.TreeConfig(k=4, lanes=4, digit_bits=2), [2, 0])
+    assert cycles.serial_tree_full_rate_cycles(
+        schedule.TreeConfig(k=4, lanes=4, digit_bits=2), []) == 0

@@ -382,3 +382,56 @@ def test_tree_config_validation():
     for bad in (0, -2, 1.5):
         with pytest.raises(ValueError, match="M must be"):
             schedule.plan_tree(cfg, bad, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The digit-serial tree engine: digits and beats
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("digit_bits", [1, 2, 4])
+def test_activation_digits_rebuild_every_int8(digit_bits):
+    x = np.arange(-128, 128, dtype=np.int8)
+    d = schedule.activation_digits(x, digit_bits)
+    D = 8 // digit_bits
+    assert d.shape == (256, D) and d.min() >= 0 and d.max() < 1 << digit_bits
+    top = np.where(d[:, 0] >> (digit_bits - 1), d[:, 0] - (1 << digit_bits), d[:, 0])
+    value = top * (1 << (digit_bits * (D - 1)))
+    for c in range(1, D):
+        value = value + d[:, c] * (1 << (digit_bits * (D - 1 - c)))
+    assert (value == x).all()
+    with pytest.raises(ValueError, match="must divide"):
+        schedule.activation_digits(x, 3)
+
+
+def test_serial_tree_beats_carry_step_j_trits_and_step_j_minus_1_digits():
+    rng = np.random.default_rng(SEED + 40)
+    cfg = schedule.TreeConfig(k=4, lanes=8, digit_bits=2)    # 4 beats a slot, 2 lanes a beat
+    S = 3
+    w = rng.integers(-1, 2, (S, 8, 4)).astype(np.int8)
+    x = rng.integers(-128, 128, (S, 4)).astype(np.int8)
+    beats = schedule.serial_tree_beats(cfg, w, x, [False, True, True])
+    assert len(beats) == 4 * (S + 1)
+    digits = schedule.activation_digits(x, 2)
+    for j in range(S + 1):
+        for c in range(4):
+            b = beats[4 * j + c]
+            assert b.step == (j > 0) and b.last == (j > 0 and j - 1 >= 1)
+            if j < S:
+                assert (b.weights == w[j, 2 * c:2 * c + 2]).all()
+            if j:
+                assert (b.digits == digits[j - 1, :, c]).all()
+            else:
+                assert not b.digits.any()
+    with pytest.raises(ValueError, match="do not make"):
+        schedule.serial_tree_beats(cfg, w, x[:2], [False] * 3)
+    with pytest.raises(ValueError, match="digit_bits"):
+        schedule.serial_tree_beats(schedule.TreeConfig(k=4, lanes=8), w, x, [True] * 3)
+
+
+def test_tree_config_digit_bits():
+    cfg = schedule.TreeConfig(k=32, lanes=4, digit_bits=2)
+    assert (cfg.cycles_per_step, cfg.pes) == (4, 128)
+    assert schedule.TreeConfig(k=32, lanes=4).cycles_per_step == 1
+    for bad in (0, 3, 8, 16):
+        with pytest.raises(ValueError, match="digit_bits"):
+            schedule.TreeConfig(k=4, lanes=4, digit_bits=bad)
