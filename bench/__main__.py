@@ -117,7 +117,8 @@ def bench_resources(quick: bool) -> dict:
 
 def board_breakdown(quick: bool) -> dict:
     """Where each board's cells go: its default device (core and UART) synthesized with the
-    hierarchy kept, each module's own LUT4, FF, carry and RAM cells, the PEs summed."""
+    hierarchy kept, each module's own LUT4, FF, carry and RAM cells, the PEs summed (an
+    array's ``pe_R_C`` modules; a tree engine's ``lane_N``, each ``k`` PEs)."""
     from boards import board as board_def
     from boards.build import board_device
     out = {}
@@ -128,15 +129,16 @@ def board_breakdown(quick: bool) -> dict:
         modules = synthesize_modules(board_device(name), b.family)
         keys = ("lut4", "ff", "carry", "ram")
         parts, pes = {}, {k: 0 for k in ("count", *keys)}
+        tree = b.engine == "tree"
         for path, counts in modules.items():
-            if re.search(r"\.pe_\d+_\d+$", path):
-                pes["count"] += 1
+            if re.search(r"\.lane_\d+$" if tree else r"\.pe_\d+_\d+$", path):
+                pes["count"] += b.rows if tree else 1
                 for k in keys:
                     pes[k] += counts[k]
             else:
                 parts[path] = {k: counts[k] for k in keys}
         out[name] = {
-            "family": b.family, "rows": b.rows, "cols": b.cols,
+            "family": b.family, "engine": b.engine, "rows": b.rows, "cols": b.cols,
             "total": {k: sum(c[k] for c in modules.values()) for k in keys},
             "pes": pes,
             "modules": dict(sorted(parts.items(), key=lambda kv: -kv[1]["lut4"])),

@@ -168,12 +168,15 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5",
                 programmers=(("openFPGALoader", "--board", "ecpix5"),),
                 note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),
-    # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): 2x2 with its weights
-    # in the four SPRAMs (131,072 words of 4 trits: the bundled model's 114,688 resident) takes
-    # 5,186 of the UP5K's 5,280 logic cells, 18 of 30 EBR and 4 of 4 SPRAM, 27.46 MHz achieved
-    # against 24; 2x4 does not fit (5,799 cells). 24 MHz, issue #4's clock for this board,
-    # divides the FT2232H's 6 Mbaud into 4 cycles a bit. The goal, 8x16 (sim.boards'
-    # icebreaker-goal), needs a smaller PE and control than this core's
+    # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): adder trees of k = 4
+    # for 8 lanes (32 PEs) with `linear` hardwired (rtl.linear_sequencer) and the weights in
+    # the four SPRAMs (16,384 words of 32 trits, 64 bits, all the SPRAMs give a cycle: the
+    # bundled model's 14,336 resident) take 4,624 of the UP5K's 5,280 logic cells, 2,227 FF,
+    # 24 of 30 EBR and 4 of 4 SPRAM, 30.3 MHz achieved against 24; 8x8's words would be wider
+    # than the SPRAMs. 24 MHz, issue #4's clock for this board, divides the FT2232H's 6 Mbaud
+    # into 4 cycles a bit. Until stop 40 the 2x2 array with the control processor
+    # (boards/sweeps/icebreaker-array.json: 5,186 cells; 2x4 did not fit). The goal, 128 PEs
+    # (sim.boards' icebreaker-goal), needs the digit-serial trees (rtl.serial_tree) in the core
     # (docs/architecture.md, "Boards").
     _from_table(_icebreaker_built, "icebreaker", _icebreaker, "ice40",
                 programmers=(("openFPGALoader", "--board", "icebreaker"), ("iceprog",)),
@@ -189,16 +192,18 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                              ("dfu-util", "-a", "0", "-D")),
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD; UART on Feather pins 0 (rx) and 1 "
                      "(tx) through a 3.3 V USB-serial adapter"),
-    # `make sweep BOARD=icesugar` (`--stop 4`, boards/sweeps/icesugar.json): the iCEBreaker's
-    # 2x2 core with its SPRAM weights at 24 MHz, 5,209 of 5,280 cells, 18 EBR, 4 SPRAM,
-    # 24.35 MHz achieved; 2x4 needs 5,830 cells. 115,200 baud (sim.boards' row says why).
+    # `make sweep BOARD=icesugar` (boards/sweeps/icesugar.json): the iCEBreaker's core, adder
+    # trees of k = 4 for 8 lanes with `linear` hardwired, at 24 MHz: 4,639 of 5,280 cells,
+    # 24 EBR, 4 SPRAM, 29.28 MHz achieved (the 2x2 array before: icesugar-array.json).
+    # 115,200 baud (sim.boards' row says why).
     _from_table(_icesugar_built, "icesugar", _icesugar, "ice40",
                 # the vendor's loader; copying top.bin onto the iCELink's USB disk also works
                 programmers=(("icesprog",),),
                 note="iCE40 UP5K; UART through the iCELink's USB CDC port"),
-    # `make sweep BOARD=upduino-v3` (`--stop 4`, boards/sweeps/upduino-v3.json): the same
-    # core at 24 MHz and 6 Mbaud, 5,213 of 5,280 cells, 18 EBR, 4 SPRAM, 28.51 MHz achieved;
-    # 2x4 needs 5,790 cells. The oscillator's pin 20 is not a PLL pad: SB_PLL40_CORE.
+    # `make sweep BOARD=upduino-v3` (boards/sweeps/upduino-v3.json): the same core at 24 MHz
+    # and 6 Mbaud, 4,611 of 5,280 cells, 24 EBR, 4 SPRAM, 28.26 MHz achieved (the 2x2 array
+    # before: upduino-v3-array.json). The oscillator's pin 20 is not a PLL pad:
+    # SB_PLL40_CORE.
     _from_table(_upduino_built, "upduino-v3", _upduino_v3, "ice40",
                 programmers=(("iceprog",),),
                 pll_from_pad=False,

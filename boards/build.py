@@ -138,7 +138,8 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
                           f"{out / 'build.log'} and {out / 'top.tim'}")
     report = _report(name, b, rows, cols, core["weight_words"], pll.f_out, out, bitstream,
                      seconds, source)
-    report.update(placer=placer, router=router, seed=seed, engine=engine, floorplan=bool(die))
+    report.update(placer=placer, router=router, seed=seed, engine=engine, floorplan=bool(die),
+                  control=core.get("control", "processor"))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

@@ -4,7 +4,8 @@ growing array shapes and keep the figures, to choose its default configuration.
 Each shape is a full build (``boards.build``); the table goes to ``boards/sweeps/NAME.json``
 with every build's report and which shape is the largest that fits and meets timing. Square
 shapes first, doubling, then the wide one between (4x4, 4x8, 8x8, ...), until a build fails
-to fit or to meet timing.
+to fit or to meet timing, or a shape cannot be built on the board at all. With the board's
+engine: for adder trees a shape is k x lanes.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def main(argv=None) -> int:
                       out=a.out / f"{a.board}_{rows}x{cols}", placer=a.placer, router=a.router,
                       seed=a.seed,
                       progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
-        except BuildFailed as e:
+        except (BuildFailed, ValueError) as e:
+            # ValueError: the shape cannot be built at all on this board (a weight word wider
+            # than the UP5K's SPRAMs give in a cycle), which ends the sweep as a failed build
             runs.append({"rows": rows, "cols": cols, "built": False, "error": str(e)})
             save()
             break

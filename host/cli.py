@@ -232,20 +232,25 @@ def _cmd_run(args) -> int:
 def _cmd_boards(args) -> int:
     """The boards that build, with their default configuration and limits."""
     import boards
+    from sim.boards import core_config
     rows = []
     for b in boards.BOARDS.values():
+        control = core_config(b.rows, b.cols, b.weight_words, b.family, b.engine).get(
+            "control", "processor")
         rows.append({"board": b.name, "family": b.family, "rows": b.rows, "cols": b.cols,
                      "pes": b.rows * b.cols, "target_mhz": b.freq_mhz, "baud": b.baud,
                      "weight_words": b.weight_words, "basis": b.basis,
                      "programmers": [tool for tool, *_ in b.programmers],
                      "placer": b.placer, "router": b.router, "seed": b.seed,
-                     "engine": b.engine, "note": b.note})
+                     "engine": b.engine, "control": control, "note": b.note})
     if args.json:
         print(json.dumps(rows))
         return 0
     for r in rows:
         shape = (f"adder trees {r['rows']}x{r['cols']}" if r["engine"] == "tree"
                  else f"{r['rows']}x{r['cols']}")
+        if r["control"] == "hardwired":
+            shape += ", linear hardwired"
         print(f"{r['board']:<14} {r['family']:<5}  {shape} ({r['pes']} PEs) at "
               f"{r['target_mhz']:g} MHz, UART {r['baud']} baud, {r['weight_words']} weight "
               f"words ({r['basis']}), loaded with {' or '.join(r['programmers'])}"

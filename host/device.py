@@ -232,9 +232,11 @@ class Device:
             problems.append(f"a result row ({4 * info.cols} bytes) does not fit one frame")
         if info.weight_words < 1 or planner.act_steps < 1:
             problems.append("weight memory or activation buffer is empty (or holds no step)")
-        if info.program_words < len(FIRMWARE):
+        if 0 < info.program_words < len(FIRMWARE):
             problems.append(f"program memory of {info.program_words} words cannot hold the "
                             f"{len(FIRMWARE)}-word firmware")
+        if info.program_words == 0 and not planner.tree:
+            problems.append("no program memory (linear hardwired) on an array device")
         if problems:
             raise ProtocolError(f"{self.name}: unusable device: " + "; ".join(problems))
         #: free weight memory (``host.plan.WeightMemory``)
@@ -242,7 +244,9 @@ class Device:
         self._counters_seen = Counters()             # the last READ_COUNTERS (see stats)
         self._request(Command.RESET)
         # The device may hold another build's firmware (or a user's programs): load ours.
-        self.load_program(FIRMWARE.words)
+        # A device with no program memory has ``linear`` hardwired (rtl.linear_sequencer).
+        if info.program_words:
+            self.load_program(FIRMWARE.words)
 
     # -- properties ----------------------------------------------------------------------
 
@@ -440,6 +444,9 @@ class Device:
         words = [int(w) for w in words]
         if any(not 0 <= w < (1 << 32) for w in words):
             raise ValueError("program words must be 32-bit unsigned integers")
+        if self._info.program_words == 0:
+            raise ValueError(f"{self.name} has no program memory: its linear is hardwired "
+                             f"(INFO's program_words is 0), it runs no other program")
         if at < 0 or at + len(words) > self._info.program_words:
             raise ValueError(f"{len(words)} words from {at} do not fit the "
                              f"{self._info.program_words}-word program memory")

@@ -23,7 +23,10 @@ specifies and ``rtl.core.DeviceCore`` implements:
 * the cycle counters add the full-rate :class:`sim.cycles.CycleCount` of the passes streamed
   back to back (sweeps separated by an instruction that waits for the sequencer, such as
   ``SPLIT`` or ``SETR``, are counted as separate streams). That is what the RTL counts when
-  sweeps come from a one-instruction ``LOOP`` body, as in the shipped programs.
+  sweeps come from a one-instruction ``LOOP`` body, as in the shipped programs;
+* with ``program_words=0`` the device has ``linear`` hardwired (``DeviceCore(control=
+  "hardwired")``, tree engine only): ``RUN`` from ``linear``'s entry runs
+  ``firmware.hardwired.run_linear``, from any other is refused, and so is every program word.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import struct
 
 import numpy as np
 
-from firmware import machine
+from firmware import hardwired, machine
 from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, FAULT_FORMAT,
                                FORMAT_BASE3, INSTRUCTION_BYTES, MAX_LENGTH, PROTOCOL_VERSION,
                                READ_RESULTS_SIZE, REQUEST_SYNC, RESULT_DTYPE, RESULT_WIDTHS,
@@ -54,18 +57,24 @@ class EmulatedDevice:
     ``result_words`` rows of ``cols`` int32 sums — INFO reports it as ``result_rows``, which is
     accepted as an alias), ``max_payload`` (largest request payload), ``frame_timeout`` and
     ``clock_hz`` (reported by INFO), ``program_words`` (the control program memory, which
-    starts with ``firmware.programs.FIRMWARE`` like the RTL's), ``counter_bits`` (the
-    counters count modulo ``2**counter_bits``) and ``engine`` ("array", or "tree": ``rows``
-    products for each of ``cols`` lanes, as ``DeviceCore(engine="tree")``).
+    starts with ``firmware.programs.FIRMWARE`` like the RTL's; 0: ``linear`` hardwired, with
+    the tree engine only), ``counter_bits`` (the counters count modulo ``2**counter_bits``),
+    ``engine`` ("array", or "tree": ``rows`` products for each of ``cols`` lanes, as
+    ``DeviceCore(engine="tree")``) and ``control`` ("hardwired": ``linear`` without a
+    processor, as ``DeviceCore(control="hardwired")``; the same as ``program_words=0``).
     """
 
     def __init__(self, rows: int = 16, cols: int = 16, psum_bits: int = 16, acc_bits: int = 32,
                  weight_words: int = 8192, act_bytes: int = 65536, result_words: int = 65536,
                  max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0,
                  *, result_rows: int | None = None, program_words: int = 64,
-                 counter_bits: int = 64, engine: str = "array"):
+                 counter_bits: int = 64, engine: str = "array", control: str = "processor"):
         if engine not in ("array", "tree"):
             raise ValueError(f"engine must be 'array' or 'tree', not {engine!r}")
+        if control not in ("processor", "hardwired"):
+            raise ValueError(f"control must be 'processor' or 'hardwired', not {control!r}")
+        if control == "hardwired":
+            program_words = 0           # as DeviceCore(control="hardwired") reports it
         self.tree = None
         if engine == "tree":
             self.tree = schedule.TreeConfig(k=rows, lanes=cols, acc_bits=acc_bits)
@@ -79,9 +88,14 @@ class EmulatedDevice:
                         ("result_words", result_words)):
             if not isinstance(v, int) or not 1 <= v < (1 << 32):
                 raise ValueError(f"{name} must be an integer in 1 .. 2**32-1, got {v!r}")
-        if not isinstance(program_words, int) or not len(FIRMWARE) <= program_words < (1 << 16):
-            raise ValueError(f"program_words must be in {len(FIRMWARE)} .. 65535 (the firmware "
-                             f"has {len(FIRMWARE)} words), got {program_words!r}")
+        if not isinstance(program_words, int) or not (
+                program_words == 0 or len(FIRMWARE) <= program_words < (1 << 16)):
+            raise ValueError(f"program_words must be 0 (linear hardwired) or in "
+                             f"{len(FIRMWARE)} .. 65535 (the firmware has {len(FIRMWARE)} "
+                             f"words), got {program_words!r}")
+        if program_words == 0 and engine != "tree":
+            raise ValueError("a device with linear hardwired (program_words=0) needs the "
+                             "tree engine")
         if not isinstance(counter_bits, int) or not 32 <= counter_bits <= 64:
             raise ValueError(f"counter_bits must be in 32 .. 64, got {counter_bits!r}")
         if not isinstance(max_payload, int) or not RUN_SIZE <= max_payload <= MAX_LENGTH:
@@ -102,7 +116,9 @@ class EmulatedDevice:
         self.weights = np.zeros((weight_words, rows * cols), dtype=np.uint8)
         self.acts = np.zeros(act_bytes, dtype=np.int8)
         self.results = np.zeros((result_words, cols), dtype=np.int32)
-        self.program = list(FIRMWARE.words) + [0] * (program_words - len(FIRMWARE))
+        self.hardwired = program_words == 0
+        self.program = (list(FIRMWARE.words) + [0] * (program_words - len(FIRMWARE))
+                        if program_words else [])
         if self.tree:
             self.params = tree_param_values(k=rows, lanes=cols, weight_words=weight_words,
                                             act_bytes=act_bytes, result_rows=result_words,
@@ -112,6 +128,8 @@ class EmulatedDevice:
                                        act_bytes=act_bytes, result_rows=result_words,
                                        pass_k_max=self.config.pass_k_max,
                                        k_max=self.config.k_max)
+        if self.hardwired:
+            hardwired.hardwired_supported(self.params)
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._decoder = FrameDecoder(REQUEST_SYNC, max_payload)
         self._out = bytearray()
@@ -249,10 +267,14 @@ class EmulatedDevice:
         if len(p) != RUN_SIZE:
             return None
         a = RunArgs.from_bytes(p)
-        if a.entry >= self.info.program_words:
+        if self.hardwired:
+            if a.entry != FIRMWARE.entries["linear"]:
+                return None
+        elif a.entry >= self.info.program_words:
             return None
         self._count("runs")
-        out = machine.run(self.program, a.entry, a.args, self.params)
+        out = (hardwired.run_linear(a.args, self.params) if self.hardwired
+               else machine.run(self.program, a.entry, a.args, self.params))
         self.last_outcome = out
         stream: list[int] = []             # pass lengths streamed back to back
         for ev in out.events:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from firmware import machine
+from firmware import hardwired, machine
 from firmware.commands import (ADDRESS_SIZE, COUNTERS_SIZE, FRAME_OVERHEAD, MAX_LENGTH,
                                READ_RESULTS_SIZE, RUN_SIZE, Command, DeviceInfo)
 from firmware.isa import param_values, tree_param_values
@@ -214,7 +214,10 @@ class RequestPlanner:
                                        act_bytes=info.act_bytes, result_rows=info.result_rows,
                                        pass_k_max=self.config.pass_k_max,
                                        k_max=self.config.k_max)
-        self._program = list(FIRMWARE.words) + [0] * (info.program_words - len(FIRMWARE))
+        #: ``linear`` hardwired (INFO's ``program_words`` 0, ``rtl.linear_sequencer``)
+        self.hardwired = info.program_words == 0
+        self._program = (list(FIRMWARE.words) + [0] * (info.program_words - len(FIRMWARE))
+                         if info.program_words else [])
         self._control: dict[tuple, int] = {}
 
     # -- the split -------------------------------------------------------------------------
@@ -310,14 +313,16 @@ class RequestPlanner:
 
     def control_cycles(self, Mc: int, Nc: int, Kc: int) -> int:
         """Controller cycles of one ``RUN`` of the shipped ``linear`` program that the array's
-        stream does not hide: ``machine.Outcome.cycles`` less one cycle for every sweep after
+        stream does not hide: ``machine.Outcome.cycles`` (or, hardwired,
+        ``firmware.hardwired.run_linear``'s) less one cycle for every sweep after
         the first (issued while the array works on the one before). The few cycles from a
         sweep to the array's first step, and from the last result to the response, are not
         counted."""
         key = (Mc, Nc, Kc)
         if key not in self._control:
             a = linear_args(0, 0, 0, Mc, Nc, self.step(Kc))
-            out = machine.run(self._program, a.entry, a.args, self.params)
+            out = (hardwired.run_linear(a.args, self.params) if self.hardwired
+                   else machine.run(self._program, a.entry, a.args, self.params))
             sweeps = sum(isinstance(e, machine.Sweep) for e in out.events)
             self._control[key] = out.cycles - max(0, sweeps - 1)
         return self._control[key]

@@ -126,7 +126,9 @@ class SimTransport(Transport):
     cells (:mod:`rtl.ternary_pe`, yosys' model of ``CCU2C``), as ECP5 boards run it;
     ``registered_ports=False`` leaves out the registers large ECP5 arrays put in front of their
     memory ports and step enable (:class:`rtl.core.DeviceCore`), as iCE40 boards do;
-    ``engine="tree"`` builds the core with the adder-tree engine (``rows`` = its k). The first
+    ``engine="tree"`` builds the core with the adder-tree engine (``rows`` = its k), and
+    ``control="hardwired"`` with ``linear`` hardwired in place of the control processor
+    (:mod:`rtl.linear_sequencer`; tree engine, ``cols`` a power of two). The first
     use of a configuration builds it (about 20 s for 16x16)."""
 
     def __init__(self, *, name: str = "sim", rows: int = 16, cols: int = 16,
@@ -134,7 +136,7 @@ class SimTransport(Transport):
                  act_bytes: int = 65536, result_rows: int = 4096, max_payload: int = 1024,
                  frame_timeout: int = 1 << 20, weight_ram: str | None = None,
                  pe_adder: str | None = None, registered_ports: bool | None = None,
-                 engine: str | None = None, progress=None):
+                 engine: str | None = None, control: str | None = None, progress=None):
         import sys
 
         from sim import verilator_device
@@ -143,7 +145,7 @@ class SimTransport(Transport):
             rows, cols, psum_width=psum_bits, acc_width=acc_bits, weight_words=weight_words,
             act_bytes=act_bytes, result_rows=result_rows, max_payload=max_payload,
             frame_timeout=frame_timeout, weight_ram=weight_ram, pe_adder=pe_adder,
-            registered_ports=registered_ports, engine=engine)
+            registered_ports=registered_ports, engine=engine, control=control)
         say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
         try:
             self.proc = verilator_device.spawn(self.config, progress=say)

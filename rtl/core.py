@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 from firmware.commands import (COUNTER_NAMES, FAULT_SIZE, FRAME_CRC, INSTRUCTION_BYTES,
                                READ_RESULTS_SIZE, REQUEST_SYNC, RESPONSE_SYNC, RUN_ARGS, RUN_SIZE,
                                Command, DeviceInfo, Engine, Status)
+from firmware.hardwired import hardwired_supported
 from firmware.isa import param_values, sweep_layout, tree_param_values
 from firmware.programs import FIRMWARE
 from sim import numerics, packing
@@ -37,6 +38,7 @@ from sim.schedule import TreeConfig
 from .adder_tree import TreeEngine
 from .controller import Controller
 from .fanout import fanout_levels, replicas
+from .linear_sequencer import LinearSequencer
 from .sliced_memory import SlicedMemory, block_ram_width
 from .spram import SPRAMWeights, spram_words
 from .synth import NO_RW_CHECK
@@ -217,6 +219,15 @@ class DeviceCore(wiring.Component):
         Core clock reported by INFO (0 when unknown).
     program_words : int
         Depth of the control program memory (it starts with ``firmware.programs.FIRMWARE``).
+        Unused with ``control="hardwired"``, which has none (INFO reports 0).
+    control : str
+        "processor" (:class:`rtl.controller.Controller`: runs any program of
+        ``firmware.isa``), or "hardwired" (:class:`rtl.linear_sequencer.LinearSequencer`:
+        ``linear`` as fixed hardware, for the tree engine only, ``firmware.hardwired.
+        hardwired_supported``). A hardwired core has no program memory: INFO's
+        ``program_words`` is 0, WRITE_PROGRAM of any word and RUN from another entry than
+        ``linear``'s are refused (BAD_ARGUMENT). An iCEBreaker build of 8x4 trees took 1,690
+        cells fewer with it (docs/architecture.md, "Boards").
     weight_ram : str or None
         "spram" puts the weight memory in the iCE40 UP5K's SPRAMs (:class:`rtl.spram.
         SPRAMWeights`: 1 Mbit, where its block RAM holds 120 kbit); None, an inferred memory.
@@ -261,7 +272,7 @@ class DeviceCore(wiring.Component):
                  accumulator_ram_style: str | None = None, weight_ram: str | None = None,
                  program_ram_style: str | None = None, pe_adder: str = "generic",
                  registered_ports: bool = True, engine: str = "array", act_copies: int = 1,
-                 port_copies: int = 1):
+                 port_copies: int = 1, control: str = "processor"):
         if engine not in ("array", "tree"):
             raise ValueError(f"engine must be 'array' or 'tree', not {engine!r}")
         if not 1 <= act_copies <= (cols if engine == "tree" else 1):
@@ -286,7 +297,15 @@ class DeviceCore(wiring.Component):
         self.weight_ram = weight_ram
         if max_payload < ARGS_BYTES:
             raise ValueError(f"max_payload must be at least {ARGS_BYTES}")
-        if program_words < len(FIRMWARE):
+        if control not in ("processor", "hardwired"):
+            raise ValueError(f"control must be 'processor' or 'hardwired', not {control!r}")
+        self.control = control
+        if control == "hardwired":
+            if engine != "tree":
+                raise ValueError("control='hardwired' needs the tree engine (its linear "
+                                 "makes one pass of a token's K)")
+            program_words = 0
+        elif program_words < len(FIRMWARE):
             raise ValueError(f"program_words must hold the {len(FIRMWARE)}-word firmware")
         if not 32 <= counter_bits <= COUNTER_BITS:
             raise ValueError(f"counter_bits must be 32 to {COUNTER_BITS}, not {counter_bits}")
@@ -304,6 +323,8 @@ class DeviceCore(wiring.Component):
         # the longest pass the sequencer counts: the PEs' limit, or a whole token's K in steps
         self.pass_k_max = (numerics.max_exact_k(psum_width) if engine == "array"
                            else act_bytes // rows)
+        if control == "hardwired":
+            hardwired_supported(self.params)      # refuses what linear could not do fixed
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -428,9 +449,14 @@ class DeviceCore(wiring.Component):
         # that crosses the die.
         inverted = tree and engine.inverted
         m.submodules.sender = sender = FrameSender(buffered=self.registered_ports)
-        m.submodules.controller = controller = Controller(
-            program_words=self.program_words, params=self.params, init=FIRMWARE.words,
-            program_ram_style=self.program_ram_style, registered_checks=self.registered_ports)
+        hardwired = self.control == "hardwired"
+        if hardwired:
+            m.submodules.controller = controller = LinearSequencer(params=self.params)
+        else:
+            m.submodules.controller = controller = Controller(
+                program_words=self.program_words, params=self.params, init=FIRMWARE.words,
+                program_ram_style=self.program_ram_style,
+                registered_checks=self.registered_ports)
         wiring.connect(m, sender.tx, wiring.flipped(self.tx))
 
         counters = {name: Signal(self.counter_bits, name=f"count_{name}")
@@ -595,11 +621,12 @@ class DeviceCore(wiring.Component):
                 m.d.sync += addr.eq(addr + 1)
         program_word = Signal(8 * INSTRUCTION_BYTES)
         program_write = Signal()                # write program_word at program_addr
-        program_addr = Signal(range(self.program_words))
+        program_addr = Signal(range(max(1, self.program_words)))
         m.d.sync += program_write.eq(0)         # one cycle each time WRITE_PROGRAM sets it
-        m.d.comb += [controller.write_addr.eq(program_addr),
-                     controller.write_data.eq(program_word),
-                     controller.write_en.eq(program_write)]
+        if not hardwired:       # (a hardwired core refuses every word: no program memory)
+            m.d.comb += [controller.write_addr.eq(program_addr),
+                         controller.write_data.eq(program_word),
+                         controller.write_en.eq(program_write)]
 
         m.d.comb += payload_r.addr.eq(pipe_index)
 
@@ -613,7 +640,9 @@ class DeviceCore(wiring.Component):
         # made the longest path. The entry and arguments stay in ``args`` during RUN.
         run_start = Signal()
         m.d.sync += run_start.eq(0)
-        m.d.comb += [controller.start.eq(run_start), controller.entry.eq(arg(0, 2))]
+        m.d.comb += controller.start.eq(run_start)
+        if not hardwired:
+            m.d.comb += controller.entry.eq(arg(0, 2))
         m.d.comb += [controller.args[i].eq(arg(2 + 4 * i, 4)) for i in range(RUN_ARGS)]
 
         with m.FSM(name="executor") as executor:
@@ -650,7 +679,9 @@ class DeviceCore(wiring.Component):
                                       (arg(4, 2) > 0xFFFF // (4 * C))),
                     # The controller's start follows from this: decided here, it is a register
                     # in front of the controller's first cycle, not a compare.
-                    run_refused.eq((length != ARGS_BYTES) | (arg(0, 2) >= self.program_words)),
+                    run_refused.eq((length != ARGS_BYTES) |
+                                   (arg(0, 2) != FIRMWARE.entries["linear"] if hardwired
+                                    else arg(0, 2) >= self.program_words)),
                 ]
                 m.next = "DISPATCH"
 
@@ -1293,7 +1324,7 @@ class DeviceCore(wiring.Component):
         # the SWEEP's checks in ``sweep.valid`` into this register were the ULX3S-12F's
         # longest path (10.4 ns).
         handing_over = controller.sweep.valid & controller.sweep.ready
-        if self.registered_ports:
+        if self.registered_ports and not hardwired:
             handing_over = controller.sweeping
         m.d.sync += controller.idle.eq(idle & ~handing_over)
 

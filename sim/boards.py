@@ -63,14 +63,19 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5",
     activations in a register copy for every 2 lanes (``act_copies``, ``rtl.fanout``) and, on
     an ECP5 with a weight memory of one bank (``weight_words`` a power of two), its weight and
     result memories in as many slices, each addressed by copies of its own (``port_copies``,
-    ``rtl.sliced_memory``)."""
+    ``rtl.sliced_memory``). An iCE40's trees take one copy of the activations (its 24 MHz
+    needs no fan-out tree, and its cells are short) and ``linear`` hardwired in place of the
+    control processor (``control="hardwired"``, ``rtl.linear_sequencer``): with the processor
+    the 8x4 trees took 5,930 cells, with it 4,240 (docs/architecture.md, "Boards")."""
     small = family == "ice40"
     tree = {}
     if engine == "tree":
-        copies = -(-cols // LANES_PER_ACT_COPY)
+        copies = 1 if small else -(-cols // LANES_PER_ACT_COPY)
         one_bank = weight_words & (weight_words - 1) == 0
         tree = {"engine": "tree", "act_copies": copies,
                 "port_copies": copies if one_bank and not small else 1}
+        if small:
+            tree["control"] = "hardwired"
     return dict(**tree, rows=rows, cols=cols, weight_words=weight_words,
                 act_bytes=2048 if small else 4096,
                 result_rows=max(64, rows * 4), max_payload=1024, program_words=64,
@@ -124,7 +129,9 @@ class Board:
             schedule.TreeConfig(k=rows, lanes=cols).act_words(core["act_bytes"])
         info = DeviceInfo(rows=rows, cols=cols, weight_words=core["weight_words"],
                           act_bytes=core["act_bytes"], result_rows=core["result_rows"],
-                          max_payload=core["max_payload"], program_words=core["program_words"],
+                          max_payload=core["max_payload"],
+                          program_words=(0 if core.get("control") == "hardwired"
+                                         else core["program_words"]),
                           counter_bits=core["counter_bits"],
                           clock_hz=int(clock_hz or self.clock_hz), frame_timeout=1 << 16)
         if engine == "tree":    # no partial sums: a lane accumulates at the result's width
@@ -146,13 +153,16 @@ _ULX3S_85F = Board("ulx3s-85f", "ECP5 LFE5U-85F", rows=32, cols=64, clock_hz=100
 _ARRAY_85F = Board("ulx3s-85f-array", "ECP5 LFE5U-85F", rows=16, cols=32, clock_hz=81.25e6,
                    baud=3_000_000, weight_trits=2048 * 512, memory_bits_per_cycle=1024,
                    basis="measured", lut4=83640, bridge="FT231X", note="FT231X bridge at 3 Mbaud")
-# Built: boards/sweeps/icebreaker.json (2x2 with its weights in the four SPRAMs, 131,072 words
-# of 8 bits read whole each cycle: 5,186 of 5,280 cells, 27.46 MHz achieved against 24). The
-# FT2232H's UART makes 6 Mbaud exactly (12 Mbaud / 2), which 24 MHz divides into 4 cycles a
-# bit, the UART's smallest divisor (tests/rtl/test_uart.py: every byte at 2% off either way).
-_ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=2, cols=2, clock_hz=24e6, baud=6_000_000,
-                    weight_trits=SPRAM_TRITS, memory_bits_per_cycle=8, basis="measured",
-                    lut4=5280, bridge="FT2232H", note="FT2232H bridge at 6 Mbaud")
+# Built: boards/sweeps/icebreaker.json (adder trees of k = 4 for 8 lanes, 32 PEs, with
+# ``linear`` hardwired and the weights in the four SPRAMs, 16,384 words of 32 trits read whole
+# each cycle, 64 bits: the most the SPRAMs give, so no larger trees). Until stop 40 the 2x2
+# array with the control processor (5,186 of 5,280 cells). The FT2232H's UART makes 6 Mbaud
+# exactly (12 Mbaud / 2), which 24 MHz divides into 4 cycles a bit, the UART's smallest
+# divisor (tests/rtl/test_uart.py: every byte at 2% off either way).
+_ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=4, cols=8, clock_hz=24e6, baud=6_000_000,
+                    weight_trits=SPRAM_TRITS, memory_bits_per_cycle=64, basis="measured",
+                    lut4=5280, bridge="FT2232H", note="FT2232H bridge at 6 Mbaud",
+                    engine="tree")
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
     _ULX3S_85F,
@@ -186,7 +196,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # FTDI one).
     replace(_ARRAY_85F, name="orangecrab-85f", clock_hz=108e6, bridge="adapter",
             note="UART on the Feather header at 3 Mbaud (a USB-serial adapter)"),
-    # Built: boards/sweeps/icesugar.json. The iCEBreaker's UP5K and 2x2 core; the link is the
+    # Built: boards/sweeps/icesugar.json. The iCEBreaker's UP5K and core; the link is the
     # iCELink's USB CDC port at 115,200 baud, the rate of the board maker's own UART example
     # (wuxx/icesugar, src/basic/uart_echo): no source gives the iCELink's limit.
     replace(_ICEBREAKER, name="icesugar", baud=115_200, bridge="iCELink",

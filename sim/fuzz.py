@@ -46,6 +46,8 @@ class DevicePair:
                                   result_rows=config["result_rows"],
                                   max_payload=config["max_payload"],
                                   frame_timeout=config["frame_timeout"],
+                                  program_words=config.get("program_words", 64),
+                                  control=config.get("control", "processor"),
                                   engine=config.get("engine", "array"))
         self.decoder = FrameDecoder(RESPONSE_SYNC)
         self.seq = 0

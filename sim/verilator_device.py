@@ -25,11 +25,13 @@ def core_config(rows: int = 4, cols: int = 4, *, psum_width: int = 16, acc_width
                 max_payload: int = 1024, frame_timeout: int = 1 << 14,
                 program_words: int = 64, weight_ram: str | None = None,
                 pe_adder: str | None = None, registered_ports: bool | None = None,
-                engine: str | None = None, clock_hz: int = 0) -> dict:
+                engine: str | None = None, clock_hz: int = 0,
+                control: str | None = None) -> dict:
     """The DeviceCore parameters of a simulated device (defaults sized for fast builds);
     ``clock_hz`` is only what INFO reports (0: unknown). ``weight_ram``, ``pe_adder`` and
     ``registered_ports`` build the core as a board family does (``sim.boards.core_config``);
-    ``engine="tree"``, with the adder-tree engine."""
+    ``engine="tree"``, with the adder-tree engine; ``control="hardwired"``, with ``linear``
+    hardwired in place of the control processor."""
     config = dict(rows=rows, cols=cols, psum_width=psum_width, acc_width=acc_width,
                   weight_words=weight_words, act_bytes=act_bytes, result_rows=result_rows,
                   max_payload=max_payload, frame_timeout=frame_timeout,
@@ -42,6 +44,8 @@ def core_config(rows: int = 4, cols: int = 4, *, psum_width: int = 16, acc_width
         config["registered_ports"] = registered_ports
     if engine is not None:
         config["engine"] = engine
+    if control is not None:
+        config["control"] = control
     if clock_hz:
         config["clock_hz"] = int(clock_hz)
     return config

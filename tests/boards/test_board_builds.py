@@ -105,6 +105,9 @@ def test_boards_list(capsys):
     listed = {b["board"]: b for b in json.loads(capsys.readouterr().out)}
     assert set(listed) == set(__import__("boards").BOARDS)
     assert all(b["basis"] == "measured" for b in listed.values())
+    # the UP5K boards' trees run linear hardwired (no room for the control processor)
+    assert {n for n, b in listed.items() if b["control"] == "hardwired"} == {
+        "icebreaker", "icesugar", "upduino-v3"}
 
 
 @pytest.mark.parametrize("name", sorted(__import__("boards").BOARDS))
@@ -131,8 +134,13 @@ def test_every_default_is_a_checked_in_build(name):
     assert built["resident_weight_trits"] == b.weight_words * b.rows * b.cols
     # Reports from before --placer and --router were built with nextpnr's defaults.
     assert (built.get("placer", "heap"), built.get("router", "router1")) == (b.placer, b.router)
-    # and those from before --engine with the array, before --seed with nextpnr's own
+    # and those from before --engine with the array, before --seed with nextpnr's own, before
+    # the report named the control with the processor
     assert built.get("engine", "array") == b.engine and built.get("seed") == b.seed
+    from sim.boards import core_config
+    control = core_config(b.rows, b.cols, b.weight_words, b.family, b.engine).get(
+        "control", "processor")
+    assert built.get("control", "processor") == control
 
 
 @pytest.mark.parametrize("name", ["ulx3s-85f", "icebreaker"])
@@ -247,8 +255,9 @@ def test_source_commit_names_the_commit_and_changes(tmp_path):
 
 @pytest.mark.synth
 def test_small_icebreaker_build(tmp_path, capsys, monkeypatch):
-    """The iCEBreaker's default (the 2x2 core fills most of the UP5K's 5,280 cells, its weights
-    the four SPRAMs), built as a user would, with its progress and summary printed."""
+    """The iCEBreaker's default (adder trees of k = 4 for 8 lanes with ``linear`` hardwired,
+    their weights in the four SPRAMs), built as a user would, with its progress and summary
+    printed."""
     import boards.build
     monkeypatch.setattr(boards.build, "PROGRESS_EVERY", 0)     # a "still in" line each poll
     out = tmp_path / "icebreaker"
@@ -260,9 +269,10 @@ def test_small_icebreaker_build(tmp_path, capsys, monkeypatch):
     assert "still in place and route (nextpnr)" in said.err
     assert ": placing (analytic placement, iteration " in said.err, said.err
     assert " arcs to go (placement estimate " in said.err, said.err
-    assert report["fpga"] == "ice40" and report["pes"] == 4
+    assert report["fpga"] == "ice40" and report["pes"] == 32
     assert (report["placer"], report["router"], report["seed"]) == ("heap", "router1", None)
-    assert report["floorplan"] is False and report["engine"] == "array"
+    assert report["floorplan"] is False and report["engine"] == "tree"
+    assert report["control"] == "hardwired"
     assert report["timing_met"] and report["achieved_mhz"] >= report["target_mhz"] == 24
     assert report["baud"] == 6_000_000                 # 4 cycles a bit
     assert report["dsp"] == 0 and 0 < report["lut4"] <= report["lut4_available"] == 5280

@@ -87,6 +87,26 @@ def test_tree_core_in_verilator(registered):
         assert dev.stats["busy"] - before["busy"] == sum(plan.lengths)
 
 
+@pytest.mark.parametrize("spec", ["emu", "sim"])
+def test_linear_hardwired(spec):
+    """A device with no control processor (``control="hardwired"``, INFO's program_words 0:
+    the UP5K's kind): the host loads no program and runs the same layers, resident, streamed
+    and split, exact, the counters equal to the model; a program load is refused."""
+    if spec == "sim" and tool_missing("verilator"):
+        pytest.skip(tool_missing("verilator"))
+    rng = np.random.default_rng(14)
+    extra = dict(progress=lambda msg: None, registered_ports=False) if spec == "sim" else {}
+    with open_device(spec, rows=4, cols=4, engine="tree", control="hardwired",
+                     weight_words=96, act_bytes=256, result_rows=16, max_payload=256,
+                     **extra) as dev:
+        assert dev.info["program_words"] == 0 and dev.planner.hardwired
+        for M, N, K in ((1, 7, 50), (5, 5, 13), (2, 2, 1), (3, 9, 300)):
+            w, x = rand_layer(rng, M, N, K)
+            check(dev, w, x)
+        with pytest.raises(ValueError, match="no program memory: its linear is hardwired"):
+            dev.load_program([0])
+
+
 def test_a_buffer_of_part_words_is_refused_alike():
     """The emulator and the RTL core refuse it with the same words (``TreeConfig.act_words``)."""
     import gc

@@ -25,11 +25,17 @@ def test_shape_fits_the_small_boards():
     assert r["residency"]["all_resident"]
 
 
+def _control(b) -> str:
+    """The control a board's build has (``sim.boards.core_config``: iCE40 trees hardwired)."""
+    return boards.core_config(b.rows, b.cols, 1, b.family, b.engine).get("control", "processor")
+
+
 def test_greedy_text_matches_reference_resident_on_icebreaker_shape():
     b = boards.board("icebreaker")
-    words = b.weight_trits // b.pes           # the UP5K's SPRAM as 128-trit words
+    words = b.weight_trits // b.pes           # the UP5K's SPRAM as words of its PEs' trits
     r = run_model(TINY, PROMPT, device="emu", max_new_tokens=16,
-                  device_options=dict(rows=b.rows, cols=b.cols, weight_words=words))
+                  device_options=dict(rows=b.rows, cols=b.cols, weight_words=words,
+                                      engine=b.engine, control=_control(b)))
     up = r.stats["upload"]
     assert up["streamed"] == 0 and up["resident"] == 4 * 4    # q|k|v, o, gate|up, down
     tokens, logits = Reference(TINY).generate(r.prompt_tokens, 16)
@@ -41,13 +47,13 @@ def test_greedy_text_matches_reference_resident_on_icebreaker_shape():
 @pytest.mark.parametrize("name", ["ulx3s-85f", "icebreaker"])
 def test_resident_on_the_default_builds(name):
     """The engines and weight memories ``tritium build`` makes for the two boards the issue
-    names (the ULX3S-85F's adder trees, the iCEBreaker's array) hold every projection:
-    nothing streams, and the text is the reference's."""
+    names (the ULX3S-85F's adder trees, the iCEBreaker's with ``linear`` hardwired) hold every
+    projection: nothing streams, and the text is the reference's."""
     from boards import board
     b = board(name)
     r = run_model(TINY, PROMPT, device="emu", max_new_tokens=4,
                   device_options=dict(rows=b.rows, cols=b.cols, weight_words=b.weight_words,
-                                      engine=b.engine))
+                                      engine=b.engine, control=_control(b)))
     up = r.stats["upload"]
     assert up["streamed"] == 0 and up["resident"] == 4 * 4
     tokens, _ = Reference(TINY).generate(r.prompt_tokens, 4)
@@ -67,18 +73,20 @@ def test_on_the_rtl_simulator():
 
 
 def test_resident_on_the_built_icebreaker_core():
-    """The core the iCEBreaker is built with (``tritium build --board icebreaker``: 2x2, its
-    weights in the UP5K's SPRAMs) holds the whole model: the RTL in Verilator gives the
-    reference's tokens without streaming a weight."""
+    """The core the iCEBreaker is built with (``tritium build --board icebreaker``: adder
+    trees with ``linear`` hardwired, their weights in the UP5K's SPRAMs) holds the whole
+    model: the RTL in Verilator gives the reference's tokens without streaming a weight."""
     missing = tool_missing("verilator")
     if missing:
         pytest.skip(missing)
     from boards import board
     b = board("icebreaker")
-    core = boards.core_config(b.rows, b.cols, b.weight_words, b.family)
+    core = boards.core_config(b.rows, b.cols, b.weight_words, b.family, b.engine)
     assert core["weight_ram"] == "spram" and not core["registered_ports"]
+    assert (core["engine"], core["control"], core["act_copies"]) == ("tree", "hardwired", 1)
     options = {k: core[k] for k in ("rows", "cols", "weight_words", "act_bytes", "result_rows",
-                                    "max_payload", "weight_ram", "registered_ports")}
+                                    "max_payload", "weight_ram", "registered_ports", "engine",
+                                    "control")}
     with open_device("sim", progress=lambda msg: None, **options) as dev:
         r = run_model(TINY, PROMPT, device=dev, max_new_tokens=3)
     up = r.stats["upload"]

@@ -17,17 +17,17 @@ from sim.cocotb_runner import tool_missing
 from sim.fuzz import DevicePair, fuzz
 from sim.verilator_device import core_config
 
-K_TREE, LANES = 4, 3
-CONFIG = core_config(K_TREE, LANES, weight_words=512, act_bytes=1024, result_rows=64,
+CONFIG = core_config(4, 3, weight_words=512, act_bytes=1024, result_rows=64,
                      max_payload=64, frame_timeout=200, engine="tree")
-TREE = schedule.TreeConfig(k=K_TREE, lanes=LANES)
 
 # registered ports (ECP5 builds) with the pair adders on carry cells, the activations in two
 # register copies (lanes 0, 1 and lane 2: rtl.fanout), the weight and result memories in two
 # slices (rtl.sliced_memory) and tx back-pressured; without them (the stalling sequencer),
-# generic adders, one copy and one memory each
+# generic adders, one copy and one memory each; and so with linear hardwired in place of the
+# control processor (rtl.linear_sequencer, as the UP5K needs it)
 VARIANTS = {"registered-ccu2c": ({"pe_adder": "ccu2c", "act_copies": 2, "port_copies": 2}, 40),
-            "unregistered": ({"registered_ports": False}, 0)}
+            "unregistered": ({"registered_ports": False}, 0),
+            "hardwired": ({"registered_ports": False, "control": "hardwired", "cols": 4}, 20)}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -37,6 +37,7 @@ def pair(request):
         pytest.skip(missing)
     options, stall = VARIANTS[request.param]
     p = DevicePair({**CONFIG, **options}, tx_stall_percent=stall)
+    p.tree = schedule.TreeConfig(k=p.config["rows"], lanes=p.config["cols"])
     yield p
     p.close()
 
@@ -44,7 +45,7 @@ def pair(request):
 def send(pair, command, address, data, per_frame):
     for i in range(0, len(data), per_frame):
         status, _ = pair.request(command, struct.pack("<I", address + i // (
-            1 if command == Command.WRITE_ACTS else packing.packed_size(K_TREE * LANES,
+            1 if command == Command.WRITE_ACTS else packing.packed_size(pair.tree.pes,
                                                                          "base3")))
                                  + data[i:i + per_frame])
         assert status == Status.OK
@@ -55,31 +56,31 @@ def upload_layer(pair, w, x):
     steps per token, both from address 0."""
     N, K = w.shape
     M = x.shape[0]
-    plan = schedule.plan_tree(TREE, 1, N, K)
+    plan = schedule.plan_tree(pair.tree, 1, N, K)
     zeros = np.zeros((1, K), dtype=np.int8)
     words = [beat.ravel() for p in plan.passes
              for beat in schedule.tree_pass_operands(plan, p, w, zeros)[0]]
-    word_bytes = packing.packed_size(K_TREE * LANES, "base3")
+    word_bytes = packing.packed_size(pair.tree.pes, "base3")
     data = b"".join(packing.pack_base3(wd).tobytes() for wd in words)
     send(pair, Command.WRITE_WEIGHTS, 0, data, (CONFIG["max_payload"] - 4) // word_bytes *
          word_bytes)
-    S = TREE.steps(K)
-    padded = np.zeros((M, S * K_TREE), dtype=np.int8)
+    S = pair.tree.steps(K)
+    padded = np.zeros((M, S * pair.tree.k), dtype=np.int8)
     padded[:, :K] = x
     send(pair, Command.WRITE_ACTS, 0, padded.tobytes(), CONFIG["max_payload"] - 4)
     return S
 
 
 def run_and_read(pair, M, N, K):
-    S = TREE.steps(K)
+    S = pair.tree.steps(K)
     status, _ = pair.request(Command.RUN, linear_args(weights=0, acts=0, results=0, M=M, N=N,
                                                       K=S).to_bytes())
     assert status == Status.OK
-    plan = schedule.plan_tree(TREE, M, N, K)
+    plan = schedule.plan_tree(pair.tree, M, N, K)
     rows = len(plan.passes)                 # one per token and tile, tile-major
     status, payload = pair.request(Command.READ_RESULTS, ReadResultsArgs(0, rows).to_bytes())
     assert status == Status.OK
-    vals = np.frombuffer(payload, dtype="<i4").reshape(rows, LANES)
+    vals = np.frombuffer(payload, dtype="<i4").reshape(rows, pair.tree.lanes)
     # width 2: bytes 0 and 1 of each sum, two bytes a sum apart (the picks' tightest case)
     status, narrow = pair.request(Command.READ_RESULTS, ReadResultsArgs(0, rows, 2).to_bytes())
     assert status == Status.OK
@@ -94,7 +95,9 @@ def test_info_says_tree(pair):
     status, data = pair.request(Command.INFO)
     assert status == Status.OK and len(data) == INFO_SIZE
     info = DeviceInfo.from_bytes(data)
-    assert info.tree and (info.rows, info.cols, info.psum_bits) == (K_TREE, LANES, 32)
+    assert info.tree and (info.rows, info.cols, info.psum_bits) == (
+        pair.tree.k, pair.tree.lanes, 32)
+    assert info.program_words == (0 if pair.config.get("control") == "hardwired" else 64)
 
 
 # (3, 2, 1): passes of one step, shorter than the tree's latency + 2 (the sequencer holds
@@ -110,7 +113,7 @@ def test_layer_exact_and_counters(pair, M, N, K):
     assert np.array_equal(y, numerics.ternary_matmul(w, x))
     _, payload = pair.request(Command.READ_COUNTERS)
     c = Counters.from_bytes(payload)
-    model = cycles.tree_simulate(TREE, plan.lengths)
+    model = cycles.tree_simulate(pair.tree, plan.lengths)
     assert (c.busy, c.stall_input, c.stall_drain, c.drain_tail) == \
         (model.busy, model.stall_input, model.stall_drain, model.drain_tail)
 
@@ -158,6 +161,15 @@ def test_program_splitting_k_gets_a_row_a_pass(pair):
     from firmware.commands import RunArgs
     from firmware.programs import FIRMWARE
     prog = assemble(SPLIT_THREE, base=len(FIRMWARE))
+    if pair.config.get("control") == "hardwired":
+        # no program memory: the program is refused, and so is a RUN from its entry
+        status, _ = pair.request(Command.WRITE_PROGRAM, struct.pack("<I", len(FIRMWARE)) +
+                                 prog.to_bytes())
+        assert status == Status.BAD_ARGUMENT
+        status, _ = pair.request(Command.RUN, RunArgs(prog.labels["start"],
+                                                      (0, 0, 10, 1, 3, 7)).to_bytes())
+        assert status == Status.BAD_ARGUMENT
+        return
     status, _ = pair.request(Command.WRITE_PROGRAM, struct.pack("<I", len(FIRMWARE)) +
                              prog.to_bytes())
     assert status == Status.OK
@@ -171,14 +183,14 @@ def test_program_splitting_k_gets_a_row_a_pass(pair):
                                                   (0, 0, 10, M, N, 7)).to_bytes())
     assert status == Status.OK
     status, data = pair.request(Command.READ_RESULTS, ReadResultsArgs(10, 3 * M).to_bytes())
-    got = np.frombuffer(data, dtype="<i4").reshape(M, 3, LANES)
+    got = np.frombuffer(data, dtype="<i4").reshape(M, 3, pair.tree.lanes)
     for m in range(M):
         for i, (s0, s1) in enumerate(((0, 3), (3, 5), (5, 7))):
             ks = slice(4 * s0, 4 * s1)
             assert np.array_equal(got[m, i], numerics.ternary_matmul(w[:, ks], x[m:m + 1, ks])[0])
     _, payload = pair.request(Command.READ_COUNTERS)
     c = Counters.from_bytes(payload)
-    model = cycles.tree_full_rate_count(TREE, [3, 2, 2] * M)
+    model = cycles.tree_full_rate_count(pair.tree, [3, 2, 2] * M)
     assert (c.busy, c.stall_drain, c.drain_tail) == (model.busy, model.stall_drain,
                                                      model.drain_tail)
 
