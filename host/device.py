@@ -30,7 +30,7 @@ import numpy as np
 from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, COUNTERS_SIZE,
                                FAULT_FORMAT, FAULT_SIZE, FORMAT_BASE3, FRAME_OVERHEAD,
                                INSTRUCTION_BYTES, MAX_LENGTH, PROTOCOL_VERSION, RESPONSE_SYNC,
-                               RESULT_WIDTHS, RUN_SIZE, Command, Counters, DeviceInfo,
+                               RESULT_WIDTHS, RUN_SIZE, Command, Counters, DeviceInfo, Engine,
                                ReadResultsArgs, RunArgs, Status, pack_instructions)
 from firmware.isa import Fault
 from firmware.programs import FIRMWARE, linear_args
@@ -219,6 +219,11 @@ class Device:
         self.words_per_frame = planner.words_per_frame
         self.rows_per_read = planner.rows_per_read
         problems = []
+        if info.engine not in {e.value for e in Engine}:
+            # a device of a later design (or garbage): laid out as the array, its results
+            # would be silently wrong
+            problems.append(f"engine {info.engine}, which this host does not know (it knows "
+                            f"{', '.join(f'{e.value} {e.name.lower()}' for e in Engine)})")
         if self.words_per_frame < 1:
             problems.append(f"frames of {self._max_payload} bytes (max_payload "
                             f"{info.max_payload}, max_frame {max_frame}) cannot carry one "

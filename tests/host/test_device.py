@@ -388,6 +388,21 @@ def test_unusable_device_config_is_reported():
         open_device("emu", rows=16, cols=16, max_payload=40)
 
 
+def test_a_device_with_an_unknown_engine_is_refused():
+    """INFO's engine decides the weights' layout: a value this host does not know is refused
+    at open, not run as the array (its results would be silently wrong)."""
+    import dataclasses
+
+    from host.device import Device
+    from host.emu import EmulatedDevice
+    from host.protocol import ProtocolError
+    from host.transport import EmulatorTransport
+    emu = EmulatedDevice(rows=4, cols=4)
+    emu._info_bytes = dataclasses.replace(emu.info, engine=7).to_bytes()
+    with pytest.raises(ProtocolError, match="engine 7, which this host does not know"):
+        Device(EmulatorTransport(emu))
+
+
 # ---------------------------------------------------------------------------------------------
 # control programs
 # ---------------------------------------------------------------------------------------------
