@@ -288,6 +288,28 @@ def test_sweep_shapes_grow_square_then_wide():
     assert list(shapes(2, 16)) == [(2, 2), (2, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16)]
 
 
+def test_sweep_ends_on_a_shape_the_board_cannot_build(tmp_path, monkeypatch, capsys):
+    """A shape the board refuses before any tool runs (the UP5K's SPRAMs give 64 bits a
+    cycle: trees of 8 x 8 need 128) ends the sweep as a failed build; the largest shape that
+    met timing stays the answer. The builds themselves are stand-ins here."""
+    import boards.sweep as sweep
+    from boards import board
+    from boards.build import _board_parts
+
+    def fake_build(name, *, rows, cols, **kw):
+        _board_parts(board(name), rows, cols, None, None, "tree")    # refuses as build() does
+        return {"board": name, "rows": rows, "cols": cols, "timing_met": True,
+                "bitstream": "x"}
+    monkeypatch.setattr(sweep, "build", fake_build)
+    monkeypatch.setattr(sweep, "SWEEPS", tmp_path)
+    assert sweep.main(["--board", "icebreaker", "--out", str(tmp_path / "b")]) == 0
+    table = json.loads((tmp_path / "icebreaker.json").read_text())
+    assert table["largest_that_meets_timing"] == {"rows": 4, "cols": 8}
+    assert [(r["rows"], r["cols"], r["built"]) for r in table["runs"]] == [
+        (2, 2, True), (2, 4, True), (4, 4, True), (4, 8, True), (8, 8, False)]
+    assert "SPRAM weight words must be" in table["runs"][-1]["error"]
+
+
 # Lines of nextpnr's own logs (``--log top.tim``): HeAP with router1 on the ULX3S-85F's core
 # at 84.375 MHz (its last line from the same core at 90 MHz), the electrostatic placer with
 # router2 on the same core at 90 MHz.
