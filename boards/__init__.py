@@ -50,6 +50,11 @@ class BoardDef:
     # for the same netlist and seed; near a clock's limit the seed decides whether it is met.
     seed: int | None = None
 
+    @property
+    def control(self) -> str:
+        """The default build's control: the processor, or ``linear`` hardwired."""
+        return targets.control_for(self.family, self.engine)
+
 
 def _icebreaker():
     from amaranth_boards.icebreaker import ICEBreakerPlatform

@@ -139,7 +139,7 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     report = _report(name, b, rows, cols, core["weight_words"], pll.f_out, out, bitstream,
                      seconds, source)
     report.update(placer=placer, router=router, seed=seed, engine=engine, floorplan=bool(die),
-                  control=core.get("control", "processor"))
+                  control=core["control"])
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

@@ -232,17 +232,14 @@ def _cmd_run(args) -> int:
 def _cmd_boards(args) -> int:
     """The boards that build, with their default configuration and limits."""
     import boards
-    from sim.boards import core_config
     rows = []
     for b in boards.BOARDS.values():
-        control = core_config(b.rows, b.cols, b.weight_words, b.family, b.engine).get(
-            "control", "processor")
         rows.append({"board": b.name, "family": b.family, "rows": b.rows, "cols": b.cols,
                      "pes": b.rows * b.cols, "target_mhz": b.freq_mhz, "baud": b.baud,
                      "weight_words": b.weight_words, "basis": b.basis,
                      "programmers": [tool for tool, *_ in b.programmers],
                      "placer": b.placer, "router": b.router, "seed": b.seed,
-                     "engine": b.engine, "control": control, "note": b.note})
+                     "engine": b.engine, "control": b.control, "note": b.note})
     if args.json:
         print(json.dumps(rows))
         return 0

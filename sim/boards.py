@@ -46,6 +46,13 @@ ULX3S_45F_WORDS = 2560
 LANES_PER_ACT_COPY = 2
 
 
+def control_for(family: str, engine: str) -> str:
+    """The control a build has: ``linear`` hardwired for an iCE40's adder trees (the UP5K
+    has no cells for the control processor beside them: ``core_config``), else the
+    processor (``rtl.core.DeviceCore``'s ``control``)."""
+    return "hardwired" if family == "ice40" and engine == "tree" else "processor"
+
+
 def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5",
                 engine: str = "array") -> dict:
     """The device core a board is built with (``boards.build``): memories sized for the board,
@@ -65,8 +72,8 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5",
     result memories in as many slices, each addressed by copies of its own (``port_copies``,
     ``rtl.sliced_memory``). An iCE40's trees take one copy of the activations (its 24 MHz
     needs no fan-out tree, and its cells are short) and ``linear`` hardwired in place of the
-    control processor (``control="hardwired"``, ``rtl.linear_sequencer``): with the processor
-    the 8x4 trees took 5,930 cells, with it 4,240 (docs/architecture.md, "Boards")."""
+    control processor (``control_for``; ``rtl.linear_sequencer``): with the processor the 8x4
+    trees took 5,930 cells, with it 4,240 (docs/architecture.md, "Boards")."""
     small = family == "ice40"
     tree = {}
     if engine == "tree":
@@ -74,9 +81,8 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5",
         one_bank = weight_words & (weight_words - 1) == 0
         tree = {"engine": "tree", "act_copies": copies,
                 "port_copies": copies if one_bank and not small else 1}
-        if small:
-            tree["control"] = "hardwired"
-    return dict(**tree, rows=rows, cols=cols, weight_words=weight_words,
+    return dict(**tree, control=control_for(family, engine), rows=rows, cols=cols,
+                weight_words=weight_words,
                 act_bytes=2048 if small else 4096,
                 result_rows=max(64, rows * 4), max_payload=1024, program_words=64,
                 counter_bits=32 if small else 64,
@@ -114,6 +120,10 @@ class Board:
     def family(self) -> str:
         return "ice40" if self.fpga.startswith("iCE40") else "ecp5"
 
+    @property
+    def control(self) -> str:
+        return control_for(self.family, self.engine)
+
     def device_info(self, rows: int | None = None, cols: int | None = None,
                     clock_hz: float | None = None, engine: str | None = None) -> DeviceInfo:
         """What ``INFO`` would report for this board's build (``core_config``), optionally with
@@ -130,7 +140,7 @@ class Board:
         info = DeviceInfo(rows=rows, cols=cols, weight_words=core["weight_words"],
                           act_bytes=core["act_bytes"], result_rows=core["result_rows"],
                           max_payload=core["max_payload"],
-                          program_words=(0 if core.get("control") == "hardwired"
+                          program_words=(0 if core["control"] == "hardwired"
                                          else core["program_words"]),
                           counter_bits=core["counter_bits"],
                           clock_hz=int(clock_hz or self.clock_hz), frame_timeout=1 << 16)

@@ -25,17 +25,12 @@ def test_shape_fits_the_small_boards():
     assert r["residency"]["all_resident"]
 
 
-def _control(b) -> str:
-    """The control a board's build has (``sim.boards.core_config``: iCE40 trees hardwired)."""
-    return boards.core_config(b.rows, b.cols, 1, b.family, b.engine).get("control", "processor")
-
-
 def test_greedy_text_matches_reference_resident_on_icebreaker_shape():
     b = boards.board("icebreaker")
     words = b.weight_trits // b.pes           # the UP5K's SPRAM as words of its PEs' trits
     r = run_model(TINY, PROMPT, device="emu", max_new_tokens=16,
                   device_options=dict(rows=b.rows, cols=b.cols, weight_words=words,
-                                      engine=b.engine, control=_control(b)))
+                                      engine=b.engine, control=b.control))
     up = r.stats["upload"]
     assert up["streamed"] == 0 and up["resident"] == 4 * 4    # q|k|v, o, gate|up, down
     tokens, logits = Reference(TINY).generate(r.prompt_tokens, 16)
@@ -53,7 +48,7 @@ def test_resident_on_the_default_builds(name):
     b = board(name)
     r = run_model(TINY, PROMPT, device="emu", max_new_tokens=4,
                   device_options=dict(rows=b.rows, cols=b.cols, weight_words=b.weight_words,
-                                      engine=b.engine, control=_control(b)))
+                                      engine=b.engine, control=b.control))
     up = r.stats["upload"]
     assert up["streamed"] == 0 and up["resident"] == 4 * 4
     tokens, _ = Reference(TINY).generate(r.prompt_tokens, 4)
