@@ -129,7 +129,7 @@ def board_breakdown(quick: bool) -> dict:
         modules = synthesize_modules(board_device(name), b.family)
         keys = ("lut4", "ff", "carry", "ram")
         parts, pes = {}, {k: 0 for k in ("count", *keys)}
-        tree = b.engine == "tree"
+        tree = b.engine != "array"
         for path, counts in modules.items():
             if re.search(r"\.lane_\d+$" if tree else r"\.pe_\d+_\d+$", path):
                 pes["count"] += b.rows if tree else 1

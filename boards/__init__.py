@@ -3,8 +3,9 @@ configuration it is built with. ``python -m boards`` / ``tritium build`` build t
 
 Every default is a measured build (``make sweep BOARD=...``, ``boards/sweeps/``), taken from
 the board's row in ``sim.boards.BOARDS`` (shared with ``tritium estimate`` and ``run_model``'s
-stats). Issue #4's goals for the ULX3S-85F and the iCEBreaker (2048 PEs at 100 MHz; 8x16 at
-24 MHz) are the rows ``ulx3s-85f-goal`` and ``icebreaker-goal`` there: projections, not builds
+stats). Issue #4's goals for the ULX3S-85F and the iCEBreaker (2048 PEs at 100 MHz; 128 PEs
+at 24 MHz) are met by their defaults; the rows ``ulx3s-85f-goal`` and ``icebreaker-goal``
+there are the goals' projections (the latter an 8x16 array), not builds
 (docs/architecture.md, "Boards").
 """
 
@@ -45,7 +46,8 @@ class BoardDef:
     # nextpnr's placer and router for the default build (PLACERS, ROUTERS)
     placer: str = "heap"
     router: str = "router1"
-    engine: str = "array"       # "array" (the PE array) or "tree" (adder trees: rows are k)
+    engine: str = "array"       # "array" (the PE array), "tree" or "serial" (adder trees, the
+                                # serial ones fed digits: rows are k)
     # nextpnr's seed for the default build (None: nextpnr's own). Place and route is the same
     # for the same netlist and seed; near a clock's limit the seed decides whether it is met.
     seed: int | None = None
@@ -54,6 +56,11 @@ class BoardDef:
     def control(self) -> str:
         """The default build's control: the processor, or ``linear`` hardwired."""
         return targets.control_for(self.family, self.engine)
+
+    @property
+    def word_trits(self) -> int:
+        """Trits of a weight-memory word of the default build (``sim.boards.word_trits``)."""
+        return targets.word_trits(self.engine, self.rows, self.cols)
 
 
 def _icebreaker():
@@ -127,7 +134,8 @@ _ULX3S_LOADER = (("openFPGALoader", "--board", "ulx3s"),)
 def _from_table(b: targets.Board, name: str, platform, family: str, **kw) -> BoardDef:
     """A board whose array, clock, link and weight memory are ``sim.boards``' row ``b``."""
     return BoardDef(name, platform, family, b.rows, b.cols, b.clock_hz / 1e6, b.baud,
-                    weight_words=b.weight_trits // b.pes, basis=b.basis, engine=b.engine, **kw)
+                    weight_words=b.weight_trits // b.word_trits, basis=b.basis, engine=b.engine,
+                    **kw)
 
 
 BOARDS: dict[str, BoardDef] = {b.name: b for b in (
@@ -173,16 +181,16 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
     _from_table(_ecpix5, "ecpix5-85f", _ecpix5_platform, "ecp5",
                 programmers=(("openFPGALoader", "--board", "ecpix5"),),
                 note="LFE5UM5G-85F: 84K LUT4, 208 DP16KD; FT2232H bridge; RGB LEDs (green)"),
-    # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): adder trees of k = 4
-    # for 8 lanes (32 PEs) with `linear` hardwired (rtl.linear_sequencer) and the weights in
-    # the four SPRAMs (16,384 words of 32 trits, 64 bits, all the SPRAMs give a cycle: the
-    # bundled model's 14,336 resident) take 4,624 of the UP5K's 5,280 logic cells, 2,227 FF,
-    # 24 of 30 EBR and 4 of 4 SPRAM, 30.3 MHz achieved against 24; 8x8's words would be wider
-    # than the SPRAMs. 24 MHz, issue #4's clock for this board, divides the FT2232H's 6 Mbaud
-    # into 4 cycles a bit. Until stop 40 the 2x2 array with the control processor
-    # (boards/sweeps/icebreaker-array.json: 5,186 cells; 2x4 did not fit). The goal, 128 PEs
-    # (sim.boards' icebreaker-goal), needs the digit-serial trees (rtl.serial_tree) in the core
-    # (docs/architecture.md, "Boards").
+    # From `make sweep BOARD=icebreaker` (boards/sweeps/icebreaker.json): issue #4's goal,
+    # digit-serial adder trees of k = 32 for 4 lanes (128 PEs, rtl.serial_tree, 2 bits of an
+    # activation a cycle) with `linear` hardwired (rtl.linear_sequencer) and the weights in
+    # the four SPRAMs (16,384 words of a lane group's 32 trits, 64 bits, all the SPRAMs give
+    # a cycle: the bundled model resident) take 4,932 of the UP5K's 5,280 logic cells, 2,543
+    # FF, 16 of 30 EBR and 4 of 4 SPRAM, 0 DSP, 32.56 MHz achieved against 24; 64x4's lane
+    # groups would be wider than the SPRAMs. 24 MHz, issue #4's clock for this board, divides
+    # the FT2232H's 6 Mbaud into 4 cycles a bit. Stop 40 the parallel trees of 4 x 8, 32 PEs
+    # (boards/sweeps/icebreaker-tree.json: 4,624 cells), as many MACs a cycle; until then the
+    # 2x2 array with the control processor (icebreaker-array.json: 5,186 cells).
     _from_table(_icebreaker_built, "icebreaker", _icebreaker, "ice40",
                 programmers=(("openFPGALoader", "--board", "icebreaker"), ("iceprog",)),
                 note="iCE40 UP5K: 5,280 logic cells, 30 EBR, 4 SPRAM"),
@@ -197,17 +205,19 @@ BOARDS: dict[str, BoardDef] = {b.name: b for b in (
                              ("dfu-util", "-a", "0", "-D")),
                 note="LFE5U-85F: 84K LUT4, 208 DP16KD; UART on Feather pins 0 (rx) and 1 "
                      "(tx) through a 3.3 V USB-serial adapter"),
-    # `make sweep BOARD=icesugar` (boards/sweeps/icesugar.json): the iCEBreaker's core, adder
-    # trees of k = 4 for 8 lanes with `linear` hardwired, at 24 MHz: 4,639 of 5,280 cells,
-    # 24 EBR, 4 SPRAM, 29.28 MHz achieved (the 2x2 array before: icesugar-array.json).
+    # `make sweep BOARD=icesugar` (boards/sweeps/icesugar.json): the iCEBreaker's core, the
+    # digit-serial trees of k = 32 for 4 lanes with `linear` hardwired, at 24 MHz: 4,971 of
+    # 5,280 cells, 16 EBR, 4 SPRAM, 31.66 MHz achieved (before: the 4 x 8 parallel trees,
+    # icesugar-tree.json; the 2x2 array, icesugar-array.json).
     # 115,200 baud (sim.boards' row says why).
     _from_table(_icesugar_built, "icesugar", _icesugar, "ice40",
                 # the vendor's loader; copying top.bin onto the iCELink's USB disk also works
                 programmers=(("icesprog",),),
                 note="iCE40 UP5K; UART through the iCELink's USB CDC port"),
     # `make sweep BOARD=upduino-v3` (boards/sweeps/upduino-v3.json): the same core at 24 MHz
-    # and 6 Mbaud, 4,611 of 5,280 cells, 24 EBR, 4 SPRAM, 28.26 MHz achieved (the 2x2 array
-    # before: upduino-v3-array.json). The oscillator's pin 20 is not a PLL pad:
+    # and 6 Mbaud, 4,942 of 5,280 cells, 16 EBR, 4 SPRAM, 30.4 MHz achieved (before: the
+    # parallel trees, upduino-v3-tree.json; the 2x2 array, upduino-v3-array.json). The
+    # oscillator's pin 20 is not a PLL pad:
     # SB_PLL40_CORE.
     _from_table(_upduino_built, "upduino-v3", _upduino_v3, "ice40",
                 programmers=(("iceprog",),),

@@ -23,7 +23,7 @@ from rtl.spram import spram_words
 from rtl.uart import divisor_for
 from rtl.uart_device import UARTDevice
 
-from sim.boards import core_config
+from sim.boards import core_config, word_trits
 
 from . import PLACERS, ROUTERS, board as board_def
 from .floorplan import DIES
@@ -117,8 +117,9 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
         # pnr.json is relative: WASI sees only the cwd
         nextpnr_opts=f"--report pnr.json --timing-allow-fail --placer {placer} --router {router}"
                      + ("" if seed is None else f" --seed {seed}"))
-    shape = (f"adder trees of {rows} for {cols} outputs" if engine == "tree"
-             else f"{rows}x{cols} array")
+    shape = {"tree": f"adder trees of {rows} for {cols} outputs",
+             "serial": f"digit-serial adder trees of {rows} for {cols} outputs"}.get(
+                 engine, f"{rows}x{cols} array")
     progress(f"{name}: {shape} ({rows * cols} PEs) at {pll.f_out / 1e6:g} MHz, "
              f"UART {b.baud} baud, nextpnr's {placer} placer and {router}"
              f"{'' if seed is None else f', seed {seed}'}, building in {out}")
@@ -136,8 +137,8 @@ def build(name: str, *, rows: int | None = None, cols: int | None = None,
     if returncode != 0 or not bitstream.exists():
         raise BuildFailed(f"{name}: the build failed after {seconds:.0f} s; see "
                           f"{out / 'build.log'} and {out / 'top.tim'}")
-    report = _report(name, b, rows, cols, core["weight_words"], pll.f_out, out, bitstream,
-                     seconds, source)
+    report = _report(name, b, rows, cols, engine, core["weight_words"], pll.f_out, out,
+                     bitstream, seconds, source)
     report.update(placer=placer, router=router, seed=seed, engine=engine, floorplan=bool(die),
                   control=core["control"])
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -167,7 +168,7 @@ def _board_parts(b, rows: int, cols: int, freq_mhz: float | None, weight_words: 
         weight_words = b.weight_words
         if b.family == "ice40" and (rows, cols) != (b.rows, b.cols):
             # Another shape, the same SPRAMs: as many words of its width as they hold.
-            weight_words = spram_words(2 * rows * cols)
+            weight_words = spram_words(2 * word_trits(engine, rows, cols))
     core = core_config(rows, cols, weight_words, b.family, engine)
     return platform, pll, core, divisor_for(pll.f_out, b.baud)
 
@@ -257,10 +258,12 @@ def _run_with_progress(out: Path, progress, name: str, stages) -> int:
                 return proc.returncode
 
 
-def _report(name, b, rows, cols, weight_words, f_target, out: Path, bitstream: Path,
+def _report(name, b, rows, cols, engine, weight_words, f_target, out: Path, bitstream: Path,
             seconds: float, source: str | None) -> dict:
     """``lut4`` counts nextpnr's logic cells: on ECP5 TRELLIS_COMB (LUT4s and halves of carry
-    cells, CCU2C), on iCE40 ICESTORM_LC (a LUT4 with its flip-flop and carry)."""
+    cells, CCU2C), on iCE40 ICESTORM_LC (a LUT4 with its flip-flop and carry). The peak is
+    the products the engine does a cycle, a weight-memory word's trits (``word_trits``: the
+    serial trees' 128 PEs do a quarter product each a cycle)."""
     pnr = json.loads((out / "pnr.json").read_text())
     luts, ffs, brams, dsps = CELLS[b.family]
     use = pnr.get("utilization", {})
@@ -283,9 +286,9 @@ def _report(name, b, rows, cols, weight_words, f_target, out: Path, bitstream: P
         "target_mhz": round(f_target / 1e6, 3),
         "achieved_mhz": None if achieved is None else round(achieved / 1e6, 2),
         "timing_met": achieved is not None and achieved >= f_target,
-        "peak_ternary_macs_per_second": pes * f_target,
+        "peak_ternary_macs_per_second": word_trits(engine, rows, cols) * f_target,
         "baud": b.baud,
-        "resident_weight_trits": weight_words * pes,
+        "resident_weight_trits": weight_words * word_trits(engine, rows, cols),
         "seconds": round(seconds, 1),
         "source": source,
         "bitstream": str(bitstream.resolve()),

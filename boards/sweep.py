@@ -5,7 +5,9 @@ Each shape is a full build (``boards.build``); the table goes to ``boards/sweeps
 with every build's report and which shape is the largest that fits and meets timing. Square
 shapes first, doubling, then the wide one between (4x4, 4x8, 8x8, ...), until a build fails
 to fit or to meet timing, or a shape cannot be built on the board at all. With the board's
-engine: for adder trees a shape is k x lanes.
+engine: for adder trees a shape is k x lanes; the digit-serial trees keep one lane a digit
+(4, the fewest a beat can group: each lane is an accumulator and a Horner register) and
+double k (2x4, 4x4, 8x4, ...).
 """
 
 from __future__ import annotations
@@ -15,13 +17,22 @@ import json
 import sys
 from pathlib import Path
 
+from firmware.commands import SERIAL_DIGIT_BITS
+from sim import numerics
+
 from . import PLACERS, ROUTERS, board
 from .build import BuildFailed, build
 
 SWEEPS = Path(__file__).resolve().parent / "sweeps"
 
 
-def shapes(start: int = 2, stop: int = 64):
+def shapes(start: int = 2, stop: int = 64, engine: str = "array"):
+    if engine == "serial":
+        lanes, k = numerics.ACT_BITS // SERIAL_DIGIT_BITS, start
+        while k <= stop:
+            yield k, lanes
+            k *= 2
+        return
     r = start
     while r <= stop:
         yield r, r
@@ -59,7 +70,7 @@ def main(argv=None) -> int:
         SWEEPS.mkdir(exist_ok=True)
         path.write_text(json.dumps(table, indent=2) + "\n")
 
-    for rows, cols in shapes(a.start, a.stop):
+    for rows, cols in shapes(a.start, a.stop, b.engine):
         print(f"sweep {a.board}: {rows}x{cols} at {freq:g} MHz", file=sys.stderr, flush=True)
         try:
             r = build(a.board, rows=rows, cols=cols, freq_mhz=freq,

@@ -1,4 +1,4 @@
-"""The link protocol's vocabulary, defined once (docs/protocol.md, version 3).
+"""The link protocol's vocabulary, defined once (docs/protocol.md, version 6).
 
 Everything both ends of the link must agree on lives here and nowhere else: the command and
 status codes (Amaranth enums with an 8-bit shape, so that gateware can switch on them and the
@@ -20,9 +20,12 @@ from dataclasses import asdict, dataclass, fields
 from amaranth.lib import enum
 from amaranth.lib.crc import catalog as _crc_catalog
 
+from sim.schedule import TreeConfig     # the golden model: the trees' rules, once
+
 __all__ = [
     "PROTOCOL_VERSION", "REQUEST_SYNC", "RESPONSE_SYNC", "FRAME_CRC", "HEADER_FORMAT", "HEADER_SIZE", "CRC_SIZE",
-    "FRAME_OVERHEAD", "MAX_LENGTH", "Command", "Status", "Engine", "FORMAT_BASE3",
+    "FRAME_OVERHEAD", "MAX_LENGTH", "Command", "Status", "Engine", "ENGINE_NAMES",
+    "SERIAL_DIGIT_BITS", "device_trees", "FORMAT_BASE3",
     "INFO_FORMAT", "INFO_SIZE", "DeviceInfo",
     "ADDRESS_FORMAT", "ADDRESS_SIZE",
     "RUN_FORMAT", "RUN_SIZE", "RUN_ARGS", "RunArgs", "FAULT_FORMAT", "FAULT_SIZE",
@@ -33,7 +36,7 @@ __all__ = [
     "COUNTER_NAMES", "COUNTERS_FORMAT", "COUNTERS_SIZE", "Counters",
 ]
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 REQUEST_SYNC = 0xA5          # first byte of every request (host to device)
 RESPONSE_SYNC = 0x5A         # first byte of every response (device to host)
 
@@ -81,6 +84,39 @@ class Engine(enum.Enum, shape=8):
     ARRAY = 0       # rtl.systolic.MatrixEngine: rows x cols PEs, a step is one element of K
     TREE = 1        # rtl.adder_tree.TreeEngine: rows = k products for each of cols lanes, a
                     # step is k elements of K; activations in words of k bytes
+    SERIAL_TREE = 2     # rtl.serial_tree.SerialTreeEngine: the trees' host view, activations
+                        # SERIAL_DIGIT_BITS a cycle; a weight-memory word is one lane group of
+                        # a step's word, a step's word that many words (version 6)
+
+
+#: The names ``open_device``, the CLI and the device core give the engines.
+ENGINE_NAMES = {"array": Engine.ARRAY, "tree": Engine.TREE, "serial": Engine.SERIAL_TREE}
+
+#: Bits of an activation the serial trees take a cycle: fixed by ``Engine.SERIAL_TREE``, so
+#: INFO needs no field for it.
+SERIAL_DIGIT_BITS = 2
+
+
+def device_trees(engine: str, rows: int, cols: int, *, act_bits: int = 8,
+                 acc_bits: int = 32) -> TreeConfig | None:
+    """The trees of a device built with ``engine`` (a name of ``ENGINE_NAMES``): ``rows``
+    products for each of ``cols`` lanes, the serial ones fed ``SERIAL_DIGIT_BITS`` a cycle
+    and without back-pressure, as ``rtl.core.DeviceCore`` builds them (its result buffer
+    takes each row as it comes: ``TreeConfig.backpressure``, which the cycle model reads);
+    None for the array. The one place a device's trees are defined, for the core, the
+    emulator, the host (``DeviceInfo.tree_config``) and the board tables. Raises ValueError
+    for trees the engine cannot have (k not a power of two, lanes the digits cannot
+    group)."""
+    if engine not in ENGINE_NAMES:
+        raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINE_NAMES)}")
+    if engine == "array":
+        return None
+    serial = engine == "serial"
+    config = TreeConfig(k=rows, lanes=cols, act_bits=act_bits, acc_bits=acc_bits,
+                        digit_bits=SERIAL_DIGIT_BITS if serial else None,
+                        backpressure=not serial)
+    config.words_per_step                   # refuses lanes the serial beats cannot group
+    return config
 
 
 #: Bit of ``DeviceInfo.formats``: ``WRITE_WEIGHTS`` accepts base3 words.
@@ -125,7 +161,7 @@ class DeviceInfo:
     psum_bits: int = 16
     acc_bits: int = 32
     formats: int = FORMAT_BASE3
-    weight_words: int = 0       # weight memory depth in words of rows*cols trits
+    weight_words: int = 0       # weight memory depth in words (word_trits each)
     act_bytes: int = 0          # activation buffer size in bytes
     result_rows: int = 0        # result buffer depth in rows of cols int32 sums
     max_payload: int = 0        # largest request payload the device accepts
@@ -133,7 +169,7 @@ class DeviceInfo:
     clock_hz: int = 0           # core clock, 0 when unknown
     program_words: int = 0      # program memory depth in 32-bit instructions
     counter_bits: int = 64      # width of the counters (READ_COUNTERS zero-extends them to u64)
-    engine: int = Engine.ARRAY.value    # Engine: the array, or the adder trees
+    engine: int = Engine.ARRAY.value    # Engine: the array, or (serial) adder trees
 
     def to_bytes(self) -> bytes:
         _check_fields(self, INFO_FORMAT)
@@ -153,16 +189,50 @@ class DeviceInfo:
 
     @property
     def tree(self) -> bool:
-        """The device runs the adder-tree engine (``Engine.TREE``)."""
-        return self.engine == Engine.TREE.value
+        """The device runs adder trees, parallel or digit-serial (``Engine.TREE``,
+        ``Engine.SERIAL_TREE``): the host lays layers out the same way for both."""
+        return self.engine in (Engine.TREE.value, Engine.SERIAL_TREE.value)
+
+    @property
+    def digit_bits(self) -> int | None:
+        """Bits of an activation the trees take a cycle: ``SERIAL_DIGIT_BITS`` on the serial
+        trees, None (all of them) on the other engines."""
+        return SERIAL_DIGIT_BITS if self.engine == Engine.SERIAL_TREE.value else None
+
+    @property
+    def engine_name(self) -> str:
+        """The engine's name in ``ENGINE_NAMES`` (``str(engine)`` for a value this host does
+        not know)."""
+        return next((n for n, e in ENGINE_NAMES.items() if e.value == self.engine),
+                    str(self.engine))
+
+    @property
+    def tree_config(self) -> TreeConfig | None:
+        """The trees as built (:func:`device_trees`), or None on the array."""
+        if not self.tree:
+            return None
+        return device_trees(self.engine_name, self.rows, self.cols, act_bits=self.act_bits,
+                            acc_bits=self.acc_bits)
+
+    @property
+    def words_per_step(self) -> int:
+        """Weight-memory words a step's ``rows * cols`` trits take: 1, or on the serial trees
+        one a digit (``TreeConfig.words_per_step``)."""
+        return self.tree_config.words_per_step if self.digit_bits else 1
+
+    @property
+    def word_trits(self) -> int:
+        """Trits of one weight-memory word, the unit of ``weight_words`` and ``WRITE_WEIGHTS``:
+        ``rows * cols``, or a lane group's on the serial trees."""
+        return self.rows * self.cols // self.words_per_step
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @property
     def word_bytes(self) -> int:
-        """Bytes of one base3 weight word on the link: ``ceil(rows * cols / 5)``."""
-        return -(-self.rows * self.cols // 5)
+        """Bytes of one base3 weight-memory word on the link: ``ceil(word_trits / 5)``."""
+        return -(-self.word_trits // 5)
 
 
 # ---------------------------------------------------------------------------------------------

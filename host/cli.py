@@ -6,22 +6,27 @@ import argparse
 import json
 import sys
 
+from firmware.commands import ENGINE_NAMES, device_trees
 from sim import cycles, schedule
+
+from .estimate import TREES
 
 
 def _cmd_plan(args) -> int:
     """Show how a linear layer maps onto an engine and what the cycle model predicts."""
-    if args.engine == "tree":
-        tree = schedule.TreeConfig(k=args.rows, lanes=args.cols)
+    if args.engine in TREES:
+        tree = device_trees(args.engine, args.rows, args.cols)
         plan = schedule.plan_tree(tree, args.m, args.n, args.k)
         total = cycles.tree_plan_cycles(plan)
         used = cycles.tree_utilization(plan, total)
         steps = tree.steps(plan.K)
         engine = {"trees": {"k": tree.k, "lanes": tree.lanes, "acc_bits": tree.acc_bits,
-                            "latency": tree.latency, "k_max": tree.k_max},
+                            "latency": tree.latency, "k_max": tree.k_max,
+                            "digit_bits": tree.digit_bits,
+                            "cycles_per_step": tree.cycles_per_step},
                   "steps_per_pass": steps}
-        mapped = (f"adder trees of k = {tree.k} for {tree.lanes} lanes: {len(plan.passes)} "
-                  f"passes of {steps} steps")
+        mapped = (f"{TREES[args.engine]} of k = {tree.k} for {tree.lanes} lanes: "
+                  f"{len(plan.passes)} passes of {steps} steps")
         unit = "product"
     else:
         cfg = schedule.ArrayConfig(rows=args.rows, cols=args.cols, psum_bits=args.psum_bits)
@@ -182,7 +187,8 @@ def _summary(stats: dict) -> str:
                  f"{stats['tokens_per_second']:.1f} tokens/s here"
                  + (f", {rate:.1f} while decoding" if rate else ""))
     for name, p in (stats.get("projected") or {}).items():
-        shape = (f"adder trees {p['array']}" if p.get("engine") == "tree" else p["array"])
+        shape = (f"{TREES[p['engine']]} {p['array']}" if p.get("engine") in TREES
+                 else p["array"])
         lines.append(f"projected on {name} ({shape} at {p['clock_mhz']:g} MHz, "
                      f"{p['baud'] / 1e6:g} Mbaud, {p['basis']} figures): "
                      f"{p['tokens_per_second']:.1f} tokens/s, {p['bound']}-bound"
@@ -213,8 +219,9 @@ def _cmd_run(args) -> int:
             "about a minute)")
     stream = None if quiet else _TextStream(tokenizer, sys.stdout, prompt)
     with open_device(args.device, **options) as dev:
-        shape = (f"adder trees of {dev.info['rows']} for {dev.info['cols']} outputs"
-                 if dev.planner.tree else f"{dev.info['rows']}x{dev.info['cols']} array")
+        engine = dev.planner.info.engine_name
+        shape = (f"{TREES[engine]} of {dev.info['rows']} for {dev.info['cols']} outputs"
+                 if engine in TREES else f"{dev.info['rows']}x{dev.info['cols']} array")
         say(f"device {dev.name}: {shape}; uploading weights, then generating up to "
             f"{args.max_new_tokens} tokens")
         r = run_model(ckpt, prompt, device=dev, max_new_tokens=args.max_new_tokens,
@@ -244,7 +251,7 @@ def _cmd_boards(args) -> int:
         print(json.dumps(rows))
         return 0
     for r in rows:
-        shape = (f"adder trees {r['rows']}x{r['cols']}" if r["engine"] == "tree"
+        shape = (f"{TREES[r['engine']]} {r['rows']}x{r['cols']}" if r["engine"] in TREES
                  else f"{r['rows']}x{r['cols']}")
         if r["control"] == "hardwired":
             shape += ", linear hardwired"
@@ -274,8 +281,8 @@ def _cmd_build(args) -> int:
         print(json.dumps(r))
     else:
         cells = "logic cells (LUT4 + FF)" if r["fpga"] == "ice40" else "LUT4"
-        shape = (f"adder trees of {r['rows']} for {r['cols']} outputs"
-                 if r.get("engine") == "tree" else f"{r['rows']}x{r['cols']}")
+        shape = (f"{TREES[r['engine']]} of {r['rows']} for {r['cols']} outputs"
+                 if r.get("engine") in TREES else f"{r['rows']}x{r['cols']}")
         print(f"{r['board']}: {shape} ({r['pes']} PEs), {r['lut4']} {cells} of "
               f"{r['lut4_available']} ({r['lut4_per_pe']} per PE), {r['ff']} FF, "
               f"{r['ebr']} EBR, {r['dsp']} DSP")
@@ -335,9 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=16)
     p.add_argument("--cols", type=int, default=16)
     p.add_argument("--psum-bits", type=int, default=16)
-    p.add_argument("--engine", choices=("array", "tree"), default="array",
+    p.add_argument("--engine", choices=tuple(ENGINE_NAMES), default="array",
                    help="the PE array, or adder trees of --rows products (a power of two) "
-                        "for --cols outputs")
+                        "for --cols outputs (serial: fed 2-bit digits of the activations, "
+                        "a step in 4 cycles; --cols a multiple of 4)")
     p.add_argument("-m", type=int, default=1, help="tokens (M)")
     p.add_argument("-n", type=int, required=True, help="outputs (N)")
     p.add_argument("-k", type=int, required=True, help="inputs (K)")
@@ -376,9 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="emu", help="emu, sim, serial:PATH[@BAUD] or pcie:DEV")
     p.add_argument("--rows", type=int, help="array rows of an emu or sim device")
     p.add_argument("--cols", type=int, help="array columns of an emu or sim device")
-    p.add_argument("--engine", choices=("array", "tree"),
+    p.add_argument("--engine", choices=tuple(ENGINE_NAMES),
                    help="an emu or sim device's engine (default array; tree: adder trees of "
-                        "--rows products, a power of two, for --cols outputs)")
+                        "--rows products, a power of two, for --cols outputs; serial: the "
+                        "same trees fed 2-bit digits, --cols a multiple of 4)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     p.add_argument("--top-k", type=int, default=None)
@@ -411,10 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nextpnr's seed (default: the board's, else nextpnr's own): place and "
                         "route is the same for a netlist and seed, and near the clock's limit "
                         "the seed decides whether timing is met")
-    p.add_argument("--engine", choices=("array", "tree"),
+    p.add_argument("--engine", choices=tuple(ENGINE_NAMES),
                    help="the compute engine: the PE array, or adder trees of --rows products "
-                        "(a power of two) for --cols outputs (rtl/adder_tree.py); default: "
-                        "the board's ('tritium boards')")
+                        "(a power of two) for --cols outputs (rtl/adder_tree.py; serial: "
+                        "fed 2-bit digits, rtl/serial_tree.py); default: the board's "
+                        "('tritium boards')")
     p.add_argument("--out", help="output folder (default build/boards/BOARD)")
     p.add_argument("--program", action="store_true",
                    help="load it with the board's loader (openFPGALoader, iceprog or "
@@ -433,9 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, help="array rows, or the trees' k (default: the board's)")
     p.add_argument("--cols", type=int, help="array columns, or the trees' lanes (default: the "
                                             "board's)")
-    p.add_argument("--engine", choices=("array", "tree"),
-                   help="the PE array or the adder trees (default: the board's; "
-                        "'tritium boards' names it)")
+    p.add_argument("--engine", choices=tuple(ENGINE_NAMES),
+                   help="the PE array, the adder trees or the digit-serial trees (default: "
+                        "the board's; 'tritium boards' names it)")
     p.add_argument("--freq", type=float, help="array clock in MHz (default: the board's)")
     p.add_argument("--link", help="uart:BAUD, pcie:genG[xW] or mem:GBPS[:ddr|hbm] (default: "
                                   "the board's UART)")

@@ -12,7 +12,9 @@ with ``sim.schedule`` (``outputs`` mapping, tiles of ``rows*cols`` outputs, the 
 results are unscrambled with ``sim.schedule.scatter_tile``. A device built with the adder-tree
 engine (INFO's ``engine``) takes tiles of ``cols`` outputs and steps of ``rows`` elements of K
 instead (``sim.schedule.plan_tree``: the word of tile ``t``, step ``s`` at ``t*S + s``,
-activations padded to whole steps). Layers larger than the device's
+activations padded to whole steps); on the digit-serial trees each such word is
+``words_per_step`` weight-memory words, one lane group each (``host.plan``: handles and
+addresses count steps' words, ``WRITE_WEIGHTS`` memory words). Layers larger than the device's
 buffers are split on the host (tokens, tiles of outputs and, if a single token's inputs do not
 fit, K), which keeps the result exact: every piece is an exact integer sum.
 """
@@ -123,9 +125,11 @@ class WeightHandle:
     """A layer's weights on (or for) a device; made by :meth:`Device.load`.
 
     ``resident``: the words live in weight memory at ``base`` (``tiles * steps`` words, a
-    word per tile and step of K; ``steps`` is K, or on the adder trees K in steps of k).
-    ``streamed``: they did not fit; the host keeps the packed words (``words``, uint8
-    ``(tiles, steps, word_bytes)``) and :meth:`Device.linear` uploads them piece by piece.
+    word per tile and step of K; ``steps`` is K, or on the adder trees K in steps of k; on
+    the serial trees a word and ``base`` count steps' words, ``RequestPlanner.words_per_step``
+    memory words each). ``streamed``: they did not fit; the host keeps the packed words
+    (``words``, uint8 ``(tiles, steps, step_bytes)``) and :meth:`Device.linear` uploads them
+    piece by piece.
     """
 
     def __init__(self, device: "Device", N: int, K: int, tiles: int, base: int | None,
@@ -209,11 +213,14 @@ class Device:
                                 f"(formats bitmap {info.formats:#04x})")
         self._info = info
         #: how calls are split into requests, and what they cost (``host.plan``)
-        self.planner = planner = RequestPlanner(
-            info, max_frame, rx_buffer=getattr(transport, "rx_buffer", None),
-            bytes_per_second=transport.bytes_per_second)
+        try:
+            self.planner = planner = RequestPlanner(
+                info, max_frame, rx_buffer=getattr(transport, "rx_buffer", None),
+                bytes_per_second=transport.bytes_per_second)
+        except ValueError as e:     # trees no engine can have (TreeConfig's rules)
+            raise ProtocolError(f"{self.name}: unusable device: {e}") from None
         self.config = planner.config
-        self.word_bytes = planner.word_bytes
+        self.word_bytes = planner.word_bytes          # a weight-memory word on the link
         self._max_payload = planner.max_payload
         self._info_clock_hz, self._info_frame_timeout = info.clock_hz, info.frame_timeout
         self.words_per_frame = planner.words_per_frame
@@ -235,7 +242,7 @@ class Device:
                             f"({planner.rows_per_tile} rows)")
         if self.rows_per_read < 1:
             problems.append(f"a result row ({4 * info.cols} bytes) does not fit one frame")
-        if info.weight_words < 1 or planner.act_steps < 1:
+        if planner.weight_capacity < 1 or planner.act_steps < 1:
             problems.append("weight memory or activation buffer is empty (or holds no step)")
         if 0 < info.program_words < len(FIRMWARE):
             problems.append(f"program memory of {info.program_words} words cannot hold the "
@@ -244,8 +251,8 @@ class Device:
             problems.append("no program memory (linear hardwired) on an array device")
         if problems:
             raise ProtocolError(f"{self.name}: unusable device: " + "; ".join(problems))
-        #: free weight memory (``host.plan.WeightMemory``)
-        self.memory = WeightMemory(info.weight_words)
+        #: free weight memory (``host.plan.WeightMemory``), in steps' words
+        self.memory = WeightMemory(planner.weight_capacity)
         self._counters_seen = Counters()             # the last READ_COUNTERS (see stats)
         self._request(Command.RESET)
         # The device may hold another build's firmware (or a user's programs): load ours.
@@ -274,7 +281,7 @@ class Device:
 
     @property
     def free_words(self) -> int:
-        """Weight memory words not held by resident handles."""
+        """Weight memory words (steps' words, ``host.plan``) not held by resident handles."""
         return self.memory.free_words
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -518,18 +525,21 @@ class Device:
         return self._array_layout(w)
 
     def _tree_layout(self, w: np.ndarray) -> np.ndarray:
-        """Weight words of ``w`` (N, K) for the adder trees: uint8 ``(tiles, S, word_bytes)``
-        base3, the word of tile t, step s (a ``k x lanes`` beat) at ``[t, s]``."""
-        tree = self.planner.tree
+        """Weight words of ``w`` (N, K) for the adder trees: uint8 ``(tiles, S, step_bytes)``
+        base3, the word of tile t, step s (a ``k x lanes`` beat, lane-major) at ``[t, s]``:
+        its ``words_per_step`` memory words in order, memory word ``c`` trits ``[c *
+        word_trits, (c + 1) * word_trits)`` of the beat (a lane group on the serial trees),
+        each padded to whole base3 bytes."""
+        tree, D = self.planner.tree, self.planner.words_per_step
         N, K = w.shape
         plan = schedule.plan_tree(tree, 1, N, K)
         S = plan.passes[0].length
-        trits = np.zeros((len(plan.passes), S, 5 * self.word_bytes), dtype=np.int8)
+        trits = np.zeros((len(plan.passes), S, D, 5 * self.word_bytes), dtype=np.int8)
         x0 = np.zeros((1, K), dtype=np.int8)
         for t, p in enumerate(plan.passes):              # one pass per tile (M = 1)
             beats, _ = schedule.tree_pass_operands(plan, p, w, x0)    # (S, lanes, k)
-            trits[t, :, :tree.pes] = beats.reshape(S, tree.pes)
-        return packing.pack_base3(trits).reshape(len(plan.passes), S, self.word_bytes)
+            trits[t, :, :, :tree.pes // D] = beats.reshape(S, D, tree.pes // D)
+        return packing.pack_base3(trits).reshape(len(plan.passes), S, self.planner.step_bytes)
 
     def _array_layout(self, w: np.ndarray) -> np.ndarray:
         """Weight words of ``w`` (N, K) for the ``outputs`` mapping: uint8
@@ -549,14 +559,17 @@ class Device:
         return packing.pack_base3(trits).reshape(tiles, K, self.word_bytes)
 
     def _write_weights(self, word: int, words: np.ndarray) -> None:
-        """Upload base3 words (uint8 (n, word_bytes)) from weight word ``word`` on."""
+        """Upload steps' base3 words (uint8 (..., step_bytes)) from step word ``word`` on."""
         self._exchange(self._weight_requests(word, words))
 
     def _weight_requests(self, word: int, words: np.ndarray) -> list[_Req]:
+        """The ``WRITE_WEIGHTS`` of steps' words from step word ``word`` on: their memory
+        words (``words_per_step`` a step's word), from memory word ``word * words_per_step``
+        on, ``words_per_frame`` a frame."""
         words = np.ascontiguousarray(words).reshape(-1, self.word_bytes)
-        step = self.words_per_frame
+        first, step = word * self.planner.words_per_step, self.words_per_frame
         return [_Req(Command.WRITE_WEIGHTS,
-                     struct.pack(ADDRESS_FORMAT, word + i) + words[i:i + step].tobytes())
+                     struct.pack(ADDRESS_FORMAT, first + i) + words[i:i + step].tobytes())
                 for i in range(0, len(words), step)]
 
     def _write_acts(self, offset: int, data: bytes) -> None:

@@ -19,13 +19,18 @@ specifies and ``rtl.core.DeviceCore`` implements:
   ``sim.schedule.tile_sums``, writing one row of ``cols`` int32 sums per result beat from the
   result pointer on (docs/protocol.md). With ``engine="tree"`` (``rtl.adder_tree``) a sweep's
   K is in steps of ``rows`` elements and its activations in words of ``rows`` bytes, and every
-  pass writes one row of its lanes' sums (one per token and tile under ``linear``);
+  pass writes one row of its lanes' sums (one per token and tile under ``linear``). With
+  ``engine="serial"`` (``rtl.serial_tree``) the same, except that a weight-memory word is one
+  lane group, ``TreeConfig.word_trits``: a step's word is ``words_per_step`` memory words,
+  and the programs' weight addresses count steps' words (sweep word ``w`` is memory words
+  ``w * words_per_step`` on);
 * the cycle counters add the full-rate :class:`sim.cycles.CycleCount` of the passes streamed
-  back to back (sweeps separated by an instruction that waits for the sequencer, such as
-  ``SPLIT`` or ``SETR``, are counted as separate streams). That is what the RTL counts when
-  sweeps come from a one-instruction ``LOOP`` body, as in the shipped programs;
+  back to back (``sim.cycles.stream_count``; sweeps separated by an instruction that waits
+  for the sequencer, such as ``SPLIT`` or ``SETR``, are counted as separate streams). That is
+  what the RTL counts when sweeps come from a one-instruction ``LOOP`` body, as in the
+  shipped programs;
 * with ``program_words=0`` the device has ``linear`` hardwired (``DeviceCore(control=
-  "hardwired")``, tree engine only): ``RUN`` from ``linear``'s entry runs
+  "hardwired")``, tree engines only): ``RUN`` from ``linear``'s entry runs
   ``firmware.hardwired.run_linear``, from any other is refused, and so is every program word.
 """
 
@@ -36,11 +41,12 @@ import struct
 import numpy as np
 
 from firmware import hardwired, machine
-from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, FAULT_FORMAT,
-                               FORMAT_BASE3, INSTRUCTION_BYTES, MAX_LENGTH, PROTOCOL_VERSION,
-                               READ_RESULTS_SIZE, REQUEST_SYNC, RESULT_DTYPE, RESULT_WIDTHS,
-                               RUN_SIZE, Command, Counters, DeviceInfo, Engine, ReadResultsArgs,
-                               RunArgs, Status, unpack_instructions)
+from firmware.commands import (ADDRESS_FORMAT, ADDRESS_SIZE, COUNTER_NAMES, ENGINE_NAMES,
+                               FAULT_FORMAT, FORMAT_BASE3, INSTRUCTION_BYTES, MAX_LENGTH,
+                               PROTOCOL_VERSION, READ_RESULTS_SIZE, REQUEST_SYNC, RESULT_DTYPE,
+                               RESULT_WIDTHS, RUN_SIZE, Command, Counters, DeviceInfo,
+                               ReadResultsArgs, RunArgs, Status, device_trees,
+                               unpack_instructions)
 from firmware.isa import param_values, tree_param_values
 from firmware.programs import FIRMWARE
 from sim import cycles, packing, schedule
@@ -53,15 +59,18 @@ class EmulatedDevice:
     """A tritium device in Python, speaking the link protocol (docs/protocol.md) over ``feed()`` / ``read()``.
 
     Parameters follow ``rtl.core.DeviceCore``: the array (``rows``, ``cols``, ``psum_bits``,
-    ``acc_bits``), the memories (``weight_words`` words of ``rows*cols`` trits, ``act_bytes``,
-    ``result_words`` rows of ``cols`` int32 sums — INFO reports it as ``result_rows``, which is
-    accepted as an alias), ``max_payload`` (largest request payload), ``frame_timeout`` and
-    ``clock_hz`` (reported by INFO), ``program_words`` (the control program memory, which
+    ``acc_bits``), the memories (``weight_words`` words of ``rows*cols`` trits, on the serial
+    trees of a lane group's ``rows*cols / D``; ``act_bytes``; ``result_words`` rows of
+    ``cols`` int32 sums — INFO reports it as ``result_rows``, which is accepted as an alias),
+    ``max_payload`` (largest request payload), ``frame_timeout`` and ``clock_hz`` (reported by
+    INFO), ``program_words`` (the control program memory, which
     starts with ``firmware.programs.FIRMWARE`` like the RTL's; 0: ``linear`` hardwired, with
-    the tree engine only), ``counter_bits`` (the counters count modulo ``2**counter_bits``),
-    ``engine`` ("array", or "tree": ``rows`` products for each of ``cols`` lanes, as
-    ``DeviceCore(engine="tree")``) and ``control`` ("hardwired": ``linear`` without a
-    processor, as ``DeviceCore(control="hardwired")``; the same as ``program_words=0``).
+    the tree engines only), ``counter_bits`` (the counters count modulo ``2**counter_bits``),
+    ``engine`` ("array"; "tree": ``rows`` products for each of ``cols`` lanes, as
+    ``DeviceCore(engine="tree")``; "serial": the same trees fed ``SERIAL_DIGIT_BITS`` of each
+    activation a cycle, as ``DeviceCore(engine="serial")``) and ``control`` ("hardwired":
+    ``linear`` without a processor, as ``DeviceCore(control="hardwired")``; the same as
+    ``program_words=0``).
     """
 
     def __init__(self, rows: int = 16, cols: int = 16, psum_bits: int = 16, acc_bits: int = 32,
@@ -69,17 +78,21 @@ class EmulatedDevice:
                  max_payload: int = 1024, frame_timeout: int = 1 << 16, clock_hz: int = 0,
                  *, result_rows: int | None = None, program_words: int = 64,
                  counter_bits: int = 64, engine: str = "array", control: str = "processor"):
-        if engine not in ("array", "tree"):
-            raise ValueError(f"engine must be 'array' or 'tree', not {engine!r}")
+        if engine not in ENGINE_NAMES:
+            raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINE_NAMES))}, "
+                             f"not {engine!r}")
         if control not in ("processor", "hardwired"):
             raise ValueError(f"control must be 'processor' or 'hardwired', not {control!r}")
         if control == "hardwired":
             program_words = 0           # as DeviceCore(control="hardwired") reports it
         self.tree = None
-        if engine == "tree":
-            self.tree = schedule.TreeConfig(k=rows, lanes=cols, acc_bits=acc_bits)
+        if engine != "array":
+            self.tree = device_trees(engine, rows, cols, acc_bits=acc_bits)
             psum_bits = acc_bits           # as the RTL's INFO reports it: no partial sums
             self.tree.act_words(act_bytes)
+        #: weight-memory words a step's word takes (1 but on the serial trees; validates
+        #: that their lanes make whole groups)
+        self.words_per_step = self.tree.words_per_step if self.tree else 1
         self.config = schedule.ArrayConfig(rows=rows, cols=cols, psum_bits=psum_bits,
                                            acc_bits=acc_bits)
         if result_rows is not None:
@@ -93,8 +106,8 @@ class EmulatedDevice:
             raise ValueError(f"program_words must be 0 (linear hardwired) or in "
                              f"{len(FIRMWARE)} .. 65535 (the firmware has {len(FIRMWARE)} "
                              f"words), got {program_words!r}")
-        if program_words == 0 and engine != "tree":
-            raise ValueError("a device with linear hardwired (program_words=0) needs the "
+        if program_words == 0 and not self.tree:
+            raise ValueError("a device with linear hardwired (program_words=0) needs a "
                              "tree engine")
         if not isinstance(counter_bits, int) or not 32 <= counter_bits <= 64:
             raise ValueError(f"counter_bits must be in 32 .. 64, got {counter_bits!r}")
@@ -108,19 +121,22 @@ class EmulatedDevice:
                                result_rows=result_words, max_payload=max_payload,
                                frame_timeout=frame_timeout, clock_hz=clock_hz,
                                program_words=program_words, counter_bits=counter_bits,
-                               engine=(Engine.TREE if self.tree else Engine.ARRAY).value)
+                               engine=ENGINE_NAMES[engine].value)
         self._counter_mask = (1 << counter_bits) - 1
         self._info_bytes = self.info.to_bytes()   # validates every field's range
-        self.word_bytes = packing.packed_size(rows * cols, "base3")
+        self.word_trits = self.info.word_trits
+        self.word_bytes = packing.packed_size(self.word_trits, "base3")
         # Memories start at zero, like the RTL's block RAM (weight code 0 is the trit -1).
-        self.weights = np.zeros((weight_words, rows * cols), dtype=np.uint8)
+        self.weights = np.zeros((weight_words, self.word_trits), dtype=np.uint8)
         self.acts = np.zeros(act_bytes, dtype=np.int8)
         self.results = np.zeros((result_words, cols), dtype=np.int32)
         self.hardwired = program_words == 0
         self.program = (list(FIRMWARE.words) + [0] * (program_words - len(FIRMWARE))
                         if program_words else [])
         if self.tree:
-            self.params = tree_param_values(k=rows, lanes=cols, weight_words=weight_words,
+            # programs address steps' words: a partial step's words at the end are unused
+            self.params = tree_param_values(k=rows, lanes=cols,
+                                            weight_words=weight_words // self.words_per_step,
                                             act_bytes=act_bytes, result_rows=result_words,
                                             k_max=self.tree.k_max)
         else:
@@ -238,7 +254,7 @@ class EmulatedDevice:
                 or (b > packing.BASE3_MAX_BYTE).any()):
             return None
         trits = packing.unpack_base3(b, (words, 5 * self.word_bytes))
-        self.weights[word:word + words] = trits[:, :self.config.pes] + 1
+        self.weights[word:word + words] = trits[:, :self.word_trits] + 1
         return b""
 
     def _cmd_read_results(self, p: bytes):
@@ -291,8 +307,7 @@ class EmulatedDevice:
         return out.status, b""
 
     def _count_stream(self, lengths: list[int]) -> None:
-        count = (cycles.tree_full_rate_count(self.tree, lengths) if self.tree
-                 else cycles.full_rate_count_of(self.config, lengths))
+        count = cycles.stream_count(self.tree or self.config, lengths)
         for name in ("busy", "stall_input", "stall_drain", "drain_tail"):
             self._count(name, getattr(count, name))
 
@@ -323,9 +338,12 @@ class EmulatedDevice:
         the activations start at word ``sw.acts`` (byte ``k`` times that). Every pass ends
         with a result row, its lanes' sums over the pass's steps: one row per token under
         ``linear``'s split (``tree_param_values`` makes it one pass), and as the sequencer
-        streams them when a program splits K further."""
+        streams them when a program splits K further. Step word ``sw.weights + s`` is the
+        ``words_per_step`` memory words from ``(sw.weights + s) * words_per_step`` on, its
+        lane groups in order."""
         k, lanes, S, M = self.tree.k, self.tree.lanes, sw.split.k, sw.tokens
-        words = _window(self.weights, sw.weights, S)                 # (S, k*lanes) codes
+        D = self.words_per_step
+        words = _window(self.weights, sw.weights * D, S * D)         # (S*D, word_trits) codes
         w = words.reshape(S, lanes, k).astype(np.int64) - 1          # [step, lane, i] trits
         x = _window(self.acts, sw.acts * k, M * S * k).reshape(M, S, k).astype(np.int64)
         per_step = np.einsum("sli,msi->msl", w, x)                   # (M, S, lanes)

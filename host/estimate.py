@@ -7,8 +7,9 @@ and prices it:
 
 * **cycles**: per call, the array's cycles from the golden cycle model (``sim.cycles``), the
   controller's from its reference (``firmware.machine``: ``Outcome.cycles``), and the weight
-  memory's (a word of ``rows*cols`` 2-bit codes, read ``memory_bits_per_cycle`` bits a cycle:
-  the array waits for the slower of the two);
+  memory's (a word of ``word_trits`` 2-bit codes, ``rows*cols`` but on the serial trees, read
+  ``memory_bits_per_cycle`` bits a cycle, a word every busy cycle: the array waits for the
+  slower of the two);
 * **link**: every byte of every frame both ways (weights of streamed layers, activations and
   results, and the RUN / READ_COUNTERS frames), at the link's rate, and a USB bridge's
   latency once per window of requests (``host.plan``: the host sends a window back to back
@@ -37,7 +38,7 @@ from .checkpoint import BitNetConfig, load_checkpoint
 from .model import GROUPS
 from .plan import CallCost, RequestPlanner, WeightMemory
 
-__all__ = ["PRESETS", "SCHEMA", "Link", "parse_link", "Workload", "load_workload",
+__all__ = ["PRESETS", "SCHEMA", "TREES", "Link", "parse_link", "Workload", "load_workload",
            "workload_of", "estimate", "project", "sweep", "markdown", "sweep_markdown", "plot"]
 
 #: version of the JSON report's layout (docs/estimates.md); bumped on any incompatible change
@@ -46,6 +47,9 @@ SCHEMA = "tritium-estimate/1"
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "tiny"
 DEFAULT_BOARD = "ulx3s-85f"
 DEFAULT_NODE = "7nm"
+
+#: What the reports call each engine's trees (the array has none).
+TREES = {"tree": "adder trees", "serial": "digit-serial adder trees"}
 
 #: The device calls a token makes per layer, as run_model makes them (``host.model.GROUPS``:
 #: q|k|v stacked, o, gate|up stacked, down), with the names the reports give them.
@@ -289,7 +293,9 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
         total.add(lc)
 
     def priced(c: CallCost, macs: int) -> dict:
-        memory_cycles = c.busy_cycles * cycles_per_word      # a weight word every step
+        # a weight-memory word every busy cycle (a step's on the array and the parallel
+        # trees, a lane group's beat on the serial trees)
+        memory_cycles = c.busy_cycles * cycles_per_word
         s = {"compute": c.array_cycles / clock,
              "memory_wait": max(0, memory_cycles - c.array_cycles) / clock,
              "control": c.control_cycles / clock,
@@ -306,19 +312,20 @@ def _phase(work: Workload, planner: RequestPlanner, bases: list, scratch: int, M
                   "link": link_s}
         return {
             "seconds": s,
-            "cycles": {"array": c.array_cycles, "busy": c.busy_cycles, "memory": memory_cycles,
-                       "control": c.control_cycles},
+            "cycles": {"array": c.array_cycles, "busy": c.busy_cycles, "steps": c.steps,
+                       "memory": memory_cycles, "control": c.control_cycles},
             "bytes": {"sent": c.bytes_sent, "received": c.bytes_received,
                       "weights": c.weight_bytes, "acts": c.act_bytes, "results": c.result_bytes,
                       "control": c.control_bytes},
             "frames": c.frames, "waits": c.waits, "runs": c.runs, "passes": c.passes,
             "macs": macs,
             "bound": max(bounds, key=bounds.get),
-            # PE-cycles doing a useful multiply-accumulate, over the array's cycles and over
-            # the whole time (link and control included)
-            "utilization": {"array": macs / (planner.config.pes * c.array_cycles)
+            # product-cycles doing a useful multiply-accumulate (the engine's products a
+            # cycle: its PEs, or pes / D on the serial trees), over the array's cycles and
+            # over the whole time (link and control included)
+            "utilization": {"array": macs / (planner.products_per_cycle * c.array_cycles)
                             if c.array_cycles else 0.0,
-                            "overall": macs / (planner.config.pes * s["total"] * clock)
+                            "overall": macs / (planner.products_per_cycle * s["total"] * clock)
                             if s["total"] else 0.0},
         }
 
@@ -361,14 +368,17 @@ def _work(work: Workload, c: CallCost, planner: RequestPlanner, macs: int,
     nonzero = 1.0 - work.zero_fraction if work.zero_fraction is not None else 1.0
     cfg = planner.config
     # The array adds each PE's sum of a pass into the accumulator once; the trees add each
-    # lane's sum every step. Every step reads a weight word, and an activation byte (the
-    # array) or k of them (the trees).
-    accumulations = (c.busy_cycles * cfg.cols if planner.tree else c.passes * cfg.pes)
+    # lane's sum every step. Every step reads its rows x cols trits (one weight word, or on
+    # the serial trees D lane groups'), and an activation byte (the array) or k of them (the
+    # trees, whole or as D digits). The serial trees' per-digit work (D narrower trees and
+    # Horner additions a lane and step) is taken as the same additions as the parallel
+    # trees' (the same bits added): not counted apart.
+    accumulations = (c.steps * cfg.cols if planner.tree else c.passes * cfg.pes)
     return energy.Work(
         macs=macs, nonzero_macs=macs * nonzero,
         accumulations=accumulations,
-        weight_bits=c.busy_cycles * cfg.pes * boards.TRIT_BITS,
-        act_bits=c.busy_cycles * planner.unit * cfg.act_bits,
+        weight_bits=c.steps * cfg.pes * boards.TRIT_BITS,
+        act_bits=c.steps * planner.unit * cfg.act_bits,
         # each result row is written once by the accumulator and read once by READ_RESULTS
         result_bits=2 * c.result_rows * cfg.cols * cfg.acc_bits,
         link_bits=8 * (c.bytes_sent + c.bytes_received),
@@ -387,7 +397,8 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
     ``info`` (a device's ``INFO``, e.g. ``DeviceInfo(**dev.info)``) replaces the board's build
     with that device's array and memories; the board still gives the weight memory's read
     width, the FPGA family and the default link. ``max_frame`` is ``Device(max_frame=)``.
-    ``engine`` ("array" or "tree") replaces the board's engine (``sim.boards.Board.engine``)."""
+    ``engine`` ("array", "tree" or "serial") replaces the board's engine
+    (``sim.boards.Board.engine``)."""
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     energy.check_node(node)
@@ -407,10 +418,10 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
     if max(K for _, _, K in work.calls) > k_max:
         raise ValueError(f"{work.name}: K up to {max(K for _, _, K in work.calls)} exceeds the "
                          f"device's k_max {k_max}")
-    cycles_per_word = math.ceil(cfg.pes * boards.TRIT_BITS / b.memory_bits_per_cycle)
-    # Residency as Device.load_many decides it, layer by layer, call by call.
-    memory = WeightMemory(info.weight_words)
-    layers = [(planner.resident_words(N, K), K)
+    cycles_per_word = math.ceil(info.word_trits * boards.TRIT_BITS / b.memory_bits_per_cycle)
+    # Residency as Device.load_many decides it, layer by layer, call by call (in steps' words).
+    memory = WeightMemory(planner.weight_capacity)
+    layers = [(planner.resident_words(N, K), planner.step(K))     # (words, a tile's words)
               for _ in range(work.config.num_hidden_layers) for _, N, K in work.calls]
     bases = memory.place(layers)
     scratch = memory.largest()[1]
@@ -454,20 +465,20 @@ def estimate(work: Workload, *, board: str = DEFAULT_BOARD, rows: int | None = N
                   "ternary_parameters": work.ternary_parameters,
                   "zero_fraction": work.zero_fraction},
         "device": {"board": b.name, "fpga": b.fpga, "family": b.family, "basis": b.basis,
-                   "engine": "tree" if planner.tree else "array",
+                   "engine": info.engine_name,
                    "rows": cfg.rows, "cols": cfg.cols, "pes": cfg.pes, "clock_hz": clock,
                    "weight_words": info.weight_words, "act_bytes": info.act_bytes,
                    "result_rows": info.result_rows,
                    "memory_bits_per_cycle": b.memory_bits_per_cycle,
                    "memory_cycles_per_word": cycles_per_word,
-                   "peak_macs_per_second": cfg.pes * clock},
+                   "peak_macs_per_second": planner.products_per_cycle * clock},
         "link": ln.as_dict(),
         "node": node,
         "residency": {"resident_calls": sum(x is not None for x in bases),
                       "streamed_calls": sum(x is None for x in bases),
                       "resident_words": resident_words,
                       "words_needed": sum(n for n, _ in layers),
-                      "weight_words": info.weight_words,
+                      "weight_words": planner.weight_capacity,
                       "all_resident": all(x is not None for x in bases),
                       "upload_bytes": upload,
                       "upload_seconds": upload / ln.bytes_per_second},
@@ -611,7 +622,8 @@ def markdown(r: dict) -> str:
     """A short Markdown summary of an :func:`estimate` report."""
     m, d, ln = r["model"], r["device"], r["link"]
     res = r["residency"]
-    shape = (f"adder trees, k = {d['rows']} x {d['cols']} lanes" if d.get("engine") == "tree"
+    trees = TREES.get(d.get("engine"))
+    shape = (f"{trees}, k = {d['rows']} x {d['cols']} lanes" if trees
              else f"{d['rows']}x{d['cols']} array")
     lines = [f"# {m['name']} on {d['board']} ({shape} at "
              f"{d['clock_hz'] / 1e6:g} MHz, {ln['spec']})", "",

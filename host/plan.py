@@ -133,7 +133,10 @@ class CallCost:
     bytes_received: int = 0
     array_cycles: int = 0
     control_cycles: int = 0
-    busy_cycles: int = 0            # steps: each reads one weight word and one activation byte
+    busy_cycles: int = 0            # cycles the engine took operands: each reads a memory word
+    steps: int = 0                  # steps of K taken: busy_cycles on the array and the
+                                    # parallel trees; the serial trees are busy D cycles a
+                                    # step and D more a run (its first slot has no digits)
     passes: int = 0
     result_rows: int = 0            # rows of cols results the accumulator emitted
     waits: int = 0                  # windows of requests: times the host waits for answers
@@ -190,27 +193,35 @@ class RequestPlanner:
         self.config = schedule.ArrayConfig(rows=info.rows, cols=info.cols,
                                            act_bits=info.act_bits, psum_bits=info.psum_bits,
                                            acc_bits=info.acc_bits)
-        # The adder-tree engine (INFO's engine): a step is ``k`` = rows elements of K, a tile
+        # The adder-tree engines (INFO's engine): a step is ``k`` = rows elements of K, a tile
         # is ``cols`` outputs with one result row per token, and the activation buffer holds
         # words of k bytes (``firmware.isa.tree_param_values``). ``unit`` elements make a step.
-        self.tree = (schedule.TreeConfig(k=info.rows, lanes=info.cols, act_bits=info.act_bits,
-                                         acc_bits=info.acc_bits) if info.tree else None)
+        self.tree = info.tree_config
         self.unit = info.rows if self.tree else 1
         self.rows_per_tile = 1 if self.tree else info.rows     # result rows per token and tile
         self.outputs_per_tile = info.cols if self.tree else self.config.pes
         self.act_steps = info.act_bytes // self.unit            # steps the buffer holds
-        self.word_bytes = packing.packed_size(self.config.pes, "base3")
+        # A step's weight word (rows x cols trits) is ``words_per_step`` weight-memory words:
+        # one but on the serial trees, where a memory word is a lane group. Everything here
+        # counts steps' words (the handles, the free memory, the programs' addresses), except
+        # WRITE_WEIGHTS, which addresses and carries memory words of ``word_bytes`` each.
+        self.words_per_step = info.words_per_step
+        self.weight_capacity = info.weight_words // self.words_per_step   # steps' words
+        self.word_bytes = packing.packed_size(info.word_trits, "base3")
+        self.step_bytes = self.words_per_step * self.word_bytes
+        #: ternary products the engine does a cycle (a memory word's trits): its peak
+        self.products_per_cycle = cycles.products_per_cycle(self.tree or self.config)
         self.max_payload = min(info.max_payload, frame_cap)
         self.words_per_frame = (self.max_payload - ADDRESS_SIZE) // self.word_bytes
         self.rows_per_read = min(MAX_LENGTH, frame_cap) // (4 * info.cols)
         if self.tree:
             self.params = tree_param_values(k=info.rows, lanes=info.cols,
-                                            weight_words=info.weight_words,
+                                            weight_words=self.weight_capacity,
                                             act_bytes=info.act_bytes,
                                             result_rows=info.result_rows, k_max=self.tree.k_max)
         else:
             self.params = param_values(rows=info.rows, cols=info.cols,
-                                       weight_words=info.weight_words,
+                                       weight_words=self.weight_capacity,
                                        act_bytes=info.act_bytes, result_rows=info.result_rows,
                                        pass_k_max=self.config.pass_k_max,
                                        k_max=self.config.k_max)
@@ -281,9 +292,14 @@ class RequestPlanner:
         return schedule.plan_linear(self.config, run.m1 - run.m0, Nc, run.k1 - run.k0,
                                     mapping="outputs")
 
+    def plan_count(self, plan) -> cycles.CycleCount:
+        """What the device's cycle counters add for ``plan`` (one stream of passes, as a
+        ``linear`` RUN streams them), at full rate (``sim.cycles.stream_count``)."""
+        return cycles.stream_count(plan.config, plan.lengths)
+
     def plan_cycles(self, plan) -> int:
-        """The engine's cycles on ``plan`` at full rate (``sim.cycles``)."""
-        return cycles.tree_plan_cycles(plan) if self.tree else cycles.plan_cycles(plan)
+        """The engine's cycles on ``plan`` at full rate."""
+        return self.plan_count(plan).total
 
     def result_width(self, Kc: int) -> int:
         """Bytes per result read back: sums over at most 255 int8 steps fit int16
@@ -405,7 +421,9 @@ class RequestPlanner:
         return out
 
     def upload_requests(self, words: int) -> list[Request]:
-        """The ``WRITE_WEIGHTS`` of ``words`` weight words, ``words_per_frame`` a frame."""
+        """The ``WRITE_WEIGHTS`` of ``words`` steps' weight words: their memory words,
+        ``words_per_frame`` a frame."""
+        words *= self.words_per_step
         return [self.request(Command.WRITE_WEIGHTS,
                              ADDRESS_SIZE + min(self.words_per_frame, words - i) *
                              self.word_bytes, 0)
@@ -414,7 +432,7 @@ class RequestPlanner:
     # -- the cost --------------------------------------------------------------------------
 
     def upload_bytes(self, words: int) -> int:
-        """Bytes both ways to upload ``words`` weight words (``Device.load``)."""
+        """Bytes both ways to upload ``words`` steps' weight words (``Device.load``)."""
         return sum(r.sent + r.received for r in self.upload_requests(words))
 
     def cost(self, M: int, N: int, K: int, *, resident: bool, scratch_words: int = 0
@@ -431,9 +449,11 @@ class RequestPlanner:
                 continue
             plan = self.run_plan(step, N)
             reqs += self.run_requests(step, plan)
+            count = self.plan_count(plan)
             c.runs += 1
-            c.array_cycles += self.plan_cycles(plan)
-            c.busy_cycles += sum(plan.lengths)
+            c.array_cycles += count.total
+            c.busy_cycles += count.busy
+            c.steps += sum(plan.lengths)
             c.passes += len(plan.lengths)
             c.control_cycles += self.control_cycles(plan.M, plan.N, plan.K)
             c.result_rows += sum(rows for _, rows in self.reads(plan))

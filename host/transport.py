@@ -126,9 +126,10 @@ class SimTransport(Transport):
     cells (:mod:`rtl.ternary_pe`, yosys' model of ``CCU2C``), as ECP5 boards run it;
     ``registered_ports=False`` leaves out the registers large ECP5 arrays put in front of their
     memory ports and step enable (:class:`rtl.core.DeviceCore`), as iCE40 boards do;
-    ``engine="tree"`` builds the core with the adder-tree engine (``rows`` = its k), and
-    ``control="hardwired"`` with ``linear`` hardwired in place of the control processor
-    (:mod:`rtl.linear_sequencer`; tree engine, ``cols`` a power of two). The first
+    ``engine="tree"`` builds the core with the adder-tree engine (``rows`` = its k),
+    ``engine="serial"`` with the digit-serial trees (the UP5K's: ``registered_ports=False``),
+    and ``control="hardwired"`` with ``linear`` hardwired in place of the control processor
+    (:mod:`rtl.linear_sequencer`; tree engines, ``cols`` a power of two). The first
     use of a configuration builds it (about 20 s for 16x16)."""
 
     def __init__(self, *, name: str = "sim", rows: int = 16, cols: int = 16,

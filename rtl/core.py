@@ -16,7 +16,8 @@ host speaks the framed protocol of docs/protocol.md over it. Inside:
   K) through :class:`rtl.systolic.MatrixEngine`, one weight word and one activation per cycle,
   taking the next sweep without a gap, so the counters equal the cycle model (or, built with
   ``engine="tree"``, through :class:`rtl.adder_tree.TreeEngine`, one weight word and one word
-  of ``rows`` activations per cycle);
+  of ``rows`` activations per cycle; with ``engine="serial"``, through :class:`rtl.serial_tree.
+  SerialTreeEngine`, a lane group's weights and a digit plane of ``rows`` activations a cycle);
 * the **sender** frames the response and appends its CRC.
 """
 
@@ -27,18 +28,19 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from firmware.commands import (COUNTER_NAMES, FAULT_SIZE, FRAME_CRC, INSTRUCTION_BYTES,
-                               READ_RESULTS_SIZE, REQUEST_SYNC, RESPONSE_SYNC, RUN_ARGS, RUN_SIZE,
-                               Command, DeviceInfo, Engine, Status)
+                               ENGINE_NAMES, READ_RESULTS_SIZE, REQUEST_SYNC, RESPONSE_SYNC,
+                               RUN_ARGS, RUN_SIZE, SERIAL_DIGIT_BITS, Command, DeviceInfo,
+                               Status, device_trees)
 from firmware.hardwired import hardwired_supported
 from firmware.isa import param_values, sweep_layout, tree_param_values
 from firmware.programs import FIRMWARE
 from sim import numerics, packing
-from sim.schedule import TreeConfig
 
 from .adder_tree import TreeEngine
 from .controller import Controller
 from .fanout import fanout_levels, replicas
 from .linear_sequencer import LinearSequencer
+from .serial_tree import SerialTreeEngine
 from .sliced_memory import SlicedMemory, block_ram_width
 from .spram import SPRAMWeights, spram_words
 from .synth import NO_RW_CHECK
@@ -194,6 +196,14 @@ class DeviceCore(wiring.Component):
         buffer holds words of ``rows`` bytes (``act_bytes`` must be a multiple of ``rows``),
         WRITE_ACTS still addresses bytes, and the programs count K in steps of ``rows``
         elements and activations in words (``firmware.isa.tree_param_values``).
+        "serial" (:class:`rtl.serial_tree.SerialTreeEngine`, the iCE40 UP5K's): the same
+        host view as "tree" with 2-bit digits, a step in ``D = 4`` cycles. A weight-memory
+        word is one lane group's trits, ``rows * cols / D`` (``TreeConfig.word_trits``), and a
+        step's word is ``D`` of them at consecutive addresses (the programs address steps:
+        their ``WEIGHT_WORDS`` is ``weight_words / D``). The activation buffer holds digit
+        planes, ``rows`` digits a word, a step's ``D`` planes at consecutive addresses;
+        WRITE_ACTS writes a byte's ``D`` digits in ``D`` cycles. Only without
+        ``registered_ports``.
     act_copies : int
         With the tree engine: registers holding the step's activations, each feeding its
         group of ``cols / act_copies`` lanes (``rtl.fanout``; one register drove all 64
@@ -206,7 +216,8 @@ class DeviceCore(wiring.Component):
         READ_RESULTS reads. 1 (one memory each) to ``cols``; more than 1 needs a weight memory
         of one bank (``weight_words`` a power of two) in block RAM.
     weight_words : int
-        Depth of the weight memory in words of ``rows*cols`` trits (2-bit codes).
+        Depth of the weight memory in words of ``rows*cols`` trits (2-bit codes; with
+        ``engine="serial"``, of a lane group's trits).
     act_bytes : int
         Size of the activation buffer.
     result_rows : int
@@ -273,8 +284,8 @@ class DeviceCore(wiring.Component):
                  program_ram_style: str | None = None, pe_adder: str = "generic",
                  registered_ports: bool = True, engine: str = "array", act_copies: int = 1,
                  port_copies: int = 1, control: str = "processor"):
-        if engine not in ("array", "tree"):
-            raise ValueError(f"engine must be 'array' or 'tree', not {engine!r}")
+        if engine not in ("array", "tree", "serial"):
+            raise ValueError(f"engine must be 'array', 'tree' or 'serial', not {engine!r}")
         if not 1 <= act_copies <= (cols if engine == "tree" else 1):
             raise ValueError(f"act_copies must be 1 to {cols} with the tree engine and 1 with "
                              f"the array, not {act_copies}")
@@ -287,13 +298,24 @@ class DeviceCore(wiring.Component):
                              "of one bank in block RAM (weight_words a power of two, "
                              f"not {weight_words})")
         self.port_copies = port_copies
-        if engine == "tree":
-            # refuses a bad tree, and a buffer that is not whole words, now
-            TreeConfig(k=rows, lanes=cols, acc_bits=acc_width).act_words(act_bytes)
+        self.tree_config = None
+        if engine != "array":
+            # refuses a bad tree, lanes the serial beats cannot group, and a buffer that is
+            # not whole words, now
+            self.tree_config = device_trees(engine, rows, cols, acc_bits=acc_width)
+            self.tree_config.act_words(act_bytes)
+        # weight-memory words a step takes (a step's word is split into lane groups, serial)
+        self.words_per_step = self.tree_config.words_per_step if self.tree_config else 1
+        # (a power of two: its digit and beat counters wrap, and addresses take them as bits)
+        assert self.words_per_step & (self.words_per_step - 1) == 0
+        if engine == "serial" and (registered_ports or pe_adder != "generic"):
+            raise ValueError("the serial trees are the UP5K's: registered_ports=False and "
+                             "pe_adder='generic' only")
         if weight_ram not in (None, "spram"):
             raise ValueError(f"weight_ram must be None or 'spram', not {weight_ram!r}")
+        word_trits = rows * cols // self.words_per_step
         if weight_ram == "spram":
-            spram_words(2 * rows * cols)        # refuses a word the SPRAMs cannot hold
+            spram_words(2 * word_trits)         # refuses a word the SPRAMs cannot hold
         self.weight_ram = weight_ram
         if max_payload < ARGS_BYTES:
             raise ValueError(f"max_payload must be at least {ARGS_BYTES}")
@@ -301,8 +323,8 @@ class DeviceCore(wiring.Component):
             raise ValueError(f"control must be 'processor' or 'hardwired', not {control!r}")
         self.control = control
         if control == "hardwired":
-            if engine != "tree":
-                raise ValueError("control='hardwired' needs the tree engine (its linear "
+            if engine == "array":
+                raise ValueError("control='hardwired' needs a tree engine (its linear "
                                  "makes one pass of a token's K)")
             program_words = 0
         elif program_words < len(FIRMWARE):
@@ -318,7 +340,7 @@ class DeviceCore(wiring.Component):
         self.psum_width, self.acc_width = psum_width, acc_width
         self.weight_words, self.act_bytes, self.result_rows = weight_words, act_bytes, result_rows
         self.max_payload, self.frame_timeout, self.clock_hz = max_payload, frame_timeout, clock_hz
-        self.word_bytes = -(-rows * cols // packing.FORMATS["base3"].trits_per_byte)
+        self.word_bytes = -(-word_trits // packing.FORMATS["base3"].trits_per_byte)
         self.k_max = numerics.max_exact_k(acc_width)
         # the longest pass the sequencer counts: the PEs' limit, or a whole token's K in steps
         self.pass_k_max = (numerics.max_exact_k(psum_width) if engine == "array"
@@ -341,15 +363,15 @@ class DeviceCore(wiring.Component):
                           result_rows=self.result_rows, max_payload=self.max_payload,
                           frame_timeout=self.frame_timeout, clock_hz=self.clock_hz,
                           program_words=self.program_words, counter_bits=self.counter_bits,
-                          engine=Engine.TREE.value if self.engine == "tree"
-                          else Engine.ARRAY.value)
+                          engine=ENGINE_NAMES[self.engine].value)
 
     @property
     def params(self) -> dict:
         """What control programs read with ``CFG``."""
-        if self.engine == "tree":
+        if self.tree_config:        # programs address steps' words (``words_per_step`` each)
             return tree_param_values(k=self.rows, lanes=self.cols,
-                                     weight_words=self.weight_words, act_bytes=self.act_bytes,
+                                     weight_words=self.weight_words // self.words_per_step,
+                                     act_bytes=self.act_bytes,
                                      result_rows=self.result_rows, k_max=self.k_max)
         return param_values(rows=self.rows, cols=self.cols, weight_words=self.weight_words,
                             act_bytes=self.act_bytes, result_rows=self.result_rows,
@@ -358,7 +380,10 @@ class DeviceCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C = self.rows, self.cols
-        word_bits = 2 * R * C
+        D = self.words_per_step     # beats a step: serial trees take a lane group's word each
+        word_bits = 2 * R * C // D
+        serial = self.engine == "serial"
+        tree = self.engine == "tree" or serial      # adder trees: a result row a pass
         banked = self.registered_ports and self.weight_ram is None
         sliced = self.port_copies > 1
 
@@ -377,8 +402,9 @@ class DeviceCore(wiring.Component):
         payload_w = payload_mem.write_port()
         payload_r = payload_mem.read_port()
         if self.weight_ram == "spram":
-            m.submodules.weight_mem = weight_mem = SPRAMWeights(word_bits=word_bits,
-                                                                depth=self.weight_words)
+            # (the serial trees' sequencer reads every cycle: no register holds a word)
+            m.submodules.weight_mem = weight_mem = SPRAMWeights(
+                word_bits=word_bits, depth=self.weight_words, hold=not serial)
             weight_w, weight_r = weight_mem.write, weight_mem.read
         elif sliced:
             m.submodules.weight_mem = weight_mem = sliced_memory(word_bits, self.weight_words)
@@ -413,13 +439,16 @@ class DeviceCore(wiring.Component):
                 bank_data.append(bank_r.data)
                 bank_hits.append(hit)
                 offset += depth
-        # The tree's activation buffer holds a step's R bytes a word, written a byte at a time.
-        tree = self.engine == "tree"
+        # The tree's activation buffer holds a step's R bytes a word, written a byte at a time;
+        # the serial trees' holds digit planes, digit c (from the top) of a step's R bytes a
+        # word, the step's D planes at consecutive addresses, written a digit at a time.
         act_word = R if tree else 1
-        m.submodules.act_mem = act_mem = Memory(shape=8 * act_word,
-                                                depth=self.act_bytes // act_word, init=[],
+        act_bits = SERIAL_DIGIT_BITS if serial else 8
+        m.submodules.act_mem = act_mem = Memory(shape=act_bits * act_word,
+                                                depth=self.act_bytes // act_word * D, init=[],
                                                 attrs=NO_RW_CHECK)
-        act_w = act_mem.write_port(granularity=8) if tree else act_mem.write_port()
+        act_w = (act_mem.write_port(granularity=act_bits) if tree
+                 else act_mem.write_port())
         act_r = act_mem.read_port()
         if sliced:
             m.submodules.result_mem = result_mem = sliced_memory(C * self.acc_width,
@@ -434,7 +463,13 @@ class DeviceCore(wiring.Component):
         m.submodules.base3 = base3 = Memory(shape=10, depth=256, init=base3_rom())
         base3_r = base3.read_port()
 
-        if tree:
+        if serial:
+            # the result buffer takes every row as it comes: no result registers, and the
+            # engine never refuses a beat (rtl.serial_tree, "Without back-pressure")
+            m.submodules.engine = engine = SerialTreeEngine(
+                k=R, lanes=C, digit_bits=SERIAL_DIGIT_BITS, acc_width=self.acc_width,
+                backpressure=False)
+        elif tree:
             m.submodules.engine = engine = TreeEngine(k=R, lanes=C, acc_width=self.acc_width,
                                                       adder=self.pe_adder,
                                                       act_copies=self.act_copies)
@@ -447,7 +482,7 @@ class DeviceCore(wiring.Component):
         # buffer holds ~x (WRITE_ACTS inverts each byte): every register between the buffer
         # and the lanes' carry cells is then a plain copy, and no inverter sits in a path
         # that crosses the die.
-        inverted = tree and engine.inverted
+        inverted = tree and not serial and engine.inverted
         m.submodules.sender = sender = FrameSender(buffered=self.registered_ports)
         hardwired = self.control == "hardwired"
         if hardwired:
@@ -748,10 +783,28 @@ class DeviceCore(wiring.Component):
             # byte on ``payload_r.data`` belongs to the data part (offset 4 .. 4 + limit), and
             # ``byte_valid`` the same of ``payload_byte``.
             read_ahead = [pipe_index.eq(pipe_index + 1), pipe_valid.eq(pipe_index < length)]
+            # The serial trees' buffer takes a byte's D digits one a cycle (``act_digit``),
+            # the byte held on the payload's read port meanwhile (its enable low, the read
+            # pointer held): no register holds the byte, and a UART byte takes longer anyway.
+            act_digit = Signal(range(D))
             with m.State("WRITE_ACTS"):
-                m.d.sync += read_ahead
+                if serial:
+                    holding_byte = byte_valid & (act_digit != D - 1)
+                    m.d.comb += payload_r.en.eq(~holding_byte)
+                    with m.If(~holding_byte):
+                        m.d.sync += read_ahead
+                else:
+                    m.d.sync += read_ahead
                 with m.If(byte_valid):
-                    if tree:    # byte addr: word addr >> log2(R), byte lane addr mod R
+                    if serial:  # plane addr: word addr * D + digit, digit lane addr mod R
+                        lane_bits = R.bit_length() - 1
+                        # digit c from the top: ~c is D - 1 - c, D being a power of two
+                        digit = payload_byte.word_select(~act_digit, act_bits)
+                        m.d.comb += [act_w.addr.eq(Cat(act_digit, addr[lane_bits:])),
+                                     act_w.data.eq(Cat(*[digit] * R)),
+                                     act_w.en.eq(Const(1, R) << addr[:lane_bits])]
+                        m.d.sync += act_digit.eq(act_digit + 1)     # wraps after D - 1
+                    elif tree:  # byte addr: word addr >> log2(R), byte lane addr mod R
                         lane_bits = R.bit_length() - 1
                         byte = ~payload_byte if inverted else payload_byte
                         m.d.comb += [act_w.addr.eq(addr[lane_bits:]),
@@ -760,7 +813,8 @@ class DeviceCore(wiring.Component):
                     else:
                         m.d.comb += [act_w.addr.eq(addr), act_w.data.eq(payload_byte),
                                      act_w.en.eq(1)]
-                    m.d.sync += [addr.eq(addr + 1), count.eq(count + 1)]
+                    with m.If(~holding_byte if serial else 1):
+                        m.d.sync += [addr.eq(addr + 1), count.eq(count + 1)]
                 with m.If(count == limit):
                     respond(Status.OK)
 
@@ -1036,15 +1090,15 @@ class DeviceCore(wiring.Component):
         # Widths follow the memories: addresses wrap exactly as the memory ports would, and the
         # controller refuses a K or a token count larger than the activation buffer
         # (BAD_SPLIT, BAD_SWEEP), so no counter below can overflow.
-        w_base = Signal(range(self.weight_words))
+        w_base = Signal(range(self.weight_words // D))      # in steps' words
         a_base = Signal(range(self.act_bytes))
         # The read addresses are base + step of the token. With ``registered_ports`` they are
         # registers of their own, moved on with the step: an adder in front of the address
         # pins of every block RAM of the weight memory (147 on the ULX3S-85F) would lengthen
         # a path that is mostly routing already. Otherwise one step counter and two adders,
         # which take fewer of a UP5K's cells.
-        w_addr = Signal.like(weight_r.addr)
-        a_addr = Signal.like(act_r.addr)
+        w_addr = Signal.like(w_base) if serial else Signal.like(weight_r.addr)
+        a_addr = Signal(range(self.act_bytes // act_word))
         if not self.registered_ports:
             k_glob = Signal(max(len(w_base), len(a_base)))
             m.d.comb += [w_addr.eq(w_base + k_glob), a_addr.eq(a_base + k_glob)]
@@ -1111,6 +1165,19 @@ class DeviceCore(wiring.Component):
         advance = Signal()
         issue = advance
         is_last, is_final, sweep_ends, load = Signal(), Signal(), Signal(), Signal()
+        # The serial trees take a step as a *slot* of D beats: beat c reads word c of the
+        # step's weights and digit plane c of the activations of the step before, which is
+        # ``owed`` its digits (rtl.serial_tree). A stream so ends with one slot more, which
+        # reads no weights (``flushing``); it waits for a sweep queued already, whose first
+        # slot then carries the owed digits, and a sweep is taken only at a slot's start.
+        # The counters below see beats, as ``sim.cycles.serial_tree_simulate`` counts them.
+        beat = Signal(range(D))
+        owed, owed_last = Signal(), Signal()    # the step issued last is owed its digits
+        owed_acts = Signal.like(a_addr)         # ... and its activations' word
+        slot_ends = beat == D - 1
+        flushing = Signal()
+        if serial:
+            m.d.comb += flushing.eq(~active & owed & ((beat != 0) | ~pending_valid))
         if self.registered_ports:
             # Stall-free issue: the engine never refuses a step, so the stages always move
             # and nothing has to stop them. The only step the engine can refuse is a pass's
@@ -1135,29 +1202,39 @@ class DeviceCore(wiring.Component):
                 m.d.sync += [last_gap.eq(gap), last_may_issue.eq(0)]
             with m.Elif(last_gap != 0):
                 m.d.sync += [last_gap.eq(last_gap - 1), last_may_issue.eq(last_gap == 1)]
+        # A beat (a step, but for the serial trees) goes into the stages; a step is done.
+        # (after the stall-free issue's block above: ``issue`` is its own there)
+        beats = (active | flushing) if serial else (
+            active & issue if self.registered_ports else active)
+        step_done = active & slot_ends if serial else beats
         m.d.comb += [
-            taken.eq(engine.act.valid & engine.act.ready),
-            advance.eq(1 if self.registered_ports else ~s2_valid | taken),
+            # (the serial trees never refuse a beat)
+            advance.eq(1 if self.registered_ports or serial else ~s2_valid | taken),
             is_last.eq(is_last_step),
             is_final.eq(is_last_pass),
-            sweep_ends.eq(active & issue & is_last & is_final & is_last_token),
-            load.eq(pending_valid & (~active | sweep_ends)),
+            sweep_ends.eq(active & issue & is_last & is_final & is_last_token &
+                          (slot_ends if serial else 1)),
+            load.eq(pending_valid & (~active & (beat == 0) | sweep_ends)),
             sweeps.w_data.eq(controller.sweep.payload),
             sweeps.w_en.eq(controller.sweep.valid),
             controller.sweep.ready.eq(sweeps.w_rdy),
             sweeps.r_en.eq(load),
-            weight_r.addr.eq(w_addr),
+            weight_r.addr.eq(Cat(beat, w_addr) if serial else w_addr),
             weight_r.en.eq(advance),
             act_r.en.eq(advance),
-            engine.weights.valid.eq(s2_valid),
-            engine.weights.payload.as_value().eq(s2_weights),
-            engine.act.valid.eq(s2_valid),
-            engine.act.payload.last.eq(s2_last),
         ]
-        if tree:        # a word of R elements of K (one token's), one to each tree input
+        if not serial:
+            m.d.comb += [
+                taken.eq(engine.act.valid & engine.act.ready),
+                engine.weights.valid.eq(s2_valid),
+                engine.weights.payload.as_value().eq(s2_weights),
+                engine.act.valid.eq(s2_valid),
+                engine.act.payload.last.eq(s2_last),
+            ]
+        if tree and not serial:     # a word of R elements of K (one token's), one to each lane
             beat_copies = engine.act.payload.data_n if inverted else engine.act.payload.data
             m.d.comb += [beat_copies[c].as_value().eq(copy) for c, copy in enumerate(s2_acts)]
-        else:           # one element of K, broadcast to every row
+        elif not tree:              # one element of K, broadcast to every row
             m.d.comb += [engine.act.payload.first_chunk.eq(s2_first),
                          engine.act.payload.last_chunk.eq(s2_final)]
             for r in range(R):
@@ -1201,7 +1278,7 @@ class DeviceCore(wiring.Component):
             stage = [late[0], s1_weights, [act_r.data], *late[1:]]
             between_valid.append(late[0])
         else:
-            m.d.comb += act_r.addr.eq(a_addr)
+            m.d.comb += act_r.addr.eq(Cat(beat, owed_acts) if serial else a_addr)
         between = ((("read", "spread", "cross") if tree else ("read", "cross"))
                    if self.registered_ports else ())   # stages after s1
         for n, prefix in enumerate(between, start=1):
@@ -1220,12 +1297,29 @@ class DeviceCore(wiring.Component):
             between_valid.append(regs[0])
             if prefix == "read" and len(bank_depths) > 1:
                 stage = [stage[0], chosen_bank(stage[1]), *stage[2:]]
-        with m.If(advance):
-            valid, weights, acts, *flags = stage
-            m.d.sync += [s2_valid.eq(valid), s2_weights.eq(weights),
-                         *[copy.eq(acts[c * len(acts) // len(s2_acts)])
-                           for c, copy in enumerate(s2_acts)],
-                         *[reg.eq(v) for reg, v in zip([s2_last, s2_first, s2_final], flags)]]
+        if serial:
+            # The serial trees take the beat from the read ports: it never waits, so no
+            # register has to hold it (64 + 64 flip-flops at 32 x 4), and the UP5K's 24 MHz
+            # leaves time for a block RAM's output into the first level of the trees.
+            valid, weights, acts, last, step, _ = stage
+            offered = valid
+            m.d.comb += [
+                taken.eq(engine.beat.valid),
+                engine.beat.valid.eq(valid),
+                engine.beat.payload.weights.as_value().eq(weights),
+                engine.beat.payload.digits.as_value().eq(acts[0]),
+                engine.beat.payload.step.eq(step),
+                engine.beat.payload.last.eq(last),
+            ]
+        else:
+            offered = s2_valid      # the engine sees the operands in the s2 registers
+            with m.If(advance):
+                valid, weights, acts, *flags = stage
+                m.d.sync += [s2_valid.eq(valid), s2_weights.eq(weights),
+                             *[copy.eq(acts[c * len(acts) // len(s2_acts)])
+                               for c, copy in enumerate(s2_acts)],
+                             *[reg.eq(v) for reg, v in zip([s2_last, s2_first, s2_final],
+                                                           flags)]]
         if self.registered_ports:
             # a bubble held back for the drain is offered to the engine (``s2_held``)
             held = holding
@@ -1243,10 +1337,19 @@ class DeviceCore(wiring.Component):
             m.d.sync += [longs_after.eq(Mux(first_long, split_r - 1, 0)), in_first.eq(1)]
 
         with m.If(advance):
-            m.d.sync += s1_valid.eq(active & issue if self.registered_ports else active)
-            with m.If(active & issue if self.registered_ports else active):
-                m.d.sync += [last_flag.eq(is_last), first_flag.eq(in_first),
-                             final_flag.eq(is_final)]
+            m.d.sync += s1_valid.eq(beats)
+            if serial:      # the flags a slot's first beat gives the engine: step, last
+                with m.If(beats):
+                    m.d.sync += [beat.eq(beat + 1), first_flag.eq(owed),
+                                 last_flag.eq(owed_last)]
+                    with m.If(slot_ends):
+                        m.d.sync += [owed.eq(active), owed_last.eq(is_last),
+                                     owed_acts.eq(a_addr)]
+            else:
+                with m.If(beats):
+                    m.d.sync += [last_flag.eq(is_last), first_flag.eq(in_first),
+                                 final_flag.eq(is_final)]
+            with m.If(step_done):
                 set_count(k_left, k_left - 1)
                 next_step()
                 with m.If(is_last):
@@ -1277,8 +1380,10 @@ class DeviceCore(wiring.Component):
         # below), so no run ends, and no READ_RESULTS reads, before its last row is written.
         # (the trees leave a row at the end of every pass, not only of a token's final one:
         # a program that splits K there gets a row a pass, and the count must say so)
-        issued_final = active & issue & is_last & (1 if tree else is_final)
-        m.d.comb += engine.result.ready.eq(1)
+        issued_final = (advance & beats & (beat == 0) & owed & owed_last if serial
+                        else active & issue & is_last & (1 if tree else is_final))
+        if not serial:      # (the serial trees' result stream is always ready)
+            m.d.comb += engine.result.ready.eq(1)
         # The registered row's data has no reset (a row is only written with its ``en``), which
         # keeps C x acc_width flip-flops (1,024 on the 85F) off the die-wide reset net.
         row_data = engine.result.payload.data.as_value()
@@ -1312,6 +1417,9 @@ class DeviceCore(wiring.Component):
         idle = Signal()
         idle_now = ~active & ~pending_valid & ~s1_valid & ~s2_valid & (rows_due == 0)
         in_flight = active | pending_valid | s1_valid       # operands not yet in the engine
+        if serial:      # digits still owed
+            idle_now &= ~owed
+            in_flight |= owed
         for valid in between_valid:
             idle_now &= ~valid
             in_flight |= valid
@@ -1333,16 +1441,16 @@ class DeviceCore(wiring.Component):
         started = Signal()
         with m.If(idle):
             m.d.sync += started.eq(0)
-        with m.Elif(s2_valid):
+        with m.Elif(offered):
             m.d.sync += started.eq(1)
         with m.If(taken):
             m.d.sync += counters["busy"].eq(counters["busy"] + 1)
         if self.registered_ports:
             with m.Elif(s2_held):
                 m.d.sync += counters["stall_drain"].eq(counters["stall_drain"] + 1)
-        with m.Elif(in_flight & started & ~s2_valid):
+        with m.Elif(in_flight & started & ~offered):
             m.d.sync += counters["stall_input"].eq(counters["stall_input"] + 1)
-        with m.Elif(s2_valid):
+        with m.Elif(offered):
             m.d.sync += counters["stall_drain"].eq(counters["stall_drain"] + 1)
         with m.Elif(started & (rows_due != 0)):
             m.d.sync += counters["drain_tail"].eq(counters["drain_tail"] + 1)

@@ -34,6 +34,13 @@ A slot whose step ends a pass waits, at its first beat, while the previous pass'
 pending (from its own first beat until its result beat leaves), as the parallel engine's last
 step does; no other beat waits. Timing rules: ``sim.cycles.serial_tree_*``; the beats a layer
 makes: ``sim.schedule.serial_tree_beats``.
+
+**Without back-pressure** (``backpressure=False``, the device core's): the result's sink
+takes a row in the cycle it comes, as the core's result buffer does. The row then comes
+straight from the accumulators' adders in the capture cycle, a cycle earlier, with no result
+registers (128 flip-flops at 32 x 4), and no beat ever waits: both streams are
+``always_ready``, so the core's operands need no stage that holds them through a wait.
+Captures are ``D`` cycles apart at least, and each row leaves with its own.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
@@ -60,6 +67,17 @@ def serial_beat_layout(config: TreeConfig) -> data.StructLayout:
     })
 
 
+def _capture_total(m: Module, acc: Signal, addend, result_out, add, capture) -> None:
+    """:func:`rtl.adder_tree.accumulate` without its result register: ``result_out`` is the
+    total in the cycle of ``capture`` (the serial engine without back-pressure)."""
+    total = Signal(signed(len(acc)), name="acc_total")
+    m.d.comb += [total.eq(acc + addend), result_out.eq(total)]
+    with m.If(capture):
+        m.d.sync += acc.eq(0)
+    with m.Elif(add):
+        m.d.sync += acc.eq(total)
+
+
 class SerialTreeLane(wiring.Component):
     """One output lane: products of one digit of ``k`` activations with ``k`` trits, their
     tree, the Horner register and the accumulator.
@@ -83,13 +101,14 @@ class SerialTreeLane(wiring.Component):
         ... and the step ends its pass (implies ``add``): the total goes to ``result`` and the
         accumulator restarts from 0.
     result : Out(signed(acc_width))
-        The total of the last finished pass, held until the next capture.
+        The total of the last finished pass, held until the next capture; with
+        ``held_result=False`` the total in the capture cycle only (no result register).
     """
 
-    def __init__(self, *, config: TreeConfig):
+    def __init__(self, *, config: TreeConfig, held_result: bool = True):
         if config.digit_bits is None:
             raise ValueError("a serial lane needs a TreeConfig with digit_bits")
-        self.config = config
+        self.config, self.held_result = config, held_result
         super().__init__({
             "digits": In(data.ArrayLayout(unsigned(config.digit_bits), config.k)),
             "top": In(1),
@@ -121,8 +140,8 @@ class SerialTreeLane(wiring.Component):
 
         # The accumulator has a reset (a reset between passes must not leave a partial sum);
         # at 24 MHz its reset net costs nothing that matters.
-        accumulate(m, Signal(signed(cfg.acc_bits), name="acc"), h, self.result, self.add,
-                   self.capture)
+        (accumulate if self.held_result else _capture_total)(
+            m, Signal(signed(cfg.acc_bits), name="acc"), h, self.result, self.add, self.capture)
         return m
 
 
@@ -138,6 +157,9 @@ class SerialTreeEngine(wiring.Component):
         the trits of ``lanes / D`` of them.
     act_width, digit_bits, acc_width : int
         Widths of the activations, of a digit, of the accumulators (and results).
+    backpressure : bool
+        False: the result's sink takes every row as it comes (module docstring); both
+        streams are then ``always_ready``.
 
     Members
     -------
@@ -150,16 +172,19 @@ class SerialTreeEngine(wiring.Component):
     """
 
     def __init__(self, *, k: int, lanes: int, act_width: int = 8, digit_bits: int = 2,
-                 acc_width: int = 32):
+                 acc_width: int = 32, backpressure: bool = True):
         self.config = config = TreeConfig(k=k, lanes=lanes, act_bits=act_width,
-                                          acc_bits=acc_width, digit_bits=digit_bits)
+                                          acc_bits=acc_width, digit_bits=digit_bits,
+                                          backpressure=backpressure)
         if lanes % config.cycles_per_step:
             raise ValueError(f"lanes ({lanes}) must be a multiple of the {config.cycles_per_step} "
                              f"digits of an activation: a beat carries a group of lanes' trits")
-        self.k, self.lanes = k, lanes
+        self.k, self.lanes, self.backpressure = k, lanes, backpressure
+        free = not backpressure
         super().__init__({
-            "beat": In(stream.Signature(serial_beat_layout(config))),
-            "result": Out(stream.Signature(result_row_layout(lanes, acc_width))),
+            "beat": In(stream.Signature(serial_beat_layout(config), always_ready=free)),
+            "result": Out(stream.Signature(result_row_layout(lanes, acc_width),
+                                           always_ready=free)),
         })
 
     def elaborate(self, platform):
@@ -178,10 +203,9 @@ class SerialTreeEngine(wiring.Component):
         last = Mux(first_beat, payload.last, slot_last)
         pending = Signal()
         fire = Signal()
-        m.d.comb += [
-            beat.ready.eq(~(first_beat & payload.step & payload.last & pending)),
-            fire.eq(beat.valid & beat.ready),
-        ]
+        if self.backpressure:
+            m.d.comb += beat.ready.eq(~(first_beat & payload.step & payload.last & pending))
+        m.d.comb += fire.eq(beat.valid & beat.ready)
         with m.If(fire):
             m.d.sync += digit.eq(Mux(digit == D - 1, 0, digit + 1))
             with m.If(first_beat):
@@ -212,7 +236,7 @@ class SerialTreeEngine(wiring.Component):
         m.d.sync += [add.eq(whole), capture.eq(ends)]
 
         for lane in range(self.lanes):
-            unit = SerialTreeLane(config=cfg)
+            unit = SerialTreeLane(config=cfg, held_result=self.backpressure)
             m.submodules[f"lane_{lane}"] = unit
             m.d.comb += [
                 unit.digits.eq(payload.digits),
@@ -226,6 +250,9 @@ class SerialTreeEngine(wiring.Component):
             ]
 
         m.d.comb += result.payload.last.eq(1)
+        if not self.backpressure:       # the row in the capture cycle, taken then
+            m.d.comb += result.valid.eq(capture)
+            return m
         with m.If(result.valid & result.ready):
             m.d.sync += [result.valid.eq(0), pending.eq(0)]
         with m.If(capture):

@@ -38,8 +38,9 @@ def spram_words(word_bits: int) -> int:
         return SPRAMS * SPRAM_DEPTH * (SPRAM_WIDTH // word_bits)
     if word_bits in (32, 64):
         return (SPRAMS // (word_bits // SPRAM_WIDTH)) * SPRAM_DEPTH
-    raise ValueError(f"SPRAM weight words must be 4, 8, 16, 32 or 64 bits (arrays of 2, 4, 8, "
-                     f"16 or 32 PEs), not {word_bits}")
+    raise ValueError(f"SPRAM weight words must be 4, 8, 16, 32 or 64 bits (2, 4, 8, 16 or 32 "
+                     f"trits: an array of as many PEs, trees of as many products, serial trees' "
+                     f"lane groups of as many), not {word_bits}")
 
 
 class SPRAMWeights(wiring.Component):
@@ -48,17 +49,20 @@ class SPRAMWeights(wiring.Component):
     Members
     -------
     read : In(ReadPort.Signature)
-        ``addr``, ``en``; ``data`` one cycle after a cycle with ``en`` high (and no write).
+        ``addr``, ``en``; ``data`` one cycle after a cycle with ``en`` high (and no write),
+        and held while ``en`` stays low. With ``hold=False`` it is only good in that one cycle
+        (no register and multiplexer of ``word_bits`` each: for a reader that reads every
+        cycle, as the serial trees' sequencer does).
     write : In(WritePort.Signature)
         ``addr``, ``data``, ``en`` (one bit: whole words).
     """
 
-    def __init__(self, *, word_bits: int, depth: int):
+    def __init__(self, *, word_bits: int, depth: int, hold: bool = True):
         capacity = spram_words(word_bits)
         if not 1 <= depth <= capacity:
             raise ValueError(f"{depth} weight words of {word_bits} bits do not fit the UP5K's "
                              f"SPRAMs (at most {capacity})")
-        self.word_bits, self.depth = word_bits, depth
+        self.word_bits, self.depth, self.hold = word_bits, depth, hold
         addr_width = max(1, (depth - 1).bit_length())
         super().__init__({
             "read": In(ReadPort.Signature(addr_width=addr_width, shape=unsigned(word_bits))),
@@ -121,6 +125,9 @@ class SPRAMWeights(wiring.Component):
         for b in range(1, banks):
             row = Mux(read_bank == b, bank_rows[b], row)
         fresh = row.word_select(read_word, wb) if read_word is not None else row[:wb]
+        if not self.hold:
+            m.d.comb += self.read.data.eq(fresh)
+            return m
         held = Signal(wb)
         m.d.comb += self.read.data.eq(Mux(read_done, fresh, held))
         m.d.sync += held.eq(self.read.data)

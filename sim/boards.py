@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from firmware.commands import DeviceInfo, Engine
+from firmware.commands import ENGINE_NAMES, DeviceInfo, device_trees
 from rtl.spram import SPRAM_DEPTH, SPRAM_WIDTH, SPRAMS
 
 from . import schedule
@@ -50,7 +50,22 @@ def control_for(family: str, engine: str) -> str:
     """The control a build has: ``linear`` hardwired for an iCE40's adder trees (the UP5K
     has no cells for the control processor beside them: ``core_config``), else the
     processor (``rtl.core.DeviceCore``'s ``control``)."""
-    return "hardwired" if family == "ice40" and engine == "tree" else "processor"
+    return "hardwired" if family == "ice40" and engine != "array" else "processor"
+
+
+def tree_config(engine: str, rows: int, cols: int) -> schedule.TreeConfig | None:
+    """The trees of a build with ``engine`` (``rows`` their k, ``cols`` their lanes), as its
+    INFO would give them to a host (``DeviceInfo.tree_config``), or None for the array.
+    Refuses an unknown engine and trees the engine cannot have."""
+    return device_trees(engine, rows, cols)
+
+
+def word_trits(engine: str, rows: int, cols: int) -> int:
+    """Trits of one weight-memory word of a build, which is also the products the engine
+    does a cycle at full rate: the array's PEs, the trees' ``k x lanes``, or one lane group's
+    on the serial trees (a step in ``D`` cycles, ``TreeConfig.word_trits``)."""
+    tree = tree_config(engine, rows, cols)
+    return tree.word_trits if tree else rows * cols
 
 
 def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5",
@@ -75,11 +90,14 @@ def core_config(rows: int, cols: int, weight_words: int, family: str = "ecp5",
     control processor (``control_for``; ``rtl.linear_sequencer``): with the processor the 8x4
     trees took 5,930 cells, with it 4,240 (docs/architecture.md, "Boards")."""
     small = family == "ice40"
+    if engine == "serial" and not small:
+        raise ValueError("the serial trees are built for the iCE40 UP5K only (their weight "
+                         "words are what its SPRAMs give a cycle)")
     tree = {}
-    if engine == "tree":
+    if engine != "array":
         copies = 1 if small else -(-cols // LANES_PER_ACT_COPY)
         one_bank = weight_words & (weight_words - 1) == 0
-        tree = {"engine": "tree", "act_copies": copies,
+        tree = {"engine": engine, "act_copies": copies,
                 "port_copies": copies if one_bank and not small else 1}
     return dict(**tree, control=control_for(family, engine), rows=rows, cols=cols,
                 weight_words=weight_words,
@@ -106,7 +124,8 @@ class Board:
     lut4: int                   # logic cells (LUT4s) nextpnr can place on the FPGA
     bridge: str = ""            # the USB-UART bridge chip (sim.energy.BRIDGE_POWER)
     note: str = ""
-    engine: str = "array"       # "array", or "tree": rows are the trees' k, cols their lanes
+    engine: str = "array"       # "array", "tree" or "serial": rows are the trees' k, cols
+                                # their lanes
 
     @property
     def array(self) -> schedule.ArrayConfig:
@@ -121,6 +140,11 @@ class Board:
         return "ice40" if self.fpga.startswith("iCE40") else "ecp5"
 
     @property
+    def word_trits(self) -> int:
+        """Trits of a weight-memory word (:func:`word_trits`)."""
+        return word_trits(self.engine, self.rows, self.cols)
+
+    @property
     def control(self) -> str:
         return control_for(self.family, self.engine)
 
@@ -130,13 +154,12 @@ class Board:
         another array shape (the same weight memory in trits), clock or engine."""
         rows, cols = rows or self.rows, cols or self.cols
         engine = engine or self.engine
-        if engine not in ("array", "tree"):
-            raise ValueError(f"unknown engine {engine!r}; known: array, tree")
-        core = core_config(rows, cols, max(1, self.weight_trits // (rows * cols)), self.family,
-                           engine)
-        if engine == "tree":
-            # the trees' rules (a power of two k, whole words of k bytes in the buffer)
-            schedule.TreeConfig(k=rows, lanes=cols).act_words(core["act_bytes"])
+        tree = tree_config(engine, rows, cols)      # refuses an unknown engine, a bad tree
+        core = core_config(rows, cols, max(1, self.weight_trits // word_trits(engine, rows, cols)),
+                           self.family, engine)
+        if tree:
+            # the trees' rules (whole words of k bytes in the buffer)
+            tree.act_words(core["act_bytes"])
         info = DeviceInfo(rows=rows, cols=cols, weight_words=core["weight_words"],
                           act_bytes=core["act_bytes"], result_rows=core["result_rows"],
                           max_payload=core["max_payload"],
@@ -144,8 +167,8 @@ class Board:
                                          else core["program_words"]),
                           counter_bits=core["counter_bits"],
                           clock_hz=int(clock_hz or self.clock_hz), frame_timeout=1 << 16)
-        if engine == "tree":    # no partial sums: a lane accumulates at the result's width
-            info = replace(info, engine=Engine.TREE.value, psum_bits=info.acc_bits)
+        if tree:    # no partial sums: a lane accumulates at the result's width
+            info = replace(info, engine=ENGINE_NAMES[engine].value, psum_bits=info.acc_bits)
         return info
 
 
@@ -163,16 +186,18 @@ _ULX3S_85F = Board("ulx3s-85f", "ECP5 LFE5U-85F", rows=32, cols=64, clock_hz=100
 _ARRAY_85F = Board("ulx3s-85f-array", "ECP5 LFE5U-85F", rows=16, cols=32, clock_hz=81.25e6,
                    baud=3_000_000, weight_trits=2048 * 512, memory_bits_per_cycle=1024,
                    basis="measured", lut4=83640, bridge="FT231X", note="FT231X bridge at 3 Mbaud")
-# Built: boards/sweeps/icebreaker.json (adder trees of k = 4 for 8 lanes, 32 PEs, with
-# ``linear`` hardwired and the weights in the four SPRAMs, 16,384 words of 32 trits read whole
-# each cycle, 64 bits: the most the SPRAMs give, so no larger trees). Until stop 40 the 2x2
-# array with the control processor (5,186 of 5,280 cells). The FT2232H's UART makes 6 Mbaud
+# Built: boards/sweeps/icebreaker.json (digit-serial adder trees of k = 32 for 4 lanes, 128
+# PEs, issue #4's goal, with ``linear`` hardwired and the weights in the four SPRAMs, 16,384
+# words of a lane group's 32 trits, one read each cycle, 64 bits: the most the SPRAMs give,
+# so 32 ternary MACs a cycle, a quarter product a PE). Stop 40 the parallel trees of 4 x 8
+# (boards/sweeps/icebreaker-tree.json), until then the 2x2 array with the control
+# processor (5,186 of 5,280 cells). The FT2232H's UART makes 6 Mbaud
 # exactly (12 Mbaud / 2), which 24 MHz divides into 4 cycles a bit, the UART's smallest
 # divisor (tests/rtl/test_uart.py: every byte at 2% off either way).
-_ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=4, cols=8, clock_hz=24e6, baud=6_000_000,
+_ICEBREAKER = Board("icebreaker", "iCE40 UP5K", rows=32, cols=4, clock_hz=24e6, baud=6_000_000,
                     weight_trits=SPRAM_TRITS, memory_bits_per_cycle=64, basis="measured",
                     lut4=5280, bridge="FT2232H", note="FT2232H bridge at 6 Mbaud",
-                    engine="tree")
+                    engine="serial")
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
     _ULX3S_85F,

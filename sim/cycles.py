@@ -189,14 +189,19 @@ def tree_full_rate_count(config: TreeConfig, lengths: Sequence[int]) -> CycleCou
 
 
 def tree_plan_cycles(plan: TreePlan) -> int:
+    """Full-rate cycles of a tree plan on the engine its config describes: the parallel
+    trees, or with ``digit_bits`` the serial ones (:func:`serial_tree_plan_cycles`)."""
+    if plan.config.digit_bits is not None:
+        return serial_tree_plan_cycles(plan)
     return tree_full_rate_cycles(plan.config, plan.lengths)
 
 
 def tree_utilization(plan: TreePlan, cycles: int | None = None) -> float:
     """Fraction of product-cycles doing useful multiply-accumulates (padding of K and unused
-    lanes count as idle)."""
+    lanes count as idle). The serial trees do ``pes / D`` products a cycle (a step's in ``D``
+    cycles), so that is their 100%."""
     cycles = tree_plan_cycles(plan) if cycles is None else cycles
-    return plan.useful_macs / (plan.config.pes * cycles)
+    return plan.useful_macs / (products_per_cycle(plan.config) * cycles)
 
 
 def tree_simulate(config: TreeConfig, lengths: Sequence[int],
@@ -268,14 +273,48 @@ def tree_simulate(config: TreeConfig, lengths: Sequence[int],
 # At full rate the last slot of pass i + 1 can start ``D + levels + 2`` cycles after pass i's
 # at the soonest, so ``D * L_1 + sum_{i>=2} max(D * L_i, D + levels + 2) + D + levels + 2``
 # cycles run from the first beat to the last result beat.
+#
+# Without back-pressure (``config.backpressure`` False, the device core's engine) no beat
+# waits, and a pass's total leaves in the cycle it is captured, ``levels + 1`` cycles after
+# its last beat: ``D * (sum L_i + 1) + levels + 1`` cycles.
 
 
 def serial_tree_full_rate_cycles(config: TreeConfig, lengths: Sequence[int]) -> int:
     """Total cycles of serial tree passes of ``lengths`` (steps) in a row at full rate."""
     if not lengths:
         return 0
-    D, wait = config.cycles_per_step, config.cycles_per_step + config.levels + 2
+    D = config.cycles_per_step
+    if not config.backpressure:
+        return D * (sum(lengths) + 1) + config.levels + 1
+    wait = D + config.levels + 2
     return D * lengths[0] + sum(max(D * L, wait) for L in lengths[1:]) + wait
+
+
+def _check_serial(config: TreeConfig, what: str) -> None:
+    if config.digit_bits is None:
+        raise ValueError(f"{what} needs a TreeConfig with digit_bits")
+
+
+def serial_tree_full_rate_count(config: TreeConfig, lengths: Sequence[int]) -> CycleCount:
+    """The :class:`CycleCount` of serial tree passes of ``lengths`` steps in a row at full
+    rate, in closed form (what :func:`serial_tree_simulate` counts): every beat is busy, ``D``
+    for each of the ``S + 1`` slots of ``S`` steps; the final result leaves ``levels + 2``
+    cycles after the last beat (``levels + 1`` without back-pressure); the rest is the wait of
+    short passes' last slots (none without back-pressure)."""
+    _check_serial(config, "serial_tree_full_rate_count")
+    total = serial_tree_full_rate_cycles(config, lengths)
+    if not lengths:
+        return CycleCount(total=0, busy=0, stall_input=0, stall_drain=0, drain_tail=0)
+    busy = config.cycles_per_step * (sum(lengths) + 1)
+    tail = config.levels + (2 if config.backpressure else 1)
+    return CycleCount(total=total, busy=busy, stall_input=0, stall_drain=total - busy - tail,
+                      drain_tail=tail)
+
+
+def serial_tree_plan_cycles(plan: TreePlan) -> int:
+    """Full-rate cycles of a tree plan on the serial trees (its passes one run of steps)."""
+    _check_serial(plan.config, "serial_tree_plan_cycles")
+    return serial_tree_full_rate_cycles(plan.config, plan.lengths)
 
 
 def serial_tree_simulate(config: TreeConfig, lengths: Sequence[int],
@@ -285,9 +324,10 @@ def serial_tree_simulate(config: TreeConfig, lengths: Sequence[int],
     """Cycle-by-cycle model of the serial tree engine's handshakes for passes of ``lengths``
     steps in a row. ``busy`` counts the cycles a beat is taken, ``stall_input`` those with none
     offered, ``stall_drain`` a first beat waiting for the previous result, ``drain_tail`` the
-    cycles after the last beat."""
-    if config.digit_bits is None:
-        raise ValueError("serial_tree_simulate needs a TreeConfig with digit_bits")
+    cycles after the last beat. Without ``config.backpressure`` no beat waits and the result
+    leaves as it is captured (``out_ready`` is not asked: that engine's sink is always
+    ready)."""
+    _check_serial(config, "serial_tree_simulate")
     if any(L < 1 for L in lengths):
         raise ValueError("every pass needs at least one step")
     D = config.cycles_per_step
@@ -303,12 +343,15 @@ def serial_tree_simulate(config: TreeConfig, lengths: Sequence[int],
     held = False
     busy = stall_input = stall_drain = drain_tail = 0
     t = 0
-    while taken < beats or pending:
+    # (without back-pressure a pass's result may still be on its way when the next pass's
+    # first beat sets ``pending``, and it then clears it: the run ends with the last result)
+    while taken < beats or pending or arrival is not None or held:
         if t >= max_cycles:
             raise RuntimeError(f"cycle model did not finish within {max_cycles} cycles")
         slot, c = divmod(taken, D)
         offered = taken < beats and (offered or beat_offer(t))
-        waits = c == 0 and taken < beats and slot_last[slot] and pending
+        waits = (config.backpressure and c == 0 and taken < beats and slot_last[slot]
+                 and pending)
         fire = offered and not waits
         if fire:
             busy += 1
@@ -319,7 +362,7 @@ def serial_tree_simulate(config: TreeConfig, lengths: Sequence[int],
                 stall_input += 1
         else:
             drain_tail += 1
-        if held and out_ready(t):
+        if held and (out_ready(t) or not config.backpressure):
             held = pending = False
         if arrival == t:
             held, arrival = True, None
@@ -327,10 +370,34 @@ def serial_tree_simulate(config: TreeConfig, lengths: Sequence[int],
             if slot_last[slot]:
                 if c == 0:
                     pending = True
-                if c == D - 1:
-                    arrival = t + config.levels + 1
+                if c == D - 1:      # (the capture's cycle is the result's, without a register)
+                    arrival = t + config.levels + (1 if config.backpressure else 0)
             taken += 1
             offered = False
         t += 1
     return CycleCount(total=t, busy=busy, stall_input=stall_input,
                       stall_drain=stall_drain, drain_tail=drain_tail)
+
+
+# ---------------------------------------------------------------------------------------------
+# Any engine
+# ---------------------------------------------------------------------------------------------
+
+def products_per_cycle(config: ArrayConfig | TreeConfig) -> int:
+    """Ternary products the engine does a cycle at full rate: its PEs (the array, the
+    parallel trees), or a step's ``pes`` in ``D`` cycles on the serial trees; as many as the
+    trits of a weight-memory word (``TreeConfig.word_trits``)."""
+    if isinstance(config, TreeConfig):
+        return config.word_trits
+    return config.pes
+
+
+def stream_count(config: ArrayConfig | TreeConfig, lengths: Sequence[int]) -> CycleCount:
+    """The full-rate :class:`CycleCount` of one stream of passes of ``lengths`` on the engine
+    ``config`` describes (the array, the trees, or with ``digit_bits`` the serial trees): what
+    the device's cycle counters add for it."""
+    if isinstance(config, ArrayConfig):
+        return full_rate_count_of(config, lengths)
+    if config.digit_bits is not None:
+        return serial_tree_full_rate_count(config, lengths)
+    return tree_full_rate_count(config, lengths)

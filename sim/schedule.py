@@ -283,6 +283,10 @@ class TreeConfig:
     #: None: a step's activations enter whole, a step a cycle (``rtl.adder_tree``); else
     #: ``digit_bits`` of each a cycle, most significant first (``rtl.serial_tree``).
     digit_bits: int | None = None
+    #: With ``digit_bits``: False is the engine without back-pressure, the device core's
+    #: (``rtl.serial_tree``: the result sink takes each row as it comes, a cycle sooner, and
+    #: no beat waits); ``sim.cycles.serial_tree_*`` time either.
+    backpressure: bool = True
 
     def __post_init__(self):
         _check_counts(k=self.k, lanes=self.lanes)
@@ -305,6 +309,22 @@ class TreeConfig:
     def cycles_per_step(self) -> int:
         """Cycles a step's activations take to enter: 1, or their digits with ``digit_bits``."""
         return 1 if self.digit_bits is None else self.act_bits // self.digit_bits
+
+    @property
+    def words_per_step(self) -> int:
+        """Weight-memory words a step's ``k x lanes`` trits take on a device: 1, or with
+        ``digit_bits`` one a beat, ``cycles_per_step``, each a group of ``lanes / D`` lanes'
+        trits (lane-major, as in the step's word): what the UP5K's SPRAMs give a cycle."""
+        D = self.cycles_per_step
+        if self.lanes % D:
+            raise ValueError(f"lanes ({self.lanes}) must be a multiple of the {D} digits of an "
+                             f"activation: a beat carries a group of lanes' trits")
+        return D
+
+    @property
+    def word_trits(self) -> int:
+        """Trits of one weight-memory word (``words_per_step``)."""
+        return self.pes // self.words_per_step
 
     @property
     def levels(self) -> int:

@@ -28,7 +28,8 @@ class SerialTreeTB:
         self.dut = dut
         self.cfg = schedule.TreeConfig(k=config["k"], lanes=config["lanes"],
                                        acc_bits=config["acc_width"],
-                                       digit_bits=config["digit_bits"])
+                                       digit_bits=config["digit_bits"],
+                                       backpressure=config.get("backpressure", True))
         self.layout = serial_beat_layout(self.cfg)
         self.result_layout = result_row_layout(self.cfg.lanes, self.cfg.acc_bits)
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
@@ -36,7 +37,8 @@ class SerialTreeTB:
     async def reset(self):
         d = self.dut
         d.beat__valid.value = 0
-        d.result__ready.value = 0
+        if self.cfg.backpressure:       # (else both streams are always ready: no such port)
+            d.result__ready.value = 0
         d.rst.value = 1
         for _ in range(3):
             await RisingEdge(d.clk)
@@ -62,9 +64,11 @@ class SerialTreeTB:
 
     async def drive(self, beats: list[int], n_out: int, offer, out_ready):
         """Offer ``beats`` as ``offer`` says (a beat offered stays offered until taken) and take
-        ``n_out`` results as ``out_ready`` says; return the payloads and the cycles, from the
-        first cycle a beat may be offered to the cycle the last result is taken, inclusive."""
+        ``n_out`` results as ``out_ready`` says (every one as it comes from an engine without
+        back-pressure); return the payloads and the cycles, from the first cycle a beat may be
+        offered to the cycle the last result is taken, inclusive."""
         d = self.dut
+        bp = self.cfg.backpressure
         out, next_beat, pending, t = [], 0, False, 0
         await RisingEdge(d.clk)
         while len(out) < n_out:
@@ -72,10 +76,11 @@ class SerialTreeTB:
                 d.beat__payload.value = beats[next_beat]
                 d.beat__valid.value = 1
                 pending = True
-            d.result__ready.value = int(out_ready(t))
+            if bp:
+                d.result__ready.value = int(out_ready(t))
             await ReadOnly()
-            taken = pending and int(d.beat__ready.value)
-            if int(d.result__valid.value) and int(d.result__ready.value):
+            taken = pending and (int(d.beat__ready.value) if bp else True)
+            if int(d.result__valid.value) and (int(d.result__ready.value) if bp else True):
                 out.append(int(d.result__payload.value))
             await RisingEdge(d.clk)
             if taken:
@@ -84,7 +89,8 @@ class SerialTreeTB:
                 d.beat__valid.value = 0
             t += 1
             assert t < 10**7, "no progress"
-        d.result__ready.value = 0
+        if bp:
+            d.result__ready.value = 0
         assert next_beat == len(beats), f"{len(beats) - next_beat} beats left at the end"
         return out, t
 

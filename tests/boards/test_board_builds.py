@@ -131,7 +131,9 @@ def test_every_default_is_a_checked_in_build(name):
     assert built["target_mhz"] == pytest.approx(b.freq_mhz, abs=0.01)
     assert built["timing_met"] and built["achieved_mhz"] >= built["target_mhz"]
     assert built["dsp"] == 0 and built["baud"] == b.baud
-    assert built["resident_weight_trits"] == b.weight_words * b.rows * b.cols
+    assert built["resident_weight_trits"] == b.weight_words * b.word_trits
+    # (the serial trees' word is one lane group: a quarter of a step's k x lanes trits)
+    assert b.word_trits == b.rows * b.cols // (4 if b.engine == "serial" else 1)
     # Reports from before --placer and --router were built with nextpnr's defaults.
     assert (built.get("placer", "heap"), built.get("router", "router1")) == (b.placer, b.router)
     # and those from before --engine with the array, before --seed with nextpnr's own, before
@@ -143,15 +145,15 @@ def test_every_default_is_a_checked_in_build(name):
 @pytest.mark.parametrize("name", ["ulx3s-85f", "icebreaker"])
 def test_default_builds_hold_the_bundled_model(name):
     """The two boards whose projections are issue #4's goals build the goal's weight memory
-    (the ULX3S-85F the goal itself, the iCEBreaker a smaller array): the bundled model stays
-    resident on what they build."""
+    (the ULX3S-85F the goal itself, the iCEBreaker its 128 PEs as digit-serial trees): the
+    bundled model stays resident on what they build."""
     from pathlib import Path
 
     from boards import board
     from host import estimate, load_checkpoint
     from sim import boards as targets
     b, goal = board(name), targets.board(f"{name}-goal")
-    assert b.weight_words * b.rows * b.cols == goal.weight_trits
+    assert b.weight_words * b.word_trits == goal.weight_trits
     tiny = Path(__file__).resolve().parents[2] / "models" / "tiny"
     work = estimate.workload_of(load_checkpoint(tiny), "tiny", str(tiny))
     r = estimate.estimate(work, board=name, rows=b.rows, cols=b.cols)
@@ -252,9 +254,9 @@ def test_source_commit_names_the_commit_and_changes(tmp_path):
 
 @pytest.mark.synth
 def test_small_icebreaker_build(tmp_path, capsys, monkeypatch):
-    """The iCEBreaker's default (adder trees of k = 4 for 8 lanes with ``linear`` hardwired,
-    their weights in the four SPRAMs), built as a user would, with its progress and summary
-    printed."""
+    """The iCEBreaker's default (digit-serial adder trees of k = 32 for 4 lanes, 128 PEs, with
+    ``linear`` hardwired, their weights in the four SPRAMs), built as a user would, with its
+    progress and summary printed."""
     import boards.build
     monkeypatch.setattr(boards.build, "PROGRESS_EVERY", 0)     # a "still in" line each poll
     out = tmp_path / "icebreaker"
@@ -266,9 +268,9 @@ def test_small_icebreaker_build(tmp_path, capsys, monkeypatch):
     assert "still in place and route (nextpnr)" in said.err
     assert ": placing (analytic placement, iteration " in said.err, said.err
     assert " arcs to go (placement estimate " in said.err, said.err
-    assert report["fpga"] == "ice40" and report["pes"] == 32
+    assert report["fpga"] == "ice40" and report["pes"] == 128
     assert (report["placer"], report["router"], report["seed"]) == ("heap", "router1", None)
-    assert report["floorplan"] is False and report["engine"] == "tree"
+    assert report["floorplan"] is False and report["engine"] == "serial"
     assert report["control"] == "hardwired"
     assert report["timing_met"] and report["achieved_mhz"] >= report["target_mhz"] == 24
     assert report["baud"] == 6_000_000                 # 4 cycles a bit
@@ -277,33 +279,39 @@ def test_small_icebreaker_build(tmp_path, capsys, monkeypatch):
     # The weights fill the four SPRAMs of 16K x 16 bits, 2 bits a trit.
     assert report["spram"] == 4
     assert report["resident_weight_trits"] == 4 * 16384 * 16 // 2
+    # A lane group's 32 trits a cycle: each PE does a quarter of a product (2 of 8 bits).
+    assert report["peak_ternary_macs_per_second"] == 32 * 24e6
     assert (out / "top.bin").stat().st_size > 100_000
 
 
 def test_sweep_shapes_grow_square_then_wide():
     from boards.sweep import shapes
     assert list(shapes(2, 16)) == [(2, 2), (2, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16)]
+    # the serial trees: one lane a digit, k doubling
+    assert list(shapes(2, 64, "serial")) == [(2, 4), (4, 4), (8, 4), (16, 4), (32, 4), (64, 4)]
 
 
 def test_sweep_ends_on_a_shape_the_board_cannot_build(tmp_path, monkeypatch, capsys):
     """A shape the board refuses before any tool runs (the UP5K's SPRAMs give 64 bits a
-    cycle: trees of 8 x 8 need 128) ends the sweep as a failed build; the largest shape that
-    met timing stays the answer. The builds themselves are stand-ins here."""
+    cycle: the serial trees of 64 x 4 need 128 for a lane's trits) ends the sweep as a failed
+    build; the largest shape that met timing stays the answer. The builds themselves are
+    stand-ins here."""
     import boards.sweep as sweep
     from boards import board
     from boards.build import _board_parts
 
     def fake_build(name, *, rows, cols, **kw):
-        _board_parts(board(name), rows, cols, None, None, "tree")    # refuses as build() does
+        b = board(name)
+        _board_parts(b, rows, cols, None, None, b.engine)      # refuses as build() does
         return {"board": name, "rows": rows, "cols": cols, "timing_met": True,
                 "bitstream": "x"}
     monkeypatch.setattr(sweep, "build", fake_build)
     monkeypatch.setattr(sweep, "SWEEPS", tmp_path)
     assert sweep.main(["--board", "icebreaker", "--out", str(tmp_path / "b")]) == 0
     table = json.loads((tmp_path / "icebreaker.json").read_text())
-    assert table["largest_that_meets_timing"] == {"rows": 4, "cols": 8}
+    assert table["largest_that_meets_timing"] == {"rows": 32, "cols": 4}
     assert [(r["rows"], r["cols"], r["built"]) for r in table["runs"]] == [
-        (2, 2, True), (2, 4, True), (4, 4, True), (4, 8, True), (8, 8, False)]
+        (2, 4, True), (4, 4, True), (8, 4, True), (16, 4, True), (32, 4, True), (64, 4, False)]
     assert "SPRAM weight words must be" in table["runs"][-1]["error"]
 
 

@@ -29,6 +29,24 @@ def test_plan_on_the_adder_trees(capsys):
     assert "power of two" in capsys.readouterr().err
 
 
+def test_plan_on_the_serial_trees(capsys):
+    """The UP5K's 32 x 4 trees with 2-bit digits, as the device core builds them (no
+    back-pressure: no beat waits): 128 outputs are 32 passes of 4 steps; a step takes 4
+    cycles, the run's 128 steps 129 slots (the first without digits), and the last result
+    leaves in its capture cycle, log2(32) + 1 = 6 cycles after the last beat. 32 products a
+    cycle."""
+    assert main(["plan", "--engine", "serial", "--rows", "32", "--cols", "4", "-n", "128",
+                 "-k", "128", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["engine"] == "serial" and report["passes"] == 32
+    assert (report["trees"]["digit_bits"], report["trees"]["cycles_per_step"]) == (2, 4)
+    assert report["cycles"] == 129 * 4 + 6
+    assert report["utilization"] == round(128 * 128 / (32 * (129 * 4 + 6)), 4)
+    assert main(["plan", "--engine", "serial", "--rows", "32", "--cols", "6", "-n", "8",
+                 "-k", "8"]) == 2
+    assert "lanes (6) must be a multiple of the 4 digits" in capsys.readouterr().err
+
+
 def test_plan_rejects_huge_k(capsys):
     assert main(["plan", "-n", "3", "-k", "99999999"]) == 2
     assert "exceeds" in capsys.readouterr().err

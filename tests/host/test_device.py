@@ -366,7 +366,7 @@ def test_bad_inputs_raise_value_error():
 def test_info_and_specs():
     with open_device("emu", rows=4, cols=8, weight_words=123) as dev:
         assert dev.info["rows"] == 4 and dev.info["cols"] == 8
-        assert dev.info["weight_words"] == 123 and dev.info["version"] == 5
+        assert dev.info["weight_words"] == 123 and dev.info["version"] == 6
         assert set(dev.stats) >= {"busy", "stall_input", "stall_drain", "drain_tail", "runs",
                                   "bytes_sent", "bytes_received", "frames", "retries",
                                   "timeouts"}

@@ -74,7 +74,7 @@ def test_info():
     assert (info.version, info.rows, info.cols, info.act_bits, info.psum_bits, info.acc_bits,
             info.formats, info.weight_words, info.act_bytes, info.result_rows,
             info.max_payload, info.frame_timeout, info.clock_hz, info.program_words,
-            info.counter_bits, info.engine) == (5, 4, 3, 8, 16, 32, 1, 100, 200, 50, 64, 1234,
+            info.counter_bits, info.engine) == (6, 4, 3, 8, 16, 32, 1, 100, 200, 50, 64, 1234,
                                                 0, 64, 64, 0)
     assert link.status(Command.INFO, b"\x00") is Status.BAD_ARGUMENT
 

@@ -18,7 +18,7 @@ from firmware.commands import Command, DeviceInfo
 from host import estimate as est
 from host import open_device
 from host.cli import main
-from host.plan import Request, RequestPlanner, WeightMemory
+from host.plan import CallCost, Request, RequestPlanner, WeightMemory
 from firmware import machine
 from firmware.programs import FIRMWARE, linear_args
 from sim import boards, energy, numerics
@@ -67,6 +67,68 @@ def test_planned_cost_is_what_the_device_exchanges(seed):
                      ("K split" if c.runs and K > (kw["act_bytes"] if h.resident else
                                                    min(kw["act_bytes"], scratch)) else "whole")}
     assert seen == {"resident", "streamed", "K split", "whole"}
+
+
+def test_planned_cost_on_the_serial_trees():
+    """The same on devices with the digit-serial trees, whose steps' words are 4 memory
+    words and whose busy counter counts beats: 4 a step and 4 more a RUN (its stream's slot
+    without digits)."""
+    rng = np.random.default_rng(7)
+    for _ in range(12):
+        rows, cols = int(rng.choice([2, 4, 8])), 4 * int(rng.integers(1, 3))
+        kw = dict(rows=rows, cols=cols, engine="serial",
+                  control=str(rng.choice(["processor", "hardwired"])),
+                  weight_words=int(rng.integers(40, 400)),
+                  act_bytes=rows * int(rng.integers(4, 40)),
+                  result_rows=int(rng.integers(1, 64)), max_payload=int(rng.integers(64, 300)))
+        with open_device("emu", **kw) as dev:
+            M, N, K = (int(rng.integers(1, 10)), int(rng.integers(1, 40)),
+                       int(rng.integers(1, 400)))
+            w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+            x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+            h = dev.load(w)
+            scratch = dev.memory.largest()[1]
+            before = dev.stats
+            assert np.array_equal(dev.linear(h, x), numerics.ternary_matmul(w, x))
+            got = {k: v - before[k] for k, v in dev.stats.items()}
+            c = dev.planner.cost(M, N, K, resident=h.resident, scratch_words=scratch)
+            assert (got["bytes_sent"], got["bytes_received"], got["frames"], got["runs"],
+                    got["waits"]) == (c.bytes_sent, c.bytes_received, c.frames, c.runs,
+                                      c.waits)
+            assert got["busy"] == c.busy_cycles == 4 * (c.steps + c.runs)
+            assert sum(got[k] for k in ("busy", "stall_input", "stall_drain",
+                                        "drain_tail")) == c.array_cycles
+            if c.runs == 1:     # every tile for every token, ceil(K / rows) steps each
+                assert c.steps == M * -(-N // cols) * -(-K // rows)
+
+
+def test_serial_trees_priced_by_hand():
+    """A decode call of 128 x 128 on the UP5K's serial trees (k = 32, 4 lanes, 24 MHz): 32
+    products a cycle, a memory word of 32 trits (64 bits, one SPRAM read)."""
+    info = boards.board("icebreaker").device_info(rows=32, cols=4, engine="serial")
+    # the SPRAMs' 2**19 trits in words of 32, 4 to a step's word
+    assert (info.engine, info.weight_words) == (2, 2**19 // 32)
+    work = est.Workload("one", "test", _config(hidden=128, intermediate=128, layers=1), None,
+                        [("x", 128, 128)])
+    r = est.estimate(work, board="icebreaker", info=info, freq_mhz=24)
+    d = r["device"]
+    assert (d["engine"], d["memory_cycles_per_word"]) == ("serial", 1)
+    assert d["peak_macs_per_second"] == 32 * 24e6
+    assert r["residency"]["weight_words"] == 2**19 // 128           # steps' words
+    p = r["phases"]["decode"]
+    # 32 tiles of one pass of 4 steps: 128 steps in 129 slots of 4 cycles, the result in
+    # its capture cycle, log2(32) + 1 = 6 cycles after the last beat (the device core's
+    # engine: no back-pressure; tests/unit/test_cycles.py)
+    assert p["cycles"]["array"] == 129 * 4 + 6
+    assert (p["cycles"]["busy"], p["cycles"]["steps"]) == (4 * 129, 128)
+    assert p["cycles"]["memory"] == 4 * 129 and p["seconds"]["memory_wait"] == 0
+    assert p["utilization"]["array"] == pytest.approx(128 * 128 / (32 * 522))
+    # energy counted per step as on the parallel trees: 4 lanes' accumulations, 128 x 4 trits
+    # and 32 activations read a step
+    w = est._work(work, CallCost(steps=128, busy_cycles=516, passes=32),
+                  RequestPlanner(info), macs=128 * 128, seconds=1.0)
+    assert (w.accumulations, w.weight_bits, w.act_bits) == (128 * 4, 128 * 128 * 2,
+                                                            128 * 32 * 8)
 
 
 def test_weight_memory_places_as_load_many():

@@ -9,7 +9,7 @@ import pytest
 
 from firmware import commands
 from firmware.commands import (FRAME_CRC, REQUEST_SYNC, RESPONSE_SYNC, Command, Counters,
-                               DeviceInfo, ReadResultsArgs, RunArgs, Status)
+                               DeviceInfo, Engine, ReadResultsArgs, RunArgs, Status)
 from host.protocol import (BadFrame, Frame, FrameDecoder, FrameError, PayloadTooLarge,
                            encode_request, encode_response, frame_crc)
 
@@ -37,7 +37,10 @@ def test_codes_match_protocol_doc():
     assert {s.name: s.value for s in Status} == {
         "OK": 0, "BAD_CRC": 1, "BAD_LENGTH": 2, "UNKNOWN_COMMAND": 3, "BAD_ARGUMENT": 4,
         "PROGRAM_FAULT": 5}
-    assert (REQUEST_SYNC, RESPONSE_SYNC, commands.PROTOCOL_VERSION) == (0xA5, 0x5A, 5)
+    assert (REQUEST_SYNC, RESPONSE_SYNC, commands.PROTOCOL_VERSION) == (0xA5, 0x5A, 6)
+    assert {e.name: e.value for e in Engine} == {"ARRAY": 0, "TREE": 1, "SERIAL_TREE": 2}
+    assert {n: e.value for n, e in commands.ENGINE_NAMES.items()} == {
+        "array": 0, "tree": 1, "serial": 2}
 
 
 def test_codes_are_amaranth_enums_of_one_byte():
@@ -61,7 +64,7 @@ def test_device_info_round_trip_and_layout():
                       clock_hz=48_000_000, program_words=300, counter_bits=32, engine=1)
     b = info.to_bytes()
     assert len(b) == 36
-    assert b[:6] == bytes([5, 0, 16, 0, 8, 0])             # version, rows, cols (LE u16)
+    assert b[:6] == bytes([6, 0, 16, 0, 8, 0])             # version, rows, cols (LE u16)
     assert b[6:10] == bytes([8, 16, 32, 1])               # act/psum/acc bits, formats
     assert b[10:14] == bytes([4, 3, 2, 1])                # weight_words LE
     assert b[32:34] == bytes([44, 1])                     # program_words LE
@@ -74,11 +77,35 @@ def test_device_info_round_trip_and_layout():
     with pytest.raises(ValueError, match="expected 36 bytes"):
         DeviceInfo.from_bytes(b[:-1])
     # a device of protocol 3 (35 bytes, no engine field) is named by its version; one of
-    # protocol 4 (the same size; its trees took weight words row-major) parses, and Device
-    # refuses it by its version (tests/models/test_bad_input.py)
-    with pytest.raises(ValueError, match="speaks protocol version 3, this host speaks 5"):
+    # protocol 4 or 5 (the same size; 4's trees took weight words row-major, 5 had no serial
+    # trees) parses, and Device refuses it by its version (tests/models/test_bad_input.py)
+    with pytest.raises(ValueError, match="speaks protocol version 3, this host speaks 6"):
         DeviceInfo.from_bytes(bytes([3, 0]) + b[2:-1])
-    assert DeviceInfo.from_bytes(bytes([4, 0]) + b[2:]).version == 4
+    assert DeviceInfo.from_bytes(bytes([5, 0]) + b[2:]).version == 5
+
+
+def test_device_info_of_each_engine():
+    """What the host reads from INFO's engine: whether the device has trees, their digits,
+    and the weight-memory word (the unit of weight_words and WRITE_WEIGHTS)."""
+    array = DeviceInfo(rows=32, cols=4, engine=Engine.ARRAY.value)
+    tree = DeviceInfo(rows=32, cols=4, engine=Engine.TREE.value)
+    serial = DeviceInfo(rows=32, cols=4, engine=Engine.SERIAL_TREE.value)
+    assert [i.tree for i in (array, tree, serial)] == [False, True, True]
+    assert [i.digit_bits for i in (array, tree, serial)] == [None, None, 2]
+    assert [i.engine_name for i in (array, tree, serial)] == ["array", "tree", "serial"]
+    assert array.tree_config is None
+    assert (tree.tree_config.k, tree.tree_config.lanes, tree.tree_config.digit_bits) == (32, 4,
+                                                                                      None)
+    assert serial.tree_config.digit_bits == 2
+    # 128 trits a step; the serial trees take int8 activations 2 bits a cycle, so a step's
+    # word is 4 memory words of one lane each: 32 trits, 7 base3 bytes
+    assert [i.words_per_step for i in (array, tree, serial)] == [1, 1, 4]
+    assert [i.word_trits for i in (array, tree, serial)] == [128, 128, 32]
+    assert [i.word_bytes for i in (array, tree, serial)] == [26, 26, 7]
+    assert DeviceInfo(engine=9).engine_name == "9"
+    # lanes the 4 digits cannot group: no serial engine has them
+    with pytest.raises(ValueError, match=r"lanes \(6\) must be a multiple of the 4 digits"):
+        DeviceInfo(rows=8, cols=6, engine=Engine.SERIAL_TREE.value).word_trits
 
 
 def test_run_args_and_counters_round_trip():

@@ -93,7 +93,7 @@ def test_device_speaking_another_protocol_version(make_model, capsys, monkeypatc
     assert main(["run", str(make_model(seed=1)), "--ids", "1"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "Traceback" not in err
-    assert "device speaks protocol version 4, this host speaks 5" in err
+    assert "device speaks protocol version 5, this host speaks 6" in err
 
 
 def test_selftest_on_a_missing_port(capsys):

@@ -27,7 +27,7 @@ def test_shape_fits_the_small_boards():
 
 def test_greedy_text_matches_reference_resident_on_icebreaker_shape():
     b = boards.board("icebreaker")
-    words = b.weight_trits // b.pes           # the UP5K's SPRAM as words of its PEs' trits
+    words = b.weight_trits // b.word_trits    # the UP5K's SPRAM in its engine's memory words
     r = run_model(TINY, PROMPT, device="emu", max_new_tokens=16,
                   device_options=dict(rows=b.rows, cols=b.cols, weight_words=words,
                                       engine=b.engine, control=b.control))
@@ -68,9 +68,10 @@ def test_on_the_rtl_simulator():
 
 
 def test_resident_on_the_built_icebreaker_core():
-    """The core the iCEBreaker is built with (``tritium build --board icebreaker``: adder
-    trees with ``linear`` hardwired, their weights in the UP5K's SPRAMs) holds the whole
-    model: the RTL in Verilator gives the reference's tokens without streaming a weight."""
+    """The core the iCEBreaker is built with (``tritium build --board icebreaker``: the
+    digit-serial adder trees with ``linear`` hardwired, their weights in the UP5K's SPRAMs)
+    holds the whole model: the RTL in Verilator gives the reference's tokens without
+    streaming a weight."""
     missing = tool_missing("verilator")
     if missing:
         pytest.skip(missing)
@@ -78,7 +79,7 @@ def test_resident_on_the_built_icebreaker_core():
     b = board("icebreaker")
     core = boards.core_config(b.rows, b.cols, b.weight_words, b.family, b.engine)
     assert core["weight_ram"] == "spram" and not core["registered_ports"]
-    assert (core["engine"], core["control"], core["act_copies"]) == ("tree", "hardwired", 1)
+    assert (core["engine"], core["control"], core["act_copies"]) == ("serial", "hardwired", 1)
     options = {k: core[k] for k in ("rows", "cols", "weight_words", "act_bytes", "result_rows",
                                     "max_payload", "weight_ram", "registered_ports", "engine",
                                     "control")}

@@ -130,6 +130,23 @@ def test_estimate_counts_what_the_emulator_measures(make_model):
     assert_estimate_counts(folder, prompt, r, info)
 
 
+def test_on_the_serial_trees(make_model):
+    """The digit-serial trees with ``linear`` hardwired (the UP5K's kind), partly streamed: the
+    reference's tokens, and the estimate counting what the run measured (steps' words of 4
+    memory words, the serial engine's cycles). 4 x 4 trees take the layers' 1,620 steps'
+    words; 1,200 fit (the 3 memory words past them make no step's word)."""
+    folder = make_model(seed=5, shape="gqa5", tied=False)
+    prompt = prompt_of(50, 5)
+    with open_device("emu", rows=4, cols=4, engine="serial", control="hardwired",
+                     weight_words=4 * 1200 + 3, act_bytes=1000, result_rows=64) as dev:
+        assert dev.free_words == 1200
+        info = DeviceInfo(**dev.info)
+        r = run_model(folder, prompt, device=dev, max_new_tokens=4)
+    assert r.stats["upload"]["streamed"] > 0 and r.stats["upload"]["resident"] > 0
+    assert_matches_reference(folder, prompt, r, 4)
+    assert_estimate_counts(folder, prompt, r, info)
+
+
 def test_streaming_when_resident_weights_fill_the_memory(make_model):
     """Layer 0 plus q|k|v and o of layer 1 would fill the weight memory to the last word; the
     rest must still stream (Device.load_many keeps scratch room for it)."""

@@ -38,6 +38,18 @@ def test_serial_tree_engine_ports_follow_the_parameters():
     Fragment.get(engine, None)      # it elaborates
 
 
+def test_without_backpressure_both_streams_are_always_ready():
+    """The device core's engine: neither stream has a ``ready`` to wait on (the core's result
+    buffer takes every row as it comes), and its timing model says so."""
+    engine = SerialTreeEngine(k=4, lanes=4, digit_bits=2, backpressure=False)
+    assert engine.beat.signature.always_ready and engine.result.signature.always_ready
+    assert not engine.config.backpressure
+    held = SerialTreeEngine(k=4, lanes=4)
+    assert not held.beat.signature.always_ready and held.config.backpressure
+    for e in (engine, held):
+        Fragment.get(e, None)       # they elaborate
+
+
 def _simulate(top, bench):
     from amaranth.sim import Simulator
     sim = Simulator(top)
@@ -114,3 +126,6 @@ def test_serial_tree_synthesis_has_no_multiplier_and_holds_a_step_of_trits_twice
     D = cfg.cycles_per_step
     trits = 2 * k * lanes + 2 * k * lanes * (D - 1) // D
     assert trits <= modules["top"]["ff"] <= trits + 4 * cfg.levels + 8
+    # without back-pressure (the device core's) a lane has no result register
+    free = synthesize(SerialTreeLane(config=cfg, held_result=False), family)
+    assert free["ff"] == alone["ff"] - 32 and free["dsp"] == 0

@@ -1,7 +1,8 @@
-"""The device core built with the adder-tree engine (``DeviceCore(engine="tree")``) in
-Verilator against the emulator, byte for byte (``sim.fuzz.DevicePair``): layers through the
-shipped ``linear`` program with exact results and counters equal to the tree's cycle model,
-activations written a byte at a time into words of k bytes, and random malformed requests."""
+"""The device core built with the adder-tree engines (``DeviceCore(engine="tree")`` and
+``engine="serial"``) in Verilator against the emulator, byte for byte (``sim.fuzz.DevicePair``):
+layers through the shipped ``linear`` program with exact results and counters equal to the
+trees' cycle models, activations written a byte at a time into words of k bytes (digit planes,
+serial), and random malformed requests."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import struct
 import numpy as np
 import pytest
 
-from firmware.commands import INFO_SIZE, Command, Counters, DeviceInfo, ReadResultsArgs, Status
+from firmware.commands import (INFO_SIZE, Command, Counters, DeviceInfo, ReadResultsArgs, Status,
+                               device_trees)
 from firmware.programs import linear_args
 from sim import cycles, numerics, packing, schedule
 from sim.cocotb_runner import tool_missing
@@ -24,10 +26,13 @@ CONFIG = core_config(4, 3, weight_words=512, act_bytes=1024, result_rows=64,
 # register copies (lanes 0, 1 and lane 2: rtl.fanout), the weight and result memories in two
 # slices (rtl.sliced_memory) and tx back-pressured; without them (the stalling sequencer),
 # generic adders, one copy and one memory each; and so with linear hardwired in place of the
-# control processor (rtl.linear_sequencer, as the UP5K needs it)
+# control processor (rtl.linear_sequencer, as the UP5K needs it); and the digit-serial trees
+# (rtl.serial_tree), hardwired, 8 lanes in beats of 2 lanes' trits, tx back-pressured
 VARIANTS = {"registered-ccu2c": ({"pe_adder": "ccu2c", "act_copies": 2, "port_copies": 2}, 40),
             "unregistered": ({"registered_ports": False}, 0),
-            "hardwired": ({"registered_ports": False, "control": "hardwired", "cols": 4}, 20)}
+            "hardwired": ({"registered_ports": False, "control": "hardwired", "cols": 4}, 20),
+            "serial": ({"engine": "serial", "registered_ports": False, "control": "hardwired",
+                        "cols": 8}, 20)}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -37,33 +42,37 @@ def pair(request):
         pytest.skip(missing)
     options, stall = VARIANTS[request.param]
     p = DevicePair({**CONFIG, **options}, tx_stall_percent=stall)
-    p.tree = schedule.TreeConfig(k=p.config["rows"], lanes=p.config["cols"])
+    p.tree = device_trees(p.config["engine"], p.config["rows"], p.config["cols"])
     yield p
     p.close()
+
+
+def word_bytes(pair):
+    """Bytes of a weight-memory word: a step's, or a lane group's (serial)."""
+    return packing.packed_size(pair.tree.word_trits, "base3")
 
 
 def send(pair, command, address, data, per_frame):
     for i in range(0, len(data), per_frame):
         status, _ = pair.request(command, struct.pack("<I", address + i // (
-            1 if command == Command.WRITE_ACTS else packing.packed_size(pair.tree.pes,
-                                                                         "base3")))
-                                 + data[i:i + per_frame])
+            1 if command == Command.WRITE_ACTS else word_bytes(pair))) + data[i:i + per_frame])
         assert status == Status.OK
 
 
 def upload_layer(pair, w, x):
-    """Weights as tree beats (tile t, step s at word t*S + s), activations padded to whole
-    steps per token, both from address 0."""
+    """Weights as tree beats (tile t, step s at step word t*S + s; serial: its lane groups at
+    the memory words from D times that), activations padded to whole steps per token, both
+    from address 0."""
     N, K = w.shape
     M = x.shape[0]
     plan = schedule.plan_tree(pair.tree, 1, N, K)
     zeros = np.zeros((1, K), dtype=np.int8)
-    words = [beat.ravel() for p in plan.passes
-             for beat in schedule.tree_pass_operands(plan, p, w, zeros)[0]]
-    word_bytes = packing.packed_size(pair.tree.pes, "base3")
+    words = [group for p in plan.passes
+             for beat in schedule.tree_pass_operands(plan, p, w, zeros)[0]
+             for group in beat.reshape(pair.tree.words_per_step, pair.tree.word_trits)]
     data = b"".join(packing.pack_base3(wd).tobytes() for wd in words)
-    send(pair, Command.WRITE_WEIGHTS, 0, data, (CONFIG["max_payload"] - 4) // word_bytes *
-         word_bytes)
+    send(pair, Command.WRITE_WEIGHTS, 0, data, (CONFIG["max_payload"] - 4) // word_bytes(pair) *
+         word_bytes(pair))
     S = pair.tree.steps(K)
     padded = np.zeros((M, S * pair.tree.k), dtype=np.int8)
     padded[:, :K] = x
@@ -113,7 +122,8 @@ def test_layer_exact_and_counters(pair, M, N, K):
     assert np.array_equal(y, numerics.ternary_matmul(w, x))
     _, payload = pair.request(Command.READ_COUNTERS)
     c = Counters.from_bytes(payload)
-    model = cycles.tree_simulate(pair.tree, plan.lengths)
+    model = (cycles.serial_tree_simulate if pair.tree.digit_bits else cycles.tree_simulate)(
+        pair.tree, plan.lengths)
     assert (c.busy, c.stall_input, c.stall_drain, c.drain_tail) == \
         (model.busy, model.stall_input, model.stall_drain, model.drain_tail)
 

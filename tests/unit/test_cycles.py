@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from firmware.commands import device_trees
 from sim import cycles, schedule
 from sim.schedule import ArrayConfig
 
@@ -316,3 +319,88 @@ def test_serial_tree_simulate_refuses_a_parallel_config_and_empty_passes():
         cycles.serial_tree_simulate(schedule.TreeConfig(k=4, lanes=4, digit_bits=2), [2, 0])
     assert cycles.serial_tree_full_rate_cycles(
         schedule.TreeConfig(k=4, lanes=4, digit_bits=2), []) == 0
+
+
+def test_serial_tree_full_rate_count_equals_simulate():
+    """The closed form the emulator counts with is the cycle-by-cycle model at full rate,
+    every counter of it, for random k, lanes, digits and passes (short ones that wait for
+    the previous result among them)."""
+    rng = np.random.default_rng(SEED + 24)
+    for i in range(300):
+        digit_bits = int(rng.choice([1, 2, 4]))
+        D = 8 // digit_bits
+        cfg = schedule.TreeConfig(k=int(2 ** rng.integers(1, 7)),
+                                  lanes=D * int(rng.integers(1, 4)), digit_bits=digit_bits,
+                                  backpressure=bool(rng.integers(2)))
+        lengths = [int(v) for v in rng.integers(1, int(rng.choice([2, 5, 30])) + 1,
+                                                size=int(rng.integers(0, 12)))]
+        want = (cycles.serial_tree_simulate(cfg, lengths) if lengths
+                else cycles.CycleCount(0, 0, 0, 0, 0))
+        assert cycles.serial_tree_full_rate_count(cfg, lengths) == want, (i, cfg, lengths)
+        assert cycles.stream_count(cfg, lengths) == want
+
+
+def test_serial_tree_plan_by_hand():
+    # k = 32, 4 lanes, 2-bit digits (the UP5K's): 5 tree levels, a step in 4 cycles. A decode
+    # layer of 128 x 128 is 32 tiles of one pass of 4 steps, streamed in a row: 128 steps in
+    # 129 slots of 4 beats (the first slot carries no digits), none waiting (a pass's 16
+    # cycles exceed the 4 + 5 + 2 from one pass's last slot to the next's); the last result
+    # leaves 4 + 5 + 2 = 11 cycles after the last slot starts, in cycle 128 * 4 + 10.
+    cfg = schedule.TreeConfig(k=32, lanes=4, digit_bits=2)
+    plan = schedule.plan_tree(cfg, 1, 128, 128)
+    assert cycles.serial_tree_plan_cycles(plan) == 128 * 4 + 11
+    assert cycles.tree_plan_cycles(plan) == 523        # the trees' entry point picks the model
+    # 32 products a cycle (a step's 128 in 4): every one useful but in the 523 - 512 cycles
+    assert cycles.products_per_cycle(cfg) == 32
+    assert cycles.tree_utilization(plan) == pytest.approx(128 * 128 / (32 * 523))
+    count = cycles.stream_count(cfg, plan.lengths)
+    assert (count.busy, count.drain_tail, count.stall_drain) == (4 * (128 + 1), 7, 0)
+
+
+def test_serial_tree_without_backpressure_by_hand():
+    """The device core's serial trees (no back-pressure): no beat waits, and a result leaves
+    in its capture cycle. k = 4, 2-bit digits, 2 levels: two one-step passes are 3 slots,
+    cycles 0..11; the last beat's digit leaves the tree in cycle 13, the Horner register
+    takes it then, and the capture in cycle 14 is the result's: 15 cycles, where the
+    engine with back-pressure waits 4 cycles and takes 20 (the hand count above)."""
+    cfg = replace(schedule.TreeConfig(k=4, lanes=4, digit_bits=2), backpressure=False)
+    c = cycles.serial_tree_simulate(cfg, [1, 1])
+    assert (c.total, c.busy, c.stall_drain, c.drain_tail) == (15, 12, 0, 3)
+    assert cycles.serial_tree_full_rate_cycles(cfg, [1, 1]) == 15
+    # the sink is not asked: the result leaves as it comes
+    assert cycles.serial_tree_simulate(cfg, [1, 1], out_ready=lambda t: False) == c
+    # idle between beats only moves the beats: the tail after the last one is the same
+    idle = cycles.serial_tree_simulate(cfg, [1, 1], beat_offer=lambda t: t % 3 == 0)
+    assert idle.busy == 12 and idle.stall_drain == 0 and idle.drain_tail == 3
+    # the UP5K's 32 x 4 (5 levels) on a 128 x 128 decode layer: 129 slots, then 6 cycles
+    up5k = device_trees("serial", 32, 4)
+    assert not up5k.backpressure
+    plan = schedule.plan_tree(up5k, 1, 128, 128)
+    assert cycles.tree_plan_cycles(plan) == 129 * 4 + 6
+
+
+def test_stream_count_is_each_engines_model():
+    """``stream_count`` (what the emulator and the planner count a stream with) is each
+    engine's cycle-by-cycle model at full rate."""
+    rng = np.random.default_rng(SEED + 25)
+    for _ in range(50):
+        lengths = [int(v) for v in rng.integers(1, 20, size=int(rng.integers(1, 8)))]
+        array = ArrayConfig(int(rng.integers(1, 9)), int(rng.integers(1, 9)))
+        tree = schedule.TreeConfig(k=int(2 ** rng.integers(1, 6)), lanes=3)
+        serial = schedule.TreeConfig(k=tree.k, lanes=4, digit_bits=2)
+        assert cycles.stream_count(array, lengths) == cycles.simulate(
+            array, lengths, [True] * len(lengths))
+        assert cycles.stream_count(tree, lengths) == cycles.tree_simulate(tree, lengths)
+        assert cycles.stream_count(serial, lengths) == cycles.serial_tree_simulate(serial,
+                                                                                   lengths)
+    assert cycles.products_per_cycle(ArrayConfig(4, 8)) == 32
+    assert cycles.products_per_cycle(schedule.TreeConfig(k=4, lanes=8)) == 32
+
+
+def test_serial_closed_forms_refuse_a_parallel_config():
+    tree = schedule.TreeConfig(k=4, lanes=4)
+    with pytest.raises(ValueError, match="serial_tree_full_rate_count needs a TreeConfig "
+                                         "with digit_bits"):
+        cycles.serial_tree_full_rate_count(tree, [1])
+    with pytest.raises(ValueError, match="serial_tree_plan_cycles needs"):
+        cycles.serial_tree_plan_cycles(schedule.plan_tree(tree, 1, 4, 4))
