@@ -1126,6 +1126,9 @@ class DeviceCore(wiring.Component):
         in_first = Signal()                                  # this pass is the token's first
         result_row = Signal(range(self.result_rows))    # where the next result row goes
         rows_due = Signal(16)      # result rows of issued final passes not yet written
+        # a step's flags at s1: it ends its pass, its pass is its token's first, its pass is
+        # its token's final; on the serial trees a beat's: it carries a step's digits
+        # (``first_flag``, the engine's ``step``), and that step ends its pass
         last_flag, first_flag, final_flag = Signal(), Signal(), Signal()
 
         # The split's fields at the counters' widths (exact after the controller's checks).
