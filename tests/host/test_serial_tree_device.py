@@ -122,14 +122,6 @@ def test_layers_split_to_fit(control):
         assert check(dev, w, x)["runs"] > 1
 
 
-def test_extremes_k_16384():
-    with open_device("emu", rows=32, cols=4, engine="serial", act_bytes=16384) as dev:
-        for wv, xv in ((-1, -128), (1, -128), (-1, 127)):
-            w = np.full((4, 16384), wv, dtype=np.int8)
-            x = np.full((1, 16384), xv, dtype=np.int8)
-            assert (dev.linear(w, x) == wv * xv * 16384).all()
-
-
 class Link:
     """Frames straight to an emulator, for what the host never sends."""
 

@@ -58,10 +58,11 @@ def test_tree_layers_split_to_fit():
         assert check(dev, w, x) > 1
 
 
-def test_extremes_k_16384():
-    with open_device("emu", rows=32, cols=2, engine="tree", act_bytes=16384) as dev:
+@pytest.mark.parametrize("engine,lanes", [("tree", 2), ("serial", 4)])
+def test_extremes_k_16384(engine, lanes):
+    with open_device("emu", rows=32, cols=lanes, engine=engine, act_bytes=16384) as dev:
         for wv, xv in ((-1, -128), (1, -128), (-1, 127)):
-            w = np.full((2, 16384), wv, dtype=np.int8)
+            w = np.full((lanes, 16384), wv, dtype=np.int8)
             x = np.full((1, 16384), xv, dtype=np.int8)
             assert (dev.linear(w, x) == wv * xv * 16384).all()
 
