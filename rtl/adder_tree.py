@@ -155,17 +155,25 @@ def reduce_pairs(m: Module, level: list, ones_left: list, width: int) -> tuple:
     return level[0], ones_left[0], depth
 
 
-def accumulate(m: Module, acc: Signal, addend, result_out, add, capture) -> None:
+def accumulate(m: Module, acc: Signal, addend, result_out, add, capture, *,
+               held: bool = True) -> None:
     """A lane's accumulator stage: ``add`` adds ``addend`` to ``acc``; ``capture`` moves the
     total into a result register (driving ``result_out``) and clears ``acc``. The result
     has no reset: a capture writes it before the engine offers it. The clear takes priority
-    so that yosys maps it onto the flip-flops' synchronous reset, as the PE's partial sum."""
+    so that yosys maps it onto the flip-flops' synchronous reset, as the PE's partial sum.
+    ``held=False``: no result register, ``result_out`` is the total in the capture cycle
+    (for a sink that takes it then: ``rtl.serial_tree`` without back-pressure)."""
     total = Signal(signed(len(acc)), name="acc_total")
     m.d.comb += total.eq(acc + addend)
-    result = Signal.like(result_out, name="result", reset_less=True)
-    m.d.comb += result_out.eq(result)
+    if held:
+        result = Signal.like(result_out, name="result", reset_less=True)
+        m.d.comb += result_out.eq(result)
+        with m.If(capture):
+            m.d.sync += result.eq(total)
+    else:
+        m.d.comb += result_out.eq(total)
     with m.If(capture):
-        m.d.sync += [result.eq(total), acc.eq(0)]
+        m.d.sync += acc.eq(0)
     with m.Elif(add):
         m.d.sync += acc.eq(total)
 

@@ -67,17 +67,6 @@ def serial_beat_layout(config: TreeConfig) -> data.StructLayout:
     })
 
 
-def _capture_total(m: Module, acc: Signal, addend, result_out, add, capture) -> None:
-    """:func:`rtl.adder_tree.accumulate` without its result register: ``result_out`` is the
-    total in the cycle of ``capture`` (the serial engine without back-pressure)."""
-    total = Signal(signed(len(acc)), name="acc_total")
-    m.d.comb += [total.eq(acc + addend), result_out.eq(total)]
-    with m.If(capture):
-        m.d.sync += acc.eq(0)
-    with m.Elif(add):
-        m.d.sync += acc.eq(total)
-
-
 class SerialTreeLane(wiring.Component):
     """One output lane: products of one digit of ``k`` activations with ``k`` trits, their
     tree, the Horner register and the accumulator.
@@ -140,8 +129,8 @@ class SerialTreeLane(wiring.Component):
 
         # The accumulator has a reset (a reset between passes must not leave a partial sum);
         # at 24 MHz its reset net costs nothing that matters.
-        (accumulate if self.held_result else _capture_total)(
-            m, Signal(signed(cfg.acc_bits), name="acc"), h, self.result, self.add, self.capture)
+        accumulate(m, Signal(signed(cfg.acc_bits), name="acc"), h, self.result, self.add,
+                   self.capture, held=self.held_result)
         return m
 
 
