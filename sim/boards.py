@@ -53,18 +53,11 @@ def control_for(family: str, engine: str) -> str:
     return "hardwired" if family == "ice40" and engine != "array" else "processor"
 
 
-def tree_config(engine: str, rows: int, cols: int) -> schedule.TreeConfig | None:
-    """The trees of a build with ``engine`` (``rows`` their k, ``cols`` their lanes), as its
-    INFO would give them to a host (``DeviceInfo.tree_config``), or None for the array.
-    Refuses an unknown engine and trees the engine cannot have."""
-    return device_trees(engine, rows, cols)
-
-
 def word_trits(engine: str, rows: int, cols: int) -> int:
     """Trits of one weight-memory word of a build, which is also the products the engine
     does a cycle at full rate: the array's PEs, the trees' ``k x lanes``, or one lane group's
     on the serial trees (a step in ``D`` cycles, ``TreeConfig.word_trits``)."""
-    tree = tree_config(engine, rows, cols)
+    tree = device_trees(engine, rows, cols)
     return tree.word_trits if tree else rows * cols
 
 
@@ -154,7 +147,7 @@ class Board:
         another array shape (the same weight memory in trits), clock or engine."""
         rows, cols = rows or self.rows, cols or self.cols
         engine = engine or self.engine
-        tree = tree_config(engine, rows, cols)      # refuses an unknown engine, a bad tree
+        tree = device_trees(engine, rows, cols)     # refuses an unknown engine, a bad tree
         core = core_config(rows, cols, max(1, self.weight_trits // word_trits(engine, rows, cols)),
                            self.family, engine)
         if tree:
