@@ -168,7 +168,7 @@ class SerialTreeEngine(wiring.Component):
         if lanes % config.cycles_per_step:
             raise ValueError(f"lanes ({lanes}) must be a multiple of the {config.cycles_per_step} "
                              f"digits of an activation: a beat carries a group of lanes' trits")
-        self.k, self.lanes, self.backpressure = k, lanes, backpressure
+        self.k, self.lanes = k, lanes
         free = not backpressure
         super().__init__({
             "beat": In(stream.Signature(serial_beat_layout(config), always_ready=free)),
@@ -192,7 +192,7 @@ class SerialTreeEngine(wiring.Component):
         last = Mux(first_beat, payload.last, slot_last)
         pending = Signal()
         fire = Signal()
-        if self.backpressure:
+        if cfg.backpressure:
             m.d.comb += beat.ready.eq(~(first_beat & payload.step & payload.last & pending))
         m.d.comb += fire.eq(beat.valid & beat.ready)
         with m.If(fire):
@@ -225,7 +225,7 @@ class SerialTreeEngine(wiring.Component):
         m.d.sync += [add.eq(whole), capture.eq(ends)]
 
         for lane in range(self.lanes):
-            unit = SerialTreeLane(config=cfg, held_result=self.backpressure)
+            unit = SerialTreeLane(config=cfg, held_result=cfg.backpressure)
             m.submodules[f"lane_{lane}"] = unit
             m.d.comb += [
                 unit.digits.eq(payload.digits),
@@ -239,7 +239,7 @@ class SerialTreeEngine(wiring.Component):
             ]
 
         m.d.comb += result.payload.last.eq(1)
-        if not self.backpressure:       # the row in the capture cycle, taken then
+        if not cfg.backpressure:        # the row in the capture cycle, taken then
             m.d.comb += result.valid.eq(capture)
             return m
         with m.If(result.valid & result.ready):
